@@ -1,0 +1,89 @@
+"""Sign-in routes: one-time codes, sessions, OAuth, personal API tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpurent import auth, oauth
+from gpurent.api import Request, Response, Router, redirect
+from gpurent.clock import iso
+from pydantic import BaseModel, ConfigDict, Field
+
+router = Router()
+
+
+class RequestCode(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    email: str = Field(max_length=320)
+    intent: str | None = Field(default=None, pattern="^(login|signup)$")
+
+
+class VerifyCode(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    email: str = Field(max_length=320)
+    code: str = Field(max_length=32)
+
+
+class NewToken(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(min_length=1, max_length=64)
+    expiresInDays: int | None = Field(default=None, ge=1, le=3650)
+
+
+@router.route("POST /v1/auth/request-code", auth=False)
+def request_code(req: Request) -> dict[str, Any]:
+    body = req.parse(RequestCode)
+    return auth.request_code(body.email)
+
+
+@router.route("POST /v1/auth/verify-code", auth=False)
+def verify_code(req: Request) -> Response:
+    body = req.parse(VerifyCode)
+    user, sid, expires_at = auth.verify_code(body.email, body.code)
+    return Response(200, {"user": auth.user_public(user), "expiresAt": iso(expires_at)},
+                    cookies=[auth.session_cookie(sid)])
+
+
+@router.route("GET /v1/auth/me")
+def me(req: Request) -> dict[str, Any]:
+    assert req.principal is not None
+    return auth.me(req.principal)
+
+
+@router.route("POST /v1/auth/logout")
+def logout(req: Request) -> Response:
+    assert req.principal is not None
+    auth.logout(req.principal)
+    return Response(200, {"ok": True}, cookies=[auth.cleared_cookie()])
+
+
+@router.route("GET /v1/auth/oauth/{provider}", auth=False)
+def oauth_start(req: Request) -> Response:
+    location, cookie = oauth.start(req.path_params.get("provider", ""))
+    return redirect(location, [cookie] if cookie else [])
+
+
+@router.route("GET /v1/auth/oauth/{provider}/callback", auth=False)
+def oauth_callback(req: Request) -> Response:
+    location, cookies = oauth.callback(req.path_params.get("provider", ""), req.query, req.cookies)
+    return redirect(location, cookies)
+
+
+@router.route("POST /v1/auth/tokens")
+def create_token(req: Request) -> dict[str, Any]:
+    body = req.parse(NewToken)
+    return auth.create_token(req.user_id, body.name.strip() or "token", body.expiresInDays)
+
+
+@router.route("GET /v1/auth/tokens")
+def list_tokens(req: Request) -> dict[str, Any]:
+    return {"tokens": auth.list_tokens(req.user_id)}
+
+
+@router.route("DELETE /v1/auth/tokens/{id}")
+def revoke_token(req: Request) -> dict[str, Any]:
+    auth.revoke_token(req.user_id, req.path_params.get("id", ""))
+    return {"ok": True}
+
+
+handler = router.handler

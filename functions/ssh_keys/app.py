@@ -1,0 +1,29 @@
+"""SSH key routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpurent import keys
+from gpurent.api import Request, Router
+
+router = Router()
+
+
+@router.route("GET /v1/ssh-keys")
+def list_keys(req: Request) -> dict[str, Any]:
+    return {"keys": keys.list_keys(req.user_id)}
+
+
+@router.route("POST /v1/ssh-keys")
+def add_key(req: Request) -> dict[str, Any]:
+    return keys.add_key(req.user_id, req.parse(keys.NewKey))
+
+
+@router.route("DELETE /v1/ssh-keys/{id}")
+def delete_key(req: Request) -> dict[str, Any]:
+    keys.delete_key(req.user_id, req.path_params.get("id", ""))
+    return {"ok": True}
+
+
+handler = router.handler

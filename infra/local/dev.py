@@ -1,0 +1,154 @@
+"""`make dev`: the whole system on one machine, with the same handler code
+that runs in Lambda.
+
+- HTTP on 127.0.0.1:$PORT (default 3000), routed as template.yaml declares;
+- DynamoDB embedded (moto, in-process) unless DYNAMODB_ENDPOINT is given;
+- emails printed to the console and listed at GET /dev/mailbox;
+- a test clock: GET /dev/clock, POST /dev/clock/advance {"seconds": n};
+- later capabilities plug in through `SERVICES` (provider simulators, Stripe,
+  scheduled functions): each is a function `start(stack) -> stop`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "layers" / "gpurent"))
+
+from gpurent import clock, config, notify  # noqa: E402
+from gpurent.store import dynamo  # noqa: E402
+
+from infra.local import template  # noqa: E402
+from infra.local.server import LocalServer  # noqa: E402
+
+
+@dataclass
+class Stack:
+    server: LocalServer
+    clock: clock.OffsetClock
+    env: dict[str, str]
+    stops: list[Callable[[], None]] = field(default_factory=list)
+    # Work to run when the test clock moves (scheduled functions register here).
+    on_advance: list[Callable[[float], None]] = field(default_factory=list)
+
+
+def local_env(port: int) -> dict[str, str]:
+    public = f"http://127.0.0.1:{port}"
+    names = template.default_table_names("gpurent-local")
+    env = {
+        "STAGE": "local",
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "PUBLIC_URL": os.environ.get("PUBLIC_URL", public),
+        "ALLOWED_ORIGINS": os.environ.get(
+            "ALLOWED_ORIGINS", f"{public},http://localhost:{port},http://localhost:5173"
+        ),
+        "ADMIN_EMAILS": os.environ.get("ADMIN_EMAILS", "admin@localhost"),
+        "MAIL_MODE": "console",
+        "COOKIE_SECURE": "0",
+        "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+        "POWERTOOLS_METRICS_DISABLED": "1",
+        "POWERTOOLS_TRACE_DISABLED": "1",
+    }
+    env.update({template.TABLE_ENV[k]: v for k, v in names.items()})
+    return env
+
+
+def start_dynamodb(stack: Stack) -> Callable[[], None]:
+    endpoint = os.environ.get("DYNAMODB_ENDPOINT")
+    stop: Callable[[], None] = lambda: None  # noqa: E731
+    if not endpoint:
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        moto.start()
+        host, port = moto.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        stop = moto.stop
+    os.environ["DYNAMODB_ENDPOINT"] = endpoint
+    config.reset()
+    dynamo.reset_client()
+    names = {k: os.environ[v] for k, v in template.TABLE_ENV.items()}
+    template.create_tables(dynamo.client(), names)
+    return stop
+
+
+def add_dev_routes(stack: Stack) -> None:
+    def mailbox(path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        return 200, notify.mailbox()
+
+    def show_clock(path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        return 200, {"now": clock.now_iso(), "epoch": clock.now(), "offsetSeconds": stack.clock.offset}
+
+    def advance(path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        try:
+            seconds = float(json.loads(body or b"{}").get("seconds", 0))
+        except (ValueError, AttributeError):
+            return 400, {"error": "validation_failed", "message": "seconds must be a number"}
+        if not 0 < seconds <= 31 * 86400:
+            return 400, {"error": "validation_failed", "message": "seconds must be in (0, 2678400]"}
+        stack.clock.advance(seconds)
+        for work in stack.on_advance:
+            work(seconds)
+        return show_clock(path, headers, body)
+
+    stack.server.add_dev_route("GET", "/dev/mailbox", mailbox)
+    stack.server.add_dev_route("GET", "/dev/clock", show_clock)
+    stack.server.add_dev_route("POST", "/dev/clock/advance", advance)
+
+
+# Capabilities that need a running service plug in here: (name, start).
+SERVICES: list[tuple[str, Callable[[Stack], Callable[[], None]]]] = [
+    ("dynamodb", start_dynamodb),
+]
+
+
+def main() -> None:
+    port = int(os.environ.get("PORT", "3000"))
+    server = LocalServer("127.0.0.1", port)
+    port = int(server.server_address[1])
+    os.environ.update({k: v for k, v in local_env(port).items() if k not in os.environ or k in (
+        "STAGE", "MAIL_MODE", "COOKIE_SECURE", "POWERTOOLS_METRICS_DISABLED", "POWERTOOLS_TRACE_DISABLED")})
+    config.reset()
+    test_clock = clock.OffsetClock()
+    clock.set_clock(test_clock)
+    stack = Stack(server=server, clock=test_clock, env=dict(os.environ))
+    for _name, start in SERVICES:
+        stack.stops.append(start(stack))
+    add_dev_routes(stack)
+
+    done = threading.Event()
+
+    def shutdown(signum: int, frame: Any) -> None:
+        done.set()
+
+    signal.signal(signal.SIGINT, shutdown)
+    signal.signal(signal.SIGTERM, shutdown)
+    server.start()
+    print(f"gpurent local stack listening on {server.url}", flush=True)
+    done.wait()
+    print("gpurent local stack stopping", flush=True)
+    server.shutdown()
+    for stop in reversed(stack.stops):
+        stop()
+    server.server_close()
+
+
+if __name__ == "__main__":
+    main()

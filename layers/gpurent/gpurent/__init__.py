@@ -1,0 +1,1 @@
+"""gpurent: the domain package shipped in the shared Lambda layer."""

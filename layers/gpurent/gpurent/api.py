@@ -1,0 +1,244 @@
+"""The HTTP edge shared by every API function: API Gateway HTTP API (payload
+2.0) events in, responses out.
+
+A function declares its routes by `routeKey` (exactly as `template.yaml` and
+API Gateway name them, e.g. `GET /v1/rentals/{id}`), so dispatch is one dict
+look-up. Here, and only here: authentication, the Origin check, rate limits,
+body parsing and validation, and the mapping of `ApiError` to the documented
+envelope.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aws_lambda_powertools import Logger
+from pydantic import BaseModel, ValidationError
+
+from gpurent import auth, clock
+from gpurent.config import settings
+from gpurent.errors import ApiError
+
+logger = Logger(service="gpurent")
+
+MAX_BODY_BYTES = 64 * 1024
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class Request:
+    route_key: str
+    method: str
+    path: str
+    headers: dict[str, str]
+    query: dict[str, str]
+    path_params: dict[str, str]
+    cookies: dict[str, str]
+    body: bytes
+    source_ip: str
+    request_id: str
+    principal: auth.Principal | None = None
+
+    @property
+    def user_id(self) -> str:
+        if self.principal is None:
+            raise ApiError("unauthorized")
+        return self.principal.user_id
+
+    def json(self) -> Any:
+        if not self.body:
+            return {}
+        try:
+            return json.loads(self.body)
+        except (ValueError, RecursionError) as exc:
+            raise ApiError("validation_failed", "Body is not valid JSON", {"body": "not valid JSON"}) from exc
+
+    def parse(self, model: type[M]) -> M:
+        """Validate the JSON body against `model` (unknown fields rejected)."""
+        data = self.json()
+        if not isinstance(data, dict):
+            raise ApiError("validation_failed", "Body must be a JSON object", {"body": "must be a JSON object"})
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    cookies: list[str] = field(default_factory=list)
+    raw_body: str | None = None
+
+
+def validation_error(exc: ValidationError) -> ApiError:
+    details: dict[str, str] = {}
+    for err in exc.errors(include_url=False, include_input=False):
+        name = ".".join(str(p) for p in err["loc"]) or "body"
+        msg = "unknown field" if err["type"] == "extra_forbidden" else str(err["msg"])
+        details.setdefault(name, msg)
+    first = next(iter(details.items()))
+    return ApiError("validation_failed", f"{first[0]}: {first[1]}", details)
+
+
+def query_int(req: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = req.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not (low <= int(raw) <= high):
+        raise ApiError("validation_failed", f"{name} must be an integer from {low} to {high}",
+                       {name: f"must be an integer from {low} to {high}"})
+    return int(raw)
+
+
+Handler = Callable[[Request], "Response | dict[str, Any]"]
+
+
+@dataclass(frozen=True)
+class Route:
+    fn: Handler
+    auth: bool
+    admin: bool
+    rate_limited: bool
+
+
+class Router:
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+
+    def route(
+        self, route_key: str, *, auth: bool = True, admin: bool = False, rate_limited: bool = True
+    ) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            self.routes[route_key] = Route(fn, auth or admin, admin, rate_limited)
+            return fn
+
+        return register
+
+    def handler(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        started = time.perf_counter()
+        req: Request | None = None
+        extra_headers: dict[str, str] = {}
+        try:
+            req = parse_event(event)
+            route = self.routes.get(req.route_key)
+            if route is None:
+                raise ApiError("not_found")
+            resp = self._run(route, req, extra_headers)
+        except ApiError as err:
+            resp = Response(err.status, err.body(), dict(err.headers))
+        except Exception:
+            logger.exception("unhandled error", extra={"routeKey": event.get("routeKey")})
+            internal = ApiError("internal_error")
+            resp = Response(internal.status, internal.body())
+        resp.headers.update({k: v for k, v in extra_headers.items() if k not in resp.headers})
+        out = render(resp)
+        logger.info(
+            "request",
+            extra={
+                "routeKey": event.get("routeKey"),
+                "status": resp.status,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+                "userId": req.principal.user_id if req and req.principal else None,
+            },
+        )
+        return out
+
+    def _run(self, route: Route, req: Request, extra_headers: dict[str, str]) -> Response:
+        if route.auth:
+            req.principal = auth.authenticate(req.cookies.get("sid"), bearer_token(req.headers))
+            if req.principal.via == "session" and req.method in MUTATING:
+                check_origin(req.headers.get("origin"))
+            bucket = f"P#{req.principal.bucket}"
+            limits = (settings().rate_limit_per_minute, settings().rate_limit_per_hour)
+        else:
+            if req.method in MUTATING and route.rate_limited:
+                check_origin(req.headers.get("origin"))
+            bucket = f"IP#{req.source_ip}"
+            limits = (settings().ip_rate_limit_per_minute, settings().ip_rate_limit_per_hour)
+        if route.rate_limited:
+            extra_headers.update(auth.enforce_rate_limit(bucket, *limits))
+        if route.admin:
+            auth.require_admin(req.principal)
+        result = route.fn(req)
+        resp = result if isinstance(result, Response) else Response(200, result)
+        if req.principal is not None and req.principal.refreshed_cookie:
+            resp.cookies.append(req.principal.refreshed_cookie)
+        return resp
+
+
+def check_origin(origin: str | None) -> None:
+    """CSRF guard: a browser request from an origin not on the allow-list is refused.
+
+    Requests without `Origin` (curl, scripts) pass, as documented.
+    """
+    if origin is None:
+        return
+    allowed = set(settings().allowed_origins) | {settings().public_url}
+    if origin.rstrip("/") not in allowed:
+        raise ApiError("forbidden", "Origin not allowed")
+
+
+def bearer_token(headers: dict[str, str]) -> str | None:
+    value = headers.get("authorization", "")
+    if value[:7].lower() == "bearer ":
+        return value[7:].strip() or None
+    return None
+
+
+def parse_event(event: dict[str, Any]) -> Request:
+    ctx = event.get("requestContext") or {}
+    http = ctx.get("http") or {}
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    raw = event.get("body") or ""
+    body = base64.b64decode(raw) if event.get("isBase64Encoded") else raw.encode("utf-8")
+    if len(body) > MAX_BODY_BYTES:
+        raise ApiError("validation_failed", "Body larger than 64 KiB", {"body": "larger than 64 KiB"})
+    cookies: dict[str, str] = {}
+    for c in event.get("cookies") or []:
+        name, _, value = c.partition("=")
+        cookies.setdefault(name.strip(), value.strip())
+    return Request(
+        route_key=str(event.get("routeKey", "")),
+        method=str(http.get("method", "GET")).upper(),
+        path=str(event.get("rawPath") or http.get("path") or "/"),
+        headers=headers,
+        query={str(k): str(v) for k, v in (event.get("queryStringParameters") or {}).items()},
+        path_params={str(k): str(v) for k, v in (event.get("pathParameters") or {}).items()},
+        cookies=cookies,
+        body=body,
+        source_ip=str(http.get("sourceIp", "0.0.0.0")),  # noqa: S104 - a value, not a bind address
+        request_id=str(ctx.get("requestId", "")),
+    )
+
+
+def render(resp: Response) -> dict[str, Any]:
+    headers = {"cache-control": "no-store", **{k.lower(): v for k, v in resp.headers.items()}}
+    if resp.raw_body is not None:
+        body = resp.raw_body
+    elif resp.body is None:
+        body = ""
+    else:
+        headers.setdefault("content-type", "application/json")
+        body = json.dumps(resp.body, separators=(",", ":"))
+    out: dict[str, Any] = {"statusCode": resp.status, "headers": headers, "body": body, "isBase64Encoded": False}
+    if resp.cookies:
+        out["cookies"] = resp.cookies
+    return out
+
+
+def redirect(location: str, cookies: list[str] | None = None) -> Response:
+    return Response(302, None, {"location": location}, cookies or [])
+
+
+def now_iso() -> str:
+    return clock.now_iso()

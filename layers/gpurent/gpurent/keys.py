@@ -1,0 +1,78 @@
+"""SSH keys on file: every key is injected into every pod launched later."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gpurent import clock, ids
+from gpurent.errors import ApiError
+from gpurent.sshkeys import InvalidKey, WeakKey, parse_public_key
+from gpurent.store import identity as store
+
+
+class NewKey(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(min_length=1, max_length=64)
+    publicKey: str = Field(min_length=1, max_length=16384)
+
+
+def check_name(name: str) -> str:
+    clean = name.strip()
+    if not clean or any(ord(c) < 32 or ord(c) == 127 for c in clean):
+        raise ApiError("validation_failed", "name must be 1-64 printable characters",
+                       {"name": "must be 1-64 printable characters"})
+    return clean
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": record["id"],
+        "name": record["name"],
+        "fingerprint": record["fingerprint"],
+        "algorithm": record["algorithm"],
+        "createdAt": clock.iso(record["createdAt"]),
+    }
+
+
+def add_key(user_id: str, body: NewKey) -> dict[str, Any]:
+    name = check_name(body.name)
+    try:
+        parsed = parse_public_key(body.publicKey)
+    except WeakKey as exc:
+        raise ApiError("weak_key", "Keys must be at least RSA 2048 or Ed25519", {"publicKey": str(exc)}) from None
+    except InvalidKey as exc:
+        raise ApiError("validation_failed", f"Couldn't parse that as a public key: {exc}",
+                       {"publicKey": str(exc)}) from None
+    record = {
+        "id": ids.new_id("key"),
+        "name": name,
+        "fingerprint": parsed.fingerprint,
+        "algorithm": parsed.algorithm,
+        "publicKey": parsed.public_key,
+        "createdAt": int(clock.now()),
+    }
+    try:
+        store.put_ssh_key(user_id, record)
+    except store.AlreadyExists:
+        raise ApiError("duplicate_key", "This public key is already on your account") from None
+    return public(record)
+
+
+def list_keys(user_id: str) -> list[dict[str, Any]]:
+    return [public(k) for k in sorted(store.list_ssh_keys(user_id), key=lambda k: k["id"], reverse=True)]
+
+
+def public_keys(user_id: str) -> list[str]:
+    """The key lines to inject into a new pod (a snapshot at launch)."""
+    return [str(k["publicKey"]) for k in store.list_ssh_keys(user_id)]
+
+
+def delete_key(user_id: str, key_id: str) -> None:
+    if not ids.is_id(key_id, "key"):
+        raise ApiError("key_not_found", "No such SSH key")
+    try:
+        store.delete_ssh_key(user_id, key_id)
+    except store.NotFound:
+        raise ApiError("key_not_found", "No such SSH key") from None

@@ -1,0 +1,21 @@
+"""Integer-cent money arithmetic. No float ever touches money."""
+
+from __future__ import annotations
+
+
+def round_half_up_div(numerator: int, denominator: int) -> int:
+    """round_half_up(numerator / denominator) for non-negative integers, exactly."""
+    if numerator < 0 or denominator <= 0:
+        raise ValueError("round_half_up_div takes a non-negative numerator and a positive denominator")
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+def charge_for_seconds(billed_seconds: int, price_per_hour_cents: int) -> int:
+    """What `billed_seconds` of a rental at `price_per_hour_cents` costs, in cents."""
+    return round_half_up_div(billed_seconds * price_per_hour_cents, 3600)
+
+
+def dollars(cents: int) -> str:
+    sign = "-" if cents < 0 else ""
+    cents = abs(cents)
+    return f"{sign}${cents // 100}.{cents % 100:02d}"

@@ -1,0 +1,159 @@
+"""Shared fixtures: moto-backed AWS, the injectable clock, and an API client
+that invokes the real handlers with real-shaped HTTP API events."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "layers" / "gpurent"))
+
+# No test may reach a real AWS endpoint: dummy credentials, one region.
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "POWERTOOLS_METRICS_NAMESPACE": "gpurent",
+        "POWERTOOLS_SERVICE_NAME": "gpurent",
+        "POWERTOOLS_TRACE_DISABLED": "1",
+    }
+)
+
+from gpurent import clock as clock_mod  # noqa: E402
+from gpurent import config  # noqa: E402
+from gpurent.store import dynamo, ses  # noqa: E402
+
+from infra.local import template  # noqa: E402
+from infra.local.client import Reply, invoke  # noqa: E402
+
+MAIL_FROM = "no-reply@gpurent.test"
+TEST_ENV = {
+    "STAGE": "test",
+    "PUBLIC_URL": "https://app.gpurent.test",
+    "ALLOWED_ORIGINS": "https://dash.gpurent.test",
+    "ADMIN_EMAILS": "admin@gpurent.test",
+    "MAIL_FROM": MAIL_FROM,
+    "MAIL_MODE": "ses",
+    "COOKIE_SECURE": "1",
+}
+
+
+def table_env(names: dict[str, str]) -> dict[str, str]:
+    return {template.TABLE_ENV[k]: v for k, v in names.items()}
+
+
+def reset_clients() -> None:
+    config.reset()
+    dynamo.reset_client()
+    ses.reset_client()
+
+
+@pytest.fixture
+def clock() -> Iterator[clock_mod.ManualClock]:
+    c = clock_mod.ManualClock()
+    previous = clock_mod.get_clock()
+    clock_mod.set_clock(c)
+    yield c
+    clock_mod.set_clock(previous)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch, clock: clock_mod.ManualClock) -> Iterator[None]:
+    """moto in-process: every table of template.yaml, SES with a verified sender."""
+    from moto import mock_aws
+
+    with mock_aws():
+        names = template.default_table_names("test")
+        for k, v in {**TEST_ENV, **table_env(names)}.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.delenv("DYNAMODB_ENDPOINT", raising=False)
+        reset_clients()
+        template.create_tables(dynamo.client(), names)
+        import boto3
+
+        boto3.client("ses", region_name="us-east-1").verify_email_identity(EmailAddress=MAIL_FROM)
+        yield
+        reset_clients()
+
+
+def sent_mail() -> list[Any]:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ses.models import ses_backends
+
+    return list(ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages)
+
+
+def last_code(email: str) -> str:
+    for message in reversed(sent_mail()):
+        if email in message.destinations["ToAddresses"]:
+            m = re.search(r"\b(\d{6})\b", message.body)
+            if m:
+                return m.group(1)
+    raise AssertionError(f"no code mailed to {email}")
+
+
+class Api:
+    """A signed-in (or not) client of the in-process API."""
+
+    def __init__(self, source_ip: str = "198.51.100.7") -> None:
+        self.cookies: dict[str, str] = {}
+        self.token: str | None = None
+        self.source_ip = source_ip
+
+    def call(self, method: str, url: str, body: Any = None, **kw: Any) -> Reply:
+        headers = dict(kw.pop("headers", {}) or {})
+        if self.token:
+            headers.setdefault("authorization", f"Bearer {self.token}")
+        reply = invoke(method, url, body=body, headers=headers, cookies=kw.pop("cookies", self.cookies),
+                       source_ip=kw.pop("source_ip", self.source_ip), **kw)
+        for c in reply.cookies:
+            name, _, rest = c.partition("=")
+            value = rest.split(";", 1)[0]
+            if "Max-Age=0" in c:
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = value
+        return reply
+
+    def get(self, url: str, **kw: Any) -> Reply:
+        return self.call("GET", url, **kw)
+
+    def post(self, url: str, body: Any = None, **kw: Any) -> Reply:
+        return self.call("POST", url, body, **kw)
+
+    def put(self, url: str, body: Any = None, **kw: Any) -> Reply:
+        return self.call("PUT", url, body, **kw)
+
+    def delete(self, url: str, **kw: Any) -> Reply:
+        return self.call("DELETE", url, **kw)
+
+    def sign_in(self, email: str) -> dict[str, Any]:
+        r = self.post("/v1/auth/request-code", {"email": email})
+        assert r.status == 200, r.body
+        r = self.post("/v1/auth/verify-code", {"email": email, "code": last_code(email.strip().lower())})
+        assert r.status == 200, r.body
+        return dict(r.json()["user"])
+
+
+@pytest.fixture
+def api(aws: None) -> Api:
+    return Api()
+
+
+@pytest.fixture
+def user(api: Api, clock: clock_mod.ManualClock) -> dict[str, Any]:
+    u = api.sign_in("alice@example.com")
+    clock.advance(31)
+    return u
