@@ -34,7 +34,6 @@ os.environ.update(
 from gpurent import clock as clock_mod  # noqa: E402
 from gpurent import config  # noqa: E402
 from gpurent.store import dynamo, ses  # noqa: E402
-
 from infra.local import template  # noqa: E402
 from infra.local.client import Reply, invoke  # noqa: E402
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from gpurent import auth, oauth
 from gpurent.api import Request, Response, Router, redirect
 from gpurent.clock import iso
-from pydantic import BaseModel, ConfigDict, Field
 
 router = Router()
 

@@ -27,7 +27,6 @@ sys.path.insert(0, str(ROOT / "layers" / "gpurent"))
 
 from gpurent import clock, config, notify  # noqa: E402
 from gpurent.store import dynamo  # noqa: E402
-
 from infra.local import template  # noqa: E402
 from infra.local.server import LocalServer  # noqa: E402
 

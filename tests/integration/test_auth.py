@@ -4,8 +4,8 @@ decisions.md "Auth"; each error asserts status, code and that nothing was writte
 from __future__ import annotations
 
 import pytest
-from gpurent import auth, config
 
+from gpurent import auth, config
 from tests.conftest import Api, last_code, sent_mail
 from tests.integration.helpers import envelope, snapshot
 

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from gpurent.sshkeys import MAX_INPUT_BYTES, InvalidKey, ParsedKey, WeakKey, parse_public_key
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from gpurent.sshkeys import MAX_INPUT_BYTES, InvalidKey, ParsedKey, WeakKey, parse_public_key
 
 SSH_KEYGEN = shutil.which("ssh-keygen") or shutil.which("ssh-keygen", path="/usr/bin:/usr/local/bin")
 needs_ssh_keygen = pytest.mark.skipif(SSH_KEYGEN is None, reason="ssh-keygen not installed")
@@ -80,9 +81,7 @@ def rsa_blob(e: int = 65537, n: int | None = None, bits: int = 2048) -> bytes:
 
 
 # A 1024-bit DSA-shaped blob (values need not be a real group for the weak-key path).
-DSA_BLOB = (
-    s("ssh-dss") + mpint(fake_modulus(1024)) + mpint(fake_modulus(160)) + mpint(2) + mpint(fake_modulus(1023))
-)
+DSA_BLOB = s("ssh-dss") + mpint(fake_modulus(1024)) + mpint(fake_modulus(160)) + mpint(2) + mpint(fake_modulus(1023))
 
 
 # --------------------------------------------------------------------------- ssh-keygen fixtures

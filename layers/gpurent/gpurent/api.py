@@ -100,6 +100,17 @@ def query_int(req: Request, name: str, default: int, low: int, high: int) -> int
     return int(raw)
 
 
+def idempotency_key(req: Request) -> str | None:
+    """The `Idempotency-Key` header (Stripe's semantics), if given."""
+    key = req.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise ApiError("validation_failed", "Idempotency-Key must be 1-255 printable characters",
+                       {"Idempotency-Key": "must be 1-255 printable characters"})
+    return key
+
+
 Handler = Callable[[Request], "Response | dict[str, Any]"]
 
 

@@ -38,6 +38,8 @@ class Settings(BaseModel):
     mail_from: str = "no-reply@gpurent.local"
     mail_mode: str = "ses"  # "ses" | "console"
 
+    cursor_key: str | None = None
+
     rate_limit_per_minute: int = 100
     rate_limit_per_hour: int = 1000
     ip_rate_limit_per_minute: int = 30
@@ -83,6 +85,7 @@ def load_settings(env: dict[str, str] | os._Environ[str] | None = None) -> Setti
         "cookie_secure": e.get("COOKIE_SECURE", "1" if stage != "local" else "0") == "1",
         "mail_from": e.get("MAIL_FROM", "no-reply@gpurent.local"),
         "mail_mode": e.get("MAIL_MODE", "console" if stage == "local" else "ses"),
+        "cursor_key": e.get("CURSOR_KEY") or None,
     }
     for key in (
         "google_client_id", "google_client_secret", "google_client_secret_param",

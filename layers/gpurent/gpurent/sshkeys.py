@@ -128,7 +128,7 @@ _PRIVATE_KEY_RE = re.compile(r"BEGIN [A-Z0-9 ]*PRIVATE KEY")
 # file is the common case).
 _TRIM = " \t\r\n\x0b\x0c"
 _BOM = "\ufeff"
-# base64("\0\0\0\x0eopenssh-key-v1\0") prefix: the body of an OpenSSH private key.
+# base64("openssh-key-v1\0…") prefix: the body of an OpenSSH private key without its armour.
 _OPENSSH_PRIVATE_BODY = "b3BlbnNzaC1rZXktdjE"
 # Unicode bidirectional formatting characters ("Trojan Source").
 _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -258,13 +258,7 @@ def _refuse_control_characters(text: str) -> None:
         code = ord(ch)
         if ch == "\t":
             continue  # treated as a field separator / space
-        if (
-            code < 0x20
-            or 0x7F <= code <= 0x9F
-            or 0xD800 <= code <= 0xDFFF
-            or ch in _BIDI_CONTROLS
-            or ch == _BOM
-        ):
+        if code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF or ch in _BIDI_CONTROLS or ch == _BOM:
             raise InvalidKey("The public key contains control or invisible characters.")
 
 
@@ -283,9 +277,7 @@ def _check_key_type(key_type: str, text: str) -> None:
             )
         if _BASE64_RE.fullmatch(key_type) and key_type.startswith("AAAA"):
             raise InvalidKey("The key type is missing: the line must start with e.g. 'ssh-ed25519'.")
-        raise InvalidKey(
-            "This is not an OpenSSH public key; it should look like 'ssh-ed25519 AAAA… comment'."
-        )
+        raise InvalidKey("This is not an OpenSSH public key; it should look like 'ssh-ed25519 AAAA… comment'.")
     if _SAFE_TYPE_RE.fullmatch(key_type):
         raise InvalidKey(f"Unsupported key type '{key_type}'; {_SUPPORTED_HINT}.")
     raise InvalidKey(f"Unsupported key type; {_SUPPORTED_HINT}.")
@@ -337,8 +329,7 @@ def _parse_rsa(reader: _Reader) -> int:
         raise InvalidKey(f"The RSA key is too large ({bits} bits; at most {MAX_RSA_BITS} are supported).")
     if bits < MIN_RSA_BITS:
         raise WeakKey(
-            f"This RSA key is only {bits} bits; at least {MIN_RSA_BITS} bits are required "
-            "(or use an Ed25519 key)."
+            f"This RSA key is only {bits} bits; at least {MIN_RSA_BITS} bits are required (or use an Ed25519 key)."
         )
     return bits
 

@@ -1,0 +1,88 @@
+"""What admins do (users whose email is in ADMIN_EMAILS): every act audited in
+the same transaction as its effect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gpurent import auth, clock, ids, notify, wallet
+from gpurent.errors import ApiError
+from gpurent.ledger import entry_public
+from gpurent.money import dollars
+from gpurent.store import identity
+from gpurent.store import money as store
+
+MAX_ADJUSTMENT_CENTS = 10_000_000  # $100,000: a typo guard, not a policy
+
+
+class Adjustment(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    userId: str | None = None
+    email: str | None = Field(default=None, max_length=320)
+    amountCents: int = Field(ge=-MAX_ADJUSTMENT_CENTS, le=MAX_ADJUSTMENT_CENTS)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+def audit_row(admin_id: str, action: str, target_user: str, details: dict[str, Any]) -> store.TransactItem:
+    now = clock.now()
+    month = clock.iso(now)[:7]
+    return store.money_put(
+        {
+            "pk": f"AUDIT#{month}",
+            "sk": ids.new_id("aud"),
+            "adminId": admin_id,
+            "action": action,
+            "userId": target_user,
+            "createdAt": now,
+            **details,
+        }
+    )
+
+
+def resolve_user(user_id: str | None, email: str | None) -> dict[str, Any]:
+    if (user_id is None) == (email is None):
+        raise ApiError("validation_failed", "Give exactly one of userId or email",
+                       {"userId": "give exactly one of userId or email"})
+    if user_id is not None:
+        if not ids.is_id(user_id, "usr"):
+            raise ApiError("user_not_found", "No such user")
+        found = identity.get_user(user_id)
+    else:
+        uid = identity.get_user_id_by_email(auth.normalise_email(email))
+        found = identity.get_user(uid) if uid else None
+    if found is None:
+        raise ApiError("user_not_found", "No such user")
+    return found
+
+
+def adjust(admin_id: str, body: Adjustment, idempotency_key: str | None) -> dict[str, Any]:
+    if body.amountCents == 0:
+        raise ApiError("validation_failed", "amountCents must not be 0", {"amountCents": "must not be 0"})
+    reason = body.reason.strip()
+    if not reason or any(ord(c) < 32 and c not in "\t" for c in reason):
+        raise ApiError("validation_failed", "reason must be printable text", {"reason": "must be printable text"})
+    target = resolve_user(body.userId, body.email)
+    key = f"adjust:{admin_id}:{idempotency_key}" if idempotency_key else f"adjust:{ids.new_id('adj')}"
+    refs = {"description": reason, "adminId": admin_id}
+    result = wallet.adjust(
+        target["id"], body.amountCents, key, refs,
+        extras=lambda w, steps: [audit_row(admin_id, "adjustment", target["id"],
+                                           {"amountCents": body.amountCents, "reason": reason, "opKey": key})],
+    )
+    if not result.replayed:
+        verb = "added to" if body.amountCents > 0 else "taken from"
+        notify.send(
+            target["email"],
+            "An adjustment to your gpurent balance",
+            f"{dollars(abs(body.amountCents))} was {verb} your gpurent wallet.\n\nReason: {reason}\n\n"
+            f"Your balance is now {dollars(result.total)}.",
+        )
+    return {
+        "entry": entry_public(result.entries[0]),
+        "userId": target["id"],
+        "availableCents": result.available,
+        "reservedCents": result.reserved,
+        "totalCents": result.total,
+    }

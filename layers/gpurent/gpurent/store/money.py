@@ -1,0 +1,201 @@
+"""Money records: wallets, operation markers and business rows in the money
+table; ledger rows in the (append-only) ledger table.
+
+Nothing here decides anything: `gpurent.wallet` plans a money operation and
+this module writes it as one `TransactWriteItems`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpurent.config import settings
+from gpurent.store.dynamo import (
+    ClientError,
+    cancellation_codes,
+    client,
+    error_code,
+    from_item,
+    key,
+    to_item,
+    to_values,
+)
+
+TransactItem = dict[str, Any]
+
+
+class TransactionCancelled(Exception):
+    """The transaction was not applied; `codes[i]` is item i's reason (`None` when it was fine)."""
+
+    def __init__(self, codes: list[str], items: list[dict[str, Any] | None]) -> None:
+        super().__init__(f"transaction cancelled: {codes}")
+        self.codes = codes
+        self.items = items
+
+
+class TransactionConflict(Exception):
+    """Another transaction touched the same items at the same time; nothing was applied."""
+
+
+def _money() -> str:
+    return settings().money_table
+
+
+def _ledger() -> str:
+    return settings().ledger_table
+
+
+def get_wallet(user_id: str) -> dict[str, Any] | None:
+    r = client().get_item(TableName=_money(), Key=key(f"USER#{user_id}", "WALLET"), ConsistentRead=True)
+    return from_item(r.get("Item"))
+
+
+def get_op(op_key: str) -> dict[str, Any] | None:
+    r = client().get_item(TableName=_money(), Key=key(f"OP#{op_key}", "OP"), ConsistentRead=True)
+    return from_item(r.get("Item"))
+
+
+def wallet_update(user_id: str, state: dict[str, Any], expected_version: int) -> TransactItem:
+    """Set the wallet to `state` if it is still at `expected_version` (0: not yet created)."""
+    names = {f"#{k}": k for k in state}
+    values = {f":{k}": v for k, v in state.items()}
+    sets = ", ".join(f"#{k} = :{k}" for k in state)
+    if expected_version == 0:
+        condition = "attribute_not_exists(pk)"
+    else:
+        condition = "#version = :expected"
+        values[":expected"] = expected_version
+        names["#version"] = "version"
+    return {
+        "Update": {
+            "TableName": _money(),
+            "Key": key(f"USER#{user_id}", "WALLET"),
+            "UpdateExpression": f"SET {sets}",
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": to_values(values),
+        }
+    }
+
+
+def op_put(op_key: str, record: dict[str, Any]) -> TransactItem:
+    return {
+        "Put": {
+            "TableName": _money(),
+            "Item": to_item({"pk": f"OP#{op_key}", "sk": "OP", **record}),
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+    }
+
+
+def ledger_put(user_id: str, row: dict[str, Any]) -> TransactItem:
+    return {
+        "Put": {
+            "TableName": _ledger(),
+            "Item": to_item({"pk": f"USER#{user_id}", "sk": row["id"], **row}),
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+    }
+
+
+def money_put(item: dict[str, Any], condition: str | None = "attribute_not_exists(pk)") -> TransactItem:
+    put: dict[str, Any] = {"TableName": _money(), "Item": to_item(item)}
+    if condition:
+        put["ConditionExpression"] = condition
+    return {"Put": put}
+
+
+def money_update(
+    pk: str, sk: str, update: str, condition: str | None, names: dict[str, str], values: dict[str, Any]
+) -> TransactItem:
+    out: dict[str, Any] = {
+        "TableName": _money(),
+        "Key": key(pk, sk),
+        "UpdateExpression": update,
+        "ExpressionAttributeNames": names,
+    }
+    if values:
+        out["ExpressionAttributeValues"] = to_values(values)
+    if condition:
+        out["ConditionExpression"] = condition
+    return {"Update": out}
+
+
+def transact(items: list[TransactItem], token: str | None = None) -> None:
+    """Apply all items or none. Raises TransactionCancelled / TransactionConflict."""
+    if not 0 < len(items) <= 100:
+        raise ValueError(f"a transaction holds 1..100 items, not {len(items)}")
+    kwargs: dict[str, Any] = {"TransactItems": items}
+    if token:
+        kwargs["ClientRequestToken"] = token[:36]
+    for item in items:
+        for op in item.values():
+            if "ConditionExpression" in op:
+                op.setdefault("ReturnValuesOnConditionCheckFailure", "ALL_OLD")
+    try:
+        client().transact_write_items(**kwargs)
+    except ClientError as exc:
+        code = error_code(exc)
+        if code == "TransactionCanceledException":
+            codes = cancellation_codes(exc)
+            if "TransactionConflict" in codes and "ConditionalCheckFailed" not in codes:
+                raise TransactionConflict() from exc
+            reasons = exc.response.get("CancellationReasons") or []
+            olds = [from_item(r.get("Item")) if r.get("Item") else None for r in reasons]
+            raise TransactionCancelled(codes, olds) from exc
+        if code in ("TransactionInProgressException", "TransactionConflictException"):
+            raise TransactionConflict() from exc
+        raise
+
+
+def query_ledger(
+    user_id: str, start_after: str | None, limit: int, entry_type: str | None
+) -> tuple[list[dict[str, Any]], bool]:
+    """Up to `limit` ledger rows, newest first, strictly older than `start_after`.
+
+    Returns (rows, more) where `more` says whether older rows may exist.
+    """
+    rows: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {
+        "TableName": _ledger(),
+        "ScanIndexForward": False,
+        "ConsistentRead": True,
+    }
+    values: dict[str, Any] = {":pk": f"USER#{user_id}"}
+    if start_after:
+        kwargs["KeyConditionExpression"] = "pk = :pk AND sk < :after"
+        values[":after"] = start_after
+    else:
+        kwargs["KeyConditionExpression"] = "pk = :pk"
+    if entry_type:
+        kwargs["FilterExpression"] = "#type = :type"
+        kwargs["ExpressionAttributeNames"] = {"#type": "type"}
+        values[":type"] = entry_type
+    kwargs["ExpressionAttributeValues"] = to_values(values)
+    while True:
+        # One row more than asked tells whether another page exists.
+        kwargs["Limit"] = limit + 1 if entry_type else limit + 1 - len(rows)
+        r = client().query(**kwargs)
+        rows.extend(i for i in (from_item(x) for x in r.get("Items", [])) if i is not None)
+        if len(rows) > limit:
+            return rows[:limit], True
+        if "LastEvaluatedKey" not in r:
+            return rows, False
+        kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
+
+
+def all_ledger(user_id: str) -> list[dict[str, Any]]:
+    """Every ledger row of a user, oldest first (tests, audits and reconciliation)."""
+    rows: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {
+        "TableName": _ledger(),
+        "KeyConditionExpression": "pk = :pk",
+        "ExpressionAttributeValues": to_values({":pk": f"USER#{user_id}"}),
+        "ConsistentRead": True,
+    }
+    while True:
+        r = client().query(**kwargs)
+        rows.extend(i for i in (from_item(x) for x in r.get("Items", [])) if i is not None)
+        if "LastEvaluatedKey" not in r:
+            return rows
+        kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]

@@ -1,0 +1,361 @@
+"""The wallet: available / reserved cents, moved only by money operations.
+
+A money operation is planned here as plain arithmetic on the wallet as read
+(`plan_*` functions, which tests call directly) and written by
+`gpurent.store.money` as ONE transaction: the wallet update guarded by its
+version, the ledger rows, a marker named by the operation's idempotency key,
+and the business rows the caller passes in. So it happens whole or not at
+all, exactly once per key:
+
+- a retry of an operation that did commit finds its marker and answers what
+  the first attempt answered;
+- a concurrent writer changes the version: the transaction is cancelled and
+  re-planned from a fresh read, a bounded number of times, then fails loudly.
+
+Ledger rows carry `balanceAfterCents` = the wallet *total* after the entry;
+moving money between available and reserved is not a ledger entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gpurent import clock, ids
+from gpurent.errors import ApiError, ConflictRetryExhausted
+from gpurent.store import money as store
+
+LEDGER_TYPES = ("stripe_topup", "auto_topup", "rental_charge", "refund", "adjustment")
+CREDIT_TYPES = ("stripe_topup", "auto_topup", "refund", "adjustment")
+MAX_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class Wallet:
+    user_id: str
+    available: int = 0
+    reserved: int = 0
+    version: int = 0
+    last_ledger_ulid: str | None = None
+    updated_at: float | None = None
+    open_invoices_cents: int = 0
+    open_invoice_count: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.available + self.reserved
+
+    @classmethod
+    def from_record(cls, user_id: str, record: dict[str, Any] | None) -> Wallet:
+        if record is None:
+            return cls(user_id)
+        return cls(
+            user_id=user_id,
+            available=int(record.get("availableCents", 0)),
+            reserved=int(record.get("reservedCents", 0)),
+            version=int(record.get("version", 0)),
+            last_ledger_ulid=record.get("lastLedgerUlid"),
+            updated_at=record.get("updatedAt"),
+            open_invoices_cents=int(record.get("openInvoicesCents", 0)),
+            open_invoice_count=int(record.get("openInvoiceCount", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A ledger row to append: signed cents and its references."""
+
+    type: str
+    amount: int
+    refs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One movement of a wallet: deltas of available and reserved, and ledger entries.
+
+    The entries must account for the change of the total exactly:
+    Σ entry.amount == available_delta + reserved_delta.
+    """
+
+    available_delta: int
+    reserved_delta: int
+    entries: tuple[Entry, ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class InsufficientBalance(ApiError):
+    def __init__(self, message: str = "Available balance is below the 1-hour reserve") -> None:
+        super().__init__("insufficient_balance", message)
+
+
+class IdempotencyMismatch(ApiError):
+    def __init__(self) -> None:
+        super().__init__(
+            "validation_failed",
+            "This idempotency key was already used with different parameters",
+            {"idempotencyKey": "already used with different parameters"},
+        )
+
+
+class BusinessConditionFailed(Exception):
+    """A business row's condition failed (e.g. the rental moved on); nothing was applied."""
+
+    def __init__(self, index: int, old: dict[str, Any] | None) -> None:
+        super().__init__(f"business row {index} condition failed")
+        self.index = index
+        self.old = old
+
+
+# ---------------------------------------------------------------- pure planning
+
+def plan_credit(w: Wallet, amount: int, entry_type: str, refs: dict[str, Any] | None = None) -> Step:
+    if amount <= 0:
+        raise ValueError("a credit is a positive amount")
+    if entry_type not in CREDIT_TYPES:
+        raise ValueError(f"{entry_type} is not a credit type")
+    return Step(amount, 0, (Entry(entry_type, amount, dict(refs or {})),))
+
+
+def plan_debit(w: Wallet, amount: int, entry_type: str = "adjustment", refs: dict[str, Any] | None = None) -> Step:
+    """Take money out of available (a negative adjustment); never below zero."""
+    if amount <= 0:
+        raise ValueError("a debit is a positive amount")
+    if w.available < amount:
+        raise InsufficientBalance(f"Available balance ({w.available} cents) is below the debit ({amount} cents)")
+    return Step(-amount, 0, (Entry(entry_type, -amount, dict(refs or {})),))
+
+
+def plan_reserve(w: Wallet, amount: int) -> Step:
+    """available → a rental's reserve; the total does not change, so no ledger row."""
+    if amount <= 0:
+        raise ValueError("a reserve is a positive amount")
+    if w.available < amount:
+        raise InsufficientBalance()
+    return Step(-amount, amount, (), {"reserve": amount})
+
+
+def plan_release(w: Wallet, reserve_held: int) -> Step:
+    """A rental's whole reserve → available."""
+    if reserve_held < 0 or reserve_held > w.reserved:
+        raise ValueError("a release cannot exceed what is reserved")
+    return Step(reserve_held, -reserve_held, (), {"released": reserve_held})
+
+
+@dataclass(frozen=True)
+class ChargeSplit:
+    charged: int  # what the ledger row takes (≤ charge)
+    from_reserve: int
+    from_available: int
+    overage: int  # what could not be paid: becomes an overage invoice
+    topup: int  # available → reserve, back towards the target
+    reserve_after: int
+
+
+def split_charge(available: int, reserve_held: int, charge: int, reserve_target: int) -> ChargeSplit:
+    """How a rental's charge is paid (`spec/decisions.md` "Money", rolling reserve).
+
+    The charge comes out of the rental's reserve; what the reserve cannot pay
+    comes out of available; what neither can pay is overage. Then the reserve
+    is topped back up to `reserve_target` out of what is left of available.
+    """
+    if min(available, reserve_held, charge, reserve_target) < 0:
+        raise ValueError("amounts are non-negative")
+    from_reserve = min(charge, reserve_held)
+    from_available = min(charge - from_reserve, available)
+    overage = charge - from_reserve - from_available
+    left_reserve = reserve_held - from_reserve
+    topup = max(0, min(reserve_target - left_reserve, available - from_available))
+    return ChargeSplit(charge - overage, from_reserve, from_available, overage, topup, left_reserve + topup)
+
+
+def plan_charge(w: Wallet, reserve_held: int, charge: int, reserve_target: int, refs: dict[str, Any]) -> Step:
+    s = split_charge(w.available, reserve_held, charge, reserve_target)
+    entries = (Entry("rental_charge", -s.charged, refs),) if s.charged else ()
+    return Step(
+        -s.from_available - s.topup,
+        -s.from_reserve + s.topup,
+        entries,
+        {"split": s},
+    )
+
+
+# ---------------------------------------------------------------- applying
+
+@dataclass(frozen=True)
+class Result:
+    """What a money operation answers (the same on a replay of its key)."""
+
+    entries: list[dict[str, Any]]
+    available: int
+    reserved: int
+    steps: list[dict[str, Any]]
+    replayed: bool = False
+
+    @property
+    def total(self) -> int:
+        return self.available + self.reserved
+
+
+Planner = Callable[[Wallet], Sequence[Step]]
+Extras = Callable[[Wallet, Sequence[Step]], list[store.TransactItem]]
+
+
+def fingerprint(description: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in info.items():
+        out[k] = v.__dict__ if hasattr(v, "__dict__") else v
+    return out
+
+
+def apply(
+    user_id: str,
+    op_key: str,
+    description: dict[str, Any],
+    planner: Planner,
+    extras: Extras | None = None,
+    before_write: Callable[[], None] | None = None,
+) -> Result:
+    """Plan against a fresh read and write it as one transaction, exactly once per `op_key`.
+
+    `description` names the operation and its parameters: a replay of the key
+    with a different description is refused (IdempotencyMismatch).
+    `before_write` is a test seam (fault injection between read and write).
+    """
+    fp = fingerprint(description)
+    for attempt in range(MAX_ATTEMPTS):
+        wallet = Wallet.from_record(user_id, store.get_wallet(user_id))
+        steps = list(planner(wallet))
+        now = clock.now()
+        available, reserved = wallet.available, wallet.reserved
+        rows: list[dict[str, Any]] = []
+        last = wallet.last_ledger_ulid
+        for step in steps:
+            if sum(e.amount for e in step.entries) != step.available_delta + step.reserved_delta:
+                raise AssertionError("ledger entries must account for the change of the total")
+            available += step.available_delta
+            reserved += step.reserved_delta
+            running = available + reserved - sum(e.amount for e in step.entries)
+            for e in step.entries:
+                if e.type not in LEDGER_TYPES:
+                    raise ValueError(f"unknown ledger type {e.type}")
+                running += e.amount
+                last = ids.next_ulid_after(last, now)
+                rows.append(
+                    {
+                        "id": f"led_{last}",
+                        "type": e.type,
+                        "amountCents": e.amount,
+                        "balanceAfterCents": running,
+                        "createdAt": now,
+                        "opKey": op_key,
+                        **{k: v for k, v in e.refs.items() if v is not None},
+                    }
+                )
+        if available < 0 or reserved < 0:
+            raise AssertionError("a plan may never take a wallet below zero")
+        result = Result(rows, available, reserved, [_jsonable(s.info) for s in steps])
+        state: dict[str, Any] = {
+            "availableCents": available,
+            "reservedCents": reserved,
+            "version": wallet.version + 1,
+            "updatedAt": now,
+        }
+        if last is not None:
+            state["lastLedgerUlid"] = last
+        if wallet.version == 0:
+            state.update({"userId": user_id, "createdAt": now, "openInvoicesCents": 0, "openInvoiceCount": 0})
+        marker = {
+            "userId": user_id,
+            "fingerprint": fp,
+            "createdAt": now,
+            "result": {"entries": rows, "available": available, "reserved": reserved, "steps": result.steps},
+        }
+        business = list(extras(wallet, steps)) if extras else []
+        items = [store.wallet_update(user_id, state, wallet.version), store.op_put(op_key, marker)]
+        items += [store.ledger_put(user_id, r) for r in rows]
+        items += business
+        if before_write is not None:
+            before_write()
+        try:
+            store.transact(items)
+            return result
+        except store.TransactionConflict:
+            pass
+        except store.TransactionCancelled as exc:
+            if exc.codes[1] == "ConditionalCheckFailed":
+                return _replay(op_key, fp)
+            first_business = 2 + len(rows)
+            for i, code in enumerate(exc.codes[first_business:], start=first_business):
+                if code == "ConditionalCheckFailed":
+                    raise BusinessConditionFailed(i - first_business, exc.items[i]) from None
+            if exc.codes[0] != "ConditionalCheckFailed" and "TransactionConflict" not in exc.codes:
+                raise
+        time.sleep(min(0.2, 0.005 * 2**attempt) * random.random())
+    raise ConflictRetryExhausted(f"wallet {user_id}: {MAX_ATTEMPTS} attempts lost to concurrent writers")
+
+
+def _replay(op_key: str, fp: str) -> Result:
+    marker = store.get_op(op_key)
+    if marker is None:
+        raise AssertionError("an operation marker vanished")
+    if marker.get("fingerprint") != fp:
+        raise IdempotencyMismatch()
+    r = marker["result"]
+    return Result(list(r["entries"]), int(r["available"]), int(r["reserved"]), list(r.get("steps", [])), True)
+
+
+def get(user_id: str) -> Wallet:
+    return Wallet.from_record(user_id, store.get_wallet(user_id))
+
+
+# ---------------------------------------------------------------- the operations
+
+def credit(user_id: str, amount: int, entry_type: str, op_key: str, refs: dict[str, Any] | None = None,
+           extras: Extras | None = None) -> Result:
+    desc = {"op": "credit", "amount": amount, "type": entry_type, "refs": refs or {}}
+    return apply(user_id, op_key, desc, lambda w: [plan_credit(w, amount, entry_type, refs)], extras)
+
+
+def debit(user_id: str, amount: int, op_key: str, refs: dict[str, Any] | None = None,
+          extras: Extras | None = None) -> Result:
+    desc = {"op": "debit", "amount": amount, "refs": refs or {}}
+    return apply(user_id, op_key, desc, lambda w: [plan_debit(w, amount, "adjustment", refs)], extras)
+
+
+def adjust(user_id: str, amount: int, op_key: str, refs: dict[str, Any], extras: Extras | None = None) -> Result:
+    """An admin adjustment: positive credits, negative debits (never below zero)."""
+    if amount == 0:
+        raise ValueError("an adjustment is not zero")
+    if amount > 0:
+        return credit(user_id, amount, "adjustment", op_key, refs, extras)
+    return debit(user_id, -amount, op_key, refs, extras)
+
+
+def reserve(user_id: str, amount: int, op_key: str, extras: Extras | None = None) -> Result:
+    return apply(user_id, op_key, {"op": "reserve", "amount": amount}, lambda w: [plan_reserve(w, amount)], extras)
+
+
+def release(user_id: str, reserve_held: int, op_key: str, extras: Extras | None = None) -> Result:
+    desc = {"op": "release", "amount": reserve_held}
+    return apply(user_id, op_key, desc, lambda w: [plan_release(w, reserve_held)], extras)
+
+
+def charge(user_id: str, reserve_held: int, amount: int, reserve_target: int, op_key: str,
+           refs: dict[str, Any], extras: Extras | None = None) -> Result:
+    desc = {"op": "charge", "reserve": reserve_held, "amount": amount, "target": reserve_target, "refs": refs}
+    return apply(user_id, op_key, desc, lambda w: [plan_charge(w, reserve_held, amount, reserve_target, refs)],
+                 extras)
+
+
+def with_step_info(step: Step, **info: Any) -> Step:
+    return replace(step, info={**step.info, **info})
