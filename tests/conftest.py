@@ -33,7 +33,7 @@ os.environ.update(
 
 from gpurent import clock as clock_mod  # noqa: E402
 from gpurent import config  # noqa: E402
-from gpurent.store import dynamo, ses  # noqa: E402
+from gpurent.store import dynamo, secrets, ses  # noqa: E402
 from infra.local import template  # noqa: E402
 from infra.local.client import Reply, invoke  # noqa: E402
 
@@ -57,6 +57,7 @@ def reset_clients() -> None:
     config.reset()
     dynamo.reset_client()
     ses.reset_client()
+    secrets.reset_client()
 
 
 @pytest.fixture

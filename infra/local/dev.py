@@ -97,11 +97,16 @@ def add_dev_routes(stack: Stack) -> None:
 
     def advance(path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
         try:
-            seconds = float(json.loads(body or b"{}").get("seconds", 0))
+            raw = json.loads(body or b"{}").get("seconds")
         except (ValueError, AttributeError):
-            return 400, {"error": "validation_failed", "message": "seconds must be a number"}
+            raw = None
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            return 400, {"error": "validation_failed", "message": "seconds must be a number",
+                         "details": {"seconds": "must be a number"}}
+        seconds = float(raw)
         if not 0 < seconds <= 31 * 86400:
-            return 400, {"error": "validation_failed", "message": "seconds must be in (0, 2678400]"}
+            return 400, {"error": "validation_failed", "message": "seconds must be in (0, 2678400]",
+                         "details": {"seconds": "must be in (0, 2678400]"}}
         stack.clock.advance(seconds)
         for work in stack.on_advance:
             work(seconds)

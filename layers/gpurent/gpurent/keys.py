@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,9 +19,14 @@ class NewKey(BaseModel):
     publicKey: str = Field(min_length=1, max_length=16384)
 
 
+_INVISIBLE = {"\u2028", "\u2029"} | {chr(c) for c in range(0x202A, 0x202F)} | {chr(c) for c in range(0x2066, 0x206A)}
+
+
 def check_name(name: str) -> str:
+    """Names are shown in terminals and dashboards: no control characters (C0, DEL,
+    C1), no line separators and no bidirectional overrides."""
     clean = name.strip()
-    if not clean or any(ord(c) < 32 or ord(c) == 127 for c in clean):
+    if not clean or any(unicodedata.category(c) == "Cc" or c in _INVISIBLE for c in clean):
         raise ApiError("validation_failed", "name must be 1-64 printable characters",
                        {"name": "must be 1-64 printable characters"})
     return clean

@@ -131,7 +131,7 @@ def callback(provider: str, query: dict[str, str], cookies: dict[str, str]) -> t
         # A browser navigation: a JSON 500 would strand the user and keep the cookie.
         logger.exception("oauth sign-in failed", extra={"provider": provider})
         return _login("oauth_failed"), [cleared]
-    logger.info("oauth sign-in", extra={"provider": provider, "userId": user["id"], "created": created})
+    logger.info("oauth sign-in", extra={"provider": provider, "userId": user["id"], "newUser": created})
     return f"{settings().public_url}/app", [auth.session_cookie(sid), cleared]
 
 

@@ -32,7 +32,7 @@ from gpurent.store import money as store
 
 LEDGER_TYPES = ("stripe_topup", "auto_topup", "rental_charge", "refund", "adjustment")
 CREDIT_TYPES = ("stripe_topup", "auto_topup", "refund", "adjustment")
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 16
 
 
 @dataclass(frozen=True)
@@ -234,35 +234,17 @@ def apply(
     fp = fingerprint(description)
     for attempt in range(MAX_ATTEMPTS):
         wallet = Wallet.from_record(user_id, store.get_wallet(user_id))
-        steps = list(planner(wallet))
         now = clock.now()
-        available, reserved = wallet.available, wallet.reserved
-        rows: list[dict[str, Any]] = []
-        last = wallet.last_ledger_ulid
-        for step in steps:
-            if sum(e.amount for e in step.entries) != step.available_delta + step.reserved_delta:
-                raise AssertionError("ledger entries must account for the change of the total")
-            available += step.available_delta
-            reserved += step.reserved_delta
-            running = available + reserved - sum(e.amount for e in step.entries)
-            for e in step.entries:
-                if e.type not in LEDGER_TYPES:
-                    raise ValueError(f"unknown ledger type {e.type}")
-                running += e.amount
-                last = ids.next_ulid_after(last, now)
-                rows.append(
-                    {
-                        "id": f"led_{last}",
-                        "type": e.type,
-                        "amountCents": e.amount,
-                        "balanceAfterCents": running,
-                        "createdAt": now,
-                        "opKey": op_key,
-                        **{k: v for k, v in e.refs.items() if v is not None},
-                    }
-                )
-        if available < 0 or reserved < 0:
-            raise AssertionError("a plan may never take a wallet below zero")
+        try:
+            steps = list(planner(wallet))
+            rows, available, reserved, last = _ledger_rows(wallet, steps, op_key, now)
+        except (ApiError, ValueError):
+            # A refusal (insufficient balance, a reserve that is no longer
+            # there) may only be because this very operation already happened:
+            # then its replay answers, not the refusal.
+            if store.get_op(op_key) is not None:
+                return _replay(op_key, fp)
+            raise
         result = Result(rows, available, reserved, [_jsonable(s.info) for s in steps])
         state: dict[str, Any] = {
             "availableCents": available,
@@ -300,8 +282,42 @@ def apply(
                     raise BusinessConditionFailed(i - first_business, exc.items[i]) from None
             if exc.codes[0] != "ConditionalCheckFailed" and "TransactionConflict" not in exc.codes:
                 raise
-        time.sleep(min(0.2, 0.005 * 2**attempt) * random.random())
+        time.sleep(min(0.25, 0.005 * 2**attempt) * random.random())
     raise ConflictRetryExhausted(f"wallet {user_id}: {MAX_ATTEMPTS} attempts lost to concurrent writers")
+
+
+def _ledger_rows(
+    wallet: Wallet, steps: Sequence[Step], op_key: str, now: float
+) -> tuple[list[dict[str, Any]], int, int, str | None]:
+    """The ledger rows of `steps` applied to `wallet`, and the wallet after them."""
+    available, reserved = wallet.available, wallet.reserved
+    rows: list[dict[str, Any]] = []
+    last = wallet.last_ledger_ulid
+    for step in steps:
+        if sum(e.amount for e in step.entries) != step.available_delta + step.reserved_delta:
+            raise AssertionError("ledger entries must account for the change of the total")
+        available += step.available_delta
+        reserved += step.reserved_delta
+        running = available + reserved - sum(e.amount for e in step.entries)
+        for e in step.entries:
+            if e.type not in LEDGER_TYPES:
+                raise AssertionError(f"unknown ledger type {e.type}")
+            running += e.amount
+            last = ids.next_ulid_after(last, now)
+            rows.append(
+                {
+                    "id": f"led_{last}",
+                    "type": e.type,
+                    "amountCents": e.amount,
+                    "balanceAfterCents": running,
+                    "createdAt": now,
+                    "opKey": op_key,
+                    **{k: v for k, v in e.refs.items() if v is not None},
+                }
+            )
+    if available < 0 or reserved < 0:
+        raise ValueError("a plan may never take a wallet below zero")
+    return rows, available, reserved, last
 
 
 def _replay(op_key: str, fp: str) -> Result:

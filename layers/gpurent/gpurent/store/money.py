@@ -112,8 +112,9 @@ def money_update(
         "TableName": _money(),
         "Key": key(pk, sk),
         "UpdateExpression": update,
-        "ExpressionAttributeNames": names,
     }
+    if names:
+        out["ExpressionAttributeNames"] = names
     if values:
         out["ExpressionAttributeValues"] = to_values(values)
     if condition:

@@ -1,0 +1,338 @@
+"""vast.ai adapter: the wire form of the ``vastai`` 1.9 SDK (provider-wire.md §1).
+
+- search   ``POST /api/v0/bundles/`` (flat filters; ``allocated_storage`` = our disk, so
+           ``dph_total`` already includes the storage we will be billed for)
+- create   ``PUT /api/v0/asks/{ask id}/`` (label = our rental id)
+- get      ``GET /api/v0/instances/{id}/?owner=me`` → ``{"instances": {...} | null}``
+- list     ``GET /api/v1/instances/`` paged by ``next_token`` → ``after_token``
+- destroy  ``DELETE /api/v0/instances/{id}/``
+
+A logical failure is ``{"success": false, "error": <code>, "msg": <text>}`` (with a 2xx
+or a 4xx status); the ``error`` code decides the kind.
+
+"Gone" is believed only when vast says so: ``{"instances": null}``, or the error code
+``no_such_instance``. A bare 404 (a wrong base URL, a proxy) is ``transient``: taking it
+for "gone" would let a reconciler forget a machine that is still billing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import httpx
+
+from gpurent import families
+from gpurent.providers.base import (
+    AllocateRequest,
+    ErrorKind,
+    Instance,
+    InstanceStatus,
+    Offer,
+    ProviderError,
+    bootstrap_script,
+    is_ours,
+    reachable_status,
+)
+from gpurent.providers.http import (
+    HttpPolicy,
+    JsonHttp,
+    Malformed,
+    Sleep,
+    arr,
+    get_int,
+    get_num,
+    get_str,
+    obj,
+    req_int,
+    req_num,
+    req_str,
+    status_kind,
+)
+
+log = logging.getLogger("gpurent.providers")
+
+DEFAULT_BASE_URL = "https://console.vast.ai"
+GPU_COUNTS = frozenset({1, 2, 4, 8})
+MAX_PAGES = 200
+
+ERROR_CODES: dict[str, ErrorKind] = {
+    "no_such_ask": "capacity",  # the ask was rented by someone else or withdrawn
+    "insufficient_credit": "quota",
+    "search_quota_exceeded": "quota",
+    "invalid_args": "invalid",
+    "no_such_instance": "not_found",
+}
+
+# Without the no_such_instance code a 404 proves nothing about the instance.
+_UNPROVEN_404: dict[int, ErrorKind] = {404: "transient", 410: "transient"}
+
+_PROVISIONING = frozenset({"created", "loading", "rebooting", "scheduling"})
+_STOPPED = frozenset({"stopped", "frozen"})
+_FAILED = frozenset({"exited", "offline", "unknown"})
+
+
+def _not_search_quota(response: httpx.Response) -> bool:
+    try:
+        body = response.json()
+    except ValueError:
+        return True
+    return not (isinstance(body, dict) and body.get("error") == "search_quota_exceeded")
+
+
+class VastAdapter:
+    code = "vast"
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        disk_gb: int = 50,
+        policy: HttpPolicy | None = None,
+        sleep: Sleep = asyncio.sleep,
+        client: httpx.AsyncClient | None = None,
+        search_limit: int = 3000,
+        page_size: int = 25,
+    ) -> None:
+        self.disk_gb = disk_gb  # the storage the offer prices include (allocated_storage)
+        self.search_limit = search_limit
+        self.page_size = page_size
+        self.http = JsonHttp(
+            self.code, base_url, {"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
+            policy=policy, sleep=sleep, client=client,
+        )
+
+    # --- errors --------------------------------------------------------------------
+
+    def _error(self, what: str, response: httpx.Response, body: Any = None,
+               fallback: dict[int, ErrorKind] | None = None) -> ProviderError:
+        if body is None:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+        code = body.get("error") if isinstance(body, dict) else None
+        text = (body.get("msg") or body.get("message")) if isinstance(body, dict) else None
+        kind: ErrorKind | None = ERROR_CODES.get(code) if isinstance(code, str) else None
+        if kind is None:
+            status = response.status_code
+            kind = (fallback or {}).get(status) or ("transient" if status < 300 else status_kind(status))
+        detail = f"{code}: {text}" if code and text else str(text or code or f"HTTP {response.status_code}")
+        return ProviderError(self.code, kind, f"{what} failed: {detail}")
+
+    # --- offers --------------------------------------------------------------------
+
+    def search_body(self) -> dict[str, Any]:
+        return {
+            "verified": {"eq": True},
+            "external": {"eq": False},
+            "rentable": {"eq": True},
+            "rented": {"eq": False},
+            "gpu_name": {"in": sorted(families.VAST_NAMES)},
+            "order": [["dph_total", "asc"]],
+            "type": "on-demand",
+            "limit": self.search_limit,
+            "allocated_storage": float(self.disk_gb),
+        }
+
+    async def list_offers(self) -> list[Offer]:
+        response = await self.http.send(
+            "POST", "/api/v0/bundles/", json=self.search_body(), idempotent=True, retryable=_not_search_quota
+        )
+        if not response.is_success:
+            raise self._error("search offers", response)
+        body = self.http.decode(response)
+        raw_offers = body.get("offers") if isinstance(body, dict) else None
+        if not isinstance(raw_offers, list):
+            raise ProviderError(self.code, "transient", "search offers: answer has no 'offers' list")
+        if len(raw_offers) >= self.search_limit:
+            log.warning("vast: search hit its limit of %d offers; the dearest are cut off", self.search_limit)
+        offers: list[Offer] = []
+        unknown: set[str] = set()
+        for raw in raw_offers:
+            try:
+                offer = self._offer(obj(raw, "offer"), unknown)
+            except Malformed as e:
+                log.warning("vast: skipping a malformed offer: %s", e)
+                continue
+            if offer is not None:
+                offers.append(offer)
+        for name in sorted(unknown):
+            log.info("vast: GPU %r is not one of our families; its offers are left out", name)
+        return offers
+
+    def _offer(self, raw: dict[str, Any], unknown: set[str]) -> Offer | None:
+        ask_id = req_int(raw, "id")
+        gpu_name = req_str(raw, "gpu_name")
+        count = req_int(raw, "num_gpus")
+        price = req_num(raw, "dph_total")
+        gpu_ram = get_num(raw, "gpu_ram", optional=True)
+        if raw.get("rented") is True or raw.get("rentable") is False:
+            return None
+        if count not in GPU_COUNTS:
+            return None
+        fam = families.vast_family(gpu_name, gpu_ram)
+        if fam is None:
+            unknown.add(f"{gpu_name} ({gpu_ram} MB)" if gpu_ram is not None else gpu_name)
+            return None
+        geo = get_str(raw, "geolocation", optional=True)
+        region = families.region_from_vast(geo)
+        if region is None:
+            log.info("vast: offer %s has no usable location (%r); left out", ask_id, geo)
+            return None
+        try:
+            cents = families.dollars_to_cents_up(price)
+        except ValueError as e:
+            raise Malformed(str(e)) from e
+        return Offer(
+            provider=self.code, offer_key=str(ask_id), gpu_name=gpu_name, family=fam.id, model=fam.model,
+            vram_gb=fam.vram_gb, gpu_count=count, price_cents_per_hour=cents, region=region.label,
+            region_code=region.code, interconnect=families.interconnect_for(fam, count),
+        )
+
+    # --- instances -----------------------------------------------------------------
+
+    async def allocate(self, req: AllocateRequest) -> str:
+        ask_id = req.offer.offer_key
+        if not ask_id.isdigit():
+            raise ProviderError(self.code, "invalid", f"not a vast ask id: {ask_id!r}")
+        body = {
+            "client_id": "me",
+            "image": req.image,
+            "env": {},
+            "disk": req.disk_gb,
+            "label": req.rental_id,
+            "onstart": bootstrap_script(self.code, req.ssh_public_keys, req.start_command),
+            "runtype": "ssh_direc ssh_proxy",
+        }
+        response = await self.http.send("PUT", f"/api/v0/asks/{ask_id}/", json=body, idempotent=False)
+        if not response.is_success:
+            raise self._error("create instance", response, fallback={404: "capacity", 410: "capacity"})
+        data = self.http.decode(response)
+        if not isinstance(data, dict):
+            raise ProviderError(self.code, "transient", "create instance: answer is not an object")
+        if data.get("success") is not True:
+            raise self._error("create instance", response, data)
+        contract = data.get("new_contract")
+        if isinstance(contract, bool) or not isinstance(contract, int | str) or not str(contract).isdigit():
+            raise ProviderError(
+                self.code, "transient", "create instance: success without a new_contract (reconcile by label)"
+            )
+        return str(contract)
+
+    async def get_instance(self, instance_id: str) -> Instance | None:
+        response = await self.http.send(
+            "GET", f"/api/v0/instances/{instance_id}/", params={"owner": "me"}, idempotent=True
+        )
+        if not response.is_success:
+            err = self._error("show instance", response, fallback=_UNPROVEN_404)
+            if err.kind == "not_found":
+                return None
+            raise err
+        body = self.http.decode(response)
+        if not isinstance(body, dict) or "instances" not in body:
+            raise ProviderError(self.code, "transient", "show instance: answer has no 'instances'")
+        row = body["instances"]
+        if row is None:
+            return None
+        try:
+            return self._instance(obj(row, "instance"))
+        except Malformed as e:
+            raise ProviderError(self.code, "transient", f"show instance: {e}") from e
+
+    async def list_instances(self) -> list[Instance]:
+        out: list[Instance] = []
+        token: str | None = None
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
+            params = {
+                "select_filters": "{}",
+                "order_by": json.dumps([{"col": "id", "dir": "asc"}], separators=(",", ":")),
+                "limit": str(self.page_size),
+            }
+            if token:
+                params["after_token"] = token
+            response = await self.http.send("GET", "/api/v1/instances/", params=params, idempotent=True)
+            if not response.is_success:
+                raise self._error("show instances", response)
+            body = self.http.decode(response)
+            try:
+                rows = arr(obj(body, "answer").get("instances"), "instances")
+                for row in rows:
+                    inst = self._instance(obj(row, "instance"))
+                    if is_ours(inst.label):
+                        out.append(inst)
+            except Malformed as e:
+                raise ProviderError(self.code, "transient", f"show instances: {e}") from e
+            nxt = body.get("next_token")
+            if not nxt:
+                return out
+            token = str(nxt)
+            if token in seen:
+                raise ProviderError(self.code, "transient", "show instances: paging repeats a token")
+            seen.add(token)
+        raise ProviderError(self.code, "transient", f"show instances: more than {MAX_PAGES} pages")
+
+    async def terminate(self, instance_id: str) -> None:
+        response = await self.http.send("DELETE", f"/api/v0/instances/{instance_id}/", json={}, idempotent=True)
+        if not response.is_success:
+            err = self._error("destroy instance", response, fallback=_UNPROVEN_404)
+            if err.kind == "not_found":
+                return
+            raise err
+        body = self.http.decode(response)
+        if isinstance(body, dict) and body.get("success") is False:
+            err = self._error("destroy instance", response, body)
+            if err.kind != "not_found":
+                raise err
+
+    def _instance(self, row: dict[str, Any]) -> Instance:
+        iid = str(req_int(row, "id"))
+        label = get_str(row, "label", optional=True) or None
+        actual = row.get("actual_status")
+        if actual is not None and not isinstance(actual, str):
+            raise Malformed("'actual_status' is not a string")
+        host, port = _ssh_endpoint(row)
+        status: InstanceStatus
+        error: str | None = None
+        if actual is None or actual in _PROVISIONING:
+            status = "provisioning"
+        elif actual == "running":
+            status = reachable_status(True, host, port)
+        elif actual in _STOPPED:
+            status = "stopped"
+        elif actual in _FAILED:
+            status = "failed"
+            error = get_str(row, "status_msg", optional=True) or f"vast reports the instance {actual}"
+        else:
+            log.warning("vast: instance %s has an unknown actual_status %r", iid, actual)
+            status = "provisioning"
+        if status != "running":  # a host is given out only once it is reachable
+            host, port = None, None
+        return Instance(iid, label, status, host, port, error)
+
+
+def _ssh_endpoint(row: dict[str, Any]) -> tuple[str | None, int | None]:
+    """The direct SSH endpoint when the machine maps one (ssh_direc), else the proxy."""
+    ports = row.get("ports")
+    ip = row.get("public_ipaddr")
+    if isinstance(ports, dict) and isinstance(ip, str) and ip.strip():
+        mapped = ports.get("22/tcp")
+        if isinstance(mapped, list) and mapped and isinstance(mapped[0], dict):
+            try:
+                hp = get_int(mapped[0], "HostPort", optional=True)
+            except Malformed:
+                hp = None
+            if hp:
+                return ip.strip(), hp
+    host = row.get("ssh_host")
+    try:
+        port = get_int(row, "ssh_port", optional=True)
+    except Malformed:
+        port = None
+    if isinstance(host, str) and host and port:
+        return host, port
+    return None, None

@@ -1,0 +1,304 @@
+"""Each real adapter against its simulator, over real HTTP on loopback, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from gpurent.clock import ManualClock
+from gpurent.families import FAMILIES, region_group
+from gpurent.providers.base import AllocateRequest, Offer, ProviderAdapter, ProviderError
+from gpurent.providers.http import HttpPolicy
+from gpurent.providers.lambdacloud import LambdaAdapter
+from gpurent.providers.runpod import RunPodAdapter
+from gpurent.providers.vast import VastAdapter
+from infra.simulators import LAMBDA_SSH_KEY_NAME, Simulators, start_simulators
+from infra.simulators import runpod as runpod_sim
+from infra.simulators.common import SimulatorBase
+
+BOOT = 20.0
+PROVIDERS = ["vast", "runpod", "lambda"]
+KEYS = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfK3b8v7m4oW alice@laptop",)
+RID = "rent_01JDX4ZK7Q0V8W1S2T3Y4Z5A6B"
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+@pytest.fixture(scope="module")
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture(scope="module")
+def sims(clock: ManualClock) -> Iterator[Simulators]:
+    s = start_simulators(clock.now, boot_seconds=BOOT, api_keys={"vast": "vk", "runpod": "rk", "lambda": "lk"})
+    yield s
+    s.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def fresh(sims: Simulators) -> None:
+    sims.reset()
+
+
+def sim_of(sims: Simulators, code: str) -> SimulatorBase:
+    return {"vast": sims.vast, "runpod": sims.runpod, "lambda": sims.lambdacloud}[code]
+
+
+def adapter(sims: Simulators, code: str, *, key: str | None = None, **policy: Any) -> ProviderAdapter:
+    pol = HttpPolicy(**{"read_timeout": 5.0, **policy})
+    sim = sim_of(sims, code)
+    k = key or sim.api_key
+    if code == "vast":
+        return VastAdapter(k, sim.base_url, policy=pol, sleep=no_sleep, page_size=2)
+    if code == "runpod":
+        return RunPodAdapter(k, sim.base_url, policy=pol, sleep=no_sleep)
+    return LambdaAdapter(k, LAMBDA_SSH_KEY_NAME, sim.base_url, policy=pol, sleep=no_sleep)
+
+
+def cheapest(offers: list[Offer], family: str = "h100-80gb", count: int = 1) -> Offer:
+    return min((o for o in offers if o.family == family and o.gpu_count == count),
+               key=lambda o: o.price_cents_per_hour)
+
+
+def expected_cents(sims: Simulators, offer: Offer) -> int:
+    """What the provider charges for the offer, from the simulator's own data, rounded up."""
+    if offer.provider == "vast":
+        raw = sims.vast.offers[int(offer.offer_key)]
+        dollars = raw["dph_base"] + raw["storage_cost"] * 50 / 720
+        return math.ceil(Decimal(str(dollars)) * 100)
+    if offer.provider == "runpod":
+        type_id, _cloud, _dc, n = offer.offer_key.split("|")
+        secure = next(t[3] for t in runpod_sim.GPU_TYPES if t[0] == type_id)
+        dollars = Decimal(str(secure)) * int(n) + Decimal(50) * Decimal("0.10") / 730
+        return math.ceil(dollars * 100)
+    from infra.simulators.lambdacloud import INSTANCE_TYPES
+
+    return next(t[2] for t in INSTANCE_TYPES if t[0] == offer.offer_key.split("|")[0])
+
+
+def control(sim: SimulatorBase, method: str, path: str, body: Any = None) -> httpx.Response:
+    return httpx.request(method, sim.origin + path, json=body, timeout=5.0)
+
+
+@pytest.mark.parametrize("code", PROVIDERS)
+def test_offers_cover_every_family_at_cents_up(sims, code):
+    offers = run(adapter(sims, code).list_offers())
+    assert {o.family for o in offers} == {f.id for f in FAMILIES}
+    assert {region_group(o.region_code) for o in offers} >= {"us", "eu", "apac"}
+    for o in offers:
+        assert o.provider == code
+        assert isinstance(o.price_cents_per_hour, int) and o.price_cents_per_hour > 0
+        assert o.price_cents_per_hour == expected_cents(sims, o), o
+    assert len({o.offer_key for o in offers}) == len(offers)
+
+
+@pytest.mark.parametrize("code", PROVIDERS)
+def test_lifecycle(sims, clock, code):
+    a = adapter(sims, code)
+    offer = cheapest(run(a.list_offers()))
+    iid = run(a.allocate(AllocateRequest(RID, offer, "ubuntu:24.04", "nvidia-smi -L", KEYS)))
+    other = run(a.allocate(AllocateRequest("someone-elses-box", cheapest(run(a.list_offers()), "rtx-4090"),
+                                           "ubuntu:24.04", None, KEYS)))
+
+    inst = run(a.get_instance(iid))
+    assert inst is not None and inst.label == RID
+    assert (inst.status, inst.host, inst.ssh_port) == ("provisioning", None, None)
+
+    clock.advance(BOOT + 1)
+    inst = run(a.get_instance(iid))
+    assert inst is not None and inst.status == "running"
+    assert inst.host and inst.ssh_port
+
+    listed = run(a.list_instances())
+    assert [i.instance_id for i in listed] == [iid]  # only the rent_ labelled one
+    assert other not in {i.instance_id for i in listed}
+
+    run(a.terminate(iid))
+    after = run(a.get_instance(iid))
+    assert after is None or after.status == "terminated"
+    assert iid not in {i.instance_id for i in run(a.list_instances())}
+    run(a.terminate(iid))  # idempotent
+    rows = control(sim_of(sims, code), "GET", "/_sim/instances").json()["instances"]
+    snapshot = {row["id"]: row["status"] for row in rows}
+    assert snapshot.get(iid) in (None, "terminated")
+    assert snapshot[other] == "running"
+
+
+@pytest.mark.parametrize("code", PROVIDERS)
+def test_capacity_comes_back_after_terminate_and_goes_when_rented(sims, code):
+    a = adapter(sims, code)
+    if code == "vast":  # a vast ask is one machine: rented, it leaves the search
+        offer = cheapest(run(a.list_offers()))
+        iid = run(a.allocate(AllocateRequest(RID, offer, "img", None, KEYS)))
+        assert offer.offer_key not in {o.offer_key for o in run(a.list_offers())}
+        with pytest.raises(ProviderError) as e:
+            run(a.allocate(AllocateRequest("rent_second", offer, "img", None, KEYS)))
+        assert e.value.kind == "capacity"
+        run(a.terminate(iid))
+        assert offer.offer_key in {o.offer_key for o in run(a.list_offers())}
+    else:
+        offer = cheapest(run(a.list_offers()))
+        run(a.allocate(AllocateRequest(RID, offer, "img", None, KEYS)))
+        assert len(run(a.list_instances())) == 1
+
+
+@pytest.mark.parametrize("code", PROVIDERS)
+@pytest.mark.parametrize(("knob", "value", "kind"), [
+    ("allocate", "capacity", "capacity"),
+    ("allocate", "quota", "quota"),
+    ("allocate", "auth", "auth"),
+    ("allocate", "error", "transient"),
+])
+def test_allocate_knobs(sims, code, knob, value, kind):
+    a = adapter(sims, code)
+    offer = cheapest(run(a.list_offers()))
+    r = control(sim_of(sims, code), "POST", "/_sim/knobs", {knob: value})
+    assert r.status_code == 200 and r.json()[knob] == value
+    with pytest.raises(ProviderError) as e:
+        run(a.allocate(AllocateRequest(RID, offer, "img", None, KEYS)))
+    assert e.value.kind == kind and e.value.provider == code
+    assert control(sim_of(sims, code), "GET", "/_sim/instances").json()["instances"] == []
+
+
+@pytest.mark.parametrize("code", PROVIDERS)
+def test_list_offers_error_knob(sims, code):
+    sim_of(sims, code).set_knobs(list_offers="error")
+    with pytest.raises(ProviderError) as e:
+        run(adapter(sims, code).list_offers())
+    assert e.value.kind == "transient"
+
+
+@pytest.mark.parametrize("code", PROVIDERS)
+def test_list_offers_timeout_knob(sims, code):
+    sim_of(sims, code).set_knobs(list_offers="timeout", hang_seconds=2.0)
+    with pytest.raises(ProviderError) as e:
+        run(adapter(sims, code, read_timeout=0.5, max_attempts=2).list_offers())
+    assert e.value.kind == "transient"
+
+
+@pytest.mark.parametrize("code", PROVIDERS)
+def test_terminate_error_knob(sims, code):
+    a = adapter(sims, code)
+    iid = run(a.allocate(AllocateRequest(RID, cheapest(run(a.list_offers())), "img", None, KEYS)))
+    sim_of(sims, code).set_knobs(terminate="error")
+    with pytest.raises(ProviderError) as e:
+        run(a.terminate(iid))
+    assert e.value.kind == "transient"
+    inst = run(a.get_instance(iid))
+    assert inst is not None and inst.status != "terminated"  # a failed terminate terminates nothing
+    sim_of(sims, code).set_knobs(terminate=None)
+    run(a.terminate(iid))
+
+
+@pytest.mark.parametrize("code", PROVIDERS)
+def test_timeout_on_allocate_leaves_an_instance_found_by_label(sims, code):
+    sim = sim_of(sims, code)
+    a = adapter(sims, code)
+    impatient = adapter(sims, code, read_timeout=0.5)
+    offer = cheapest(run(a.list_offers()))
+    r = control(sim, "POST", "/_sim/knobs", {"allocate": "timeout", "hang_seconds": 3.0})
+    assert r.status_code == 200
+    creates_before = len(sim.requests)
+    with pytest.raises(ProviderError) as e:
+        run(impatient.allocate(AllocateRequest(RID, offer, "img", None, KEYS)))
+    assert e.value.kind == "transient"
+    assert len(sim.requests) == creates_before + 1  # the create was sent once, never repeated
+    found = [i for i in run(a.list_instances()) if i.label == RID]
+    assert len(found) == 1
+
+
+@pytest.mark.parametrize("code", PROVIDERS)
+def test_crash_shows_the_failure_state(sims, clock, code):
+    a = adapter(sims, code)
+    iid = run(a.allocate(AllocateRequest(RID, cheapest(run(a.list_offers())), "img", None, KEYS)))
+    clock.advance(BOOT + 1)
+    assert control(sim_of(sims, code), "POST", f"/_sim/instances/{iid}/crash").status_code == 200
+    inst = run(a.get_instance(iid))
+    assert inst is not None and inst.status == "failed" and inst.error
+    assert inst.host is None
+
+
+@pytest.mark.parametrize("code", PROVIDERS)
+def test_vanish_means_gone(sims, code):
+    a = adapter(sims, code)
+    iid = run(a.allocate(AllocateRequest(RID, cheapest(run(a.list_offers())), "img", None, KEYS)))
+    assert sim_of(sims, code).vanish(iid)
+    assert run(a.get_instance(iid)) is None
+    assert run(a.list_instances()) == []
+    run(a.terminate(iid))  # terminating what the provider forgot is success
+    assert control(sim_of(sims, code), "POST", f"/_sim/instances/{iid}/vanish").status_code == 404
+
+
+@pytest.mark.parametrize("code", PROVIDERS)
+def test_wrong_key_is_auth(sims, code):
+    with pytest.raises(ProviderError) as e:
+        run(adapter(sims, code, key="wrong").list_instances())
+    assert e.value.kind == "auth"
+
+
+def test_vast_list_pages(sims):
+    a = adapter(sims, "vast")  # page size 2
+    offers = [o for o in run(a.list_offers()) if o.family == "rtx-4090"][:5]
+    ids = {run(a.allocate(AllocateRequest(f"rent_{n:026d}", o, "img", None, KEYS))) for n, o in enumerate(offers)}
+    assert {i.instance_id for i in run(a.list_instances())} == ids
+    pages = [p for m, p in sims.vast.requests if p == "/api/v1/instances/"]
+    assert len(pages) == 3
+
+
+def test_vast_content_type_is_exact(sims):
+    r = httpx.post(sims.vast.origin + "/api/v0/bundles/", json={"limit": 1},
+                   headers={"Authorization": f"Bearer {sims.vast.api_key}"})
+    assert r.headers["content-type"] == "application/json"
+    assert len(r.json()["offers"]) == 1
+    assert httpx.get(sims.vast.origin + "/api/v0/gpu_names/unique/").status_code == 200  # no auth needed
+
+
+def test_runpod_sdk_shapes(sims):
+    """The runpod SDK's own query texts (provider-wire §2.2) and gpuhunt's variables form."""
+    headers = {"Authorization": f"Bearer {sims.runpod.api_key}"}
+    url = sims.runpod.origin + "/graphql"
+    r = httpx.post(url, headers=headers, json={"query": 'query GpuTypes { gpuTypes(input: {id: "NVIDIA GeForce RTX '
+                   '4090"}) { maxGpuCount id displayName manufacturer memoryInGb cudaCores secureCloud communityCloud '
+                   "securePrice communityPrice oneMonthPrice threeMonthPrice oneWeekPrice communitySpotPrice "
+                   "secureSpotPrice lowestPrice(input: {gpuCount: 1}) { minimumBidPrice uninterruptablePrice } } }"})
+    gpu = r.json()["data"]["gpuTypes"]
+    assert len(gpu) == 1 and gpu[0]["securePrice"] == 0.69 and set(gpu[0]["lowestPrice"]) == {
+        "minimumBidPrice", "uninterruptablePrice"}
+    r = httpx.post(url, json={
+        "query": "query GpuTypes($lowestPriceInput: GpuLowestPriceInput) { gpuTypes { id lowestPrice(input: "
+                 "$lowestPriceInput) { stockStatus countryCode __typename } __typename } }",
+        "variables": {"lowestPriceInput": {"gpuCount": 1, "secureCloud": True, "dataCenterId": "EU-RO-1"}}})
+    assert r.status_code == 200 and all(t["__typename"] == "GpuType" for t in r.json()["data"]["gpuTypes"])
+    r = httpx.post(url, headers=headers, json={"query": "query { pod(input: {podId: \"x\"}) { id nonsense } }"})
+    assert "Cannot query field" in r.json()["errors"][0]["message"]
+    r = httpx.post(url, json={"query": "query myPods { myself { pods { id } } }"})
+    assert r.status_code == 401
+    r = httpx.post(url + f"?api_key={sims.runpod.api_key}", json={"query": "query myPods { myself { pods { id } } }"})
+    assert r.json() == {"data": {"myself": {"pods": []}}}
+
+
+def test_control_routes(sims):
+    sim = sims.lambdacloud
+    assert control(sim, "POST", "/_sim/knobs", {"allocate": "nonsense"}).status_code == 400
+    assert control(sim, "POST", "/_sim/knobs", {"bogus": 1}).status_code == 400
+    assert control(sim, "POST", "/_sim/knobs", {"latency_seconds": 0.2}).json()["latency_seconds"] == 0.2
+    a = adapter(sims, "lambda")
+    run(a.allocate(AllocateRequest(RID, cheapest(run(a.list_offers())), "img", None, KEYS)))
+    rows = control(sim, "GET", "/_sim/instances").json()["instances"]
+    assert [(r["label"], r["status"]) for r in rows] == [(RID, "provisioning")]
+    assert control(sim, "POST", "/_sim/reset").status_code == 200
+    assert control(sim, "GET", "/_sim/instances").json()["instances"] == []
+    assert control(sim, "GET", "/_sim/knobs").json()["latency_seconds"] == 0.0

@@ -1,0 +1,348 @@
+"""vast.ai adapter against recorded-shape answers (provider-wire.md §1)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import httpx
+import pytest
+import respx
+
+from gpurent.families import VAST_NAMES
+from gpurent.providers.base import AllocateRequest, Offer, ProviderError
+from gpurent.providers.vast import VastAdapter
+
+BASE = "https://console.vast.test"
+RID = "rent_01JDX4ZK7Q0V8W1S2T3Y4Z5A6B"
+KEYS = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfK3b8v7m4oW alice@laptop", "ssh-rsa AAAAB3NzaC1yc2EAAAADAQAB bob's key")
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def vast(sleeps) -> VastAdapter:
+    return VastAdapter("vk-123", BASE, sleep=sleeps)
+
+
+def offer(key: str = "12345678") -> Offer:
+    return Offer("vast", key, "RTX 4090", "rtx-4090", "RTX_4090", 24, 1, 36, "US-West", "US", "PCIe")
+
+
+def request(start: str | None = "python -m http.server 8080") -> AllocateRequest:
+    return AllocateRequest(RID, offer(), "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime", start, KEYS, disk_gb=50)
+
+
+# --- offers ---------------------------------------------------------------------------
+
+
+@respx.mock
+def test_search_request_and_mapping(vast, fx, caplog):
+    route = respx.post(f"{BASE}/api/v0/bundles/").mock(
+        return_value=httpx.Response(200, json=fx("vast/search_offers.json")))
+    with caplog.at_level(logging.INFO, logger="gpurent.providers"):
+        offers = run(vast.list_offers())
+
+    req = route.calls.last.request
+    assert req.headers["authorization"] == "Bearer vk-123"
+    body = json.loads(req.content)
+    assert body["verified"] == {"eq": True} and body["rentable"] == {"eq": True} and body["rented"] == {"eq": False}
+    assert body["type"] == "on-demand"
+    assert body["allocated_storage"] == 50.0  # so dph_total includes our disk
+    assert body["order"] == [["dph_total", "asc"]]
+    assert set(body["gpu_name"]["in"]) == set(VAST_NAMES)
+    assert isinstance(body["limit"], int)
+
+    by_key = {o.offer_key: o for o in offers}
+    assert set(by_key) == {"12345678", "12345901", "12346002", "12346007", "12346008", "12346009"}
+    rtx = by_key["12345678"]
+    assert (rtx.family, rtx.model, rtx.vram_gb, rtx.gpu_count) == ("rtx-4090", "RTX_4090", 24, 1)
+    assert rtx.price_cents_per_hour == 36  # dph_total 0.3569 rounded UP (dph_base 0.35 would be 35)
+    assert (rtx.region, rtx.region_code, rtx.interconnect) == ("US-West", "US", "PCIe")
+    h100 = by_key["12345901"]
+    assert (h100.family, h100.gpu_count, h100.price_cents_per_hour) == ("h100-80gb", 8, 1762)
+    assert (h100.region, h100.interconnect) == ("US-East", "NVLink")
+    assert by_key["12346002"].family == "a100-80gb" and by_key["12346002"].region == "EU-North"
+    assert by_key["12346008"].price_cents_per_hour == 100  # an exact price is not bumped
+    assert by_key["12346007"].region_code == "JP" and by_key["12346009"].region_code == "SG"
+    # the 40 GB A100, the RTX 3090, the 3-GPU box and the one without location are left out
+    assert "RTX 3090" in caplog.text and "A100 SXM4 (40960 MB)" in caplog.text
+
+
+@respx.mock
+def test_search_skips_malformed_offers_keeps_good_ones(vast, fx, caplog):
+    respx.post(f"{BASE}/api/v0/bundles/").mock(return_value=httpx.Response(200, json=fx("vast/search_offers.json")))
+    with caplog.at_level(logging.WARNING, logger="gpurent.providers"):
+        offers = run(vast.list_offers())
+    assert len(offers) == 6
+    assert caplog.text.count("malformed offer") == 2  # the string id and the missing dph_total
+
+
+@respx.mock
+def test_search_429_then_success(vast, fx, sleeps):
+    route = respx.post(f"{BASE}/api/v0/bundles/").mock(side_effect=[
+        httpx.Response(429, headers={"Retry-After": "1"}, json={"error": "too_many_requests"}),
+        httpx.Response(200, json=fx("vast/search_offers.json")),
+    ])
+    assert len(run(vast.list_offers())) == 6
+    assert route.call_count == 2 and sleeps.calls == [1.0]
+
+
+@respx.mock
+def test_search_quota_is_not_retried(vast, fx):
+    route = respx.post(f"{BASE}/api/v0/bundles/").mock(
+        return_value=httpx.Response(429, json=fx("vast/search_quota_exceeded.json")))
+    with pytest.raises(ProviderError) as e:
+        run(vast.list_offers())
+    assert e.value.kind == "quota" and route.call_count == 1
+
+
+@respx.mock
+def test_search_5xx_exhausts(vast, sleeps):
+    route = respx.post(f"{BASE}/api/v0/bundles/").mock(return_value=httpx.Response(502, text="Bad Gateway"))
+    with pytest.raises(ProviderError) as e:
+        run(vast.list_offers())
+    assert e.value.kind == "transient" and route.call_count == 4 and len(sleeps.calls) == 3
+
+
+@respx.mock
+@pytest.mark.parametrize("answer", [
+    httpx.Response(200, text="<html>maintenance</html>"),
+    httpx.Response(200, json={"bundles": []}),
+    httpx.Response(200, json=[1, 2]),
+])
+def test_search_malformed_answer_is_transient(vast, answer):
+    respx.post(f"{BASE}/api/v0/bundles/").mock(return_value=answer)
+    with pytest.raises(ProviderError) as e:
+        run(vast.list_offers())
+    assert e.value.kind == "transient"
+
+
+@respx.mock
+def test_search_auth(vast, fx):
+    respx.post(f"{BASE}/api/v0/bundles/").mock(return_value=httpx.Response(401, json=fx("vast/auth_error.json")))
+    with pytest.raises(ProviderError) as e:
+        run(vast.list_offers())
+    assert e.value.kind == "auth" and "Invalid user key" in str(e.value)
+
+
+# --- allocate -------------------------------------------------------------------------
+
+
+@respx.mock
+def test_create_request(vast, fx):
+    route = respx.put(f"{BASE}/api/v0/asks/12345678/").mock(
+        return_value=httpx.Response(200, json=fx("vast/create_ok.json")))
+    assert run(vast.allocate(request())) == "7835610"
+    req = route.calls.last.request
+    assert req.method == "PUT" and req.headers["authorization"] == "Bearer vk-123"
+    body = json.loads(req.content)
+    assert body["label"] == RID
+    assert body["image"] == "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
+    assert body["disk"] == 50
+    assert body["runtype"] == "ssh_direc ssh_proxy"
+    assert body["client_id"] == "me"
+    onstart = body["onstart"]
+    assert "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfK3b8v7m4oW alice@laptop" in onstart
+    assert "bob'\"'\"'s key" in onstart  # quoted for the shell
+    assert "/root/.ssh/authorized_keys" in onstart
+    assert "python -m http.server 8080" in onstart
+
+
+@respx.mock
+@pytest.mark.parametrize(("status", "fixture", "kind"), [
+    (410, "vast/create_no_such_ask.json", "capacity"),
+    (200, "vast/create_no_such_ask.json", "capacity"),
+    (400, "vast/create_insufficient_credit.json", "quota"),
+    (200, "vast/create_insufficient_credit.json", "quota"),
+    (401, "vast/auth_error.json", "auth"),
+    (403, "vast/auth_error.json", "auth"),
+    (400, "vast/create_invalid_args.json", "invalid"),
+    (500, "vast/server_error.json", "transient"),
+    (404, None, "capacity"),
+])
+def test_create_errors(vast, fx, status, fixture, kind):
+    answer = httpx.Response(status, json=fx(fixture)) if fixture else httpx.Response(status, text="Not Found")
+    route = respx.put(f"{BASE}/api/v0/asks/12345678/").mock(return_value=answer)
+    with pytest.raises(ProviderError) as e:
+        run(vast.allocate(request()))
+    assert e.value.kind == kind
+    assert e.value.provider == "vast"
+    assert route.call_count == 1
+
+
+@respx.mock
+@pytest.mark.parametrize("failure", [httpx.ReadTimeout("slow"), httpx.Response(504), httpx.Response(502)])
+def test_create_is_never_repeated_after_it_may_have_run(vast, failure):
+    route = respx.put(f"{BASE}/api/v0/asks/12345678/").mock(side_effect=[failure])
+    with pytest.raises(ProviderError) as e:
+        run(vast.allocate(request()))
+    assert e.value.kind == "transient" and route.call_count == 1
+
+
+@respx.mock
+def test_create_429_then_success(vast, fx):
+    route = respx.put(f"{BASE}/api/v0/asks/12345678/").mock(side_effect=[
+        httpx.Response(429), httpx.Response(200, json=fx("vast/create_ok.json"))])
+    assert run(vast.allocate(request())) == "7835610" and route.call_count == 2
+
+
+@respx.mock
+def test_create_success_without_contract_is_transient(vast):
+    respx.put(f"{BASE}/api/v0/asks/12345678/").mock(return_value=httpx.Response(200, json={"success": True}))
+    with pytest.raises(ProviderError) as e:
+        run(vast.allocate(request()))
+    assert e.value.kind == "transient" and "reconcile" in e.value.message
+
+
+def test_create_rejects_a_foreign_offer_key(vast):
+    bad = AllocateRequest(RID, offer("NVIDIA H100|SECURE|US-OR-1|1"), "img", None, KEYS)
+    with pytest.raises(ProviderError) as e:
+        run(vast.allocate(bad))
+    assert e.value.kind == "invalid"
+
+
+def test_multiline_key_is_refused(vast):
+    bad = AllocateRequest(RID, offer(), "img", None, ("ssh-ed25519 AAAA\nrm -rf /",))
+    with pytest.raises(ProviderError) as e:
+        run(vast.allocate(bad))
+    assert e.value.kind == "invalid"
+
+
+# --- instances ------------------------------------------------------------------------
+
+
+@respx.mock
+@pytest.mark.parametrize(("fixture", "status", "host", "port"), [
+    ("vast/instance_running_direct.json", "running", "203.0.113.41", 41022),
+    ("vast/instance_running_proxy.json", "running", "ssh4.vast.ai", 22610),
+    ("vast/instance_running_no_ssh.json", "provisioning", None, None),
+    ("vast/instance_loading.json", "provisioning", None, None),
+    ("vast/instance_created_null.json", "provisioning", None, None),
+    ("vast/instance_exited.json", "failed", None, None),
+    ("vast/instance_offline.json", "failed", None, None),
+    ("vast/instance_stopped.json", "stopped", None, None),
+])
+def test_get_instance_states(vast, fx, fixture, status, host, port):
+    route = respx.get(f"{BASE}/api/v0/instances/7835610/").mock(return_value=httpx.Response(200, json=fx(fixture)))
+    inst = run(vast.get_instance("7835610"))
+    assert inst is not None
+    assert (inst.instance_id, inst.label) == ("7835610", RID)
+    assert (inst.status, inst.host, inst.ssh_port) == (status, host, port)
+    assert route.calls.last.request.url.params["owner"] == "me"
+    if status == "failed":
+        assert inst.error
+
+
+@respx.mock
+def test_get_instance_exited_carries_the_reason(vast, fx):
+    respx.get(f"{BASE}/api/v0/instances/7835610/").mock(
+        return_value=httpx.Response(200, json=fx("vast/instance_exited.json")))
+    inst = run(vast.get_instance("7835610"))
+    assert inst is not None and "code 137" in (inst.error or "")
+
+
+@respx.mock
+@pytest.mark.parametrize("answer", [
+    httpx.Response(200, json={"instances": None}),
+    httpx.Response(404, json={"success": False, "error": "no_such_instance", "msg": "not found"}),
+])
+def test_get_instance_gone(vast, answer):
+    respx.get(f"{BASE}/api/v0/instances/7835610/").mock(return_value=answer)
+    assert run(vast.get_instance("7835610")) is None
+
+
+@respx.mock
+@pytest.mark.parametrize("answer", [
+    httpx.Response(200, json={"instance": {}}),
+    httpx.Response(200, json={"instances": {"id": "x"}}),
+    httpx.Response(200, text="nope"),
+])
+def test_get_instance_malformed(vast, answer):
+    respx.get(f"{BASE}/api/v0/instances/7835610/").mock(return_value=answer)
+    with pytest.raises(ProviderError) as e:
+        run(vast.get_instance("7835610"))
+    assert e.value.kind == "transient"
+
+
+@respx.mock
+def test_get_instance_retries_timeouts(vast, fx):
+    route = respx.get(f"{BASE}/api/v0/instances/7835610/").mock(side_effect=[
+        httpx.ReadTimeout("slow"), httpx.Response(200, json=fx("vast/instance_loading.json"))])
+    inst = run(vast.get_instance("7835610"))
+    assert inst is not None and inst.status == "provisioning" and route.call_count == 2
+
+
+@respx.mock
+def test_list_instances_pages_and_keeps_ours(vast, fx):
+    route = respx.get(f"{BASE}/api/v1/instances/").mock(side_effect=[
+        httpx.Response(200, json=fx("vast/instances_page1.json")),
+        httpx.Response(200, json=fx("vast/instances_page2.json")),
+    ])
+    instances = run(vast.list_instances())
+    assert [(i.instance_id, i.status) for i in instances] == [("7835610", "running"), ("7835612", "provisioning")]
+    first, second = (c.request.url.params for c in route.calls)
+    assert json.loads(first["select_filters"]) == {}
+    assert json.loads(first["order_by"]) == [{"col": "id", "dir": "asc"}]
+    assert "after_token" not in first
+    assert second["after_token"] == "7835611"
+
+
+@respx.mock
+def test_list_instances_refuses_a_paging_loop(vast, fx):
+    respx.get(f"{BASE}/api/v1/instances/").mock(return_value=httpx.Response(200, json=fx("vast/instances_page1.json")))
+    with pytest.raises(ProviderError) as e:
+        run(vast.list_instances())
+    assert e.value.kind == "transient"
+
+
+@respx.mock
+def test_terminate(vast, fx):
+    route = respx.delete(f"{BASE}/api/v0/instances/7835610/").mock(
+        return_value=httpx.Response(200, json=fx("vast/destroy_ok.json")))
+    run(vast.terminate("7835610"))
+    assert route.call_count == 1 and route.calls.last.request.headers["authorization"] == "Bearer vk-123"
+
+
+@respx.mock
+@pytest.mark.parametrize("answer", [
+    httpx.Response(404, json={"success": False, "error": "no_such_instance", "msg": "Instance 7835610 not found."}),
+    httpx.Response(200, json={"success": False, "error": "no_such_instance", "msg": "Instance 7835610 not found."}),
+])
+def test_terminate_is_idempotent(vast, answer):
+    respx.delete(f"{BASE}/api/v0/instances/7835610/").mock(return_value=answer)
+    run(vast.terminate("7835610"))
+
+
+@respx.mock
+@pytest.mark.parametrize("answer", [httpx.Response(404, text="<html>Not Found</html>"), httpx.Response(410, text="")])
+def test_a_bare_404_does_not_prove_an_instance_gone(vast, answer):
+    """A wrong base URL or a proxy answers 404 too: that must not make a billing machine look gone."""
+    respx.delete(f"{BASE}/api/v0/instances/7835610/").mock(return_value=answer)
+    respx.get(f"{BASE}/api/v0/instances/7835610/").mock(return_value=answer)
+    with pytest.raises(ProviderError) as e:
+        run(vast.terminate("7835610"))
+    assert e.value.kind == "transient"
+    with pytest.raises(ProviderError) as e:
+        run(vast.get_instance("7835610"))
+    assert e.value.kind == "transient"
+
+
+@respx.mock
+def test_terminate_retries_timeouts_then_gives_up(vast, sleeps):
+    route = respx.delete(f"{BASE}/api/v0/instances/7835610/").mock(side_effect=httpx.ReadTimeout("slow"))
+    with pytest.raises(ProviderError) as e:
+        run(vast.terminate("7835610"))
+    assert e.value.kind == "transient" and route.call_count == 4
+
+
+@respx.mock
+def test_terminate_logical_failure_raises(vast, fx):
+    respx.delete(f"{BASE}/api/v0/instances/7835610/").mock(
+        return_value=httpx.Response(200, json={"success": False, "error": "server_error", "msg": "try later"}))
+    with pytest.raises(ProviderError) as e:
+        run(vast.terminate("7835610"))
+    assert e.value.kind == "transient"
