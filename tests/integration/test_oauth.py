@@ -471,7 +471,7 @@ def test_token_exchange_timeout_or_unreachable(configured, providers, provider, 
 def test_timeouts_are_short(configured, providers):
     from gpurent import oauth
 
-    assert oauth.TIMEOUT.connect == 3.0 and oauth.TIMEOUT.read == 10.0
+    assert oauth.TIMEOUTS["connect"] == 3.0 and oauth.TIMEOUTS["read"] == 10.0
 
 
 @pytest.mark.parametrize("provider", ["google", "github"])

@@ -17,14 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ValidationError
 
 from gpurent import auth, clock
 from gpurent.config import settings
 from gpurent.errors import ApiError
-
-logger = Logger(service="gpurent")
+from gpurent.telemetry import count, flush, logger
 
 MAX_BODY_BYTES = 64 * 1024
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -153,6 +151,11 @@ class Router:
             resp = Response(internal.status, internal.body())
         resp.headers.update({k: v for k, v in extra_headers.items() if k not in resp.headers})
         out = render(resp)
+        if resp.status >= 500:
+            count("ServerErrors")
+        elif resp.status == 429:
+            count("RateLimited")
+        flush()
         logger.info(
             "request",
             extra={

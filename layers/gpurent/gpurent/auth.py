@@ -14,6 +14,7 @@ from gpurent import clock, ids, notify
 from gpurent.config import settings
 from gpurent.errors import ApiError
 from gpurent.store import identity as store
+from gpurent.telemetry import count
 
 CODE_TTL = 600
 MAX_ATTEMPTS = 5
@@ -135,6 +136,7 @@ def verify_code(raw_email: object, raw_code: object) -> tuple[dict[str, Any], st
         raise ApiError("code_expired", "Code expired. Request a new code")
     expected = str(record["codeHash"])
     if not (re.fullmatch(r"\d{6}", code) and hmac.compare_digest(_code_hash(record["salt"], email, code), expected)):
+        count("SignInCodeRejected")
         attempts = store.count_failed_attempt(email, expected, MAX_ATTEMPTS)
         if attempts >= MAX_ATTEMPTS:
             raise ApiError("code_invalid", "Too many attempts. Request a new code")
@@ -143,6 +145,7 @@ def verify_code(raw_email: object, raw_code: object) -> tuple[dict[str, Any], st
         raise ApiError("code_invalid", "Code is incorrect or expired")
     user, _ = upsert_user(email)
     sid, expires_at = create_session(user["id"])
+    count("SignIns")
     return user, sid, expires_at
 
 

@@ -43,11 +43,13 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-import httpx
 from aws_lambda_powertools import Logger
+
+if TYPE_CHECKING:
+    import httpx
 
 from gpurent import auth
 from gpurent.config import settings
@@ -60,7 +62,8 @@ PROVIDERS = ("google", "github")
 COOKIE_PATH = "/v1/auth/oauth"
 COOKIE_MAX_AGE = 600
 SCOPES = {"google": "openid email profile", "github": "read:user user:email"}
-TIMEOUT = httpx.Timeout(connect=3.0, read=10.0, write=10.0, pool=3.0)
+# httpx is imported only by the callback: the other sign-in routes never pay its import time.
+TIMEOUTS = {"connect": 3.0, "read": 10.0, "write": 10.0, "pool": 3.0}
 GITHUB_API_VERSION = "2022-11-28"
 
 _STATE_RE = re.compile(r"[A-Za-z0-9_-]{43,128}")
@@ -209,7 +212,10 @@ def _check_state(provider: str, query: dict[str, str], cookies: dict[str, str]) 
 
 
 def _verified_email(client: _Client, code: str, verifier: str) -> str:
-    with httpx.Client(timeout=TIMEOUT, follow_redirects=False, headers={"User-Agent": "gpurent"}) as http:
+    import httpx
+
+    timeout = httpx.Timeout(**TIMEOUTS)
+    with httpx.Client(timeout=timeout, follow_redirects=False, headers={"User-Agent": "gpurent"}) as http:
         try:
             if client.provider == "google":
                 raw = _google_email(http, client, code, verifier)
