@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -117,9 +118,70 @@ def add_dev_routes(stack: Stack) -> None:
     stack.server.add_dev_route("POST", "/dev/clock/advance", advance)
 
 
-# Capabilities that need a running service plug in here: (name, start).
+def start_providers(stack: Stack) -> Callable[[], None]:
+    """Provider simulators speaking the vast.ai / RunPod / Lambda Cloud wire formats,
+    reading the test clock; the real adapters are pointed at them."""
+    from infra.simulators import start_simulators
+
+    boot = float(os.environ.get("SIM_BOOT_SECONDS", "20"))
+    sims = start_simulators(now=clock.now, boot_seconds=boot)
+    os.environ.update(sims.settings())
+
+    def providers(path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        return 200, {s.__class__.__name__.removesuffix("Simulator").lower(): s.origin for s in sims.all()}
+
+    stack.server.add_dev_route("GET", "/dev/providers", providers)
+    return sims.shutdown
+
+
+def _interval(expression: str) -> float:
+    """Seconds between runs of `rate(N unit)`; the local stack runs cron schedules every minute."""
+    m = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", expression.strip())
+    if not m:
+        return 60.0
+    unit = {"minute": 60, "hour": 3600, "day": 86400}[m.group(2).rstrip("s")]
+    return float(int(m.group(1)) * unit)
+
+
+def start_schedules(stack: Stack) -> Callable[[], None]:
+    """The scheduled functions of template.yaml, fired by timers (once at start, then every
+    LOCAL_SCHEDULE_SECONDS or their own rate) and whenever the test clock is advanced."""
+    from infra.local.events import schedule_event
+    from infra.local.functions import load_handler
+
+    stop = threading.Event()
+    lock = threading.Lock()
+    jobs = [(name, load_handler(code_uri), _interval(expr)) for name, code_uri, expr in template.schedules()]
+    override = os.environ.get("LOCAL_SCHEDULE_SECONDS")
+
+    def run(name: str, fn: Callable[..., Any]) -> None:
+        with lock:
+            try:
+                fn(schedule_event(f"arn:aws:events:us-east-1:123456789012:rule/local-{name}"), None)
+            except Exception as exc:  # a failing job must not kill the stack
+                print(f"[schedule] {name} failed: {exc!r}", file=sys.stderr, flush=True)
+
+    def loop(name: str, fn: Callable[..., Any], every: float) -> None:
+        while not stop.wait(float(override) if override else every):
+            run(name, fn)
+
+    for name, fn, every in jobs:
+        run(name, fn)
+        threading.Thread(target=loop, args=(name, fn, every), name=f"schedule-{name}", daemon=True).start()
+    def on_advance(seconds: float) -> None:
+        for name, fn, _ in jobs:
+            run(name, fn)
+
+    stack.on_advance.append(on_advance)
+    return stop.set
+
+
+# Capabilities that need a running service plug in here: (name, start). Order matters:
+# the schedules run the catalog refresh against the simulators once before serving.
 SERVICES: list[tuple[str, Callable[[Stack], Callable[[], None]]]] = [
     ("dynamodb", start_dynamodb),
+    ("providers", start_providers),
+    ("schedules", start_schedules),
 ]
 
 

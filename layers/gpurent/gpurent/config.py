@@ -39,6 +39,7 @@ class Settings(BaseModel):
     mail_mode: str = "ses"  # "ses" | "console"
 
     cursor_key: str | None = None
+    catalog_margin_bps: int = 0
 
     rate_limit_per_minute: int = 100
     rate_limit_per_hour: int = 1000
@@ -86,6 +87,7 @@ def load_settings(env: dict[str, str] | os._Environ[str] | None = None) -> Setti
         "mail_from": e.get("MAIL_FROM", "no-reply@gpurent.local"),
         "mail_mode": e.get("MAIL_MODE", "console" if stage == "local" else "ses"),
         "cursor_key": e.get("CURSOR_KEY") or None,
+        "catalog_margin_bps": int(e.get("CATALOG_MARGIN_BPS", "0") or 0),
     }
     for key in (
         "google_client_id", "google_client_secret", "google_client_secret_param",

@@ -1,0 +1,83 @@
+"""Catalog routes: listings, facets, families, templates, and the launch preview."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gpurent import catalog, templates
+from gpurent.api import Request, Router, query_int
+from gpurent.errors import ApiError
+
+router = Router()
+
+
+class Preview(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    familyId: str = Field(max_length=64)
+    gpuCount: int
+    templateId: str = Field(default=templates.DEFAULT_TEMPLATE, max_length=64)
+    region: str | None = Field(default=None, max_length=8)
+
+
+def _number(req: Request, name: str, integer: bool) -> float | None:
+    raw = req.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        value = -1
+    if value < 0 or value != value or value > 10**9:
+        kind = "a non-negative integer" if integer else "a non-negative number"
+        raise ApiError("validation_failed", f"{name} must be {kind}", {name: f"must be {kind}"})
+    return value
+
+
+@router.route("GET /v1/catalog/listings")
+def listings(req: Request) -> dict[str, Any]:
+    count = _number(req, "gpuCount", integer=True)
+    max_price = _number(req, "maxPricePerHourCents", integer=True)
+    model = req.query.get("model") or None
+    if model is not None and (len(model) > 64 or not model.replace("_", "").replace("-", "").isalnum()):
+        raise ApiError("validation_failed", "model must be a model code like H100_SXM_80GB",
+                       {"model": "must be a model code like H100_SXM_80GB"})
+    filters = catalog.Filters(
+        model=model,
+        min_vram_gb=_number(req, "minVramGb", integer=False),
+        gpu_count=catalog.check_gpu_count(int(count)) if count is not None else None,
+        region=catalog.check_region(req.query.get("region") or None),
+        max_price_cents=int(max_price) if max_price is not None else None,
+    )
+    size = query_int(req, "pageSize", 50, 1, 200)
+    return catalog.listings_page(req.user_id, filters, req.query.get("cursor") or None, size)
+
+
+@router.route("GET /v1/catalog/facets")
+def facets(req: Request) -> dict[str, Any]:
+    return catalog.facets()
+
+
+@router.route("GET /v1/catalog/families")
+def families(req: Request) -> dict[str, Any]:
+    return {"families": catalog.families_public()}
+
+
+@router.route("GET /v1/templates")
+def template_list(req: Request) -> dict[str, Any]:
+    return {"templates": [templates.public(t) for t in templates.TEMPLATES]}
+
+
+@router.route("POST /v1/rentals/preview")
+def preview(req: Request) -> dict[str, Any]:
+    body = req.parse(Preview)
+    catalog.check_family(body.familyId)
+    catalog.check_gpu_count(body.gpuCount)
+    if templates.get_template(body.templateId) is None:
+        known = ", ".join(t.id for t in templates.TEMPLATES)
+        raise ApiError("validation_failed", f"templateId must be one of {known}", {"templateId": f"one of {known}"})
+    return catalog.preview(body.familyId, body.gpuCount, catalog.check_region(body.region))
+
+
+handler = router.handler
