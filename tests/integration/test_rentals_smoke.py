@@ -1,0 +1,49 @@
+"""A first end-to-end launch → running → stop through the handlers and the simulators."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpurent import catalog_refresh, rentals
+from gpurent.providers.registry import build_adapters
+from infra.simulators import start_simulators
+from tests.conftest import Api
+
+
+@pytest.fixture
+def sims(aws, clock):
+    s = start_simulators(now=clock.now, boot_seconds=20)
+    adapters = build_adapters(s.settings())
+    rentals.set_adapters(adapters)
+    catalog_refresh.refresh(adapters)
+    yield s
+    rentals.set_adapters(None)
+    s.shutdown()
+
+
+def test_launch_run_stop(api: Api, user, sims, clock) -> None:
+    admin = Api(source_ip="198.51.100.99")
+    admin.sign_in("admin@gpurent.test")
+    clock.advance(31)
+    r = admin.post("/v1/admin/adjustments", {"userId": user["id"], "amountCents": 10_000, "reason": "t"})
+    assert r.status == 200, r.body
+    r = api.post("/v1/rentals", {"familyId": "rtx-4090", "gpuCount": 1})
+    assert r.status == 200, r.body
+    launched = r.json()
+    assert launched["status"] == "provisioning" and launched["warnings"]
+    price = launched["pricePerHourCents"]
+    bal = api.get("/v1/billing/balance").json()
+    assert bal["reservedCents"] == price and bal["availableCents"] == 10_000 - price
+    clock.advance(25)
+    got = api.get(f"/v1/rentals/{launched['id']}").json()
+    assert got["status"] == "running" and got["host"] and got["port"], got
+    clock.advance(3600)
+    meter = api.get(f"/v1/rentals/{launched['id']}/meter").json()
+    assert meter["secondsBilled"] == 3600 and meter["currentChargeCents"] == price
+    stop = api.post(f"/v1/rentals/{launched['id']}/stop").json()
+    assert stop == {"id": launched["id"], "status": "stopping", "finalChargedCents": price, "refundedCents": 0}
+    bal = api.get("/v1/billing/balance").json()
+    assert bal == {**bal, "availableCents": 10_000 - price, "reservedCents": 0}
+    rentals.reconcile()
+    assert api.get(f"/v1/rentals/{launched['id']}").json()["status"] == "stopped"
+    assert api.post(f"/v1/rentals/{launched['id']}/stop").status == 409
