@@ -47,3 +47,33 @@ def test_launch_run_stop(api: Api, user, sims, clock) -> None:
     rentals.reconcile()
     assert api.get(f"/v1/rentals/{launched['id']}").json()["status"] == "stopped"
     assert api.post(f"/v1/rentals/{launched['id']}/stop").status == 409
+
+
+def _fund(user_id: str, clock, cents: int = 10_000) -> None:
+    admin = Api(source_ip="198.51.100.99")
+    admin.sign_in("admin@gpurent.test")
+    clock.advance(31)
+    assert admin.post("/v1/admin/adjustments", {"userId": user_id, "amountCents": cents, "reason": "t"}).status == 200
+
+
+@pytest.mark.parametrize(("limits", "reason"), [({"autoStopAfterHours": 0.5}, "auto_stop"),
+                                                ({"maxTotalCents": 7}, "max_total")])
+def test_own_limits_stop_the_rental_and_bill_exactly_to_them(api: Api, user, sims, clock, limits, reason) -> None:
+    _fund(user["id"], clock)
+    launched = api.post("/v1/rentals", {"familyId": "rtx-4090", "gpuCount": 1, **limits}).json()
+    clock.advance(25)
+    running = api.get(f"/v1/rentals/{launched['id']}").json()
+    assert running["status"] == "running"
+    price = running["pricePerHourCents"]
+    clock.advance(3 * 3600)  # the reconciler runs late: billing still stops at the limit
+    rentals.reconcile()
+    done = api.get(f"/v1/rentals/{launched['id']}").json()
+    assert done["status"] in ("stopping", "stopped") and done["stopReason"] == reason
+    if reason == "auto_stop":
+        assert done["totalChargedCents"] == (1800 * price * 2 + 3600) // 7200
+    else:
+        assert done["totalChargedCents"] <= 7
+    rentals.reconcile()
+    assert api.get(f"/v1/rentals/{launched['id']}").json()["status"] == "stopped"
+    bal = api.get("/v1/billing/balance").json()
+    assert bal["reservedCents"] == 0 and bal["totalCents"] == 10_000 - done["totalChargedCents"]

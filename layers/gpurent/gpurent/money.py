@@ -15,6 +15,15 @@ def charge_for_seconds(billed_seconds: int, price_per_hour_cents: int) -> int:
     return round_half_up_div(billed_seconds * price_per_hour_cents, 3600)
 
 
+def seconds_within_cap(cap_cents: int, price_per_hour_cents: int) -> int:
+    """The most seconds whose charge does not exceed `cap_cents` (a per-rental spend cap)."""
+    if price_per_hour_cents <= 0:
+        raise ValueError("a rate is positive")
+    # charge(s) <= cap  <=>  2*s*rate + 3600 < 7200*(cap + 1)
+    limit = 7200 * (cap_cents + 1) - 3600
+    return max(0, -(-limit // (2 * price_per_hour_cents)) - 1)
+
+
 def dollars(cents: int) -> str:
     sign = "-" if cents < 0 else ""
     cents = abs(cents)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gpurent import catalog, clock, ids, keys, wallet
 from gpurent.errors import ApiError
-from gpurent.money import charge_for_seconds
+from gpurent.money import charge_for_seconds, seconds_within_cap
 from gpurent.providers.base import AllocateRequest, Instance, Offer, ProviderAdapter, ProviderError
 from gpurent.store import money as money_store
 from gpurent.store import rentals as store
@@ -446,9 +446,35 @@ def _advance_provisioning(r: dict[str, Any]) -> dict[str, Any]:
     return store.get(r["userId"], r["id"]) or r
 
 
+def limit_deadline(r: dict[str, Any]) -> tuple[float, str] | None:
+    """When a running rental must stop by its own limits: (moment, reason), or None.
+
+    `autoStopAfterHours` counts from `runningAt`; `maxTotalCents` stops it at the
+    last second whose charge stays within the cap.
+    """
+    if r.get("runningAt") is None:
+        return None
+    started = float(r["runningAt"])
+    found: list[tuple[float, str]] = []
+    if r.get("autoStopAfterHours"):
+        found.append((started + round(float(r["autoStopAfterHours"]) * 3600), "auto_stop"))
+    if r.get("maxTotalCents"):
+        found.append((started + seconds_within_cap(int(r["maxTotalCents"]), int(r["pricePerHourCents"])),
+                      "max_total"))
+    return min(found) if found else None
+
+
 def _check_running(r: dict[str, Any]) -> dict[str, Any]:
-    inst = _run(_adapter(r["provider"]).get_instance(str(r["instanceId"])))
     now = clock.now()
+    deadline = limit_deadline(r)
+    if deadline is not None and now >= deadline[0]:
+        try:
+            found = settle(r, deadline[1], until=deadline[0])
+        except (wallet.BusinessConditionFailed, wallet.IdempotencyMismatch):
+            return store.get(r["userId"], r["id"]) or r
+        _terminate_quietly(found)
+        return found
+    inst = _run(_adapter(r["provider"]).get_instance(str(r["instanceId"])))
     if inst is not None and inst.status == "running":
         try:
             return store.update(r["userId"], r["id"], {"lastHealthyAt": now}, ("running",))
