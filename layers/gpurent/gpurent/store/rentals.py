@@ -190,3 +190,19 @@ def find_by_id(rental_id: str) -> dict[str, Any] | None:
     if owner is None:
         return None
     return get(str(owner["userId"]), rental_id)
+
+
+def live_for_user(user_id: str, status: str) -> list[dict[str, Any]]:
+    """One user's live rentals in one status (one query of its index shard)."""
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {
+        "TableName": _table(), "IndexName": "ActiveIndex",
+        "KeyConditionExpression": "activeKey = :k AND begins_with(activeSort, :p)",
+        "ExpressionAttributeValues": to_values({":k": shard(user_id), ":p": f"{status}#{user_id}#"}),
+    }
+    while True:
+        r = client().query(**kwargs)
+        items.extend(i for i in (from_item(x) for x in r.get("Items", [])) if i is not None)
+        if "LastEvaluatedKey" not in r:
+            return items
+        kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
