@@ -38,7 +38,7 @@ def _number(req: Request, name: str, integer: bool) -> float | None:
 @router.route("GET /v1/catalog/listings")
 def listings(req: Request) -> dict[str, Any]:
     count = _number(req, "gpuCount", integer=True)
-    max_price = _number(req, "maxPricePerHourCents", integer=True)
+    max_price = _number(req, "maxPricePerHourCents", integer=False)
     model = req.query.get("model") or None
     if model is not None and (len(model) > 64 or not model.replace("_", "").replace("-", "").isalnum()):
         raise ApiError("validation_failed", "model must be a model code like H100_SXM_80GB",
@@ -48,7 +48,7 @@ def listings(req: Request) -> dict[str, Any]:
         min_vram_gb=_number(req, "minVramGb", integer=False),
         gpu_count=catalog.check_gpu_count(int(count)) if count is not None else None,
         region=catalog.check_region(req.query.get("region") or None),
-        max_price_cents=int(max_price) if max_price is not None else None,
+        max_price_cents=max_price,
     )
     size = query_int(req, "pageSize", 50, 1, 200)
     return catalog.listings_page(req.user_id, filters, req.query.get("cursor") or None, size)

@@ -270,3 +270,142 @@ def test_dev_clock_refuses_a_bad_body(http: httpx.Client, body: bytes) -> None:
 def test_dev_clock_refuses_a_non_numeric_seconds(http: httpx.Client, body: bytes) -> None:
     error(http.post("/dev/clock/advance", content=body, headers={"content-type": "application/json"}),
           400, "validation_failed")
+
+
+# --------------------------------------------------------------------------- the catalog (simulated providers)
+
+LISTING_KEYS = {"id", "model", "family", "vramGb", "gpuCount", "pricePerHourCents", "providerCode", "region",
+                "regionCode", "interconnect"}
+EU_CODES = {"GB", "IE", "FR", "BE", "NL", "LU", "DE", "AT", "CH", "CZ", "PL", "SK", "HU", "SI", "LI", "SE", "NO",
+            "FI", "DK", "IS", "EE", "LV", "LT", "ES", "PT", "IT", "GR", "HR", "MT", "CY", "RO", "BG"}
+APAC_CODES = {"JP", "KR", "CN", "HK", "TW", "SG", "MY", "TH", "ID", "VN", "PH", "AU", "NZ", "IN"}
+
+
+def all_listings(http: httpx.Client, query: str = "") -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    params: dict[str, str] = dict(httpx.QueryParams(query))
+    params["pageSize"] = "200"
+    for _ in range(100):
+        r = http.get("/v1/catalog/listings", params=params)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert set(body) == {"listings", "nextCursor"}
+        out.extend(body["listings"])
+        if body["nextCursor"] is None:
+            return out
+        params["cursor"] = body["nextCursor"]
+    raise AssertionError("pagination does not end")
+
+
+def in_region(code: str, region: str) -> bool:
+    if region == "eu":
+        return code in EU_CODES
+    if region == "apac":
+        return code in APAC_CODES
+    return code.lower() == region.lower()
+
+
+def test_catalog_lists_all_three_simulated_providers_cheapest_first(http: httpx.Client) -> None:
+    sign_in(http, new_email("catalog"))
+    items = all_listings(http)
+    assert {li["providerCode"] for li in items} == {"vast", "runpod", "lambda"}
+    prices = [li["pricePerHourCents"] for li in items]
+    assert prices == sorted(prices)
+    assert len({li["id"] for li in items}) == len(items)
+    for li in items:
+        assert set(li) == LISTING_KEYS, li
+        assert re.fullmatch(r"lst_[0-9A-HJKMNP-TV-Z]{26}", li["id"])
+    page = http.get("/v1/catalog/listings").json()
+    assert page["listings"] == items[:50] and isinstance(page["nextCursor"], str)
+
+
+def test_catalog_filters_over_http(http: httpx.Client) -> None:
+    sign_in(http, new_email("filters"))
+    everything = all_listings(http)
+    cases: list[tuple[str, Any]] = [
+        ("model=H100", lambda li: li["model"].startswith("H100_")),
+        ("model=B200", lambda li: li["model"] == "B200"),
+        ("minVramGb=80", lambda li: li["vramGb"] >= 80),
+        ("gpuCount=8", lambda li: li["gpuCount"] == 8),
+        ("region=US", lambda li: li["regionCode"] == "US"),
+        ("region=us", lambda li: li["regionCode"] == "US"),
+        ("region=eu", lambda li: in_region(li["regionCode"], "eu")),
+        ("region=apac", lambda li: in_region(li["regionCode"], "apac")),
+        ("region=JP", lambda li: li["regionCode"] == "JP"),
+        ("maxPricePerHourCents=100", lambda li: li["pricePerHourCents"] <= 100),
+        ("model=H100&region=eu", lambda li: li["model"].startswith("H100_") and in_region(li["regionCode"], "eu")),
+        ("model=RTX_4090&gpuCount=1&region=us&maxPricePerHourCents=60",
+         lambda li: li["model"] == "RTX_4090" and li["gpuCount"] == 1 and li["regionCode"] == "US"
+         and li["pricePerHourCents"] <= 60),
+    ]
+    for query, keep in cases:
+        got = all_listings(http, query)
+        want = [li for li in everything if keep(li)]
+        assert [li["id"] for li in got] == [li["id"] for li in want], query
+    assert all_listings(http, "model=H100&region=eu"), "the README's example query finds something"
+    error(http.get("/v1/catalog/listings", params={"gpuCount": "3"}), 400, "invalid_count")
+    error(http.get("/v1/catalog/listings", params={"pageSize": "201"}), 400, "validation_failed")
+    error(http.get("/v1/catalog/listings", params={"region": "europe"}), 400, "validation_failed")
+    error(http.get("/v1/catalog/listings", params={"cursor": "forged"}), 400, "validation_failed")
+
+
+def test_catalog_facets_families_and_templates_over_http(http: httpx.Client) -> None:
+    sign_in(http, new_email("facets"))
+    everything = all_listings(http)
+    r = http.get("/v1/catalog/facets")
+    assert r.status_code == 200, r.text
+    facets = r.json()
+    assert set(facets) == {"models", "regions", "providers", "priceRange"}
+    for name, field in (("models", "model"), ("regions", "regionCode"), ("providers", "providerCode")):
+        counts: dict[str, int] = {}
+        for li in everything:
+            counts[li[field]] = counts.get(li[field], 0) + 1
+        assert {e["code"]: e["count"] for e in facets[name]} == counts, name
+    prices = [li["pricePerHourCents"] for li in everything]
+    assert facets["priceRange"] == {"minCents": min(prices), "maxCents": max(prices)}
+    assert http.get("/v1/catalog/facets").json() == facets
+
+    fams = http.get("/v1/catalog/families").json()["families"]
+    assert [f["id"] for f in fams] == ["rtx-4090", "rtx-5090", "a100-80gb", "h100-80gb", "b200", "b300"]
+    templates = http.get("/v1/templates").json()["templates"]
+    assert [t["id"] for t in templates] == ["ubuntu-24-04", "pytorch", "vllm", "ollama", "a1111", "text-gen-webui"]
+
+
+def test_preview_answers_the_cheapest_matching_listing_over_http(http: httpx.Client) -> None:
+    sign_in(http, new_email("preview"))
+    checked = 0
+    for family, model in (("h100-80gb", "H100_SXM_80GB"), ("rtx-4090", "RTX_4090"), ("b200", "B200")):
+        for count in (1, 8):
+            for region in (None, "us", "eu"):
+                params = {"model": model, "gpuCount": str(count), "pageSize": "1"}
+                body: dict[str, Any] = {"familyId": family, "gpuCount": count}
+                if region:
+                    params["region"] = region
+                    body["region"] = region
+                first = http.get("/v1/catalog/listings", params=params).json()["listings"]
+                r = http.post("/v1/rentals/preview", json=body)
+                if not first:
+                    error(r, 400, "model_unavailable")
+                    continue
+                assert r.status_code == 200, (body, r.text)
+                got = r.json()
+                assert set(got) == {"pricePerHourCents", "estimatedProvisionSeconds", "matchedListing"}
+                assert got["pricePerHourCents"] == first[0]["pricePerHourCents"], body
+                assert got["matchedListing"] == {k: first[0][k] for k in ("id", "providerCode", "region", "model")}
+                checked += 1
+    assert checked >= 6
+    error(http.post("/v1/rentals/preview", json={"familyId": "h100-80gb", "gpuCount": 3}), 400, "invalid_count")
+    error(http.post("/v1/rentals/preview", json={"familyId": "h100", "gpuCount": 1}), 400, "validation_failed")
+    error(http.post("/v1/rentals/preview", json={"familyId": "h100-80gb", "gpuCount": 1, "templateId": "dos"}),
+          400, "validation_failed")
+
+
+def test_dev_providers_lists_the_simulators(http: httpx.Client) -> None:
+    r = http.get("/dev/providers")
+    assert r.status_code == 200, r.text
+    urls = r.json()
+    assert set(urls) == {"vast", "runpod", "lambda"}
+    for url in urls.values():
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url), url
+        knobs = httpx.get(f"{url}/_sim/knobs", timeout=10)
+        assert knobs.status_code == 200 and "list_offers" in knobs.json()

@@ -23,7 +23,7 @@ from gpurent.store import catalog as store
 CACHE_SECONDS = 30.0
 STALE_AFTER = 600.0  # a failing provider's last good listings stay this long, then drop
 GPU_COUNTS = (1, 2, 4, 8)
-PROVISION_SECONDS = {"vast": 60, "runpod": 45, "lambda": 90}
+PROVISION_SECONDS = {"vast": 60, "runpod": 45, "lambda": 60}
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
@@ -123,7 +123,7 @@ class Filters:
     min_vram_gb: float | None = None
     gpu_count: int | None = None
     region: str | None = None
-    max_price_cents: int | None = None
+    max_price_cents: float | None = None
 
     def matches(self, li: dict[str, Any]) -> bool:
         if self.model:

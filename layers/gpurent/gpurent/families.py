@@ -185,10 +185,10 @@ def lambda_family(gpu: LambdaGpu) -> Family | None:
 
 
 def interconnect_for(fam: Family, gpu_count: int) -> str | None:
-    """``NVLink`` for a multi-GPU SXM offer, ``PCIe`` otherwise."""
+    """``NVLink`` for an SXM board (as the documented H100 SXM ×1 example shows), ``PCIe`` otherwise."""
     if gpu_count < 1:
         return None
-    return "NVLink" if fam.sxm and gpu_count > 1 else "PCIe"
+    return "NVLink" if fam.sxm else "PCIe"
 
 
 # --- regions -------------------------------------------------------------------------

@@ -212,7 +212,7 @@ def test_interconnect():
     rtx = f.get_family("rtx-4090")
     assert h100 is not None and rtx is not None
     assert f.interconnect_for(h100, 8) == "NVLink"
-    assert f.interconnect_for(h100, 1) == "PCIe"
+    assert f.interconnect_for(h100, 1) == "NVLink"  # an SXM board, as api.md's H100 x1 example shows
     assert f.interconnect_for(rtx, 8) == "PCIe"
     assert f.interconnect_for(rtx, 0) is None
 

@@ -47,8 +47,8 @@ def test_instance_types(lam, fx, caplog):
     got = {(o.offer_key, o.family, o.gpu_count, o.price_cents_per_hour, o.region, o.region_code, o.interconnect)
            for o in offers}
     assert got == {
-        ("gpu_1x_h100_sxm5|us-east-1", "h100-80gb", 1, 329, "US-East", "US", "PCIe"),
-        ("gpu_1x_h100_sxm5|europe-central-1", "h100-80gb", 1, 329, "EU-Central", "DE", "PCIe"),
+        ("gpu_1x_h100_sxm5|us-east-1", "h100-80gb", 1, 329, "US-East", "US", "NVLink"),
+        ("gpu_1x_h100_sxm5|europe-central-1", "h100-80gb", 1, 329, "EU-Central", "DE", "NVLink"),
         ("gpu_8x_b200_sxm6|asia-northeast-1", "b200", 8, 3992, "AP-Northeast", "JP", "NVLink"),
         ("gpu_8x_a100_80gb_sxm4|us-west-1", "a100-80gb", 8, 1432, "US-West", "US", "NVLink"),
     }

@@ -89,7 +89,7 @@ def test_offers_queries_and_mapping(runpod, fx, caplog):
     assert (rtx.family, rtx.region, rtx.region_code, rtx.gpu_count) == ("rtx-4090", "US-West", "US", 1)
     assert by_key["NVIDIA GeForce RTX 4090|SECURE|EU-RO-1|1"].region == "EU-East"
     h100_jp = by_key["NVIDIA H100 80GB HBM3|SECURE|AP-JP-1|1"]
-    assert (h100_jp.price_cents_per_hour, h100_jp.region, h100_jp.interconnect) == (300, "AP-Northeast", "PCIe")
+    assert (h100_jp.price_cents_per_hour, h100_jp.region, h100_jp.interconnect) == (300, "AP-Northeast", "NVLink")
     b200 = by_key["NVIDIA B200|SECURE|AP-JP-1|8"]
     # per-GPU price × 8 = 47.92, + storage → 4793 (4792 would leave the disk out)
     assert (b200.price_cents_per_hour, b200.interconnect, b200.model) == (4793, "NVLink", "B200")
