@@ -38,8 +38,13 @@ MAX_ATTEMPTS = 3  # listings tried per launch (failover)
 REFUND_WINDOW = 60  # a pod that ran less than this many seconds is refunded in full
 ADOPT_GRACE = 300  # a provisioning rental with no instance found by label after this long fails
 POLL_EVERY = 2.0  # GET refreshes a provisioning rental from its provider at most this often
+ALLOCATION_LEASE = 60  # seconds a launch owns its allocation (a Lambda lives 29 s); a retry takes over after
 
 T = TypeVar("T")
+
+
+class Settled(Exception):
+    """Another actor already moved this rental out of its live state."""
 
 
 class Launch(BaseModel):
@@ -201,6 +206,7 @@ def launch(user_id: str, body: Launch, idempotency_key: str | None) -> tuple[dic
         "chargedCents": 0, "billedSeconds": 0, "refundedCents": 0, "overageCents": 0,
         "autoStopAfterHours": body.autoStopAfterHours, "maxTotalCents": body.maxTotalCents,
         "sshKeyCount": len(ssh_keys), "attempts": [], "version": 1, "idempotencyKey": idempotency_key,
+        "allocatingUntil": now + ALLOCATION_LEASE,
     }
 
     def planner(w: wallet.Wallet) -> list[wallet.Step]:
@@ -216,19 +222,31 @@ def launch(user_id: str, body: Launch, idempotency_key: str | None) -> tuple[dic
     if result.replayed:  # a concurrent duplicate won the race
         return _resume(user_id, result.steps[0]["rentalId"])
     count("Launches")
-    warnings = [] if ssh_keys else ["No SSH key on file: the pod will not be reachable over SSH. "
-                                    "Add one with POST /v1/ssh-keys before launching."]
-    final = _allocate(record, ssh_keys, found)
-    answer = launch_answer(final, warnings)
+    return _finish_launch(record, _allocate(record, ssh_keys, found))
+
+
+def _warnings(ssh_key_count: int) -> list[str]:
+    if ssh_key_count:
+        return []
+    return ["No SSH key on file: the pod will not be reachable over SSH. Add one with POST /v1/ssh-keys "
+            "before launching."]
+
+
+def _finish_launch(record: dict[str, Any], final: dict[str, Any]) -> tuple[dict[str, Any], int]:
     if final["status"] == "failed":
         return ({"error": "model_unavailable", "message": final.get("error") or "No provider available",
                  "details": {"rentalId": final["id"]}}, 400)
-    store.update(user_id, rental_id, {"launchAnswer": answer}, ())
+    answer = launch_answer(final, _warnings(int(record.get("sshKeyCount", 0))))
+    try:
+        store.update(record["userId"], record["id"], {"launchAnswer": answer}, ())
+    except store.StaleRental:
+        pass
     return answer, 200
 
 
 def _resume(user_id: str, rental_id: str) -> tuple[dict[str, Any], int]:
-    """A replayed launch: the first answer if there is one, else the rental as it stands."""
+    """A replayed launch: the first answer if there is one; else, if the first attempt died
+    before the provider call finished (its lease expired), finish the launch now."""
     r = store.get(user_id, rental_id)
     if r is None:
         raise AssertionError("a launch marker points at a missing rental")
@@ -237,7 +255,39 @@ def _resume(user_id: str, rental_id: str) -> tuple[dict[str, Any], int]:
     if r["status"] == "failed" and not r.get("instanceId"):
         return ({"error": "model_unavailable", "message": r.get("error") or "No provider available",
                  "details": {"rentalId": r["id"]}}, 400)
-    return launch_answer(r, []), 200
+    now = clock.now()
+    if r["status"] != "provisioning" or r.get("instanceId") or now < float(r.get("allocatingUntil", 0)):
+        return launch_answer(r, _warnings(int(r.get("sshKeyCount", 0)))), 200
+    return _finish_launch(r, _continue_launch(r))
+
+
+def _continue_launch(r: dict[str, Any]) -> dict[str, Any]:
+    """Finish a launch whose first attempt died before recording an instance (its lease
+    expired): take the lease, adopt an instance found under our label, else allocate."""
+    try:
+        r = store.update(r["userId"], r["id"], {"allocatingUntil": clock.now() + ALLOCATION_LEASE},
+                         ("provisioning",), int(r["version"]))
+    except store.StaleRental as exc:
+        return exc.current or r
+    try:
+        inst = _find_by_label(r)
+    except ProviderError:
+        return r
+    if inst is not None:
+        return _adopt(r, inst)
+    listing = dict(r["offer"])
+    others = [c for c in catalog.candidates(r["familyId"], int(r["gpuCount"]), r.get("regionFilter"))
+              if c["id"] != listing["id"] and c["id"] not in (r.get("attempts") or [])]
+    return _allocate(r, keys.public_keys(r["userId"]), [listing, *others])
+
+
+def _adopt(r: dict[str, Any], inst: Instance) -> dict[str, Any]:
+    """Record an instance found under our label as this rental's."""
+    try:
+        return store.update(r["userId"], r["id"], {"instanceId": inst.instance_id, "allocationUncertain": None},
+                            ("provisioning",))
+    except store.StaleRental as exc:
+        return exc.current or r
 
 
 def _allocate(record: dict[str, Any], ssh_keys: list[str], candidates: list[dict[str, Any]]) -> dict[str, Any]:
@@ -267,10 +317,17 @@ def _allocate(record: dict[str, Any], ssh_keys: list[str], candidates: list[dict
             logger.warning("allocate refused", extra={"rentalId": rental_id, "provider": exc.provider,
                                                       "kind": exc.kind})
             if exc.kind == "transient":
-                # The instance may exist: leave the rental provisioning, the reconciler
-                # adopts it by label or fails the rental after the grace period.
-                return store.update(user_id, rental_id, {"allocationUncertain": True, "attempts": tried},
-                                    ("provisioning",))
+                # A timeout or a 5xx: the instance may exist. Look for it under our label;
+                # if it is there, it is ours; if not, this launch failed (an instance that
+                # surfaces later has no live rental, so the reconciler terminates it).
+                try:
+                    inst = _find_by_label(current)
+                except ProviderError:
+                    return store.update(user_id, rental_id, {"allocationUncertain": True, "attempts": tried},
+                                        ("provisioning",))
+                if inst is not None:
+                    return _adopt(current, inst)
+                break
             if exc.kind in ("capacity", "quota"):
                 count("LaunchFailovers")
                 continue
@@ -320,7 +377,10 @@ def mark_running(r: dict[str, Any], inst: Instance) -> dict[str, Any]:
 def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status: str = "stopping",
            error: str | None = None) -> dict[str, Any]:
     """running → stopping (or failed): the final charge to the second, the refund of a pod
-    that ran under a minute, the rest of the reserve back to available — one transaction."""
+    that ran under a minute, the rest of the reserve back to available — one transaction.
+
+    Raises `Settled` when another actor settled this rental first (its replay answered).
+    """
     user_id, rental_id = r["userId"], r["id"]
     now = clock.now()
     end = now if until is None else min(now, until)
@@ -350,37 +410,49 @@ def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status
             sets["error"] = error[:500]
         return [store.update_item(user_id, rental_id, sets, ("running",), int(r["version"]))]
 
-    wallet.apply(user_id, f"settle:{rental_id}", {"op": "settle", "rental": rental_id, "seconds": seconds},
-                 planner, extras)
+    result = wallet.apply(user_id, f"settle:{rental_id}",
+                          {"op": "settle", "rental": rental_id, "seconds": seconds}, planner, extras)
+    if result.replayed:
+        raise Settled()
     found = store.get(user_id, rental_id)
     assert found is not None
     return found
 
 
 def stop(user_id: str, rental_id: str, reason: str = "user") -> dict[str, Any]:
-    """`POST /v1/rentals/{id}/stop` and every server-initiated stop."""
-    r = get_owned(user_id, rental_id)
-    if r["status"] in ("stopping", "stopped", "failed"):
-        raise ApiError("already_stopped", "This rental is already in a terminal state")
-    try:
-        if r["status"] == "provisioning":
-            held = int(r.get("reserveCents", 0))
-            sets = {"status": "stopping", "stoppedAt": clock.now(), "stopReason": reason, "reserveCents": 0}
-            wallet.release(user_id, held, f"stop:{rental_id}",
-                           extras=lambda w, steps: [store.update_item(user_id, rental_id, sets, ("provisioning",),
-                                                                      int(r["version"]))])
-            r = get_owned(user_id, rental_id)
-        else:
-            r = settle(r, reason)
-    except (wallet.BusinessConditionFailed, wallet.IdempotencyMismatch):
-        current = get_owned(user_id, rental_id)
-        if current["status"] in ("stopping", "stopped", "failed"):
-            raise ApiError("already_stopped", "This rental is already in a terminal state") from None
-        raise
-    count("Stops")
-    _terminate_quietly(r)
-    return {"id": r["id"], "status": "stopping", "finalChargedCents": int(r.get("chargedCents", 0)),
-            "refundedCents": int(r.get("refundedCents", 0))}
+    """`POST /v1/rentals/{id}/stop` and every server-initiated stop.
+
+    Exactly one of several concurrent stops wins (the others answer 409
+    `already_stopped`); a stop whose rental another actor touched meanwhile
+    (a health check, a metering tick) re-reads it and tries again.
+    """
+    already = ApiError("already_stopped", "This rental is already in a terminal state")
+    for _ in range(5):
+        r = get_owned(user_id, rental_id)
+        if r["status"] in ("stopping", "stopped", "failed"):
+            raise already
+        try:
+            if r["status"] == "provisioning":
+                held = int(r.get("reserveCents", 0))
+                sets = {"status": "stopping", "stoppedAt": clock.now(), "stopReason": reason, "reserveCents": 0}
+                result = wallet.release(
+                    user_id, held, f"stop:{rental_id}",
+                    extras=lambda w, steps, sets=sets, r=r: [  # type: ignore[misc]
+                        store.update_item(user_id, rental_id, sets, ("provisioning",), int(r["version"]))])
+                if result.replayed:
+                    raise already
+                r = get_owned(user_id, rental_id)
+            else:
+                r = settle(r, reason)
+        except (Settled, wallet.IdempotencyMismatch):
+            raise already from None
+        except wallet.BusinessConditionFailed:
+            continue  # the rental moved on under us: look again
+        count("Stops")
+        _terminate_quietly(r)
+        return {"id": r["id"], "status": "stopping", "finalChargedCents": int(r.get("chargedCents", 0)),
+                "refundedCents": int(r.get("refundedCents", 0))}
+    raise ApiError("internal_error", "The rental kept changing; please retry the stop")
 
 
 def _terminate_quietly(r: dict[str, Any]) -> None:
@@ -423,13 +495,15 @@ def _advance_provisioning(r: dict[str, Any]) -> dict[str, Any]:
     if r.get("instanceId"):
         inst = _run(_adapter(r["provider"]).get_instance(str(r["instanceId"])))
     else:
+        if now < float(r.get("allocatingUntil", 0)):
+            return r  # a launch is calling the provider right now
+        if not r.get("allocationUncertain"):
+            return _continue_launch(r)  # its launch died before the provider call finished
         inst = _find_by_label(r)
         if inst is not None:
-            try:
-                r = store.update(r["userId"], r["id"], {"instanceId": inst.instance_id, "allocationUncertain": None},
-                                 ("provisioning",), int(r["version"]))
-            except store.StaleRental as exc:
-                return exc.current or r
+            r = _adopt(r, inst)
+            if r["status"] != "provisioning":
+                return r
         elif now - float(r["createdAt"]) > ADOPT_GRACE:
             return fail(r, "Provision failed: the provider never created the instance")
         else:
@@ -470,7 +544,7 @@ def _check_running(r: dict[str, Any]) -> dict[str, Any]:
     if deadline is not None and now >= deadline[0]:
         try:
             found = settle(r, deadline[1], until=deadline[0])
-        except (wallet.BusinessConditionFailed, wallet.IdempotencyMismatch):
+        except (Settled, wallet.BusinessConditionFailed, wallet.IdempotencyMismatch):
             return store.get(r["userId"], r["id"]) or r
         _terminate_quietly(found)
         return found
@@ -487,7 +561,7 @@ def _check_running(r: dict[str, Any]) -> dict[str, Any]:
     try:
         found = settle(r, "provider_failure", until=float(r.get("lastHealthyAt") or r["runningAt"]),
                        to_status="failed", error=error)
-    except (wallet.BusinessConditionFailed, wallet.IdempotencyMismatch):
+    except (Settled, wallet.BusinessConditionFailed, wallet.IdempotencyMismatch):
         return store.get(r["userId"], r["id"]) or r
     _terminate_quietly(found)
     return found

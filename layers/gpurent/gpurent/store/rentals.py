@@ -67,10 +67,10 @@ def _update_args(
             remove = (*remove, "activeKey", "activeSort")
     parts = []
     for i, (k, v) in enumerate(fields.items()):
-        names[f"#f{i}"] = k
         if v is None:
             remove = (*remove, k)
             continue
+        names[f"#f{i}"] = k
         values[f":v{i}"] = v
         parts.append(f"#f{i} = :v{i}")
     parts.append("#version = if_not_exists(#version, :zero) + :one")
