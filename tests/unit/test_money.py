@@ -39,3 +39,9 @@ def test_split_charge_conserves_money(available: int, reserve: int, charge: int,
     assert s.reserve_after == reserve - s.from_reserve + s.topup
     assert s.overage == 0 or (s.from_reserve == reserve and s.from_available == available)
     assert s.reserve_after <= max(target, reserve - s.from_reserve)
+
+
+def test_whole_seconds_round_halves_up() -> None:
+    from gpurent.money import whole_seconds
+
+    assert [whole_seconds(x) for x in (0.4, 0.5, 1.5, 2.5, 2.49, -3.0)] == [0, 1, 2, 3, 2, 0]

@@ -22,7 +22,7 @@ from collections import defaultdict
 from typing import Any
 
 from gpurent import clock, notify, rentals, wallet
-from gpurent.money import charge_for_seconds, dollars
+from gpurent.money import charge_for_seconds, dollars, whole_seconds
 from gpurent.store import identity
 from gpurent.store import rentals as store
 from gpurent.telemetry import count, logger
@@ -36,7 +36,7 @@ def billable_seconds(r: dict[str, Any], now: float) -> int:
     deadline = rentals.limit_deadline(r)
     if deadline is not None:
         end = min(end, deadline[0])
-    return max(0, round(end - float(r["runningAt"])))
+    return whole_seconds(end - float(r["runningAt"]))
 
 
 def charge_wallet(user_id: str, batch: list[dict[str, Any]], now: float) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def round_half_up_div(numerator: int, denominator: int) -> int:
     """round_half_up(numerator / denominator) for non-negative integers, exactly."""
@@ -13,6 +15,11 @@ def round_half_up_div(numerator: int, denominator: int) -> int:
 def charge_for_seconds(billed_seconds: int, price_per_hour_cents: int) -> int:
     """What `billed_seconds` of a rental at `price_per_hour_cents` costs, in cents."""
     return round_half_up_div(billed_seconds * price_per_hour_cents, 3600)
+
+
+def whole_seconds(duration: float) -> int:
+    """A duration rounded to the nearest second, halves up (never Python's round-half-even)."""
+    return max(0, math.floor(duration + 0.5))
 
 
 def seconds_within_cap(cap_cents: int, price_per_hour_cents: int) -> int:

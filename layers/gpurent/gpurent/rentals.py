@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gpurent import catalog, clock, ids, keys, wallet
 from gpurent.errors import ApiError
-from gpurent.money import charge_for_seconds, seconds_within_cap
+from gpurent.money import charge_for_seconds, seconds_within_cap, whole_seconds
 from gpurent.providers.base import AllocateRequest, Instance, Offer, ProviderAdapter, ProviderError
 from gpurent.store import money as money_store
 from gpurent.store import rentals as store
@@ -98,7 +98,7 @@ def _adapter(code: str) -> ProviderAdapter:
 def charged_now(r: dict[str, Any], now: float) -> tuple[int, int]:
     """(billed seconds, total charged cents) as of `now`: live while running."""
     if r["status"] == "running" and r.get("runningAt") is not None:
-        seconds = max(0, round(now - float(r["runningAt"])))
+        seconds = whole_seconds(now - float(r["runningAt"]))
         return seconds, charge_for_seconds(seconds, int(r["pricePerHourCents"]))
     return int(r.get("billedSeconds", 0)), int(r.get("chargedCents", 0)) - int(r.get("refundedCents", 0))
 
@@ -384,7 +384,7 @@ def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status
     user_id, rental_id = r["userId"], r["id"]
     now = clock.now()
     end = now if until is None else min(now, until)
-    seconds = max(0, round(end - float(r["runningAt"])))
+    seconds = whole_seconds(end - float(r["runningAt"]))
     total = charge_for_seconds(seconds, int(r["pricePerHourCents"]))
     delta = max(0, total - int(r.get("chargedCents", 0)))
     held = int(r.get("reserveCents", 0))
@@ -531,7 +531,7 @@ def limit_deadline(r: dict[str, Any]) -> tuple[float, str] | None:
     started = float(r["runningAt"])
     found: list[tuple[float, str]] = []
     if r.get("autoStopAfterHours"):
-        found.append((started + round(float(r["autoStopAfterHours"]) * 3600), "auto_stop"))
+        found.append((started + whole_seconds(float(r["autoStopAfterHours"]) * 3600), "auto_stop"))
     if r.get("maxTotalCents"):
         found.append((started + seconds_within_cap(int(r["maxTotalCents"]), int(r["pricePerHourCents"])),
                       "max_total"))
