@@ -508,8 +508,10 @@ def _advance_provisioning(r: dict[str, Any]) -> dict[str, Any]:
             return fail(r, "Provision failed: the provider never created the instance")
         else:
             return r
-    store.update(r["userId"], r["id"], {"lastCheckedAt": now}, ("provisioning",))
-    r = {**r, "version": int(r["version"]) + 1}
+    try:
+        r = store.update(r["userId"], r["id"], {"lastCheckedAt": now}, ("provisioning",))
+    except store.StaleRental as exc:
+        return exc.current or r  # someone else moved it on meanwhile
     if inst is None or inst.status in ("failed", "terminated", "stopped"):
         found = fail(r, f"Provision failed: {inst.error if inst and inst.error else 'the instance did not start'}")
         if inst is not None:
