@@ -1,0 +1,1 @@
+"""`gpurent`: the command-line client of the gpurent API."""
