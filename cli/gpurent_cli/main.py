@@ -282,6 +282,8 @@ def cmd_ledger(ctx: Ctx) -> int:
         ctx.out(dumps({"entries": entries, "balanceCents": balance, "nextCursor": None}))
     elif args.csv:
         sys.stdout.write(ledger_csv(entries))
+    elif not entries:
+        ctx.out("No ledger entries." if not args.type else f"No {args.type} entries.")
     else:
         rows = [(short_time(e.get("createdAt")), e.get("type"), money(e.get("amountCents")),
                  money(e.get("balanceAfterCents")), _ledger_ref(e), e.get("id")) for e in entries]
@@ -788,7 +790,7 @@ def report_error(ctx: Ctx | None, err: CliError, prefix: str = "") -> None:
     details = err.envelope.get("details") if err.envelope else None
     if isinstance(details, dict):
         for k, v in details.items():
-            if f"{k}: {v}" != err.message:
+            if str(v) not in err.message:
                 print(f"  {k}: {v}", file=sys.stderr)
     if err.exit_code == EXIT_AUTH and ctx is not None and ctx.args.func is not cmd_login \
             and not isinstance(err, client_mod.NotSignedIn):
