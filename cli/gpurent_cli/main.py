@@ -496,7 +496,7 @@ def wait_running(ctx: Ctx, rid: str, timeout: float, every: float) -> dict[str, 
         done = status != "provisioning" and (status != "running" or rental.get("host"))
         if tty:
             mark = "✔" if status == "running" else ("✘" if done else SPINNER[tick % len(SPINNER)])
-            sys.stderr.write(f"\r{mark} {rid} {status} · {elapsed:4.0f} s ")
+            sys.stderr.write(f"\r\033[K{mark} {rid} {status} · {elapsed:4.0f} s")
             if done:
                 sys.stderr.write("\n")
             sys.stderr.flush()
@@ -798,6 +798,10 @@ def report_error(ctx: Ctx | None, err: CliError, prefix: str = "") -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 terminal gets "?" for "×", never a traceback
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="replace")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
