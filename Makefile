@@ -40,7 +40,7 @@ dev: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy layers/gpurent/gpurent functions infra
+	$(VENV)/bin/mypy layers/gpurent/gpurent functions infra cli
 
 # pytest's exit 5 ("no tests collected") is not a failure of the suite.
 define run_pytest

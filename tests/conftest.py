@@ -31,6 +31,7 @@ os.environ.update(
         "POWERTOOLS_METRICS_NAMESPACE": "gpurent",
         "POWERTOOLS_SERVICE_NAME": "gpurent",
         "POWERTOOLS_TRACE_DISABLED": "1",
+        "POWERTOOLS_METRICS_DISABLED": "1",
     }
 )
 
@@ -65,10 +66,14 @@ def reset_clients() -> None:
 
 @pytest.fixture
 def clock() -> Iterator[clock_mod.ManualClock]:
+    from gpurent import timers
+
     c = clock_mod.ManualClock()
     previous = clock_mod.get_clock()
     clock_mod.set_clock(c)
+    timers.clear()  # in-process timers belong to the clock they were armed on
     yield c
+    timers.clear()
     clock_mod.set_clock(previous)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import sys
 import threading
@@ -30,6 +29,7 @@ from gpurent import clock, config, notify  # noqa: E402
 from gpurent.store import dynamo  # noqa: E402
 from infra.local import template  # noqa: E402
 from infra.local.server import LocalServer  # noqa: E402
+from infra.local.stripe_local import start_stripe  # noqa: E402 - cheap: localstripe is imported lazily
 
 
 @dataclass
@@ -108,9 +108,11 @@ def add_dev_routes(stack: Stack) -> None:
         if not 0 < seconds <= 31 * 86400:
             return 400, {"error": "validation_failed", "message": "seconds must be in (0, 2678400]",
                          "details": {"seconds": "must be in (0, 2678400]"}}
-        stack.clock.advance(seconds)
-        for work in stack.on_advance:
-            work(seconds)
+        if stack.on_advance:
+            for work in stack.on_advance:
+                work(seconds)  # moves the clock itself, running what falls due on the way
+        else:
+            stack.clock.advance(seconds)
         return show_clock(path, headers, body)
 
     stack.server.add_dev_route("GET", "/dev/mailbox", mailbox)
@@ -134,52 +136,25 @@ def start_providers(stack: Stack) -> Callable[[], None]:
     return sims.shutdown
 
 
-def _interval(expression: str) -> float:
-    """Seconds between runs of `rate(N unit)`; the local stack runs cron schedules every minute."""
-    m = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", expression.strip())
-    if not m:
-        return 60.0
-    unit = {"minute": 60, "hour": 3600, "day": 86400}[m.group(2).rstrip("s")]
-    return float(int(m.group(1)) * unit)
-
-
 def start_schedules(stack: Stack) -> Callable[[], None]:
-    """The scheduled functions of template.yaml, fired by timers (once at start, then every
-    LOCAL_SCHEDULE_SECONDS or their own rate) and whenever the test clock is advanced."""
-    from infra.local.events import schedule_event
-    from infra.local.functions import load_handler
+    """The scheduled functions of template.yaml and the timer queue's consumer, on the test
+    clock (`infra.local.scheduler`): each schedule runs once at start, then at its rate (or
+    every LOCAL_SCHEDULE_SECONDS of real time); `POST /dev/clock/advance` runs every piece
+    of work that falls due on the way, in order."""
+    from infra.local.scheduler import LocalScheduler
 
-    stop = threading.Event()
-    lock = threading.Lock()
-    jobs = [(name, load_handler(code_uri), _interval(expr)) for name, code_uri, expr in template.schedules()]
     override = os.environ.get("LOCAL_SCHEDULE_SECONDS")
-
-    def run(name: str, fn: Callable[..., Any]) -> None:
-        with lock:
-            try:
-                fn(schedule_event(f"arn:aws:events:us-east-1:123456789012:rule/local-{name}"), None)
-            except Exception as exc:  # a failing job must not kill the stack
-                print(f"[schedule] {name} failed: {exc!r}", file=sys.stderr, flush=True)
-
-    def loop(name: str, fn: Callable[..., Any], every: float) -> None:
-        while not stop.wait(float(override) if override else every):
-            run(name, fn)
-
-    for name, fn, every in jobs:
-        run(name, fn)
-        threading.Thread(target=loop, args=(name, fn, every), name=f"schedule-{name}", daemon=True).start()
-    def on_advance(seconds: float) -> None:
-        for name, fn, _ in jobs:
-            run(name, fn)
-
-    stack.on_advance.append(on_advance)
-    return stop.set
+    scheduler = LocalScheduler(stack.clock, float(override) if override else None)
+    scheduler.run_due()
+    stack.on_advance.append(scheduler.advance)
+    return scheduler.start()
 
 
 # Capabilities that need a running service plug in here: (name, start). Order matters:
 # the schedules run the catalog refresh against the simulators once before serving.
 SERVICES: list[tuple[str, Callable[[Stack], Callable[[], None]]]] = [
     ("dynamodb", start_dynamodb),
+    ("stripe", start_stripe),
     ("providers", start_providers),
     ("schedules", start_schedules),
 ]

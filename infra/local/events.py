@@ -7,6 +7,7 @@ drive the handlers with the same real-shaped events.
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
 from collections.abc import Mapping
@@ -84,4 +85,25 @@ def schedule_event(rule_arn: str = "arn:aws:events:us-east-1:123456789012:rule/l
         "region": "us-east-1",
         "resources": [rule_arn],
         "detail": {},
+    }
+
+
+def sqs_event(bodies: list[dict[str, Any]],
+              queue_arn: str = "arn:aws:sqs:us-east-1:123456789012:local-timers") -> dict[str, Any]:
+    """An SQS event source mapping batch, as Lambda delivers it."""
+    return {
+        "Records": [
+            {
+                "messageId": str(uuid.uuid4()),
+                "receiptHandle": uuid.uuid4().hex,
+                "body": json.dumps(body, sort_keys=True),
+                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(int(time.time() * 1000))},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": "us-east-1",
+            }
+            for body in bodies
+        ]
     }

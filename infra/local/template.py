@@ -156,3 +156,17 @@ def create_tables(client: Any, names: dict[str, str]) -> None:
 
 def default_table_names(prefix: str = "gpurent") -> dict[str, str]:
     return {logical_id: f"{prefix}-{logical_id.removesuffix('Table').lower()}" for logical_id in TABLE_ENV}
+
+
+def queue_consumers() -> dict[str, str]:
+    """Queue logical id → code uri of the function its SQS event source mapping invokes."""
+    out: dict[str, str] = {}
+    for fn in functions().values():
+        props = fn.get("Properties", {})
+        for event in (props.get("Events") or {}).values():
+            if event.get("Type") == "SQS":
+                queue = event["Properties"]["Queue"]
+                att = (queue.get("GetAtt") or queue.get("Fn::GetAtt") or "") if isinstance(queue, dict) else queue
+                logical = att[0] if isinstance(att, list) else str(att).split(".")[0]
+                out[str(logical)] = str(props["CodeUri"])
+    return out

@@ -3,6 +3,7 @@ random tick sizes, rolling reserve, one transaction per wallet, exhaustion."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -12,7 +13,7 @@ from gpurent.money import charge_for_seconds
 from gpurent.providers.registry import build_adapters
 from gpurent.store import dynamo
 from infra.simulators import start_simulators
-from tests.conftest import Api
+from tests.conftest import Api, sent_mail
 from tests.walletkit import check_invariants
 
 
@@ -99,3 +100,116 @@ def test_an_empty_wallet_stops_every_running_rental(api: Api, user, world, clock
     bal = api.get("/v1/billing/balance").json()
     assert bal["availableCents"] == 0 and bal["reservedCents"] == 0
     check_invariants(user["id"])
+
+
+# ---------------------------------------------------------------- on time: timers, overage invoices
+
+def _money_ran_out_at(r: dict, money: int) -> float:
+    """The first second at which the rental's charge reached the wallet's money."""
+    rate = int(r["pricePerHourCents"])
+    s = 0
+    while charge_for_seconds(s, rate) < money:
+        s += 1
+    return float(r["runningAt"]) + s
+
+
+def _scheduler(clock):
+    from infra.local.scheduler import LocalScheduler
+
+    return LocalScheduler(clock, only=("MeteringSweepFunction", "ReconcileFunction"))
+
+
+def test_a_wallet_running_dry_stops_within_five_seconds_though_the_sweep_is_once_a_minute(
+        api: Api, user, world, clock) -> None:
+    from gpurent.store import rentals as rental_store
+
+    preview = api.post("/v1/rentals/preview", {"familyId": "h100-80gb", "gpuCount": 1}).json()
+    money = preview["pricePerHourCents"] + 137  # an hour's reserve and a little more: runs ~1 h 3 min
+    fund(user["id"], money, clock)
+    launched = launch_running(api, clock)
+    scheduler = _scheduler(clock)
+    for _ in range(16):  # 2 hours in 7.5-minute jumps: many sweeps, and a timer in one of the jumps
+        scheduler.advance(450)
+    r = rental_store.get(user["id"], launched["id"])
+    assert r is not None and r["status"] in ("stopping", "stopped") and r["stopReason"] == "insufficient_balance"
+    ran_out = _money_ran_out_at(r, money)
+    assert 0 <= float(r["stoppedAt"]) - ran_out <= 5, (r["stoppedAt"], ran_out)
+    # The sweeps alone would have stopped it up to a minute late; a timer did it.
+    assert any(what.startswith("timers:") and abs(t - float(r["stoppedAt"])) < 1 for t, what in scheduler.log)
+    # Every cent is accounted for: what the wallet held was charged, the rest is invoiced.
+    formula = charge_for_seconds(int(r["billedSeconds"]), int(r["pricePerHourCents"]))
+    assert int(r["chargedCents"]) == money
+    assert int(r["overageCents"]) == formula - money
+    bal = api.get("/v1/billing/balance").json()
+    assert bal["totalCents"] == 0 and bal["openInvoicesCents"] == formula - money
+    assert bal["openInvoiceCount"] == (1 if formula > money else 0)
+    mail = [m for m in sent_mail() if m.destinations["ToAddresses"] == ["alice@example.com"]
+            and "stopped" in m.subject]
+    assert len(mail) == 1 and "overage invoice" in mail[0].body
+    check_invariants(user["id"])
+
+
+def test_the_usage_beyond_the_money_becomes_one_overage_invoice(api: Api, user, world, clock) -> None:
+    from gpurent.store import invoices as invoice_store
+    from gpurent.store import rentals as rental_store
+
+    preview = api.post("/v1/rentals/preview", {"familyId": "h100-80gb", "gpuCount": 1}).json()
+    money = preview["pricePerHourCents"] + 10
+    fund(user["id"], money, clock)
+    launched = launch_running(api, clock)
+    clock.advance(2 * 3600)  # no sweep, no timer for two hours (an outage of both): a real overage
+    metering.sweep()
+    r = rental_store.get(user["id"], launched["id"])
+    assert r is not None and r["stopReason"] == "insufficient_balance"
+    owed = charge_for_seconds(int(r["billedSeconds"]), int(r["pricePerHourCents"])) - money
+    assert owed > 100
+    invoice = invoice_store.get(user["id"], r["overageInvoiceId"])
+    assert invoice is not None
+    assert (invoice["reason"], invoice["status"], invoice["amountCents"], invoice["rentalId"]) == (
+        "overage", "open", owed, r["id"])
+    assert invoice["lineItems"][0]["amountCents"] == owed
+    assert invoice_store.owner_of(invoice["id"]) == user["id"]
+    bal = api.get("/v1/billing/balance").json()
+    assert (bal["openInvoicesCents"], bal["openInvoiceCount"]) == (owed, 1)
+    metering.sweep()  # nothing more to do: no second invoice
+    assert api.get("/v1/billing/balance").json()["openInvoiceCount"] == 1
+    check_invariants(user["id"])
+
+
+@pytest.mark.parametrize(("field", "value", "reason"), [
+    ("autoStopAfterHours", 0.01, "auto_stop"),  # 36 s: before the first sweep
+    ("maxTotalCents", 3, "max_total"),
+])
+def test_limit_stops_happen_on_the_second(api: Api, user, world, clock, field, value, reason) -> None:
+    from gpurent.store import rentals as rental_store
+
+    fund(user["id"], 100_000, clock)
+    launched = api.post("/v1/rentals", {"familyId": "h100-80gb", "gpuCount": 1, field: value}).json()
+    clock.advance(6)
+    assert api.get(f"/v1/rentals/{launched['id']}").json()["status"] == "running"
+    scheduler = _scheduler(clock)
+    scheduler.advance(1800)
+    r = rental_store.get(user["id"], launched["id"])
+    assert r is not None and r["stopReason"] == reason, r
+    deadline = rentals.limit_deadline(r)
+    assert deadline is not None
+    assert 0 <= float(r["stoppedAt"]) - deadline[0] <= 5
+    assert int(r["billedSeconds"]) == round(deadline[0] - float(r["runningAt"]))
+    if field == "maxTotalCents":
+        assert int(r["chargedCents"]) <= value
+    check_invariants(user["id"])
+
+
+def test_advancing_the_clock_runs_every_due_piece_of_work_in_order(api: Api, user, world, clock) -> None:
+    fund(user["id"], 100_000, clock)
+    launch_running(api, clock)
+    scheduler = _scheduler(clock)
+    start = clock.now()
+    scheduler.advance(600)
+    assert clock.now() == pytest.approx(start + 600)
+    times = [t for t, _ in scheduler.log]
+    assert times == sorted(times)
+    sweeps = [t for t, what in scheduler.log if what == "MeteringSweepFunction"]
+    reconciles = [t for t, what in scheduler.log if what == "ReconcileFunction"]
+    assert len(sweeps) == len(reconciles) == 11  # at start + every minute of the ten
+    assert all(b - a == pytest.approx(60) for a, b in itertools.pairwise(sweeps))

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpurent import auth, clock, ids, notify, wallet
+from gpurent import auth, clock, ids, notify, timers, wallet
 from gpurent.errors import ApiError
 from gpurent.ledger import entry_public
 from gpurent.money import dollars
@@ -71,6 +71,8 @@ def adjust(admin_id: str, body: Adjustment, idempotency_key: str | None) -> dict
         extras=lambda w, steps: [audit_row(admin_id, "adjustment", target["id"],
                                            {"amountCents": body.amountCents, "reason": reason, "opKey": key})],
     )
+    if not result.replayed and body.amountCents < 0:
+        timers.arm(target["id"], clock.now())  # less money: running pods may now run dry sooner
     if not result.replayed:
         verb = "added to" if body.amountCents > 0 else "taken from"
         notify.send(

@@ -30,6 +30,10 @@ class Settings(BaseModel):
     dynamodb_endpoint: str | None = None
     ses_endpoint: str | None = None
     ssm_endpoint: str | None = None
+    sqs_endpoint: str | None = None
+    # The SQS queue that delivers timers (exhaustion and limit stops) to the timer
+    # function; None outside AWS: timers are kept in process (`gpurent.timers`).
+    timer_queue_url: str | None = None
 
     public_url: str = "http://127.0.0.1:3000"
     allowed_origins: tuple[str, ...] = ()
@@ -80,6 +84,8 @@ def load_settings(env: dict[str, str] | os._Environ[str] | None = None) -> Setti
         "dynamodb_endpoint": e.get("DYNAMODB_ENDPOINT") or None,
         "ses_endpoint": e.get("SES_ENDPOINT") or None,
         "ssm_endpoint": e.get("SSM_ENDPOINT") or None,
+        "sqs_endpoint": e.get("SQS_ENDPOINT") or None,
+        "timer_queue_url": e.get("TIMER_QUEUE_URL") or None,
         "public_url": e.get("PUBLIC_URL", "http://127.0.0.1:3000").rstrip("/"),
         "allowed_origins": tuple(_list(e.get("ALLOWED_ORIGINS"))),
         "admin_emails": tuple(a.lower() for a in admins),

@@ -1,27 +1,39 @@
-"""The metering sweep: every running rental charged up to now, one
-transaction per wallet per tick.
+"""Metering: running time turned into ledger rows, and stops on time.
 
-For each wallet, its running rentals (read from the sparse `ActiveIndex`,
-never a Scan) are charged in one `TransactWriteItems` (chunked under the
-100-item limit): per rental, `round_half_up(billedSeconds × rate / 3600)` minus
-what it was already charged, taken from its reserve, the reserve topped back
-up to one hour out of available (`spec/decisions.md` "Money"). Each rental's
-`meteredUntil` / `chargedCents` move only inside that transaction, under a
-condition on the rental's version, so a sweep killed halfway, two sweeps
-overlapping or a retried invocation never charge twice nor skip.
+**The sweep** (every minute) charges every running rental up to now, one
+transaction per wallet: its running rentals (read from the sparse
+`ActiveIndex`, never a Scan) are charged in one `TransactWriteItems` (chunked
+under the 100-item limit): per rental, `round_half_up(billedSeconds × rate /
+3600)` minus what it was already charged, taken from its reserve, the reserve
+topped back up to one hour out of available (`spec/decisions.md` "Money").
+Each rental's `meteredUntil` / `chargedCents` move only inside that
+transaction, under a condition on the rental's version, so a sweep killed
+halfway, two sweeps overlapping or a retried invocation never charge twice
+nor skip.
 
-A wallet that cannot pay (available 0 and a reserve that could not cover its
-charge) is exhausted: all of its running rentals are stopped with reason
-`insufficient_balance`.
+**Exhausted wallet.** A wallet that cannot pay (available 0 and a reserve
+that could not cover its charge) is exhausted: all of its running rentals are
+stopped with reason `insufficient_balance`; usage beyond the money becomes an
+overage invoice at settlement (`rentals.settle`).
+
+**On time, not once a minute.** After charging a wallet, its next deadline
+is computed: the earliest `autoStopAfterHours` / `maxTotalCents` moment of
+its rentals, and the second its money runs out (predicted by running the
+same charging plan forward, `predict_exhaustion`). A deadline before the
+next sweep arms a timer (`gpurent.timers`) for that second; the timer meters
+the wallet again then (`on_timer`), which stops what is due and arms the next
+one. `docs/metering.md` explains the mechanism.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from gpurent import clock, notify, rentals, wallet
+from gpurent import clock, notify, rentals, timers, wallet
 from gpurent.money import charge_for_seconds, dollars, whole_seconds
 from gpurent.store import identity
 from gpurent.store import rentals as store
@@ -39,43 +51,164 @@ def billable_seconds(r: dict[str, Any], now: float) -> int:
     return whole_seconds(end - float(r["runningAt"]))
 
 
-def charge_wallet(user_id: str, batch: list[dict[str, Any]], now: float) -> dict[str, Any]:
-    """Charge these running rentals of one wallet in one transaction."""
-    plans: dict[str, tuple[int, int]] = {}  # rental → (seconds, delta)
-    for r in batch:
-        seconds = billable_seconds(r, now)
-        total = charge_for_seconds(seconds, int(r["pricePerHourCents"]))
-        plans[r["id"]] = (seconds, max(0, total - int(r.get("chargedCents", 0))))
+def _delta(r: dict[str, Any], now: float) -> tuple[int, int]:
+    """(billed seconds, charge not yet taken) of a running rental at `now`."""
+    seconds = billable_seconds(r, now)
+    total = charge_for_seconds(seconds, int(r["pricePerHourCents"]))
+    return seconds, max(0, total - rentals.metered_cents(r))
 
-    def planner(w: wallet.Wallet) -> list[wallet.Step]:
-        steps = []
-        cur = w
-        for r in batch:
-            _, delta = plans[r["id"]]
-            step = wallet.plan_charge(cur, int(r.get("reserveCents", 0)), delta, int(r["pricePerHourCents"]),
-                                      {"rentalId": r["id"]})
-            steps.append(wallet.with_step_info(step, rentalId=r["id"]))
-            cur = wallet.Wallet(user_id, cur.available + step.available_delta, cur.reserved + step.reserved_delta)
-        return steps
+
+def plan_charges(w: wallet.Wallet, batch: Sequence[dict[str, Any]], now: float) -> list[wallet.Step]:
+    """One charge step per rental, in order, each against the wallet the previous left."""
+    steps = []
+    cur = w
+    for r in batch:
+        _, delta = _delta(r, now)
+        rate = int(r["pricePerHourCents"])
+        step = wallet.plan_charge(cur, int(r.get("reserveCents", 0)), delta, rate, {"rentalId": r["id"]})
+        steps.append(wallet.with_step_info(step, rentalId=r["id"]))
+        cur = wallet.Wallet(w.user_id, cur.available + step.available_delta, cur.reserved + step.reserved_delta)
+    return steps
+
+
+def is_exhausted(available_after: int, splits: Sequence[Any]) -> bool:
+    """Available is 0 and some rental's reserve could not pay (or was emptied by) its charge."""
+    def get(s: Any, k: str) -> int:
+        return int(s[k] if isinstance(s, dict) else getattr(s, k))
+
+    return available_after == 0 and any(get(s, "overage") > 0 or get(s, "reserve_after") == 0 for s in splits)
+
+
+def exhausted_at(available: int, running: Sequence[dict[str, Any]], t: float) -> bool:
+    """Would a charge of every running rental up to `t` exhaust the wallet?"""
+    w = wallet.Wallet("", available, 0)  # the plan reads available and each rental's own reserve
+    steps = plan_charges(w, running, t)
+    after = available + sum(s.available_delta for s in steps)
+    return is_exhausted(after, [s.info["split"] for s in steps])
+
+
+def predict_exhaustion(available: int, running: Sequence[dict[str, Any]], now: float,
+                       horizon: float) -> float | None:
+    """The first whole second after `now` (up to `now + horizon`) at which the money runs out, or None.
+
+    Runs the charging plan itself forward, so the prediction and the charge can
+    never disagree about the rules; charges only grow with time, so a binary
+    search finds the moment.
+    """
+    if not running or not exhausted_at(available, running, now + horizon):
+        return None
+    lo, hi = 0, int(horizon)  # exhausted at hi, and (below) not at lo
+    if exhausted_at(available, running, now):
+        return now
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if exhausted_at(available, running, now + mid):
+            hi = mid
+        else:
+            lo = mid
+    return now + hi
+
+
+@dataclass
+class Charged:
+    """What charging a wallet's rentals left: the wallet's available and each rental as now stored."""
+
+    available: int | None = None
+    rentals: list[dict[str, Any]] = field(default_factory=list)
+    charged: int = 0
+    exhausted: bool = False
+    conflicts: int = 0
+
+
+def charge_wallet(user_id: str, batch: list[dict[str, Any]], now: float) -> tuple[wallet.Result, list[dict[str, Any]]]:
+    """Charge these running rentals of one wallet up to `now` in one transaction.
+
+    Returns the money result and the rentals as they are after it.
+    """
+    after: list[dict[str, Any]] = []
 
     def extras(w: wallet.Wallet, steps: Any) -> list[Any]:
         items = []
+        after.clear()
         for r, step in zip(batch, steps, strict=True):
             split = step.info["split"]
-            seconds, _ = plans[r["id"]]
-            items.append(store.update_item(r["userId"], r["id"], {
+            seconds, _ = _delta(r, now)
+            sets = {
                 "chargedCents": int(r.get("chargedCents", 0)) + split.charged,
                 "reserveCents": split.reserve_after,
                 "billedSeconds": seconds,
                 "meteredUntil": now,
                 "overageCents": int(r.get("overageCents", 0)) + split.overage,
-            }, ("running",), int(r["version"])))
+            }
+            items.append(store.update_item(r["userId"], r["id"], sets, ("running",), int(r["version"])))
+            after.append({**r, **sets, "version": int(r["version"]) + 1})
         return items
 
-    result = wallet.apply(user_id, f"meter:{user_id}:{uuid.uuid4().hex}", {"op": "meter"}, planner, extras)
-    splits = [s["split"] for s in result.steps]  # dicts: ChargeSplit as the operation stored it
-    exhausted = result.available == 0 and any(s["overage"] > 0 or s["reserve_after"] == 0 for s in splits)
-    return {"charged": sum(int(s["charged"]) for s in splits), "exhausted": exhausted}
+    result = wallet.apply(user_id, f"meter:{user_id}:{uuid.uuid4().hex}", {"op": "meter"},
+                          lambda w: plan_charges(w, batch, now), extras)
+    return result, after
+
+
+def _charge_all(user_id: str, running: list[dict[str, Any]], now: float) -> Charged:
+    out = Charged()
+    for start in range(0, len(running), CHUNK):
+        batch = running[start:start + CHUNK]
+        try:
+            result, after = charge_wallet(user_id, batch, now)
+        except wallet.BusinessConditionFailed:
+            # A rental moved on (stopped, or another sweep charged it): re-read and retry once.
+            out.conflicts += 1
+            fresh = [x for x in (store.get(user_id, r["id"]) for r in batch) if x and x["status"] == "running"]
+            if not fresh:
+                continue
+            try:
+                result, after = charge_wallet(user_id, fresh, now)
+            except wallet.BusinessConditionFailed:
+                continue
+        splits = [s["split"] for s in result.steps]  # dicts: ChargeSplit as the operation stored it
+        out.available = result.available
+        out.rentals.extend(after)
+        out.charged += sum(int(s["charged"]) for s in splits)
+        out.exhausted = out.exhausted or is_exhausted(result.available, splits)
+    return out
+
+
+def meter_wallet(user_id: str, running: list[dict[str, Any]], now: float) -> Charged:
+    """Charge a wallet's running rentals to `now`, stop what is due, arm the next deadline."""
+    running = [r for r in running if r.get("runningAt") is not None]
+    if not running:
+        return Charged()
+    out = _charge_all(user_id, running, now)
+    if out.exhausted:
+        stop_all(user_id)
+        return out
+    live = []
+    for r in out.rentals:
+        deadline = rentals.limit_deadline(r)
+        if deadline is not None and deadline[0] <= now:
+            rentals.enforce_limit(r)
+        else:
+            live.append(r)
+    if out.available is not None:
+        arm_next(user_id, out.available, live, now)
+    return out
+
+
+def arm_next(user_id: str, available: int, running: list[dict[str, Any]], now: float) -> float | None:
+    """Arm a timer for the wallet's next deadline if it falls before the next sweep."""
+    candidates = []
+    for r in running:
+        deadline = rentals.limit_deadline(r)
+        if deadline is not None and deadline[0] <= now + timers.WINDOW:
+            candidates.append(deadline[0])
+    exhaustion = predict_exhaustion(available, running, now, timers.WINDOW)
+    if exhaustion is not None:
+        candidates.append(exhaustion)
+    if not candidates:
+        return None
+    due = min(candidates)
+    timers.arm(user_id, due)
+    return due
 
 
 def sweep() -> dict[str, int]:
@@ -88,29 +221,25 @@ def sweep() -> dict[str, int]:
     report = {"wallets": 0, "rentals": 0, "chargedCents": 0, "conflicts": 0, "exhausted": 0}
     for user_id, rs in by_user.items():
         report["wallets"] += 1
-        exhausted = False
-        for start in range(0, len(rs), CHUNK):
-            batch = rs[start:start + CHUNK]
-            try:
-                out = charge_wallet(user_id, batch, now)
-            except wallet.BusinessConditionFailed:
-                # A rental moved on (stopped, or another sweep charged it): re-read and retry once.
-                report["conflicts"] += 1
-                fresh = [x for x in (store.get(user_id, r["id"]) for r in batch) if x and x["status"] == "running"]
-                if not fresh:
-                    continue
-                try:
-                    out = charge_wallet(user_id, fresh, now)
-                except wallet.BusinessConditionFailed:
-                    continue
-            report["rentals"] += len(batch)
-            report["chargedCents"] += int(out["charged"])
-            exhausted = exhausted or bool(out["exhausted"])
-        if exhausted:
-            report["exhausted"] += 1
-            stop_all(user_id)
+        try:
+            out = meter_wallet(user_id, rs, now)
+        except Exception:
+            # One wallet's failure must not starve the others; the next tick charges it.
+            logger.exception("metering a wallet failed", extra={"userId": user_id})
+            continue
+        report["rentals"] += len(out.rentals)
+        report["chargedCents"] += out.charged
+        report["conflicts"] += out.conflicts
+        report["exhausted"] += int(out.exhausted)
     count("RentalsMetered", report["rentals"])
     return report
+
+
+def on_timer(user_id: str) -> dict[str, int]:
+    """A timer came due: meter this wallet now (which stops what is due and arms the next)."""
+    now = clock.now()
+    out = meter_wallet(user_id, store.live_for_user(user_id, "running"), now)
+    return {"rentals": len(out.rentals), "chargedCents": out.charged, "exhausted": int(out.exhausted)}
 
 
 def stop_all(user_id: str) -> None:
@@ -122,9 +251,11 @@ def stop_all(user_id: str) -> None:
         except Exception:
             logger.exception("empty-wallet stop failed; the next sweep retries", extra={"rentalId": r["id"]})
     if stopped:
+        count("WalletsExhausted")
         user = identity.get_user(user_id)
         if user is not None:
             lines = "\n".join(f"- {s['id']}: charged {dollars(s['finalChargedCents'])}" for s in stopped)
             notify.send(user["email"], "Your gpurent pods were stopped: the wallet is empty",
                         f"Your wallet ran out of money, so we stopped your running pods:\n{lines}\n\n"
+                        "Any usage beyond your balance is on an overage invoice (see Billing → Invoices).\n"
                         "Top up to launch again.")

@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpurent import catalog, clock, ids, keys, wallet
+from gpurent import catalog, clock, ids, keys, timers, wallet
+from gpurent.billing import invoices
 from gpurent.errors import ApiError
 from gpurent.money import charge_for_seconds, seconds_within_cap, whole_seconds
 from gpurent.providers.base import AllocateRequest, Instance, Offer, ProviderAdapter, ProviderError
@@ -38,6 +39,8 @@ MAX_ATTEMPTS = 3  # listings tried per launch (failover)
 REFUND_WINDOW = 60  # a pod that ran less than this many seconds is refunded in full
 ADOPT_GRACE = 300  # a provisioning rental with no instance found by label after this long fails
 POLL_EVERY = 2.0  # GET refreshes a provisioning rental from its provider at most this often
+FOLLOW_UP = 3  # seconds after a stop to ask the provider whether the instance is gone
+FOLLOW_UP_FOR = 600  # … and again every FOLLOW_UP seconds for this long; then the reconciler's minute is enough
 ALLOCATION_LEASE = 60  # seconds a launch owns its allocation (a Lambda lives 29 s); a retry takes over after
 
 T = TypeVar("T")
@@ -95,12 +98,24 @@ def _adapter(code: str) -> ProviderAdapter:
 
 # ---------------------------------------------------------------- answers
 
+def metered_cents(r: dict[str, Any]) -> int:
+    """What the rental's usage has been metered at so far: taken from the wallet plus overage."""
+    return int(r.get("chargedCents", 0)) + int(r.get("overageCents", 0))
+
+
+def usage_cents(r: dict[str, Any]) -> int:
+    """A settled rental's cost to the user: charged (net of a refund) plus the invoiced overage."""
+    if int(r.get("refundedCents", 0)):
+        return int(r.get("chargedCents", 0)) - int(r["refundedCents"])  # refunded: overage forgiven too
+    return metered_cents(r)
+
+
 def charged_now(r: dict[str, Any], now: float) -> tuple[int, int]:
     """(billed seconds, total charged cents) as of `now`: live while running."""
     if r["status"] == "running" and r.get("runningAt") is not None:
         seconds = whole_seconds(now - float(r["runningAt"]))
         return seconds, charge_for_seconds(seconds, int(r["pricePerHourCents"]))
-    return int(r.get("billedSeconds", 0)), int(r.get("chargedCents", 0)) - int(r.get("refundedCents", 0))
+    return int(r.get("billedSeconds", 0)), usage_cents(r)
 
 
 def public(r: dict[str, Any], full: bool = True) -> dict[str, Any]:
@@ -366,12 +381,16 @@ def fail(r: dict[str, Any], error: str) -> dict[str, Any]:
 def mark_running(r: dict[str, Any], inst: Instance) -> dict[str, Any]:
     now = clock.now()
     try:
-        return store.update(r["userId"], r["id"], {
+        found = store.update(r["userId"], r["id"], {
             "status": "running", "host": inst.host, "port": inst.ssh_port, "runningAt": now,
             "meteredUntil": now, "lastHealthyAt": now, "instanceId": inst.instance_id,
         }, ("provisioning",), int(r["version"]))
     except store.StaleRental as exc:
         return exc.current or r
+    # Billing starts: have the wallet looked at now, so a deadline before the next sweep
+    # (a short autoStop, a wallet that this rental drains fast) gets its timer.
+    timers.arm(str(r["userId"]), now)
+    return found
 
 
 def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status: str = "stopping",
@@ -386,8 +405,9 @@ def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status
     end = now if until is None else min(now, until)
     seconds = whole_seconds(end - float(r["runningAt"]))
     total = charge_for_seconds(seconds, int(r["pricePerHourCents"]))
-    delta = max(0, total - int(r.get("chargedCents", 0)))
+    delta = max(0, total - metered_cents(r))
     held = int(r.get("reserveCents", 0))
+    invoice: dict[str, Any] = {}  # the overage invoice this attempt plans, if any
 
     def planner(w: wallet.Wallet) -> list[wallet.Step]:
         charge = wallet.plan_charge(w, held, delta, 0, {"rentalId": rental_id})
@@ -397,6 +417,11 @@ def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status
         paid = int(r.get("chargedCents", 0)) + split.charged
         if seconds < REFUND_WINDOW and paid > 0:
             steps.append(wallet.plan_credit(w2, paid, "refund", {"rentalId": rental_id}))
+        invoice.clear()
+        overage = int(r.get("overageCents", 0)) + split.overage
+        if overage > 0 and seconds >= REFUND_WINDOW:
+            invoice.update(invoices.overage_record(r, overage, end))
+            steps.append(invoices.plan_open(invoice))
         return steps
 
     def extras(w: wallet.Wallet, steps: Any) -> list[Any]:
@@ -405,10 +430,12 @@ def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status
         refund = paid if seconds < REFUND_WINDOW and paid > 0 else 0
         sets = {"status": to_status, "stoppedAt": now, "stopReason": reason, "billedSeconds": seconds,
                 "chargedCents": paid, "refundedCents": refund, "reserveCents": 0,
-                "overageCents": int(r.get("overageCents", 0)) + split.overage, "meteredUntil": end}
+                "overageCents": int(r.get("overageCents", 0)) + split.overage, "meteredUntil": end,
+                "overageInvoiceId": invoice.get("id")}
         if error:
             sets["error"] = error[:500]
-        return [store.update_item(user_id, rental_id, sets, ("running",), int(r["version"]))]
+        items = [store.update_item(user_id, rental_id, sets, ("running",), int(r["version"]))]
+        return items + (invoices.open_items(invoice) if invoice else [])
 
     result = wallet.apply(user_id, f"settle:{rental_id}",
                           {"op": "settle", "rental": rental_id, "seconds": seconds}, planner, extras)
@@ -450,7 +477,8 @@ def stop(user_id: str, rental_id: str, reason: str = "user") -> dict[str, Any]:
             continue  # the rental moved on under us: look again
         count("Stops")
         _terminate_quietly(r)
-        return {"id": r["id"], "status": "stopping", "finalChargedCents": int(r.get("chargedCents", 0)),
+        timers.arm(user_id, clock.now() + FOLLOW_UP, rental_id)  # stopping → stopped without waiting a minute
+        return {"id": r["id"], "status": "stopping", "finalChargedCents": metered_cents(r),
                 "refundedCents": int(r.get("refundedCents", 0))}
     raise ApiError("internal_error", "The rental kept changing; please retry the stop")
 
@@ -540,16 +568,27 @@ def limit_deadline(r: dict[str, Any]) -> tuple[float, str] | None:
     return min(found) if found else None
 
 
+def enforce_limit(r: dict[str, Any]) -> dict[str, Any]:
+    """Stop a running rental whose own limit (`autoStopAfterHours`, `maxTotalCents`) is due,
+    billed up to the limit's moment, not to when we got round to it."""
+    deadline = limit_deadline(r)
+    if deadline is None or clock.now() < deadline[0]:
+        return r
+    try:
+        found = settle(r, deadline[1], until=deadline[0])
+    except (Settled, wallet.BusinessConditionFailed, wallet.IdempotencyMismatch):
+        return store.get(r["userId"], r["id"]) or r
+    count("LimitStops")
+    _terminate_quietly(found)
+    timers.arm(str(r["userId"]), clock.now() + FOLLOW_UP, str(r["id"]))
+    return found
+
+
 def _check_running(r: dict[str, Any]) -> dict[str, Any]:
     now = clock.now()
     deadline = limit_deadline(r)
     if deadline is not None and now >= deadline[0]:
-        try:
-            found = settle(r, deadline[1], until=deadline[0])
-        except (Settled, wallet.BusinessConditionFailed, wallet.IdempotencyMismatch):
-            return store.get(r["userId"], r["id"]) or r
-        _terminate_quietly(found)
-        return found
+        return enforce_limit(r)
     inst = _run(_adapter(r["provider"]).get_instance(str(r["instanceId"])))
     if inst is not None and inst.status == "running":
         try:
@@ -589,6 +628,17 @@ def _finish_stopping(r: dict[str, Any]) -> dict[str, Any]:
         except store.StaleRental as exc:
             return exc.current or r
     return r
+
+
+def on_timer(user_id: str, rental_id: str) -> dict[str, int]:
+    """A follow-up timer: move a stopping rental on; until the provider confirms, ask again soon."""
+    r = store.get(user_id, rental_id)
+    if r is None or r["status"] != "stopping":
+        return {"followed": 0}
+    r = advance(r)
+    if r["status"] == "stopping" and clock.now() - float(r.get("stoppedAt") or 0) < FOLLOW_UP_FOR:
+        timers.arm(user_id, clock.now() + FOLLOW_UP, rental_id)
+    return {"followed": 1}
 
 
 def refresh_if_provisioning(r: dict[str, Any]) -> dict[str, Any]:
@@ -662,7 +712,7 @@ def list_page(user_id: str, status: str | None, raw_cursor: str | None, page_siz
 def meter(r: dict[str, Any]) -> dict[str, Any]:
     seconds, charged = charged_now(r, clock.now())
     if r["status"] != "running":
-        charged = int(r.get("chargedCents", 0))
+        charged = metered_cents(r)  # the formula's charge for its seconds (before any refund)
     last = r.get("lastHealthyAt") if r["status"] == "running" else None
     if r["status"] == "running":
         last = clock.now()

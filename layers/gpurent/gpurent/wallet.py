@@ -29,6 +29,7 @@ from typing import Any
 from gpurent import clock, ids
 from gpurent.errors import ApiError, ConflictRetryExhausted
 from gpurent.store import money as store
+from gpurent.telemetry import logger
 
 LEDGER_TYPES = ("stripe_topup", "auto_topup", "rental_charge", "refund", "adjustment")
 CREDIT_TYPES = ("stripe_topup", "auto_topup", "refund", "adjustment")
@@ -45,6 +46,9 @@ class Wallet:
     updated_at: float | None = None
     open_invoices_cents: int = 0
     open_invoice_count: int = 0
+    # Set only while auto-topup is on (billing keeps it here so the check after a
+    # debit needs no extra read).
+    auto_topup_threshold: int | None = None
 
     @property
     def total(self) -> int:
@@ -63,6 +67,8 @@ class Wallet:
             updated_at=record.get("updatedAt"),
             open_invoices_cents=int(record.get("openInvoicesCents", 0)),
             open_invoice_count=int(record.get("openInvoiceCount", 0)),
+            auto_topup_threshold=(int(record["autoTopupThresholdCents"])
+                                  if record.get("autoTopupThresholdCents") is not None else None),
         )
 
 
@@ -87,6 +93,10 @@ class Step:
     reserved_delta: int
     entries: tuple[Entry, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
+    # Open invoices the step adds (+) or settles (−): (cents, count). Not money in the
+    # wallet, but the balance's `openInvoices*` counters live on the wallet item, so they
+    # change in the same transaction as the invoice row.
+    open_invoices: tuple[int, int] = (0, 0)
 
 
 class InsufficientBalance(ApiError):
@@ -256,6 +266,13 @@ def apply(
             state["lastLedgerUlid"] = last
         if wallet.version == 0:
             state.update({"userId": user_id, "createdAt": now, "openInvoicesCents": 0, "openInvoiceCount": 0})
+        invoice_cents = sum(s.open_invoices[0] for s in steps)
+        invoice_count = sum(s.open_invoices[1] for s in steps)
+        if invoice_cents or invoice_count:
+            state["openInvoicesCents"] = wallet.open_invoices_cents + invoice_cents
+            state["openInvoiceCount"] = wallet.open_invoice_count + invoice_count
+            if state["openInvoicesCents"] < 0 or state["openInvoiceCount"] < 0:
+                raise AssertionError("open invoice counters cannot go below zero")
         marker = {
             "userId": user_id,
             "fingerprint": fp,
@@ -270,7 +287,6 @@ def apply(
             before_write()
         try:
             store.transact(items)
-            return result
         except store.TransactionConflict:
             pass
         except store.TransactionCancelled as exc:
@@ -282,8 +298,27 @@ def apply(
                     raise BusinessConditionFailed(i - first_business, exc.items[i]) from None
             if exc.codes[0] != "ConditionalCheckFailed" and "TransactionConflict" not in exc.codes:
                 raise
+        else:
+            if available < wallet.available:
+                _after_debit(wallet, available)
+            return result
         time.sleep(min(0.25, 0.005 * 2**attempt) * random.random())
     raise ConflictRetryExhausted(f"wallet {user_id}: {MAX_ATTEMPTS} attempts lost to concurrent writers")
+
+
+def _after_debit(before: Wallet, available: int) -> None:
+    """Every debit of available is followed by the auto-topup check (`spec/decisions.md`).
+
+    It never fails the operation that triggered it: the money moved already.
+    """
+    if before.auto_topup_threshold is None or available >= before.auto_topup_threshold:
+        return
+    from gpurent.billing import autotopup
+
+    try:
+        autotopup.after_debit(before.user_id, available)
+    except Exception:
+        logger.exception("auto-topup check failed", extra={"userId": before.user_id})
 
 
 def _ledger_rows(

@@ -1,0 +1,33 @@
+"""SQS (a delay queue): a timer came due; meter that wallet now.
+
+Each message names a wallet (`gpurent.timers`); metering it stops whatever is
+due (an exhausted wallet, an `autoStopAfterHours` or `maxTotalCents` limit)
+and arms the next timer. A message that also names a rental follows up that
+rental (a stop waiting for the provider to confirm). A failed message is reported back alone (partial
+batch response) so SQS redelivers just that one.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gpurent import metering, rentals
+from gpurent.telemetry import flush, logger
+
+
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    failures = []
+    for record in event.get("Records", []):
+        try:
+            body = json.loads(record["body"])
+            if body.get("rentalId"):
+                report = rentals.on_timer(str(body["userId"]), str(body["rentalId"]))
+            else:
+                report = metering.on_timer(str(body["userId"]))
+            logger.info("timer", extra={"due": body.get("due"), **report})
+        except Exception:
+            logger.exception("timer failed; SQS redelivers it", extra={"messageId": record.get("messageId")})
+            failures.append({"itemIdentifier": record.get("messageId", "")})
+    flush()
+    return {"batchItemFailures": failures}

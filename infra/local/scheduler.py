@@ -1,0 +1,174 @@
+"""The local stand-in for EventBridge schedules and the SQS timer queue, on the test clock.
+
+Scheduled functions of template.yaml run at their rate (or every
+LOCAL_SCHEDULE_SECONDS of real time); timers (`gpurent.timers`, kept in
+process when no queue is configured) are delivered to the function the
+template's SQS event source names, at their second. Both are driven by one
+clock, so `advance(seconds)` moves the test clock forward and runs, in order,
+every piece of work that falls due on the way: each sweep, each timed stop,
+each reconcile, at the moment it would have run.
+
+Two bounds keep a long jump (the clock endpoint allows 31 days) quick:
+the catalog refresh, which takes a snapshot of the providers *now* rather
+than catching up on history, runs once at the end of a jump; and a job that
+would fall due more than MAX_RUNS_PER_JUMP times in one jump runs that many
+times, evenly spread (metering is exact whatever the tick length, and timers
+are always delivered at their own second).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gpurent import timers
+from infra.local import template
+from infra.local.events import schedule_event, sqs_event
+from infra.local.functions import load_handler
+
+MAX_RUNS_PER_JUMP = 240
+SNAPSHOT_JOBS = ("CatalogRefreshFunction",)  # no history to catch up on: once per jump
+
+
+class MovableClock(Protocol):
+    def now(self) -> float: ...
+
+    def advance(self, seconds: float) -> None: ...
+
+
+@dataclass
+class Job:
+    name: str
+    fn: Callable[..., Any]
+    every: float
+    next_due: float
+    base_every: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.base_every = self.base_every or self.every
+
+
+def _interval(expression: str) -> float:
+    """Seconds between runs of `rate(N unit)`; cron schedules run every minute locally."""
+    import re
+
+    m = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", expression.strip())
+    if not m:
+        return 60.0
+    unit = {"minute": 60, "hour": 3600, "day": 86400}[m.group(2).rstrip("s")]
+    return float(int(m.group(1)) * unit)
+
+
+class LocalScheduler:
+    def __init__(self, clock: MovableClock, every_override: float | None = None,
+                 only: tuple[str, ...] | None = None) -> None:
+        self.clock = clock
+        self.lock = threading.RLock()
+        now = clock.now()
+        self.jobs = [
+            Job(name, load_handler(code_uri), every_override or _interval(expr), now)
+            for name, code_uri, expr in template.schedules()
+            if only is None or name in only
+        ]
+        consumers = template.queue_consumers()
+        self.timer_fn = load_handler(consumers["TimerQueue"])
+        self.log: list[tuple[float, str]] = []  # (clock time, what ran): tests read the order
+        self._stop = threading.Event()
+
+    # -------------------------------------------------------------- running one thing
+
+    def _run_job(self, job: Job) -> None:
+        self.log.append((self.clock.now(), job.name))
+        try:
+            job.fn(schedule_event(f"arn:aws:events:us-east-1:123456789012:rule/local-{job.name}"), None)
+        except Exception as exc:  # a failing job must not kill the stack
+            print(f"[schedule] {job.name} failed: {exc!r}", file=sys.stderr, flush=True)
+
+    def _run_timers(self, now: float) -> int:
+        due = timers.due(now)
+        if not due:
+            return 0
+        self.log.append((self.clock.now(), f"timers:{len(due)}"))
+        try:
+            result = self.timer_fn(sqs_event([t.body() for t in due]), None)
+            for failure in result.get("batchItemFailures", []):
+                print(f"[timers] a timer failed: {failure}", file=sys.stderr, flush=True)
+        except Exception as exc:
+            print(f"[timers] failed: {exc!r}", file=sys.stderr, flush=True)
+        return len(due)
+
+    # -------------------------------------------------------------- real time
+
+    def run_due(self) -> None:
+        """Run whatever is due by the clock now (the background thread calls this)."""
+        with self.lock:
+            now = self.clock.now()
+            self._run_timers(now)
+            for job in self.jobs:
+                if job.next_due <= now:
+                    self._run_job(job)
+                    job.next_due = max(job.next_due + job.every, now + 1.0)
+
+    def start(self, poll: float = 0.25) -> Callable[[], None]:
+        def loop() -> None:
+            while not self._stop.wait(poll):
+                self.run_due()
+
+        threading.Thread(target=loop, name="local-scheduler", daemon=True).start()
+        return self._stop.set
+
+    # -------------------------------------------------------------- the test clock
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock exactly `seconds` forward, running everything that falls due on the
+        way, in order, each at its own moment. (Real time keeps flowing meanwhile; only our
+        own moves count towards `seconds`.)"""
+        with self.lock:
+            moved = 0.0
+
+            def move_to(t: float) -> None:
+                nonlocal moved
+                dt = min(t - self.clock.now(), seconds - moved)
+                if dt > 0:
+                    self.clock.advance(dt)
+                    moved += dt
+
+            periodic = [j for j in self.jobs if j.name not in SNAPSHOT_JOBS]
+            target = self.clock.now() + seconds
+            for job in periodic:
+                runs = int((target - job.next_due) // job.every) + 1 if job.next_due <= target else 0
+                if runs > MAX_RUNS_PER_JUMP:
+                    job.every = (target - job.next_due) / MAX_RUNS_PER_JUMP
+            try:
+                while True:
+                    horizon = self.clock.now() + (seconds - moved)
+                    timer_due = timers.next_due()
+                    nxt = min(periodic, key=lambda j: j.next_due, default=None)
+                    job_due = nxt.next_due if nxt is not None else None
+                    candidates = [t for t in (timer_due, job_due) if t is not None and t <= horizon]
+                    if not candidates:
+                        break
+                    moment = min(candidates)
+                    move_to(moment)
+                    if timer_due is not None and timer_due == moment:
+                        self._run_timers(self.clock.now())
+                    else:
+                        assert nxt is not None
+                        self._run_job(nxt)
+                        nxt.next_due += nxt.every
+            finally:
+                for job in periodic:
+                    job.every = job.base_every
+            if seconds - moved > 0:
+                self.clock.advance(seconds - moved)
+            for job in self.jobs:
+                if job.name in SNAPSHOT_JOBS:
+                    self._run_job(job)
+                    job.next_due = self.clock.now() + job.every
+
+    def stop(self) -> None:
+        self._stop.set()
+
