@@ -88,3 +88,61 @@ def adjust(admin_id: str, body: Adjustment, idempotency_key: str | None) -> dict
         "reservedCents": result.reserved,
         "totalCents": result.total,
     }
+
+
+# ---------------------------------------------------------------- invoices
+
+class ManualInvoice(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    userId: str | None = None
+    email: str | None = Field(default=None, max_length=320)
+    amountCents: int = Field(ge=100, le=MAX_ADJUSTMENT_CENTS)
+    description: str = Field(min_length=1, max_length=500)
+    creditsWallet: bool = False  # paying it adds the amount to the wallet (e.g. a wire top-up)
+
+
+def manual_invoice(admin_id: str, body: ManualInvoice, idempotency_key: str | None) -> dict[str, Any]:
+    from gpurent.billing import invoices
+
+    description = body.description.strip()
+    if not description or any(ord(c) < 32 for c in description):
+        raise ApiError("validation_failed", "description must be printable text",
+                       {"description": "must be printable text"})
+    target = resolve_user(body.userId, body.email)
+    record = invoices.new_record(target["id"], "manual", body.amountCents, description)
+    if body.creditsWallet:
+        record["creditsWallet"] = True
+    key = f"manual_invoice:{admin_id}:{idempotency_key}" if idempotency_key else f"manual_invoice:{record['id']}"
+    audit = audit_row(admin_id, "invoice", target["id"], {"invoiceId": record["id"], "amountCents": body.amountCents,
+                                                          "opKey": key})
+    invoices.issue(record, key, [audit])
+    invoices.mirror_quietly(record)
+    notify.send(target["email"], "A new gpurent invoice",
+                f"An invoice of {dollars(body.amountCents)} was issued to you: {description}\n\n"
+                + (f"Pay it here: {record['hostedInvoiceUrl']}\n" if record.get("hostedInvoiceUrl")
+                   else "It is under Billing → Invoices.\n"))
+    return invoices.public(record)
+
+
+def void_invoice(admin_id: str, invoice_id: str) -> dict[str, Any]:
+    """Best-effort void at Stripe (only an open Stripe invoice can be voided), then here, audited."""
+    from gpurent.billing import gateway, invoices
+    from gpurent.store import invoices as invoice_store
+
+    owner = invoice_store.owner_of(invoice_id) if ids.is_id(invoice_id, "inv") else None
+    if owner is None:
+        raise ApiError("invoice_not_found", "No invoice with that id")
+    record = invoices.get_owned(owner, invoice_id)
+    if record["status"] == "void":
+        return {"ok": True}
+    if record["status"] not in ("open", "draft"):
+        raise ApiError("conflict", f"The invoice is {record['status']}; only an open invoice can be voided")
+    if record.get("stripeInvoiceId") and gateway.enabled():
+        try:
+            gateway.void_invoice(str(record["stripeInvoiceId"]))
+        except gateway.InvoiceNotVoidable:
+            if gateway.get_invoice(str(record["stripeInvoiceId"])).status == "paid":
+                raise ApiError("conflict", "The invoice was paid at Stripe; refund instead of voiding") from None
+    audit = audit_row(admin_id, "invoice_void", owner, {"invoiceId": invoice_id})
+    invoices.close(owner, invoice_id, "void", extras=[audit])
+    return {"ok": True}

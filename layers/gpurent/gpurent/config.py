@@ -36,6 +36,8 @@ class Settings(BaseModel):
     timer_queue_url: str | None = None
 
     public_url: str = "http://127.0.0.1:3000"
+    stripe_success_url: str | None = None
+    stripe_cancel_url: str | None = None
     allowed_origins: tuple[str, ...] = ()
     admin_emails: tuple[str, ...] = ()
     cookie_secure: bool = True
@@ -87,6 +89,8 @@ def load_settings(env: dict[str, str] | os._Environ[str] | None = None) -> Setti
         "sqs_endpoint": e.get("SQS_ENDPOINT") or None,
         "timer_queue_url": e.get("TIMER_QUEUE_URL") or None,
         "public_url": e.get("PUBLIC_URL", "http://127.0.0.1:3000").rstrip("/"),
+        "stripe_success_url": e.get("STRIPE_SUCCESS_URL") or None,
+        "stripe_cancel_url": e.get("STRIPE_CANCEL_URL") or None,
         "allowed_origins": tuple(_list(e.get("ALLOWED_ORIGINS"))),
         "admin_emails": tuple(a.lower() for a in admins),
         "cookie_secure": e.get("COOKIE_SECURE", "1" if stage != "local" else "0") == "1",

@@ -441,6 +441,8 @@ def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status
                           {"op": "settle", "rental": rental_id, "seconds": seconds}, planner, extras)
     if result.replayed:
         raise Settled()
+    if invoice:
+        invoices.mirror_quietly(invoice)  # the Stripe pay page; pay-url retries if Stripe is down
     found = store.get(user_id, rental_id)
     assert found is not None
     return found

@@ -373,6 +373,33 @@ def charge_saved_card(*, customer_id: str, payment_method_id: str, amount_cents:
     return payment_from_intent(_as_dict(pi))
 
 
+@dataclass(frozen=True)
+class PaymentIntent:
+    """A PaymentIntent as the webhook side needs it (whatever its status)."""
+
+    id: str
+    status: str
+    amount: int
+    charge_id: str | None
+    payment_method_id: str | None
+    saves_card: bool  # setup_future_usage was asked: the card is now on the customer
+    metadata: dict[str, str]
+
+
+def get_payment_intent(pi_id: str) -> PaymentIntent:
+    pi = _as_dict(_call(lambda: _client().v1.payment_intents.retrieve(pi_id)))
+    meta = pi.get("metadata")
+    return PaymentIntent(
+        id=str(pi.get("id") or pi_id),
+        status=str(pi.get("status") or ""),
+        amount=int(pi.get("amount_received") or pi.get("amount") or 0),
+        charge_id=_id_of(pi.get("latest_charge")),
+        payment_method_id=_id_of(pi.get("payment_method")),
+        saves_card=bool(pi.get("setup_future_usage")),
+        metadata={str(k): str(v) for k, v in meta.items()} if isinstance(meta, Mapping) else {},
+    )
+
+
 # -------------------------------------------------------------------- cards
 
 

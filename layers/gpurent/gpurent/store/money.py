@@ -61,7 +61,9 @@ def wallet_update(user_id: str, state: dict[str, Any], expected_version: int) ->
     values = {f":{k}": v for k, v in state.items()}
     sets = ", ".join(f"#{k} = :{k}" for k in state)
     if expected_version == 0:
-        condition = "attribute_not_exists(pk)"
+        # No money has moved yet (billing settings may already live on the item).
+        condition = "attribute_not_exists(#version)"
+        names["#version"] = "version"
     else:
         condition = "#version = :expected"
         values[":expected"] = expected_version

@@ -1,0 +1,570 @@
+"""What one metering sweep costs: N running rentals across U wallets, metered
+by `gpurent.metering.sweep()` against moto in-process, for two sizes so the
+growth is visible. Prints figures; asserts nothing about time.
+
+    .venv/bin/python bench/sweep.py                      # N=1,000/U=100 and N=10,000/U=1,000
+    .venv/bin/python bench/sweep.py --sizes 5000:500     # any N:U pairs
+    .venv/bin/python bench/sweep.py --quick              # a tiny run (seconds)
+
+Per size: one real rental is launched and turned `running` through
+`rentals.launch` / `rentals.advance` (provider simulators on loopback), and its
+stored item is the template of N rentals seeded straight into the store: per
+wallet one money transaction (`wallet.apply`) that funds it, takes each
+rental's one-hour reserve and puts the rental rows (`store.rentals.put_item`,
+so they sit in the sparse `ActiveIndex` as `running`) and their owner rows, as
+`launch` + `mark_running` would have left them. Then a `ManualClock` advances
+`--interval` seconds and the sweep runs (tick 1), and again (tick 2, steady
+state).
+
+Figures per tick: DynamoDB requests by operation (botocore `before-call`
+hooks on `gpurent.store.dynamo.client()`), items per transaction, item sizes
+and the write units they cost (an estimate: a transactional write costs 2 WCU
+per started KB of the item; an update is priced on the item after it), read
+units of the index pages and wallet reads, ledger rows per rental-hour, wall
+time and rentals/s on moto, and an extrapolation to DynamoDB and a Lambda of
+the template's memory size (stated assumptions, below). Then the CPU cost of
+`predict_exhaustion` / `arm_next` per wallet. A sample of wallets is checked
+for consistency (reserved == Σ reserves of its rentals, Σ ledger == total,
+each charge == the formula for its billed seconds) before and after the ticks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import statistics
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "gpurent")]
+os.environ.update({"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
+                   "STAGE": "test", "MAIL_MODE": "console", "POWERTOOLS_LOG_LEVEL": "ERROR",
+                   "POWERTOOLS_METRICS_DISABLED": "1"})
+
+from moto import mock_aws  # noqa: E402
+
+from gpurent import catalog_refresh, clock, config, ids, metering, rentals, timers, wallet  # noqa: E402
+from gpurent.money import charge_for_seconds  # noqa: E402
+from gpurent.providers.registry import build_adapters  # noqa: E402
+from gpurent.store import dynamo  # noqa: E402
+from gpurent.store import money as money_store  # noqa: E402
+from gpurent.store import rentals as rental_store  # noqa: E402
+from infra.local import template  # noqa: E402
+from infra.simulators import start_simulators  # noqa: E402
+
+DEFAULT_SIZES = "1000:100,10000:1000"
+QUICK_SIZES = "60:6,240:24"
+PRICES = (59, 89, 149, 199, 249, 329, 449, 899, 1299, 2499)  # cents per hour, cycled over the rentals
+FUNDED_HOURS = 8  # each wallet holds its rentals' reserves plus this many hours of their burn
+SEED_CHUNK = 40  # rentals per seeding transaction: 2 items each + wallet + marker + one credit row
+CHECK_WALLETS = 20
+SIZE_SAMPLE = 200  # updated items read back (not counted) to measure their size
+
+# Assumptions for the extrapolation to AWS (moto is far slower than DynamoDB per request).
+ASSUMED_MS = {"TransactWriteItems": 10.0, "GetItem": 3.0, "Query": 25.0}  # per request, in-region
+LAMBDA_TIMEOUT_S = 50.0  # MeteringSweepFunction's Timeout in template.yaml
+LAMBDA_MEMORY_MB = 1024  # Globals.Function.MemorySize: Lambda gives 1 vCPU at 1,769 MB
+CPU_FACTOR = 1769 / LAMBDA_MEMORY_MB  # this machine's core ≈ one Lambda vCPU, scaled to the memory share
+TARGET_ROWS_PER_HOUR = 60
+
+
+# ---------------------------------------------------------------- DynamoDB accounting
+
+def attr_size(v: dict[str, Any]) -> int:
+    """Bytes of one attribute value by DynamoDB's item-size rules (numbers approximated)."""
+    (t, x), = v.items()
+    if t == "S":
+        return len(x.encode())
+    if t == "N":
+        digits = x.lstrip("-").replace(".", "").strip("0") or "0"
+        return (len(digits) + 1) // 2 + 1 + (1 if x.startswith("-") else 0)
+    if t == "B":
+        return len(x)
+    if t in ("BOOL", "NULL"):
+        return 1
+    if t == "M":
+        return 3 + sum(len(k.encode()) + attr_size(e) + 1 for k, e in x.items())
+    if t == "L":
+        return 3 + sum(attr_size(e) + 1 for e in x)
+    if t == "SS":
+        return sum(len(e.encode()) for e in x)
+    if t == "NS":
+        return sum(attr_size({"N": e}) for e in x)
+    if t == "BS":
+        return sum(len(e) for e in x)
+    raise ValueError(t)
+
+
+def item_size(item: dict[str, Any]) -> int:
+    return sum(len(k.encode()) + attr_size(v) for k, v in item.items())
+
+
+def kind_of(table: str, k: dict[str, Any]) -> str:
+    if table == config.settings().ledger_table:
+        return "ledger row"
+    pk, sk = k["pk"]["S"], k["sk"]["S"]
+    if pk.startswith("OP#"):
+        return "op marker"
+    if sk == "WALLET":
+        return "wallet"
+    if sk.startswith("RENTAL#"):
+        return "rental"
+    if sk == "OWNER":
+        return "owner"
+    return "other"
+
+
+@dataclass
+class Meter:
+    """DynamoDB requests, their time in moto, and what they wrote and read."""
+
+    on: bool = True
+    calls: Counter[str] = field(default_factory=Counter)
+    ms: Counter[str] = field(default_factory=Counter)  # time inside the request (moto + response parse)
+    hook_s: float = 0.0  # this bench's own bookkeeping, subtracted from the wall time
+    tx_sizes: list[int] = field(default_factory=list)  # items per TransactWriteItems
+    items: Counter[str] = field(default_factory=Counter)  # items written, by kind
+    put_bytes: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    updated: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
+    read_units: float = 0.0
+    items_read: int = 0
+    bytes_read: int = 0
+    _start: float = 0.0
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def build(self, event_name: str, params: dict[str, Any], **kwargs: Any) -> None:
+        if not self.on or not event_name.endswith("TransactWriteItems"):
+            return
+        t = time.perf_counter()
+        items = params["TransactItems"]
+        self.tx_sizes.append(len(items))
+        for it in items:
+            (op, body), = it.items()
+            if op == "Put":
+                k = kind_of(body["TableName"], body["Item"])
+                self.put_bytes[k].append(item_size(body["Item"]))
+            else:
+                k = kind_of(body["TableName"], body["Key"])
+                self.updated[k].append((body["TableName"], body["Key"]))
+            self.items[k] += 1
+        self.hook_s += time.perf_counter() - t
+
+    def before(self, event_name: str, **kwargs: Any) -> None:
+        if self.on:
+            self.calls[event_name.rsplit(".", 1)[-1]] += 1
+            self._start = time.perf_counter()
+
+    def after(self, event_name: str, parsed: dict[str, Any], **kwargs: Any) -> None:
+        if not self.on:
+            return
+        t = time.perf_counter()
+        op = event_name.rsplit(".", 1)[-1]
+        self.ms[op] += (t - self._start) * 1000
+        if op == "Query":
+            size = sum(item_size(i) for i in parsed.get("Items", []))
+            self.items_read += len(parsed.get("Items", []))
+            self.bytes_read += size
+            self.read_units += math.ceil(size / 4096) * 0.5  # eventually consistent (the index)
+        elif op == "GetItem":
+            size = item_size(parsed["Item"]) if parsed.get("Item") else 0
+            self.bytes_read += size
+            self.read_units += max(1, math.ceil(size / 4096))  # strongly consistent
+        self.hook_s += time.perf_counter() - t
+
+    def paused(self) -> _Paused:
+        return _Paused(self)
+
+
+class _Paused:
+    def __init__(self, m: Meter) -> None:
+        self.m = m
+
+    def __enter__(self) -> None:
+        self.m.on = False
+
+    def __exit__(self, *exc: object) -> None:
+        self.m.on = True
+
+
+def wcu(size: int) -> int:
+    return 2 * max(1, math.ceil(size / 1024))
+
+
+# ---------------------------------------------------------------- seeding
+
+def template_rental(manual: clock.ManualClock) -> dict[str, Any]:
+    """One rental launched and turned running through the real code paths; its stored item."""
+    sims = start_simulators(now=clock.now, boot_seconds=5)
+    try:
+        adapters = build_adapters({**sims.settings(), "PROVIDERS": "lambda"})
+        catalog_refresh.refresh(adapters)
+        rentals.set_adapters(adapters)
+        user = ids.new_id("usr")
+        wallet.credit(user, 10**6, "adjustment", "bench-template")
+        answer, status = rentals.launch(user, rentals.Launch(familyId="rtx-4090", gpuCount=1), None)
+        assert status == 200, answer
+        manual.advance(6)
+        found = rental_store.get(user, answer["id"])
+        assert found is not None
+        running = rentals.advance(found)
+        assert running["status"] == "running", running
+        rentals.stop(user, running["id"])  # out of the running set (it only served as a template)
+        return running
+    finally:
+        rentals.set_adapters(None)
+        sims.shutdown()
+
+
+def clone(tpl: dict[str, Any], user: str, price: int, started: float) -> dict[str, Any]:
+    """A running rental as `launch` + `mark_running` leave it (a user with an SSH key on file)."""
+    rid = ids.new_id("rent")
+    rec = {k: v for k, v in tpl.items() if k not in ("pk", "sk", "activeKey", "activeSort")}
+    rec.update({
+        "id": rid, "userId": user, "pricePerHourCents": price, "reserveCents": price,
+        "chargedCents": 0, "billedSeconds": 0, "overageCents": 0, "refundedCents": 0, "sshKeyCount": 1,
+        "createdAt": started - 6, "allocatingUntil": started + 54, "lastCheckedAt": started,
+        "runningAt": started, "meteredUntil": started, "lastHealthyAt": started, "instanceId": uuid.uuid4().hex,
+        "offer": {**tpl["offer"], "pricePerHourCents": price},
+    })
+    if isinstance(tpl.get("launchAnswer"), dict):
+        rec["launchAnswer"] = {**tpl["launchAnswer"], "id": rid, "pricePerHourCents": price,
+                               "startedAt": clock.iso(started - 6), "warnings": []}
+    return rec
+
+
+def seed(tpl: dict[str, Any], n: int, u: int) -> dict[str, list[dict[str, Any]]]:
+    """n running rentals over u wallets (as evenly as they divide), each wallet funded consistently."""
+    now = clock.now()
+    users = [ids.new_id("usr") for _ in range(u)]
+    out: dict[str, list[dict[str, Any]]] = {}
+    j = 0
+    for i, user in enumerate(users):
+        k = n // u + (1 if i < n % u else 0)
+        recs = []
+        for _ in range(k):
+            recs.append(clone(tpl, user, PRICES[j % len(PRICES)], now - (j * 7) % 60))
+            j += 1
+        out[user] = recs
+        burn = sum(int(r["pricePerHourCents"]) for r in recs)
+        fund = burn * (1 + FUNDED_HOURS)
+        for c in range(0, max(1, len(recs)), SEED_CHUNK):
+            chunk = recs[c:c + SEED_CHUNK]
+
+            def planner(w: wallet.Wallet, chunk: list[dict[str, Any]] = chunk, first: bool = c == 0) -> list[Any]:
+                steps = []
+                cur = w
+                if first:
+                    steps.append(wallet.plan_credit(cur, fund, "adjustment", {"reason": "bench funding"}))
+                    cur = wallet.Wallet(user, cur.available + fund, cur.reserved)
+                for r in chunk:
+                    s = wallet.plan_reserve(cur, int(r["reserveCents"]))
+                    steps.append(wallet.with_step_info(s, rentalId=r["id"]))
+                    cur = wallet.Wallet(user, cur.available + s.available_delta, cur.reserved + s.reserved_delta)
+                return steps
+
+            def extras(w: wallet.Wallet, steps: Any, chunk: list[dict[str, Any]] = chunk) -> list[Any]:
+                items = []
+                for r in chunk:
+                    items += [rental_store.put_item(r), rental_store.owner_item(r["id"], user)]
+                return items
+
+            wallet.apply(user, f"bench-seed:{user}:{c}", {"op": "bench-seed", "chunk": c}, planner, extras)
+    return out
+
+
+def check(users: list[str]) -> str:
+    """The invariants on a sample of wallets; raises if one does not hold."""
+    for user in users:
+        w = wallet.get(user)
+        running = rental_store.live_for_user(user, "running")
+        reserves = sum(int(r.get("reserveCents", 0)) for r in running)
+        assert w.reserved == reserves, (user, w, reserves)
+        ledger = sum(int(r["amountCents"]) for r in money_store.all_ledger(user))
+        assert ledger == w.total, (user, w, ledger)
+        assert w.available >= 0 and w.reserved >= 0
+        for r in running:
+            assert int(r["chargedCents"]) == charge_for_seconds(int(r["billedSeconds"]),
+                                                                 int(r["pricePerHourCents"])), r
+    return f"ok ({len(users)} wallets: reserved == Σ rental reserves, Σ ledger == total, charge == formula)"
+
+
+# ---------------------------------------------------------------- a tick
+
+@dataclass
+class Tick:
+    label: str
+    n: int
+    u: int
+    report: dict[str, int]
+    wall: float
+    meter: Meter
+    sizes: dict[str, list[int]]  # bytes per item kind (puts exact, updates sampled)
+    timers_armed: int
+    arm_next_s: float
+    arm_next_calls: int
+
+    @property
+    def requests(self) -> int:
+        return sum(self.meter.calls.values())
+
+    @property
+    def in_requests_s(self) -> float:
+        return sum(self.meter.ms.values()) / 1000
+
+    @property
+    def ours_s(self) -> float:
+        return max(0.0, self.wall - self.in_requests_s - self.meter.hook_s)
+
+    @property
+    def ledger_rows(self) -> int:
+        return self.meter.items["ledger row"]
+
+    def write_units(self) -> int:
+        total = 0
+        for kind, count in self.meter.items.items():
+            sizes = self.sizes.get(kind)
+            if not sizes:
+                continue
+            if kind in self.meter.put_bytes:
+                total += sum(wcu(s) for s in self.meter.put_bytes[kind])
+            else:
+                total += round(count * statistics.mean(wcu(s) for s in sizes))
+        return total
+
+    def estimate_s(self) -> float:
+        io = sum(c * ASSUMED_MS.get(op, 10.0) for op, c in self.meter.calls.items()) / 1000
+        return self.ours_s * CPU_FACTOR + io
+
+
+def sizes_of(m: Meter) -> dict[str, list[int]]:
+    out = {k: list(v) for k, v in m.put_bytes.items()}
+    rng = random.Random(1)
+    with m.paused():
+        for kind, keys in m.updated.items():
+            for table, k in rng.sample(keys, min(SIZE_SAMPLE, len(keys))):
+                got = dynamo.client().get_item(TableName=table, Key=k, ConsistentRead=True).get("Item")
+                if got:
+                    out.setdefault(kind, []).append(item_size(got))
+    return out
+
+
+captured: list[tuple[str, int, list[dict[str, Any]], float]] = []
+
+
+def run_tick(label: str, n: int, u: int, manual: clock.ManualClock, interval: float, m: Meter) -> Tick:
+    timers.clear()
+    manual.advance(interval)
+    original = metering.arm_next
+    spent = [0.0, 0]
+
+    def timed(user_id: str, available: int, running: list[dict[str, Any]], now: float) -> float | None:
+        captured.append((user_id, available, list(running), now))
+        t = time.perf_counter()
+        try:
+            return original(user_id, available, running, now)
+        finally:
+            spent[0] += time.perf_counter() - t
+            spent[1] += 1
+
+    captured.clear()
+    metering.arm_next = timed  # type: ignore[assignment]
+    m.reset()
+    t = time.perf_counter()
+    try:
+        report = metering.sweep()
+    finally:
+        wall = time.perf_counter() - t
+        metering.arm_next = original  # type: ignore[assignment]
+    armed = len(timers._pending)
+    timers.clear()
+    return Tick(label, n, u, report, wall, m, sizes_of(m), armed, spent[0], int(spent[1]))
+
+
+def show_tick(t: Tick, interval: float) -> None:
+    m = t.meter
+    rep = t.report
+    print(f"\n  {t.label}: {rep['rentals']:,} rentals metered in {rep['wallets']:,} wallets, "
+          f"{rep['chargedCents']:,} cents charged, conflicts {rep['conflicts']}, exhausted {rep['exhausted']}, "
+          f"timers armed {t.timers_armed}")
+    detail = ", ".join(f"{k} {v:,}" for k, v in sorted(m.calls.items()))
+    pages = m.calls["Query"]
+    print(f"    DynamoDB requests   {t.requests:,}  ({detail});  wallets + pages = {t.u + pages:,}, "
+          f"rentals = {t.n:,}; requests per rental {t.requests / max(1, t.n):.3f}")
+    per_op = ", ".join(f"{op} {m.ms[op] / c:.1f} ms" for op, c in sorted(m.calls.items()))
+    print(f"    moto time/request   {per_op}")
+    txs = Counter(m.tx_sizes)
+    print(f"    items/transaction   " + ", ".join(f"{k} items × {v:,}" for k, v in sorted(txs.items()))
+          + f"  (max {max(m.tx_sizes, default=0)}, limit 100)")
+    kinds = []
+    for kind, count in sorted(m.items.items()):
+        sizes = t.sizes.get(kind, [])
+        how = "put" if kind in m.put_bytes else "update, sampled"
+        if sizes:
+            kinds.append(f"{kind} {count:,} × {statistics.mean(sizes):,.0f} B "
+                         f"(max {max(sizes):,}; {how}) → {statistics.mean(wcu(s) for s in sizes):.1f} WCU")
+    print("    items written       " + "\n                        ".join(kinds))
+    units = t.write_units()
+    metered = max(1, rep["rentals"])
+    per_hour = 3600 / interval
+    print(f"    write units (est.)  {units:,} WCU this tick = {units / metered:.1f} per rental per tick "
+          f"= {units / metered * per_hour:,.0f} per rental-hour")
+    print(f"    read units (est.)   {m.read_units:,.0f} RCU ({m.items_read:,} index items, "
+          f"{m.bytes_read / 1e6:.1f} MB read) = {m.read_units / metered * per_hour:.1f} per rental-hour")
+    rows = t.ledger_rows
+    print(f"    ledger rows         {rows:,} = {rows / metered:.2f} per rental per tick = "
+          f"{rows / metered * per_hour:.0f} per rental-hour (target ≤ {TARGET_ROWS_PER_HOUR})")
+    print(f"    wall (moto)         {t.wall:.2f} s = {metered / t.wall:,.0f} rentals/s  "
+          f"[in moto requests {t.in_requests_s:.2f} s, our code {t.ours_s:.2f} s, "
+          f"bench hooks {m.hook_s:.2f} s]")
+    print(f"    arm_next in sweep   {t.arm_next_calls:,} calls, {t.arm_next_s * 1000:.1f} ms "
+          f"({t.arm_next_s / max(1, t.arm_next_calls) * 1e6:.0f} µs per wallet)")
+    est = t.estimate_s()
+    print(f"    on AWS (estimate)   {est:.1f} s = our code × {CPU_FACTOR:.2f} + requests at "
+          f"{', '.join(f'{k} {v:g} ms' for k, v in ASSUMED_MS.items())} → "
+          f"{est / LAMBDA_TIMEOUT_S:.0%} of the {LAMBDA_TIMEOUT_S:.0f} s timeout")
+
+
+# ---------------------------------------------------------------- predict_exhaustion / arm_next (CPU)
+
+def drying(available: int, running: list[dict[str, Any]], now: float, at: float) -> list[dict[str, Any]]:
+    """The same rentals with reserves that run out `at` seconds from now (available is 0)."""
+    out = []
+    for r in running:
+        _, delta = metering._delta(r, now + at)
+        out.append({**r, "reserveCents": max(1, delta)})
+    return out
+
+
+def per_call_us(fn: Callable[[], Any], calls: int) -> float:
+    reps = max(1, 2000 // max(1, calls))
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t) / (reps * calls) * 1e6
+
+
+def cpu_costs(wallets: list[tuple[str, int, list[dict[str, Any]], float]]) -> list[str]:
+    lines = []
+    k = statistics.mean(len(w[2]) for w in wallets)
+    funded = per_call_us(lambda: [metering.predict_exhaustion(a, rs, now, timers.WINDOW)
+                                  for _, a, rs, now in wallets], len(wallets))
+    dry = [(u, 0, drying(a, rs, now, 45), now) for u, a, rs, now in wallets]
+    assert all(metering.predict_exhaustion(0, rs, now, timers.WINDOW) is not None for _, _, rs, now in dry[:5])
+    dry_us = per_call_us(lambda: [metering.predict_exhaustion(0, rs, now, timers.WINDOW)
+                                  for _, _, rs, now in dry], len(dry))
+    arm_us = per_call_us(lambda: [metering.arm_next(u, 0, rs, now) for u, _, rs, now in dry], len(dry))
+    timers.clear()
+    lines.append(f"    {len(wallets):,} wallets × {k:.0f} rentals: predict_exhaustion {funded:.0f} µs/wallet funded "
+                 f"(no exhaustion within {timers.WINDOW:.0f} s), {dry_us:.0f} µs/wallet running dry "
+                 f"(binary search); arm_next {arm_us:.0f} µs/wallet running dry "
+                 f"→ {dry_us * len(wallets) / 1e6:.2f} s per sweep if every wallet were running dry")
+    return lines
+
+
+def one_wallet_scaling(sample: list[dict[str, Any]], now: float) -> list[str]:
+    out = []
+    for k in (10, 100, 1000):
+        rs = [{**sample[i % len(sample)], "id": f"rent_{i}"} for i in range(k)]
+        funded = per_call_us(lambda rs=rs: metering.predict_exhaustion(10**9, rs, now, timers.WINDOW), 1)
+        dry = drying(0, rs, now, 45)
+        dry_us = per_call_us(lambda dry=dry: metering.predict_exhaustion(0, dry, now, timers.WINDOW), 1)
+        out.append(f"    one wallet × {k:>5,} rentals: predict_exhaustion {funded:,.0f} µs funded, "
+                   f"{dry_us:,.0f} µs running dry ({dry_us / k:.1f} µs per rental)")
+    return out
+
+
+# ---------------------------------------------------------------- main
+
+def run_size(n: int, u: int, interval: float, ticks: int) -> list[Tick]:
+    manual = clock.ManualClock()
+    clock.set_clock(manual)
+    timers.clear()
+    with mock_aws():
+        names = template.default_table_names("bench")
+        os.environ.update({template.TABLE_ENV[k]: v for k, v in names.items()})
+        config.reset()
+        dynamo.reset_client()
+        template.create_tables(dynamo.client(), names)
+        tpl = template_rental(manual)
+        timers.clear()
+        t = time.perf_counter()
+        seeded = seed(tpl, n, u)
+        seed_s = time.perf_counter() - t
+        sample_users = random.Random(7).sample(list(seeded), min(CHECK_WALLETS, len(seeded)))
+        print(f"\n== N={n:,} running rentals across U={u:,} wallets "
+              f"({n / u:.1f} per wallet; template item from a real launch: {tpl['familyId']}, "
+              f"{item_size(dynamo.to_item(tpl)):,} B)")
+        print(f"  seeded in {seed_s:.1f} s; consistency before: {check(sample_users)}")
+        m = Meter()
+        events = dynamo.client().meta.events
+        events.register("before-parameter-build.dynamodb.*", m.build)
+        events.register("before-call.dynamodb.*", m.before)
+        events.register("after-call.dynamodb.*", m.after)
+        out = []
+        for i in range(ticks):
+            label = f"tick {i + 1} (+{interval:g} s)" + (" — steady state" if i else " — first after launch")
+            tick = run_tick(label, n, u, manual, interval, m)
+            show_tick(tick, interval)
+            out.append(tick)
+            last = list(captured)
+        with m.paused():
+            print(f"\n  consistency after: {check(sample_users)}")
+        print("\n  predict_exhaustion / arm_next, pure CPU, on the wallets of the last tick:")
+        for line in cpu_costs(last):
+            print(line)
+        for line in one_wallet_scaling(last[0][2], last[0][3]):
+            print(line)
+        for ev, fn in (("before-parameter-build", m.build), ("before-call", m.before), ("after-call", m.after)):
+            events.unregister(f"{ev}.dynamodb.*", fn)
+        dynamo.reset_client()
+    return out
+
+
+def summary(results: list[Tick], interval: float) -> None:
+    per_hour = 3600 / interval
+    print("\n== Growth (steady-state tick of each size)")
+    print(f"{'N':>7} {'U':>6} {'requests':>9} {'TWI':>6} {'GetItem':>8} {'Query':>6} {'req/rental':>10} "
+          f"{'WCU/rental-h':>12} {'rows/rental-h':>13} {'wall moto':>10} {'rentals/s':>10} {'AWS est.':>9}")
+    for t in results:
+        c = t.meter.calls
+        metered = max(1, t.report["rentals"])
+        print(f"{t.n:>7,} {t.u:>6,} {t.requests:>9,} {c['TransactWriteItems']:>6,} {c['GetItem']:>8,} "
+              f"{c['Query']:>6,} {t.requests / metered:>10.3f} {t.write_units() / metered * per_hour:>12,.0f} "
+              f"{t.ledger_rows / metered * per_hour:>13.0f} {t.wall:>9.1f}s {metered / t.wall:>10,.0f} "
+              f"{t.estimate_s():>8.1f}s")
+    print("\nTargets: requests ≈ wallets + pages (not rentals × k); ≤ 60 ledger rows per rental-hour; "
+          f"a 10,000-rental sweep well inside one invocation ({LAMBDA_TIMEOUT_S:.0f} s timeout).")
+    print("Assumptions of the AWS estimate: " + ", ".join(f"{k} {v:g} ms" for k, v in ASSUMED_MS.items())
+          + f" per request (sequential, as the sweep issues them); our code's CPU time here × {CPU_FACTOR:.2f} "
+          f"(a {LAMBDA_MEMORY_MB} MB Lambda gets {LAMBDA_MEMORY_MB / 1769:.2f} vCPU). "
+          "Write units: 2 WCU per started KB per transactional item (an update priced on the item after it).")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default=DEFAULT_SIZES, help=f"N:U pairs, comma-separated (default {DEFAULT_SIZES})")
+    p.add_argument("--quick", action="store_true", help=f"a tiny run ({QUICK_SIZES})")
+    p.add_argument("--interval", type=float, default=60.0, help="seconds between ticks (the schedule: 60)")
+    p.add_argument("--ticks", type=int, default=2)
+    a = p.parse_args()
+    sizes = [tuple(int(x) for x in s.split(":")) for s in (QUICK_SIZES if a.quick else a.sizes).split(",")]
+    steady: list[Tick] = []
+    for n, u in sizes:
+        ticks = run_size(n, u, a.interval, a.ticks)
+        steady.append(ticks[-1])
+    summary(steady, a.interval)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Stripe's webhook (`spec/api.md` §5): verified first, each event processed once.
+
+1. The signature is verified with the `stripe` library before anything else
+   (400 `invalid_signature`, nothing written).
+2. An event already processed (its `STRIPE_EVENT#<id>` marker exists) answers
+   `{received: true, duplicate: true}`.
+3. The effect is written in one transaction with the event's marker; every
+   credit is also keyed by its payment (`deposit_<pi>`, `invoice_paid_<in>`),
+   so a redelivery, an out-of-order event or the other event of the same
+   payment can never post twice.
+4. Unknown event types answer 200; a failure inside processing raises, so the
+   function answers 500 and Stripe retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gpurent import clock
+from gpurent.billing import cards, gateway, invoices, topups
+from gpurent.errors import ApiError
+from gpurent.store import billing as store
+from gpurent.store import identity
+from gpurent.store import invoices as invoice_store
+from gpurent.telemetry import count, logger
+
+Event = dict[str, Any]
+
+
+def handle(payload: bytes, signature: str | None) -> dict[str, Any]:
+    try:
+        event = gateway.verify_event(payload, signature)
+    except gateway.InvalidSignature:
+        count("WebhookInvalidSignature")
+        raise ApiError("invalid_signature", "Stripe signature missing or invalid; event not processed") from None
+    event_id, event_type = str(event.get("id") or ""), str(event.get("type") or "")
+    if not event_id:
+        raise ApiError("invalid_signature", "Not a Stripe event")
+    if store.event_processed(event_id):
+        return {"received": True, "duplicate": True}
+    handler = HANDLERS.get(event_type)
+    if handler is None:
+        return {"received": True}
+    obj = (event.get("data") or {}).get("object") or {}
+    duplicate = handler(event_id, event_type, obj)
+    count("WebhookEvents")
+    logger.info("stripe event", extra={"eventType": event_type, "duplicate": duplicate})
+    return {"received": True, "duplicate": True} if duplicate else {"received": True}
+
+
+def _marker(event_id: str, event_type: str) -> Any:
+    return store.event_marker(event_id, event_type, clock.now())
+
+
+def _mark(event_id: str, event_type: str, items: list[Any] | None = None) -> bool:
+    """Write the marker (with `items`, in one transaction); False when it was there already."""
+    from gpurent.store.money import TransactionCancelled, transact
+
+    try:
+        transact([_marker(event_id, event_type), *(items or [])])
+    except TransactionCancelled as exc:
+        if exc.codes[0] == "ConditionalCheckFailed":
+            return False
+        raise
+    return True
+
+
+def _user_exists(user_id: str) -> bool:
+    return bool(user_id) and identity.get_user(user_id) is not None
+
+
+def _deposit(event_id: str, event_type: str, user_id: str, pi: gateway.PaymentIntent, entry_type: str) -> bool:
+    result = topups.deposit(user_id, pi.id, pi.amount, entry_type, pi.charge_id,
+                            extras=[_marker(event_id, event_type)])
+    if result.replayed:
+        _mark(event_id, event_type)  # the other path credited it; remember this event too
+    return result.replayed
+
+
+def _save_card(user_id: str, customer: str | None, pm_id: str, event_id: str, event_type: str) -> bool:
+    card = gateway.get_card(pm_id)
+    if customer:
+        gateway.set_default_payment_method(customer, pm_id)
+    sets: dict[str, Any] = {"card": cards.card_fields(card)}
+    if customer:
+        sets["stripeCustomerId"] = customer
+    return not _mark(event_id, event_type, [store.settings_item(user_id, sets)])
+
+
+def checkout_completed(event_id: str, event_type: str, session: dict[str, Any]) -> bool:
+    user_id = str((session.get("metadata") or {}).get("user_id") or session.get("client_reference_id") or "")
+    pi_id = session.get("payment_intent")
+    if session.get("payment_status") != "paid" or not pi_id or not _user_exists(user_id):
+        logger.warning("checkout session not credited", extra={"eventId": event_id})
+        return not _mark(event_id, event_type)
+    pi = gateway.get_payment_intent(str(pi_id))
+    amount = int(session.get("amount_total") or pi.amount)
+    pi = gateway.PaymentIntent(pi.id, pi.status, amount, pi.charge_id, pi.payment_method_id, pi.saves_card,
+                               pi.metadata)
+    duplicate = _deposit(event_id, event_type, user_id, pi, "stripe_topup")
+    if pi.saves_card and pi.payment_method_id:
+        card = gateway.get_card(pi.payment_method_id)
+        customer = session.get("customer")
+        if customer:
+            gateway.set_default_payment_method(str(customer), pi.payment_method_id)
+        store.update_settings(user_id, {"card": cards.card_fields(card)})
+    return duplicate
+
+
+def payment_succeeded(event_id: str, event_type: str, obj: dict[str, Any]) -> bool:
+    meta = obj.get("metadata") or {}
+    user_id = str(meta.get("user_id") or "")
+    if not _user_exists(user_id):
+        return not _mark(event_id, event_type)  # an invoice's payment (invoice.paid settles it) or not ours
+    pi = gateway.get_payment_intent(str(obj["id"]))
+    entry_type = "auto_topup" if meta.get("kind") == "auto_topup" else "stripe_topup"
+    return _deposit(event_id, event_type, user_id, pi, entry_type)
+
+
+def setup_succeeded(event_id: str, event_type: str, obj: dict[str, Any]) -> bool:
+    user_id = str((obj.get("metadata") or {}).get("user_id") or "")
+    pm_id = obj.get("payment_method")
+    pm_id = pm_id.get("id") if isinstance(pm_id, dict) else pm_id
+    if not pm_id or not _user_exists(user_id):
+        return not _mark(event_id, event_type)
+    customer = obj.get("customer")
+    return _save_card(user_id, str(customer) if customer else None, str(pm_id), event_id, event_type)
+
+
+def _local_invoice(obj: dict[str, Any]) -> tuple[str, str] | None:
+    invoice_id = str((obj.get("metadata") or {}).get("invoice_id") or "")
+    user_id = invoice_store.owner_of(invoice_id) if invoice_id else None
+    return (user_id, invoice_id) if user_id else None
+
+
+def _invoice_closed(to_status: str) -> Callable[[str, str, dict[str, Any]], bool]:
+    def run(event_id: str, event_type: str, obj: dict[str, Any]) -> bool:
+        found = _local_invoice(obj)
+        if found is None:
+            return not _mark(event_id, event_type)
+        user_id, invoice_id = found
+        receipt = None
+        if to_status == "paid":
+            try:
+                receipt = gateway.get_invoice(str(obj["id"])).receipt_url
+            except gateway.StripeError:
+                receipt = None  # the receipt link is a nicety; the payment is what counts
+        _, changed = invoices.close(user_id, invoice_id, to_status, receipt_url=receipt,
+                                    extras=[_marker(event_id, event_type)])
+        if not changed:
+            _mark(event_id, event_type)
+        return not changed
+
+    return run
+
+
+HANDLERS: dict[str, Callable[[str, str, dict[str, Any]], bool]] = {
+    "checkout.session.completed": checkout_completed,
+    "payment_intent.succeeded": payment_succeeded,
+    "setup_intent.succeeded": setup_succeeded,
+    "invoice.paid": _invoice_closed("paid"),
+    "invoice.payment_succeeded": _invoice_closed("paid"),
+    "invoice.voided": _invoice_closed("void"),
+    "invoice.marked_uncollectible": _invoice_closed("uncollectible"),
+}

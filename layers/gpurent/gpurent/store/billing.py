@@ -1,0 +1,86 @@
+"""Billing settings on the wallet item (pk `USER#<user>`, sk `WALLET`) and Stripe
+event markers (pk `STRIPE_EVENT#<evt>`).
+
+The settings (Stripe customer, card on file, auto-topup) share the wallet item
+so the auto-topup check after a debit needs no extra read, but they never
+touch the money fields nor the wallet's `version`: money transactions and
+settings updates cannot overwrite each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpurent.config import settings
+from gpurent.store.dynamo import ClientError, client, from_item, is_conditional_failure, key, to_values
+from gpurent.store.money import TransactItem, money_put, money_update
+
+EVENT_TTL = 90 * 86400  # Stripe retries for 3 days; keep markers well beyond
+
+
+def _table() -> str:
+    return settings().money_table
+
+
+def wallet_item(user_id: str) -> dict[str, Any]:
+    r = client().get_item(TableName=_table(), Key=key(f"USER#{user_id}", "WALLET"), ConsistentRead=True)
+    return from_item(r.get("Item")) or {}
+
+
+def _parts(user_id: str, sets: dict[str, Any], remove: tuple[str, ...]) -> tuple[str, dict[str, str], dict[str, Any]]:
+    names: dict[str, str] = {"#user": "userId"}
+    values: dict[str, Any] = {":user": user_id}
+    parts = ["#user = :user"]
+    for i, (k, v) in enumerate(sets.items()):
+        names[f"#s{i}"] = k
+        values[f":s{i}"] = v
+        parts.append(f"#s{i} = :s{i}")
+    expr = "SET " + ", ".join(parts)
+    if remove:
+        for j, r in enumerate(remove):
+            names[f"#r{j}"] = r
+        expr += " REMOVE " + ", ".join(f"#r{j}" for j in range(len(remove)))
+    return expr, names, values
+
+
+def update_settings(user_id: str, sets: dict[str, Any], remove: tuple[str, ...] = (),
+                    condition: str | None = None, cond_values: dict[str, Any] | None = None) -> bool:
+    """Set/remove billing fields on the wallet item; False when `condition` failed."""
+    expr, names, values = _parts(user_id, sets, remove)
+    values.update(cond_values or {})
+    args: dict[str, Any] = {"TableName": _table(), "Key": key(f"USER#{user_id}", "WALLET"),
+                            "UpdateExpression": expr, "ExpressionAttributeNames": names,
+                            "ExpressionAttributeValues": to_values(values)}
+    if condition:
+        args["ConditionExpression"] = condition
+    try:
+        client().update_item(**args)
+    except ClientError as exc:
+        if is_conditional_failure(exc):
+            return False
+        raise
+    return True
+
+
+def settings_item(user_id: str, sets: dict[str, Any], remove: tuple[str, ...] = ()) -> TransactItem:
+    """The same update as an item of a transaction (with an event marker)."""
+    expr, names, values = _parts(user_id, sets, remove)
+    return money_update(f"USER#{user_id}", "WALLET", expr, None, names, values)
+
+
+def set_customer_once(user_id: str, customer_id: str) -> str:
+    """Record the user's Stripe customer unless one is recorded; the recorded one wins."""
+    if update_settings(user_id, {"stripeCustomerId": customer_id},
+                       condition="attribute_not_exists(stripeCustomerId)"):
+        return customer_id
+    return str(wallet_item(user_id)["stripeCustomerId"])
+
+
+def event_marker(event_id: str, event_type: str, now: float) -> TransactItem:
+    return money_put({"pk": f"STRIPE_EVENT#{event_id}", "sk": "EVENT", "type": event_type,
+                      "processedAt": now, "ttl": int(now) + EVENT_TTL})
+
+
+def event_processed(event_id: str) -> bool:
+    r = client().get_item(TableName=_table(), Key=key(f"STRIPE_EVENT#{event_id}", "EVENT"), ConsistentRead=True)
+    return "Item" in r
