@@ -41,6 +41,9 @@ from gpurent.store import dynamo, secrets, ses  # noqa: E402
 from infra.local import template  # noqa: E402
 from infra.local.client import Reply, invoke  # noqa: E402
 
+# The local Stripe (one per process: localstripe keeps its state in module globals).
+pytest_plugins = ["tests.stripe_fixtures"]
+
 MAIL_FROM = "no-reply@gpurent.test"
 TEST_ENV = {
     "STAGE": "test",

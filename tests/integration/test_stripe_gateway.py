@@ -23,12 +23,9 @@ import pytest
 from gpurent.billing import gateway
 from infra.local.server import LocalServer
 from infra.local.stripe_local import LocalStripe, LocalStripeError, _form, sign, unflatten
-from tests import stripe_fixtures
 from tests.stripe_fixtures import WEBHOOK_SECRET, stripe_get
 
 # the fixtures (pytest finds them as module attributes)
-local_stripe_server = stripe_fixtures.local_stripe_server
-local_stripe = stripe_fixtures.local_stripe
 
 ROOT = Path(__file__).resolve().parents[2]
 OK_CARD = "4242424242424242"

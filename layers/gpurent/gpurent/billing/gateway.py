@@ -125,6 +125,7 @@ class Card:
     last4: str
     exp_month: int
     exp_year: int
+    customer_id: str | None = None  # the customer it is attached to, if any
 
 
 @dataclass(frozen=True)
@@ -422,6 +423,7 @@ def card_from_payment_method(pm: Mapping[str, Any]) -> Card:
         last4=str(card.get("last4") or ""),
         exp_month=int(card.get("exp_month") or 0),
         exp_year=int(card.get("exp_year") or 0),
+        customer_id=_id_of(pm.get("customer")),
     )
 
 

@@ -99,12 +99,12 @@ def checkout_completed(event_id: str, event_type: str, session: dict[str, Any]) 
     pi = gateway.PaymentIntent(pi.id, pi.status, amount, pi.charge_id, pi.payment_method_id, pi.saves_card,
                                pi.metadata)
     duplicate = _deposit(event_id, event_type, user_id, pi, "stripe_topup")
-    if pi.saves_card and pi.payment_method_id:
+    customer = session.get("customer")
+    if pi.payment_method_id and customer:
         card = gateway.get_card(pi.payment_method_id)
-        customer = session.get("customer")
-        if customer:
+        if pi.saves_card or card.customer_id == customer:  # the payer kept "save card" ticked
             gateway.set_default_payment_method(str(customer), pi.payment_method_id)
-        store.update_settings(user_id, {"card": cards.card_fields(card)})
+            store.update_settings(user_id, {"card": cards.card_fields(card)})
     return duplicate
 
 
