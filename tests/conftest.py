@@ -65,6 +65,9 @@ def reset_clients() -> None:
     dynamo.reset_client()
     ses.reset_client()
     secrets.reset_client()
+    from gpurent.store import timers as timer_store
+
+    timer_store.reset_client()
 
 
 @pytest.fixture
