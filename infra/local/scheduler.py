@@ -10,7 +10,7 @@ each reconcile, at the moment it would have run.
 
 Two bounds keep a long jump (the clock endpoint allows 31 days) quick:
 the catalog refresh, which takes a snapshot of the providers *now* rather
-than catching up on history, runs once at the end of a jump; and a job that
+than catching up on history, runs once at the end of a jump (if it fell due); and a job that
 would fall due more than MAX_RUNS_PER_JUMP times in one jump runs that many
 times, evenly spread (metering is exact whatever the tick length, and timers
 are always delivered at their own second).
@@ -165,7 +165,7 @@ class LocalScheduler:
             if seconds - moved > 0:
                 self.clock.advance(seconds - moved)
             for job in self.jobs:
-                if job.name in SNAPSHOT_JOBS:
+                if job.name in SNAPSHOT_JOBS and job.next_due <= self.clock.now():
                     self._run_job(job)
                     job.next_due = self.clock.now() + job.every
 

@@ -22,11 +22,13 @@ import asyncio
 import email.utils
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import certifi
 import httpx
 
 from gpurent.providers.base import ErrorKind, ProviderError
@@ -52,6 +54,18 @@ class HttpPolicy:
 
 class Malformed(Exception):
     """An answer is missing a field or has the wrong type."""
+
+
+_tls_context: ssl.SSLContext | None = None
+
+
+def _tls() -> ssl.SSLContext:
+    """One TLS context per process: building one loads the CA bundle (~30 ms), and a
+    client per call would otherwise pay that on every provider request."""
+    global _tls_context
+    if _tls_context is None:
+        _tls_context = ssl.create_default_context(cafile=certifi.where())
+    return _tls_context
 
 
 def status_kind(status: int) -> ErrorKind:
@@ -118,7 +132,7 @@ class JsonHttp:
             return await self._client.request(method, url, **kwargs)
         # A client per call: a Lambda may run each invocation in a new event loop, and a
         # pooled client must not outlive the loop it was made in.
-        async with httpx.AsyncClient(trust_env=False) as client:
+        async with httpx.AsyncClient(trust_env=False, verify=_tls()) as client:
             return await client.request(method, url, **kwargs)
 
     def _backoff(self, attempt: int, response: httpx.Response | None) -> float:
