@@ -10,18 +10,23 @@ from gpurent.api import Request, Router, idempotency_key
 router = Router()
 
 
-@router.route("POST /v1/admin/adjustments", admin=True)
+@router.route("POST /v1/admin/adjustments", admin=True, summary="Adjust a wallet (admin)", body=admin.Adjustment,
+              response="AdjustmentAnswer", headers=("Idempotency-Key",),
+              errors=("user_not_found", "invalid_email", "insufficient_balance"))
 def adjustments(req: Request) -> dict[str, Any]:
     body = req.parse(admin.Adjustment)
     return admin.adjust(req.user_id, body, idempotency_key(req))
 
 
-@router.route("POST /v1/admin/invoices", admin=True)
+@router.route("POST /v1/admin/invoices", admin=True, summary="Issue a manual invoice (admin)",
+              body=admin.ManualInvoice, response="Invoice", headers=("Idempotency-Key",),
+              errors=("user_not_found", "invalid_email"))
 def manual_invoice(req: Request) -> dict[str, Any]:
     return admin.manual_invoice(req.user_id, req.parse(admin.ManualInvoice), idempotency_key(req))
 
 
-@router.route("POST /v1/admin/invoices/{id}/void", admin=True)
+@router.route("POST /v1/admin/invoices/{id}/void", admin=True, summary="Void an open invoice (admin)",
+              response="Ok", errors=("invoice_not_found", "conflict"))
 def void_invoice(req: Request) -> dict[str, Any]:
     return admin.void_invoice(req.user_id, req.path_params["id"])
 

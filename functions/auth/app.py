@@ -31,13 +31,15 @@ class NewToken(BaseModel):
     expiresInDays: int | None = Field(default=None, ge=1, le=3650)
 
 
-@router.route("POST /v1/auth/request-code", auth=False)
+@router.route("POST /v1/auth/request-code", auth=False, summary="Mail a one-time sign-in code", body=RequestCode,
+              response="RequestCodeAnswer", errors=("invalid_email", "code_request_rate_limited"))
 def request_code(req: Request) -> dict[str, Any]:
     body = req.parse(RequestCode)
     return auth.request_code(body.email)
 
 
-@router.route("POST /v1/auth/verify-code", auth=False)
+@router.route("POST /v1/auth/verify-code", auth=False, summary="Sign in with the mailed code (sets `sid`)",
+              body=VerifyCode, response="SessionAnswer", errors=("invalid_email", "code_invalid", "code_expired"))
 def verify_code(req: Request) -> Response:
     body = req.parse(VerifyCode)
     user, sid, expires_at = auth.verify_code(body.email, body.code)
@@ -45,43 +47,48 @@ def verify_code(req: Request) -> Response:
                     cookies=[auth.session_cookie(sid)])
 
 
-@router.route("GET /v1/auth/me")
+@router.route("GET /v1/auth/me", summary="The signed-in user", response="SessionAnswer")
 def me(req: Request) -> dict[str, Any]:
     assert req.principal is not None
     return auth.me(req.principal)
 
 
-@router.route("POST /v1/auth/logout")
+@router.route("POST /v1/auth/logout", summary="End this session (clears `sid`)", response="Ok")
 def logout(req: Request) -> Response:
     assert req.principal is not None
     auth.logout(req.principal)
     return Response(200, {"ok": True}, cookies=[auth.cleared_cookie()])
 
 
-@router.route("GET /v1/auth/oauth/{provider}", auth=False)
+@router.route("GET /v1/auth/oauth/{provider}", auth=False, summary="Start OAuth sign-in (browser redirect)",
+              response="redirect", errors=("not_found",))
 def oauth_start(req: Request) -> Response:
     location, cookie = oauth.start(req.path_params.get("provider", ""))
     return redirect(location, [cookie] if cookie else [])
 
 
-@router.route("GET /v1/auth/oauth/{provider}/callback", auth=False)
+@router.route("GET /v1/auth/oauth/{provider}/callback", auth=False, summary="OAuth callback (browser redirect)",
+              response="redirect", errors=("not_found",),
+              query={"code": {"type": "string"}, "state": {"type": "string"}, "error": {"type": "string"}})
 def oauth_callback(req: Request) -> Response:
     location, cookies = oauth.callback(req.path_params.get("provider", ""), req.query, req.cookies)
     return redirect(location, cookies)
 
 
-@router.route("POST /v1/auth/tokens")
+@router.route("POST /v1/auth/tokens", summary="Create a personal API token (shown once)", body=NewToken,
+              response="NewTokenAnswer")
 def create_token(req: Request) -> dict[str, Any]:
     body = req.parse(NewToken)
     return auth.create_token(req.user_id, body.name.strip() or "token", body.expiresInDays)
 
 
-@router.route("GET /v1/auth/tokens")
+@router.route("GET /v1/auth/tokens", summary="Live personal API tokens, newest first", response="TokenList")
 def list_tokens(req: Request) -> dict[str, Any]:
     return {"tokens": auth.list_tokens(req.user_id)}
 
 
-@router.route("DELETE /v1/auth/tokens/{id}")
+@router.route("DELETE /v1/auth/tokens/{id}", summary="Revoke a personal API token", response="Ok",
+              errors=("token_not_found",))
 def revoke_token(req: Request) -> dict[str, Any]:
     auth.revoke_token(req.user_id, req.path_params.get("id", ""))
     return {"ok": True}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+import gpurent
 from gpurent import catalog, templates
-from gpurent.api import Request, Router, query_int
+from gpurent.api import CURSOR_QUERY, Request, Response, Router, page_size_query, query_int
 from gpurent.errors import ApiError
 
 router = Router()
@@ -35,7 +37,14 @@ def _number(req: Request, name: str, integer: bool) -> float | None:
     return value
 
 
-@router.route("GET /v1/catalog/listings")
+@router.route("GET /v1/catalog/listings", summary="Live listings, cheapest first", response="ListingPage",
+              errors=("invalid_count",), query={
+                  "model": {"type": "string", "maxLength": 64, "pattern": "^[A-Za-z0-9_-]*$"},
+                  "minVramGb": {"type": "number", "minimum": 0, "maximum": 10**9},
+                  "gpuCount": {"type": "integer", "enum": [1, 2, 4, 8]},
+                  "region": {"type": "string", "description": "ISO country code or us, eu, apac"},
+                  "maxPricePerHourCents": {"type": "number", "minimum": 0, "maximum": 10**9},
+                  "cursor": CURSOR_QUERY, "pageSize": page_size_query()})
 def listings(req: Request) -> dict[str, Any]:
     count = _number(req, "gpuCount", integer=True)
     max_price = _number(req, "maxPricePerHourCents", integer=False)
@@ -54,22 +63,24 @@ def listings(req: Request) -> dict[str, Any]:
     return catalog.listings_page(req.user_id, filters, req.query.get("cursor") or None, size)
 
 
-@router.route("GET /v1/catalog/facets")
+@router.route("GET /v1/catalog/facets", summary="Counts per model, region, provider; the price range",
+              response="Facets")
 def facets(req: Request) -> dict[str, Any]:
     return catalog.facets()
 
 
-@router.route("GET /v1/catalog/families")
+@router.route("GET /v1/catalog/families", summary="GPU families and their live offer", response="FamilyList")
 def families(req: Request) -> dict[str, Any]:
     return {"families": catalog.families_public()}
 
 
-@router.route("GET /v1/templates")
+@router.route("GET /v1/templates", summary="The pod templates", response="TemplateList")
 def template_list(req: Request) -> dict[str, Any]:
     return {"templates": [templates.public(t) for t in templates.TEMPLATES]}
 
 
-@router.route("POST /v1/rentals/preview")
+@router.route("POST /v1/rentals/preview", summary="What a launch would pick and cost (reserves nothing)",
+              body=Preview, response="PreviewAnswer", errors=("invalid_count", "model_unavailable"))
 def preview(req: Request) -> dict[str, Any]:
     body = req.parse(Preview)
     catalog.check_family(body.familyId)
@@ -78,6 +89,19 @@ def preview(req: Request) -> dict[str, Any]:
         known = ", ".join(t.id for t in templates.TEMPLATES)
         raise ApiError("validation_failed", f"templateId must be one of {known}", {"templateId": f"one of {known}"})
     return catalog.preview(body.familyId, body.gpuCount, catalog.check_region(body.region))
+
+
+_openapi: str | None = None
+
+
+@router.route("GET /v1/openapi.json", auth=False, summary="This API's OpenAPI 3.1 document", response="OpenApiDocument")
+def openapi(req: Request) -> Response:
+    """The document `python -m infra.openapi` generated, shipped in the layer (read once per container)."""
+    global _openapi
+    if _openapi is None:
+        with open(os.path.join(os.path.dirname(gpurent.__file__), "openapi.json"), encoding="utf-8") as f:
+            _openapi = f.read()
+    return Response(200, raw_body=_openapi, headers={"content-type": "application/json"})
 
 
 handler = router.handler

@@ -10,17 +10,19 @@ from gpurent.api import Request, Router
 router = Router()
 
 
-@router.route("GET /v1/ssh-keys")
+@router.route("GET /v1/ssh-keys", summary="SSH keys on file, newest first", response="SshKeyList")
 def list_keys(req: Request) -> dict[str, Any]:
     return {"keys": keys.list_keys(req.user_id)}
 
 
-@router.route("POST /v1/ssh-keys")
+@router.route("POST /v1/ssh-keys", summary="Add an SSH public key", body=keys.NewKey, response="SshKey",
+              errors=("weak_key", "duplicate_key"))
 def add_key(req: Request) -> dict[str, Any]:
     return keys.add_key(req.user_id, req.parse(keys.NewKey))
 
 
-@router.route("DELETE /v1/ssh-keys/{id}")
+@router.route("DELETE /v1/ssh-keys/{id}", summary="Delete an SSH key (running pods keep it)", response="Ok",
+              errors=("key_not_found",))
 def delete_key(req: Request) -> dict[str, Any]:
     keys.delete_key(req.user_id, req.path_params.get("id", ""))
     return {"ok": True}

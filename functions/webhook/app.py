@@ -19,7 +19,10 @@ def _receive(req: Request) -> dict[str, Any]:
     return webhook.handle(req.body, req.headers.get("stripe-signature"))
 
 
-router.route("POST /v1/webhooks/stripe", auth=False, rate_limited=False)(_receive)
-router.route("POST /v1/billing/stripe/webhook", auth=False, rate_limited=False)(_receive)
+_DOC: dict[str, Any] = {"body": "StripeEvent", "response": "WebhookAnswer", "errors": ("invalid_signature",),
+                        "headers": ("Stripe-Signature",)}
+router.route("POST /v1/webhooks/stripe", auth=False, rate_limited=False, summary="Stripe webhook", **_DOC)(_receive)
+router.route("POST /v1/billing/stripe/webhook", auth=False, rate_limited=False,
+             summary="Stripe webhook (alias of /v1/webhooks/stripe)", **_DOC)(_receive)
 
 handler = router.handler

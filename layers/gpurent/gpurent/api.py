@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -111,6 +111,36 @@ def idempotency_key(req: Request) -> str | None:
 
 Handler = Callable[[Request], "Response | dict[str, Any]"]
 
+# JSON schemas of query parameters shared by list routes (route documentation only).
+CURSOR_QUERY: dict[str, Any] = {"type": "string", "maxLength": 2048,
+                                "description": "The `nextCursor` of the previous page"}
+
+
+def page_size_query(default: int = 50, maximum: int = 200) -> dict[str, Any]:
+    return {"type": "integer", "minimum": 1, "maximum": maximum, "default": default}
+
+
+@dataclass(frozen=True)
+class RouteDoc:
+    """What the OpenAPI document says about a route (`infra/openapi.py` reads it).
+
+    Plain data, never used to serve a request: `body` is the request model the
+    handler parses (or the name of a model in `infra/contract.py` for a body
+    the handler does not parse with pydantic), `query` maps each query
+    parameter to its JSON schema, `response` names the answer's model in
+    `infra/contract.py`, `errors` are the route-specific documented error
+    codes (the generic ones follow from auth/admin/rate limits/body), and
+    `headers` names the documented request headers (`Idempotency-Key`, …).
+    """
+
+    summary: str = ""
+    body: type[BaseModel] | str | None = None
+    query: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    response: str | None = None
+    errors: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ()
+    description: str = ""
+
 
 @dataclass(frozen=True)
 class Route:
@@ -118,6 +148,7 @@ class Route:
     auth: bool
     admin: bool
     rate_limited: bool
+    doc: RouteDoc = field(default_factory=RouteDoc)
 
 
 class Router:
@@ -125,10 +156,25 @@ class Router:
         self.routes: dict[str, Route] = {}
 
     def route(
-        self, route_key: str, *, auth: bool = True, admin: bool = False, rate_limited: bool = True
+        self,
+        route_key: str,
+        *,
+        auth: bool = True,
+        admin: bool = False,
+        rate_limited: bool = True,
+        summary: str = "",
+        description: str = "",
+        body: type[BaseModel] | str | None = None,
+        query: Mapping[str, Mapping[str, Any]] | None = None,
+        response: str | None = None,
+        errors: tuple[str, ...] = (),
+        headers: tuple[str, ...] = (),
     ) -> Callable[[Handler], Handler]:
+        """Register `fn` for `route_key`; the keyword-only doc fields only feed the OpenAPI document."""
+        doc = RouteDoc(summary, body, query or {}, response, errors, headers, description)
+
         def register(fn: Handler) -> Handler:
-            self.routes[route_key] = Route(fn, auth or admin, admin, rate_limited)
+            self.routes[route_key] = Route(fn, auth or admin, admin, rate_limited, doc)
             return fn
 
         return register
