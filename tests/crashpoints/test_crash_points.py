@@ -1,0 +1,803 @@
+"""Every money path, killed at every I/O call (before it, and after it with its answer
+lost), then recovered the way production recovers, then checked (issue #10).
+
+For each path: one uncrashed run counts its calls (N, never hard-coded: a new I/O call
+is enumerated automatically); then for k = 1…N and mode ∈ {before, after} a fresh world
+(new tables, simulators and local Stripe reset) is set up, the path runs with the crash
+armed at call k, and production's recovery follows:
+
+- the client retries the same request with the same `Idempotency-Key` (launch, top-up)
+  or simply again (stop);
+- Stripe redelivers the event (and delivers the other events of the same payment);
+- SQS redelivers a timer message whose Lambda died;
+- the schedule runs on (the metering sweep and the reconciler every minute, due timers
+  at their second: `infra.local.scheduler.LocalScheduler`), the clock moving past the
+  launch lease, the adopt grace and the auto-topup cooldown.
+
+Then: invariants 1-4 and 8 (`check_invariants`) for every user; invariant 5 per rental
+(charges = the formula of its billed seconds, never more seconds than it ran, the ledger
+rows agree); invariant 7 (no instance with our label outlives its rental, at most one
+instance per rental, no stopped rental whose instance runs); no rental left
+`provisioning`/`stopping`; each Stripe payment credited exactly once (ledger rows per
+paymentIntentId; invoice credits per invoice); the balance's open-invoice counters equal
+the open invoices; overage settled equals the overage invoices; plus each path's own
+promise (the launch ends running, the stop ends stopped, …).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from gpurent import catalog, catalog_refresh, config, notify, rentals, timers, wallet
+from gpurent import clock as clock_mod
+from gpurent.billing import invoices
+from gpurent.money import charge_for_seconds, whole_seconds
+from gpurent.providers.registry import build_adapters
+from gpurent.store import dynamo
+from gpurent.store import invoices as invoice_store
+from gpurent.store import money as money_store
+from gpurent.store import rentals as rental_store
+from infra.local import template
+from infra.local.client import invoke
+from infra.local.events import schedule_event, sqs_event
+from infra.local.functions import load_handler
+from infra.local.scheduler import LocalScheduler
+from infra.local.stripe_local import LocalStripe
+from infra.simulators import Simulators
+from tests import stripe_fixtures
+from tests.conftest import TEST_ENV, Api, reset_clients, table_env
+from tests.crashpoints import RESULTS, PathResult
+from tests.crashpoints.conftest import BOOT_SECONDS
+from tests.crashpoints.harness import HARNESS, MODES, Crash, install_dynamo, with_occurrence
+from tests.walletkit import check_invariants
+
+TRANSITIONAL = ("provisioning", "stopping")
+DECLINES_WHEN_CHARGED = "4000000000000341"
+FUNDS = 100_000
+TOPUP = 5000
+LONG = 420.0  # seconds of schedule: past the launch lease, the adopt grace and the auto-topup cooldown
+
+
+# ---------------------------------------------------------------- the world of one run
+
+@dataclass
+class Ctx:
+    clock: clock_mod.ManualClock
+    sims: Simulators
+    ls: LocalStripe
+    monkeypatch: pytest.MonkeyPatch
+    adapters: dict[str, Any] = field(default_factory=dict)
+    users: list[str] = field(default_factory=list)
+    customers: dict[str, str] = field(default_factory=dict)  # user id → Stripe customer (once known)
+    run_no: int = 0
+
+    # ------------------------------------------------------------ reset
+
+    def fresh(self, providers: str) -> None:
+        """New tables, simulators and local Stripe reset, clocks moved on: nothing of the
+        previous run is visible."""
+        self.run_no += 1
+        self.clock.advance(7200)
+        names = template.default_table_names(f"c{uuid.uuid4().hex[:10]}")
+        for k, v in {**TEST_ENV, **table_env(names)}.items():
+            self.monkeypatch.setenv(k, v)
+        reset_clients()
+        client = dynamo.client()
+        template.create_tables(client, names)
+        install_dynamo(client)
+        timers.clear()
+        notify.clear_mailbox()
+        catalog.invalidate()
+        self.sims.reset()
+        for s in self.sims.all():
+            s.set_knobs(hang_seconds=0.2)
+        self.ls.reset()
+        self.ls.clear_deliveries()
+        settings = {**self.sims.settings(), "PROVIDER_READ_TIMEOUT_SECONDS": "0.1"}
+        settings["PROVIDERS"] = providers
+        self.adapters = build_adapters(settings)
+        rentals.set_adapters(self.adapters)
+        catalog_refresh.refresh(self.adapters)
+        self.users, self.customers = [], {}
+
+    # ------------------------------------------------------------ people and money
+
+    def sign_in(self, email: str) -> tuple[Api, str]:
+        """A user with a session (the e-mail code flow has its own tests; here it would only cost time)."""
+        from gpurent import auth
+
+        user, _ = auth.upsert_user(email)
+        sid, _ = auth.create_session(str(user["id"]))
+        api = Api(source_ip=f"198.51.100.{10 + len(self.users)}")
+        api.cookies["sid"] = sid
+        self.users.append(str(user["id"]))
+        return api, str(user["id"])
+
+    @staticmethod
+    def fund(user_id: str, cents: int) -> None:
+        wallet.credit(user_id, cents, "adjustment", f"fund:{uuid.uuid4().hex}", {"description": "test funding"})
+
+    def running(self, api: Api, body: dict[str, Any]) -> str:
+        r = api.post("/v1/rentals", body)
+        assert r.status == 200, r.body
+        rid = str(r.json()["id"])
+        self.clock.advance(BOOT_SECONDS + 1)
+        got = api.get(f"/v1/rentals/{rid}").json()
+        assert got["status"] == "running", got
+        return rid
+
+    def add_card(self, api: Api, card: str = "4242424242424242") -> None:
+        r = api.post("/v1/billing/setup-intent")
+        assert r.status == 200, r.body
+        si_id = r.json()["clientSecret"].split("_secret_")[0]
+        self.ls.confirm_setup_intent(si_id, card)
+        d = self.ls.wait_for("setup_intent.succeeded", lambda o: o["id"] == si_id)
+        assert deliver(d).status == 200
+
+    # ------------------------------------------------------------ production's recovery
+
+    def schedule(self, seconds: float = 130.0, catalog: bool = False) -> None:
+        """The schedule runs on for `seconds`: sweep and reconcile every minute, due timers at
+        their second. With `catalog`, the catalog is refreshed first and every 150 s (it is
+        every minute in production; only a launch reads it, and reading it is moto's slowest
+        answer)."""
+        if catalog:
+            catalog_refresh.refresh(self.adapters)
+        sched = LocalScheduler(self.clock, only=("MeteringSweepFunction", "ReconcileFunction"))
+        done = 0.0
+        while done < seconds:
+            step = min(150.0, seconds - done)
+            sched.advance(step)
+            done += step
+            if catalog:
+                catalog_refresh.refresh(self.adapters)
+
+    def stripe_events(self, wait_for_payments: bool = True) -> None:
+        """Stripe delivers (again) every event of this run's users, after waiting for the
+        `payment_intent.succeeded` of each succeeded top-up payment (localstripe sends its
+        own events about a second late)."""
+        if wait_for_payments:
+            for pi in self.payment_intents():
+                if pi["status"] == "succeeded" and pi["metadata"].get("user_id"):
+                    self.ls.wait_for("payment_intent.succeeded", lambda o, i=pi["id"]: o["id"] == i, timeout=5)
+        for d in self.ls.deliveries():
+            if self.mine(d.object):
+                for _ in range(3):  # a 500 is retried by Stripe
+                    if deliver(d).status < 300:
+                        break
+
+    def mine(self, obj: dict[str, Any]) -> bool:
+        meta = obj.get("metadata") or {}
+        if meta.get("user_id") in self.users:
+            return True
+        return bool(obj.get("customer")) and obj.get("customer") in self.known_customers()
+
+    def known_customers(self) -> set[str]:
+        from gpurent.store import billing as billing_store
+
+        out = set()
+        for uid in self.users:
+            cus = billing_store.wallet_item(uid).get("stripeCustomerId")
+            if cus:
+                out.add(str(cus))
+        return out | set(self.customers.values())
+
+    def payment_intents(self) -> list[dict[str, Any]]:
+        """Stripe's truth: every PaymentIntent of this run's users (localstripe's store)."""
+        from localstripe.resources import store
+
+        customers = self.known_customers()
+        out = []
+        for key, pi in list(store.items()):
+            if not key.startswith("payment_intent:"):
+                continue
+            meta = dict(getattr(pi, "metadata", None) or {})
+            cus = getattr(pi, "customer", None)
+            if meta.get("user_id") in self.users or (cus and cus in customers):
+                out.append({"id": pi.id, "status": pi.status, "amount": int(pi.amount), "metadata": meta,
+                            "customer": cus})
+        return out
+
+
+def deliver(d: Any) -> Any:
+    body, sig = stripe_fixtures.replay_args(d)
+    return invoke("POST", "/v1/webhooks/stripe", raw=body, headers={"stripe-signature": sig})
+
+
+def fire_timer(user_id: str, rental_id: str = "") -> dict[str, Any]:
+    handler = load_handler(template.queue_consumers()["TimerQueue"])
+    body: dict[str, Any] = {"userId": user_id, "due": clock_mod.now()}
+    if rental_id:
+        body["rentalId"] = rental_id
+    return dict(handler(sqs_event([body]), None))
+
+
+def scheduled(name: str) -> Any:
+    code_uri = {n: c for n, c, _ in template.schedules()}[name]
+    return load_handler(code_uri)(schedule_event(f"arn:aws:events:us-east-1:123456789012:rule/{name}"), None)
+
+
+# ---------------------------------------------------------------- the checks
+
+def rentals_of(user_id: str) -> list[dict[str, Any]]:
+    rows, _ = rental_store.list_for_user(user_id, None, 200, None)
+    return rows
+
+
+def all_invoices(user_id: str) -> list[dict[str, Any]]:
+    rows, _ = invoice_store.list_for_user(user_id, None, 200, invoices.STATUSES)
+    return rows
+
+
+def check_world(ctx: Ctx) -> list[str]:
+    """What must hold after recovery, whatever the path; returns the problems found."""
+    problems: list[str] = []
+    now = clock_mod.now()
+
+    def expect(ok: bool, what: str) -> None:
+        if not ok:
+            problems.append(what)
+
+    ledgers = {}
+    for uid in ctx.users:
+        try:
+            check_invariants(uid)
+        except AssertionError as exc:
+            problems.append(f"invariants 1-4/8 of {uid}: {str(exc)[:300]}")
+        ledgers[uid] = money_store.all_ledger(uid)
+    # rentals: invariant 5, no transitional state, invariant 7
+    by_id: dict[str, dict[str, Any]] = {}
+    for uid in ctx.users:
+        rows = ledgers[uid]
+        for r in rentals_of(uid):
+            by_id[str(r["id"])] = r
+            rid = r["id"]
+            expect(r["status"] not in TRANSITIONAL, f"rental {rid} left {r['status']}")
+            if r.get("runningAt") is not None:
+                seconds, rate = int(r.get("billedSeconds", 0)), int(r["pricePerHourCents"])
+                metered = int(r.get("chargedCents", 0)) + int(r.get("overageCents", 0))
+                expect(metered == charge_for_seconds(seconds, rate),
+                       f"rental {rid}: metered {metered} != formula of {seconds} s at {rate}")
+                end = float(r["stoppedAt"]) if r.get("stoppedAt") else now
+                expect(seconds <= whole_seconds(end - float(r["runningAt"])),
+                       f"rental {rid}: billed {seconds} s beyond its running time")
+            charged = -sum(int(x["amountCents"]) for x in rows if x.get("rentalId") == rid
+                           and x["type"] == "rental_charge")
+            refunded = sum(int(x["amountCents"]) for x in rows if x.get("rentalId") == rid and x["type"] == "refund")
+            expect(charged == int(r.get("chargedCents", 0)),
+                   f"rental {rid}: ledger charges {charged} != chargedCents {r.get('chargedCents')}")
+            expect(refunded == int(r.get("refundedCents", 0)),
+                   f"rental {rid}: ledger refunds {refunded} != refundedCents {r.get('refundedCents')}")
+    # instances at the providers
+    alive: dict[str, list[str]] = {}
+    for sim in ctx.sims.all():
+        for inst in sim.snapshot():
+            label = str(inst["label"] or "")
+            if not label.startswith("rent_") or inst["status"] == "terminated":
+                continue
+            alive.setdefault(label, []).append(f"{sim.code}:{inst['id']}")
+            owner = rental_store.find_by_id(label)
+            expect(owner is not None and owner["status"] == "running",
+                   f"instance {sim.code}:{inst['id']} ({inst['status']}) outlives rental {label} "
+                   f"({owner and owner['status']})")
+            if owner is not None and owner["status"] == "running":
+                expect(str(owner.get("instanceId")) == str(inst["id"]),
+                       f"instance {sim.code}:{inst['id']} is not rental {label}'s ({owner.get('instanceId')})")
+    for label, found in alive.items():
+        expect(len(found) <= 1, f"rental {label} has {len(found)} live instances: {found}")
+    # Stripe: each payment credited exactly once
+    pis = ctx.payment_intents()
+    credited: dict[str, int] = {}
+    for uid in ctx.users:
+        for x in ledgers[uid]:
+            if x.get("paymentIntentId"):
+                credited[str(x["paymentIntentId"])] = credited.get(str(x["paymentIntentId"]), 0) + 1
+    for pi in pis:
+        want = 1 if pi["status"] == "succeeded" and pi["metadata"].get("user_id") else 0
+        expect(credited.pop(pi["id"], 0) == want,
+               f"payment {pi['id']} ({pi['status']}, {pi['amount']}): credited "
+               f"{sum(1 for u in ctx.users for x in ledgers[u] if x.get('paymentIntentId') == pi['id'])}"
+               f" times, want {want}")
+    expect(not credited, f"credits for payments Stripe does not know as ours: {credited}")
+    # invoices: counters, Stripe's status mirrored, credits once, overage = usage beyond the money
+    for uid in ctx.users:
+        invs = all_invoices(uid)
+        w = wallet.get(uid)
+        open_ = [i for i in invs if i["status"] == "open"]
+        expect((w.open_invoices_cents, w.open_invoice_count) == (sum(int(i["amountCents"]) for i in open_),
+                                                                 len(open_)),
+               f"{uid}: counters {(w.open_invoices_cents, w.open_invoice_count)} != open invoices "
+               f"{[(i['id'], i['amountCents']) for i in open_]}")
+        for inv in invs:
+            n = sum(1 for x in ledgers[uid] if x.get("invoiceId") == inv["id"])
+            want = 1 if inv["status"] == "paid" and inv["reason"] == "topup_failed" else 0
+            expect(n == want, f"invoice {inv['id']} ({inv['reason']}, {inv['status']}) credited {n} times")
+            if inv.get("stripeInvoiceId"):
+                remote = stripe_fixtures.stripe_get(ctx.ls, f"/v1/invoices/{inv['stripeInvoiceId']}")
+                if remote.get("status") == "paid":
+                    expect(inv["status"] == "paid", f"invoice {inv['id']} paid at Stripe, {inv['status']} here")
+        settled = [r for r in rentals_of(uid) if r["status"] in ("stopped", "failed")
+                   and not int(r.get("refundedCents", 0))]
+        overage = sum(int(r.get("overageCents", 0)) for r in settled)
+        invoiced = sum(int(i["amountCents"]) for i in invs if i["reason"] == "overage" and i["status"] in
+                       ("open", "paid"))
+        expect(overage == invoiced, f"{uid}: overage {overage} != overage invoices {invoiced}")
+    return problems
+
+
+# ---------------------------------------------------------------- the paths
+
+@dataclass
+class Path:
+    name: str
+    setup: Callable[[Ctx], dict[str, Any]]
+    act: Callable[[Ctx, dict[str, Any]], Any]
+    recover: Callable[[Ctx, dict[str, Any]], None]
+    check: Callable[[Ctx, dict[str, Any]], list[str]] = lambda ctx, st: []
+    providers: str = "lambda"  # one provider's catalog keeps moto's answers small (runpod lists 163 offers)
+
+
+def _retry(call: Callable[[], Any], tries: int = 3) -> Any:
+    """A client retrying its request until it gets an answer that is not a server error."""
+    reply = None
+    for _ in range(tries):
+        reply = call()
+        if reply.status < 500:
+            return reply
+    return reply
+
+
+# -- launch, with a failover: the cheapest listing (Lambda, tied with others) has no capacity
+
+def _tied(ctx: Ctx) -> list[dict[str, Any]]:
+    found = catalog.candidates("rtx-4090", 1, None)
+    tied = [c for c in found if c["pricePerHourCents"] == found[0]["pricePerHourCents"]]
+    assert len(tied) >= 3 and {c["provider"] for c in tied} == {"lambda"}, found
+    return tied
+
+
+def launch_setup(ctx: Ctx, refuse_all: bool = False) -> dict[str, Any]:
+    api, uid = ctx.sign_in("alice@example.com")
+    ctx.fund(uid, FUNDS)
+    tied = _tied(ctx)
+    if refuse_all:
+        ctx.sims.lambdacloud.set_knobs(allocate="capacity")
+    else:  # the first listing's region ran out since the refresh: a capacity refusal, then failover
+        ctx.sims.lambdacloud.capacity["gpu_1x_rtx4090"].remove(str(tied[0]["offerKey"]).split("|", 1)[1])
+    return {"api": api, "uid": uid, "key": f"launch-{uuid.uuid4().hex[:8]}", "price": tied[0]["pricePerHourCents"],
+            "tied": [t["id"] for t in tied]}
+
+
+def launch_act(ctx: Ctx, st: dict[str, Any]) -> Any:
+    return st["api"].post("/v1/rentals", {"familyId": "rtx-4090", "gpuCount": 1},
+                          headers={"Idempotency-Key": st["key"]})
+
+
+def launch_recover(ctx: Ctx, st: dict[str, Any]) -> None:
+    st["reply"] = _retry(lambda: launch_act(ctx, st))
+    ctx.schedule(LONG, catalog=True)  # past the launch lease (60 s) and the adopt grace (300 s)
+
+
+def launch_check(ctx: Ctx, st: dict[str, Any], want: str) -> list[str]:
+    out = []
+    reply = st["reply"]
+    rows = rentals_of(st["uid"])
+    if reply.status not in (200, 400):
+        out.append(f"the retried launch answered {reply.status}: {reply.body[:200]}")
+    if len(rows) != 1:
+        out.append(f"{len(rows)} rentals for one launch: {[(r['id'], r['status']) for r in rows]}")
+    for r in rows:
+        if r["status"] != want:
+            out.append(f"rental {r['id']} ended {r['status']} ({r.get('error')}), want {want}")
+        if int(r["pricePerHourCents"]) != int(st["price"]):
+            out.append(f"rental {r['id']} at {r['pricePerHourCents']}, quoted {st['price']}")
+    return out
+
+
+# -- stops
+
+def stop_setup(ctx: Ctx, **launch: Any) -> dict[str, Any]:
+    api, uid = ctx.sign_in("alice@example.com")
+    ctx.fund(uid, FUNDS)
+    rid = ctx.running(api, {"familyId": "h100-80gb", "gpuCount": 1, **launch})
+    return {"api": api, "uid": uid, "rid": rid}
+
+
+def user_stop_setup(ctx: Ctx) -> dict[str, Any]:
+    st = stop_setup(ctx)
+    ctx.clock.advance(125)
+    return st
+
+
+def user_stop_act(ctx: Ctx, st: dict[str, Any]) -> Any:
+    return st["api"].post(f"/v1/rentals/{st['rid']}/stop")
+
+
+def user_stop_recover(ctx: Ctx, st: dict[str, Any]) -> None:
+    st["reply"] = _retry(lambda: user_stop_act(ctx, st))
+    ctx.schedule()
+
+
+def stopped_check(st: dict[str, Any], reason: str) -> list[str]:
+    r = rental_store.get(st["uid"], st["rid"])
+    assert r is not None
+    out = []
+    if r["status"] != "stopped" or r.get("stopReason") != reason:
+        out.append(f"rental {st['rid']} ended {r['status']} ({r.get('stopReason')}), want stopped ({reason})")
+    return out
+
+
+def user_stop_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
+    out = stopped_check(st, "user")
+    if st["reply"].status not in (200, 409):
+        out.append(f"the retried stop answered {st['reply'].status}: {st['reply'].body[:200]}")
+    return out
+
+
+AUTO_STOP_HOURS = 0.05  # 180 s
+
+
+def timed_setup(ctx: Ctx) -> dict[str, Any]:
+    st = stop_setup(ctx, autoStopAfterHours=AUTO_STOP_HOURS)
+    ctx.clock.advance(AUTO_STOP_HOURS * 3600 + 2)
+    return st
+
+
+def timed_act(ctx: Ctx, st: dict[str, Any]) -> Any:
+    return fire_timer(st["uid"])  # the wallet's timer, due at the limit
+
+
+def timed_recover(ctx: Ctx, st: dict[str, Any]) -> None:
+    fire_timer(st["uid"])  # the Lambda died: SQS redelivers the message
+    ctx.schedule()
+
+
+def timed_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
+    out = stopped_check(st, "auto_stop")
+    r = rental_store.get(st["uid"], st["rid"])
+    assert r is not None
+    if int(r.get("billedSeconds", 0)) != whole_seconds(AUTO_STOP_HOURS * 3600):
+        out.append(f"billed {r.get('billedSeconds')} s, the limit is {whole_seconds(AUTO_STOP_HOURS * 3600)} s")
+    return out
+
+
+
+
+def empty_setup(ctx: Ctx) -> dict[str, Any]:
+    api, uid = ctx.sign_in("alice@example.com")
+    price = int(catalog.candidates("h100-80gb", 1, None)[0]["pricePerHourCents"])
+    ctx.fund(uid, price + 10)  # an hour of reserve and 10 cents
+    rid = ctx.running(api, {"familyId": "h100-80gb", "gpuCount": 1})
+    ctx.clock.advance(70 * 60)  # the money ran out after ~63 minutes
+    return {"api": api, "uid": uid, "rid": rid}
+
+
+def sweep_act(ctx: Ctx, st: dict[str, Any]) -> Any:
+    return scheduled("MeteringSweepFunction")
+
+
+def schedule_recover(ctx: Ctx, st: dict[str, Any]) -> None:
+    ctx.schedule()
+
+
+def empty_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
+    out = stopped_check(st, "insufficient_balance")
+    w = wallet.get(st["uid"])
+    if (w.available, w.reserved) != (0, 0):
+        out.append(f"wallet after the empty-wallet stop: {w}")
+    return out
+
+
+# -- the metering sweep over three wallets
+
+def sweep3_setup(ctx: Ctx) -> dict[str, Any]:
+    users = []
+    for i, family in enumerate(("h100-80gb", "rtx-4090", "a100-80gb")):
+        api, uid = ctx.sign_in(f"user{i}@example.com")
+        ctx.fund(uid, FUNDS)
+        users.append((uid, ctx.running(api, {"familyId": family, "gpuCount": 1})))
+    ctx.clock.advance(300)
+    return {"users": users}
+
+
+def sweep3_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
+    out = []
+    for uid, rid in st["users"]:
+        r = rental_store.get(uid, rid)
+        assert r is not None
+        if r["status"] != "running":
+            out.append(f"rental {rid} of {uid} is {r['status']}, want running")
+        elif clock_mod.now() - float(r.get("meteredUntil", 0)) > 120:
+            out.append(f"rental {rid} not metered since {r.get('meteredUntil')}")
+    return out
+
+
+# -- a reconcile pass with work of every kind
+
+def reconcile_setup(ctx: Ctx) -> dict[str, Any]:
+    api, uid = ctx.sign_in("alice@example.com")
+    ctx.fund(uid, FUNDS)
+    healthy = ctx.running(api, {"familyId": "h100-80gb", "gpuCount": 1})
+    crashed = ctx.running(api, {"familyId": "rtx-4090", "gpuCount": 1})
+    stopping = ctx.running(api, {"familyId": "a100-80gb", "gpuCount": 1})
+    ctx.clock.advance(90)
+    r = api.post(f"/v1/rentals/{stopping}/stop")
+    assert r.status == 200, r.body
+    r = api.post("/v1/rentals", {"familyId": "h100-80gb", "gpuCount": 1})
+    assert r.status == 200, r.body
+    booting = str(r.json()["id"])
+    row = rental_store.get(uid, crashed)
+    assert row is not None
+    for sim in ctx.sims.all():
+        sim.crash(str(row["instanceId"]))
+    # An orphan: an instance under a rental id we never recorded (a launch that died).
+    from gpurent.providers.base import AllocateRequest
+    from gpurent.templates import DEFAULT_TEMPLATE, get_template
+
+    offer = catalog.candidates("rtx-4090", 1, None)[0]
+    template_ = get_template(DEFAULT_TEMPLATE)
+    assert template_ is not None
+    orphan = f"rent_{uuid.uuid4().hex[:26].upper()}"
+    rentals._run(ctx.adapters[offer["provider"]].allocate(AllocateRequest(
+        rental_id=orphan, offer=rentals._to_offer(rentals._offer_of(offer)), image=template_.image,
+        start_command=template_.start_command, ssh_public_keys=())))
+    timers.clear()  # the stop's follow-up timer is lost: the reconciler finishes it
+    ctx.clock.advance(BOOT_SECONDS + 1)
+    return {"uid": uid, "healthy": healthy, "crashed": crashed, "stopping": stopping, "booting": booting}
+
+
+def reconcile_act(ctx: Ctx, st: dict[str, Any]) -> Any:
+    return scheduled("ReconcileFunction")
+
+
+def reconcile_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
+    want = {"healthy": "running", "booting": "running", "crashed": "failed", "stopping": "stopped"}
+    out = []
+    for k, status in want.items():
+        r = rental_store.get(st["uid"], st[k])
+        assert r is not None
+        if r["status"] != status:
+            out.append(f"{k} rental {st[k]} is {r['status']}, want {status}")
+    return out
+
+
+# -- Stripe: Checkout webhook, saved card, auto-topup, invoice
+
+def checkout_setup(ctx: Ctx) -> dict[str, Any]:
+    api, uid = ctx.sign_in("alice@example.com")
+    r = api.post("/v1/billing/checkout", {"amountCents": TOPUP})
+    assert r.status == 200, r.body
+    ctx.ls.complete_checkout(r.json()["sessionId"], "4242424242424242", save_card=True)
+    d = ctx.ls.wait_for("checkout.session.completed", lambda o: o["id"] == r.json()["sessionId"])
+    return {"api": api, "uid": uid, "delivery": d}
+
+
+def webhook_act(ctx: Ctx, st: dict[str, Any]) -> Any:
+    return deliver(st["delivery"])
+
+
+def webhook_recover(ctx: Ctx, st: dict[str, Any]) -> None:
+    _retry(lambda: deliver(st["delivery"]))  # Stripe retries the event until it gets a 2xx
+    ctx.stripe_events(wait_for_payments=False)  # and delivers the payment's other events
+    ctx.schedule(120)
+
+
+def credited(uid: str, want: int, types: tuple[str, ...] = ("stripe_topup", "auto_topup")) -> list[str]:
+    got = sum(int(x["amountCents"]) for x in money_store.all_ledger(uid) if x["type"] in types)
+    return [] if got == want else [f"top-ups credited {got}, want {want}"]
+
+
+def checkout_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
+    out = credited(st["uid"], TOPUP)
+    card = st["api"].get("/v1/billing/card").json()
+    if not card.get("pmId"):
+        out.append("the card the payer saved at Checkout is not on file")
+    return out
+
+
+def saved_card_setup(ctx: Ctx) -> dict[str, Any]:
+    api, uid = ctx.sign_in("alice@example.com")
+    ctx.add_card(api)
+    return {"api": api, "uid": uid, "key": f"topup-{uuid.uuid4().hex[:8]}"}
+
+
+def saved_card_act(ctx: Ctx, st: dict[str, Any]) -> Any:
+    return st["api"].post("/v1/billing/checkout", {"amountCents": TOPUP}, headers={"Idempotency-Key": st["key"]})
+
+
+def saved_card_recover(ctx: Ctx, st: dict[str, Any]) -> None:
+    st["reply"] = _retry(lambda: saved_card_act(ctx, st))
+    ctx.stripe_events()
+    ctx.schedule(120)
+
+
+def saved_card_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
+    out = credited(st["uid"], TOPUP)
+    charged = [p for p in ctx.payment_intents() if p["status"] == "succeeded"]
+    if len(charged) != 1:
+        out.append(f"the card was charged {len(charged)} times for one top-up: {charged}")
+    if st["reply"].status != 200:
+        out.append(f"the retried top-up answered {st['reply'].status}: {st['reply'].body[:200]}")
+    return out
+
+
+THRESHOLD, AUTO_AMOUNT = 1000, 2000
+
+
+def auto_setup(ctx: Ctx, card: str = "4242424242424242") -> dict[str, Any]:
+    api, uid = ctx.sign_in("alice@example.com")
+    ctx.add_card(api, card)
+    price = int(catalog.candidates("h100-80gb", 1, None)[0]["pricePerHourCents"])
+    ctx.fund(uid, price + THRESHOLD + 10)
+    rid = ctx.running(api, {"familyId": "h100-80gb", "gpuCount": 1})
+    r = api.put("/v1/billing/auto-topup", {"enabled": True, "thresholdCents": THRESHOLD,
+                                           "topupAmountCents": AUTO_AMOUNT})
+    assert r.status == 200, r.body
+    assert wallet.get(uid).available >= THRESHOLD
+    ctx.clock.advance(600)  # ~32 cents of use: the sweep's reserve top-up takes available below the threshold
+    return {"api": api, "uid": uid, "rid": rid}
+
+
+def auto_recover(ctx: Ctx, st: dict[str, Any]) -> None:
+    ctx.schedule(LONG)  # the sweeps go on; after the 5-minute cooldown the next debit fires again
+    ctx.stripe_events()
+
+
+def auto_success_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
+    got = [x for x in money_store.all_ledger(st["uid"]) if x["type"] == "auto_topup"]
+    out = [] if got else ["no auto-topup credited after recovery"]
+    if wallet.get(st["uid"]).available < THRESHOLD:
+        out.append(f"available {wallet.get(st['uid']).available} still below the threshold")
+    return out
+
+
+def auto_decline_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
+    from gpurent.billing import autotopup
+
+    settings = autotopup.get(st["uid"])
+    failed = [i for i in all_invoices(st["uid"]) if i["reason"] == "topup_failed"]
+    out = []
+    if settings["enabled"]:
+        out.append("auto-topup still on after its card declined (the recovery's debits fired it again)")
+    if not failed:
+        out.append(f"auto-topup switched off ({settings['disabledReason']}) without a topup_failed invoice")
+    for inv in failed:
+        if int(inv["amountCents"]) != AUTO_AMOUNT or inv["status"] != "open":
+            out.append(f"topup_failed invoice {inv['id']}: {inv['status']} {inv['amountCents']}")
+    if len(failed) > 1:
+        out.append(f"{len(failed)} topup_failed invoices for one declined auto-topup")
+    return out
+
+
+def invoice_setup(ctx: Ctx) -> dict[str, Any]:
+    api, uid = ctx.sign_in("alice@example.com")
+    record = invoices.new_record(uid, "topup_failed", AUTO_AMOUNT, "Auto-topup of $20.00 (card declined)")
+    invoices.issue(record, f"autotopup_failed:{uid}:setup")
+    invoices.mirror(record)
+    ctx.ls.pay_invoice(record["stripeInvoiceId"], "4242424242424242")
+    d = ctx.ls.wait_for("invoice.paid", lambda o: o["id"] == record["stripeInvoiceId"])
+    return {"api": api, "uid": uid, "delivery": d, "invoice": record["id"]}
+
+
+def invoice_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
+    inv = invoice_store.get(st["uid"], st["invoice"])
+    out = [] if inv and inv["status"] == "paid" else [f"invoice {st['invoice']} is {inv and inv['status']}"]
+    return out + credited(st["uid"], AUTO_AMOUNT)
+
+
+PATHS = [
+    Path("launch (failover)", launch_setup, launch_act, launch_recover,
+         lambda ctx, st: launch_check(ctx, st, "running")),
+    Path("launch (all refused)", lambda ctx: launch_setup(ctx, refuse_all=True), launch_act, launch_recover,
+         lambda ctx, st: launch_check(ctx, st, "failed")),
+    Path("stop (user)", user_stop_setup, user_stop_act, user_stop_recover, user_stop_check),
+    Path("stop (autoStopAfterHours timer)", timed_setup, timed_act, timed_recover, timed_check),
+    Path("stop (empty wallet, sweep)", empty_setup, sweep_act, schedule_recover, empty_check),
+    Path("metering sweep (3 wallets)", sweep3_setup, sweep_act, schedule_recover, sweep3_check),
+    Path("reconcile pass", reconcile_setup, reconcile_act, schedule_recover, reconcile_check),
+    Path("checkout webhook", checkout_setup, webhook_act, webhook_recover, checkout_check),
+    Path("saved-card top-up", saved_card_setup, saved_card_act, saved_card_recover, saved_card_check),
+    Path("auto-topup (success)", auto_setup, sweep_act, auto_recover, auto_success_check),
+    Path("auto-topup (decline)", lambda ctx: auto_setup(ctx, DECLINES_WHEN_CHARGED), sweep_act, auto_recover,
+         auto_decline_check),
+    Path("invoice.paid webhook", invoice_setup, webhook_act, webhook_recover, invoice_check),
+]
+BY_NAME = {p.name: p for p in PATHS}
+
+# Crash points that fail on a known product bug: (path, call#occurrence, mode) → reason. Each has
+# its own named xfail(strict) test below, so it turns into a regression test once fixed.
+KNOWN_BUGS: dict[tuple[str, str, str], str] = {}
+
+
+# ---------------------------------------------------------------- running one crash point
+
+@dataclass
+class Outcome:
+    calls: list[str]
+    problems: list[str]
+    fired: str | None
+
+
+def execute(ctx: Ctx, path: Path, crash_at: int | None = None, mode: str = "before") -> Outcome:
+    ctx.fresh(path.providers)
+    st = path.setup(ctx)
+    problems: list[str] = []
+    with HARNESS.run(crash_at, mode) as h:
+        try:
+            path.act(ctx, st)
+        except Crash:
+            pass
+    calls, fired = list(h.calls), h.fired
+    if crash_at is not None and fired is None:
+        problems.append(f"the crash at call {crash_at} never fired: this run made {len(calls)} calls")
+    path.recover(ctx, st)
+    problems += check_world(ctx)
+    problems += path.check(ctx, st)
+    return Outcome(calls, problems, fired)
+
+
+@pytest.fixture
+def ctx(aws: None, clock: clock_mod.ManualClock, simulators: Simulators, local_stripe: LocalStripe,
+        ports: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ctx]:
+    c = Ctx(clock, simulators, local_stripe, monkeypatch)
+    yield c
+    rentals.set_adapters(None)
+    catalog.invalidate()
+    timers.clear()
+    simulators.reset()
+    config.reset()
+
+
+def crash_points(calls: list[str]) -> list[tuple[int, str, str]]:
+    named = with_occurrence(calls)
+    return [(k, named[k - 1], mode) for k in range(1, len(calls) + 1) for mode in MODES]
+
+
+@pytest.mark.parametrize("name", [p.name for p in PATHS])
+def test_every_crash_point_recovers(ctx: Ctx, name: str) -> None:
+    path = BY_NAME[name]
+    started = time.monotonic()
+    baseline = execute(ctx, path)
+    assert not baseline.problems, f"{name}: the uncrashed run itself fails its checks: {baseline.problems}"
+    assert baseline.calls, f"{name}: the path made no I/O call"
+    result = PathResult(name, baseline.calls)
+    RESULTS[name] = result
+    for k, call, mode in crash_points(baseline.calls):
+        outcome = execute(ctx, path, k, mode)
+        result.enumerated += 1
+        where = f"k={k} {mode} {call}"
+        if outcome.fired is not None and outcome.fired != baseline.calls[k - 1]:
+            outcome.problems.insert(0, f"the run diverged: call {k} was {outcome.fired}")
+        if not outcome.problems:
+            result.recovered += 1
+        elif (name, call, mode) in KNOWN_BUGS:
+            result.known_bugs.append(f"{where}: {KNOWN_BUGS[(name, call, mode)]}")
+        else:
+            result.failed.append(f"{where}: {'; '.join(outcome.problems)[:600]}")
+    result.seconds = time.monotonic() - started
+    print(f"\n{name}: {result.enumerated} crash points over {len(baseline.calls)} I/O calls, "
+          f"{result.recovered} recovered, {len(result.known_bugs)} known bugs, {len(result.failed)} failed")
+    assert result.enumerated == 2 * len(baseline.calls)
+    assert not result.failed, "\n".join(result.failed)
+
+
+def _bug_case(path: str, call: str, mode: str) -> Any:
+    return pytest.param(path, call, mode, id=f"{path}|{call}|{mode}",
+                        marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[(path, call, mode)]))
+
+
+@pytest.mark.parametrize(("name", "call", "mode"), [_bug_case(*k) for k in KNOWN_BUGS])
+def test_known_bug_crash_point(ctx: Ctx, name: str, call: str, mode: str) -> None:
+    """One crash point that a product bug breaks: xfail until the bug is fixed, then a regression test."""
+    path = BY_NAME[name]
+    baseline = execute(ctx, path)
+    named = with_occurrence(baseline.calls)
+    assert call in named, f"{call} is no longer a call of {name}: {named}"
+    outcome = execute(ctx, path, named.index(call) + 1, mode)
+    assert not outcome.problems, outcome.problems
