@@ -338,3 +338,10 @@ def test_an_overage_invoice_is_mirrored_and_paying_it_clears_the_debt_only(api: 
     bal = api.get("/v1/billing/balance").json()
     assert (bal["totalCents"], bal["openInvoicesCents"], bal["openInvoiceCount"]) == (0, 0, 0)
     assert ledger(api) == []
+
+
+def test_a_non_utf8_webhook_body_is_invalid_signature_not_a_crash(api: Api, user, local_stripe) -> None:
+    body = b"\xff\xfe{}"
+    r = invoke("POST", "/v1/webhooks/stripe", raw=body,
+               headers={"stripe-signature": sign(stripe_fixtures.WEBHOOK_SECRET, body)})
+    assert r.status == 400 and json.loads(r.body)["error"] == "invalid_signature"

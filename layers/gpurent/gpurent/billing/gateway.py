@@ -559,7 +559,10 @@ def verify_event(payload: bytes, sig_header: str | None) -> dict[str, Any]:
     import stripe
 
     try:
+        payload.decode("utf-8")  # Stripe signs UTF-8 JSON; anything else is not a Stripe delivery
         stripe.WebhookSignature.verify_header(payload, sig_header, secret, WEBHOOK_TOLERANCE_SECONDS)
+    except UnicodeDecodeError as exc:
+        raise InvalidSignature("payload is not UTF-8") from exc
     except stripe.SignatureVerificationError as exc:
         raise InvalidSignature(str(exc) or "bad signature") from exc
     try:
