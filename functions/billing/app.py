@@ -20,7 +20,7 @@ def balance(req: Request) -> dict[str, Any]:
 
 @router.route("GET /v1/billing/ledger", summary="Ledger entries, newest first", response="LedgerPage",
               query={"cursor": CURSOR_QUERY, "pageSize": page_size_query(),
-                     "type": {"type": "string", "enum": list(LEDGER_TYPES)}})
+                     "type": {"type": "string", "enum": [*LEDGER_TYPES, ""]}})
 def ledger_page(req: Request) -> dict[str, Any]:
     size = query_int(req, "pageSize", 50, 1, 200)
     return ledger.page(req.user_id, req.query.get("cursor") or None, size, req.query.get("type") or None)
@@ -61,7 +61,7 @@ def put_auto_topup(req: Request) -> dict[str, Any]:
 
 
 @router.route("GET /v1/billing/invoices", summary="Invoices, newest first (drafts hidden)", response="InvoicePage",
-              query={"status": {"type": "string", "enum": list(invoices.LISTED)},
+              query={"status": {"type": "string", "enum": [*invoices.LISTED, ""]},
                      "limit": page_size_query(), "cursor": CURSOR_QUERY})
 def list_invoices(req: Request) -> dict[str, Any]:
     limit = query_int(req, "limit", 50, 1, 200)

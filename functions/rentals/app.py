@@ -19,7 +19,7 @@ def launch(req: Request) -> Response:
 
 
 @router.route("GET /v1/rentals", summary="Rentals, newest first", response="RentalPage",
-              query={"status": {"type": "string", "enum": list(rentals.STATUSES)}, "cursor": CURSOR_QUERY,
+              query={"status": {"type": "string", "enum": [*rentals.STATUSES, ""]}, "cursor": CURSOR_QUERY,
                      "pageSize": page_size_query()})
 def list_rentals(req: Request) -> dict[str, Any]:
     size = query_int(req, "pageSize", 50, 1, 200)

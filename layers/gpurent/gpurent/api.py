@@ -111,7 +111,8 @@ def idempotency_key(req: Request) -> str | None:
 
 Handler = Callable[[Request], "Response | dict[str, Any]"]
 
-# JSON schemas of query parameters shared by list routes (route documentation only).
+# JSON schemas of query parameters shared by list routes (route documentation only). An empty
+# query value means the parameter was not given (`?status=` lists all), so enums include "".
 CURSOR_QUERY: dict[str, Any] = {"type": "string", "maxLength": 2048,
                                 "description": "The `nextCursor` of the previous page"}
 
