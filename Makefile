@@ -13,7 +13,7 @@ PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)
 PY313_BIN := $(firstword $(wildcard $(PYENV_ROOT)/versions/3.13*/bin))
 PYTEST_ARGS ?=
 
-.PHONY: all dev test lint unit integration conformance e2e template deps fmt clean bench
+.PHONY: all dev test lint unit integration conformance e2e template deps fmt clean bench fuzz
 
 all: test
 
@@ -74,3 +74,7 @@ fmt: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# A longer contract fuzz run against the local stack (make test runs a bounded one).
+fuzz: $(VENV)/.installed node_modules/.installed
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-500} $(call run_pytest,tests/e2e/test_contract_fuzz.py)

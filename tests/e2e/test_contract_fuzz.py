@@ -147,18 +147,6 @@ for _key in EXCLUDED:
     schema = schema.exclude(method=_method, path=_path)
 
 
-WEBHOOKS = ("/v1/webhooks/stripe", "/v1/billing/stripe/webhook")
-
-
-def _non_utf8(body: Any) -> bool:
-    if isinstance(body, (bytes, bytearray)):
-        try:
-            bytes(body).decode("utf-8")
-        except UnicodeDecodeError:
-            return True
-    return False
-
-
 def _check_envelope(response: Any) -> None:
     if 400 <= response.status_code < 500:
         assert (_header(response, "content-type") or "").startswith("application/json"), response.text
@@ -179,11 +167,6 @@ def test_contract(case: Any, stack: str, tokens: Tokens, session: requests.Sessi
     headers = {"Authorization": f"Bearer {tokens.current}"}
     if case.cookies:
         case.cookies.pop("sid", None)  # authenticated by the token; a generated `sid` would only shadow it
-    if case.path in WEBHOOKS and _non_utf8(case.body) and (case.headers or {}).get("Stripe-Signature"):
-        # BUG (reported, not fixed here): a non-UTF-8 body with any Stripe-Signature header is answered 500:
-        # gateway.verify_event lets stripe.WebhookSignature.verify_header raise UnicodeDecodeError, which is
-        # not mapped to 400 invalid_signature.
-        return
     # Schema-valid data may still break a documented business rule (an unknown email, amountCents 0, no
     # stock…): those are documented 4xx answers, so "valid data must get a 2xx" does not apply here.
     response = case.call_and_validate(base_url=stack, session=session, headers=headers,
