@@ -213,3 +213,54 @@ def test_advancing_the_clock_runs_every_due_piece_of_work_in_order(api: Api, use
     reconciles = [t for t, what in scheduler.log if what == "ReconcileFunction"]
     assert len(sweeps) == len(reconciles) == 11  # at start + every minute of the ten
     assert all(b - a == pytest.approx(60) for a, b in itertools.pairwise(sweeps))
+
+
+# ---------------------------------------------------------------- settlement edge cases (found by the metering machine)
+
+def test_a_stop_after_a_missed_limit_bills_only_up_to_the_limit(api: Api, user, world, clock) -> None:
+    """Regression: a user stop that lands after `autoStopAfterHours` came (its timer lost) bills
+    the seconds to the limit, not to the stop."""
+    from gpurent.store import rentals as rental_store
+
+    fund(user["id"], 100_000, clock)
+    launched = api.post("/v1/rentals", {"familyId": "h100-80gb", "gpuCount": 1, "autoStopAfterHours": 0.01}).json()
+    clock.advance(6)
+    assert api.get(f"/v1/rentals/{launched['id']}").json()["status"] == "running"
+    from gpurent import timers
+
+    timers.clear()  # the timer is lost: no sweep, no timer before the user's stop
+    clock.advance(600)
+    stop = api.post(f"/v1/rentals/{launched['id']}/stop").json()
+    r = rental_store.get(user["id"], launched["id"])
+    assert r is not None and int(r["billedSeconds"]) == 36
+    assert stop["finalChargedCents"] == charge_for_seconds(36, int(r["pricePerHourCents"]))
+    check_invariants(user["id"])
+
+
+def test_a_crash_reported_after_a_tick_charged_past_it_gives_the_excess_back(api: Api, user, world, clock) -> None:
+    """Regression: a provider crash is billed up to the last healthy moment; what a sweep had
+    already charged beyond that moment is refunded."""
+    from gpurent.store import rentals as rental_store
+
+    fund(user["id"], 100_000, clock)
+    r = launch_running(api, clock)
+    clock.advance(120)
+    rentals.reconcile()  # healthy at +120
+    clock.advance(1800)
+    metering.sweep()  # charged to +1920
+    stored = rental_store.get(user["id"], r["id"])
+    assert stored is not None
+    sim = {"vast": world.vast, "runpod": world.runpod, "lambda": world.lambdacloud}[stored["provider"]]
+    assert sim.crash(str(stored["instanceId"]))
+    rentals.reconcile()
+    got = rental_store.get(user["id"], r["id"])
+    assert got is not None and got["status"] == "failed"
+    rate = int(got["pricePerHourCents"])
+    billed = int(got["billedSeconds"])
+    assert billed == round(float(got["lastHealthyAt"]) - float(got["runningAt"]))
+    assert billed < 1900
+    assert int(got["chargedCents"]) - int(got["refundedCents"]) + int(got["overageCents"]) == charge_for_seconds(
+        billed, rate)
+    assert int(got["refundedCents"]) > 0
+    assert api.get(f"/v1/rentals/{r['id']}").json()["totalChargedCents"] == charge_for_seconds(billed, rate)
+    check_invariants(user["id"])

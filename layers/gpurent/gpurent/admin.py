@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpurent import auth, clock, ids, notify, timers, wallet
+from gpurent import auth, clock, ids, notify, text, timers, wallet
 from gpurent.errors import ApiError
 from gpurent.ledger import entry_public
 from gpurent.money import dollars
@@ -61,7 +61,7 @@ def adjust(admin_id: str, body: Adjustment, idempotency_key: str | None) -> dict
     if body.amountCents == 0:
         raise ApiError("validation_failed", "amountCents must not be 0", {"amountCents": "must not be 0"})
     reason = body.reason.strip()
-    if not reason or any(ord(c) < 32 and c not in "\t" for c in reason):
+    if not reason or not text.is_printable(reason):
         raise ApiError("validation_failed", "reason must be printable text", {"reason": "must be printable text"})
     target = resolve_user(body.userId, body.email)
     key = f"adjust:{admin_id}:{idempotency_key}" if idempotency_key else f"adjust:{ids.new_id('adj')}"
@@ -105,7 +105,7 @@ def manual_invoice(admin_id: str, body: ManualInvoice, idempotency_key: str | No
     from gpurent.billing import invoices
 
     description = body.description.strip()
-    if not description or any(ord(c) < 32 for c in description):
+    if not description or not text.is_printable(description):
         raise ApiError("validation_failed", "description must be printable text",
                        {"description": "must be printable text"})
     target = resolve_user(body.userId, body.email)

@@ -92,7 +92,8 @@ def query_int(req: Request, name: str, default: int, low: int, high: int) -> int
     raw = req.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not (low <= int(raw) <= high):
+    # str.isdigit() is True for '²' and other non-ASCII digits that int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or not (low <= int(raw) <= high):
         raise ApiError("validation_failed", f"{name} must be an integer from {low} to {high}",
                        {name: f"must be an integer from {low} to {high}"})
     return int(raw)

@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from gpurent import clock, ids, notify
+from gpurent import clock, ids, notify, text
 from gpurent.config import settings
 from gpurent.errors import ApiError
 from gpurent.store import identity as store
@@ -230,6 +230,9 @@ def enforce_rate_limit(bucket: str, per_minute: int, per_hour: int) -> dict[str,
 # ---------------------------------------------------------------- API tokens
 
 def create_token(user_id: str, name: str, expires_in_days: int | None) -> dict[str, Any]:
+    if not text.is_printable(name):
+        raise ApiError("validation_failed", "name must be 1-64 printable characters",
+                       {"name": "must be 1-64 printable characters"})
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token_id = ids.new_id("tok")
     now = clock.now()

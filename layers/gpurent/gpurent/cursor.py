@@ -46,7 +46,7 @@ def decode(scope: str, user_id: str, cursor: str) -> dict[str, Any]:
         payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except (binascii.Error, ValueError):
         raise bad from None
-    if not hmac.compare_digest(mac, _mac(scope, user_id, payload)):
+    if not mac.isascii() or not hmac.compare_digest(mac, _mac(scope, user_id, payload)):
         raise bad
     try:
         data = json.loads(payload)

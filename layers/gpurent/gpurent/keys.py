@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpurent import clock, ids
+from gpurent import clock, ids, text
 from gpurent.errors import ApiError
 from gpurent.sshkeys import InvalidKey, WeakKey, parse_public_key
 from gpurent.store import identity as store
@@ -19,16 +18,13 @@ class NewKey(BaseModel):
     publicKey: str = Field(min_length=1, max_length=16384)
 
 
-_INVISIBLE = {"\u2028", "\u2029"} | {chr(c) for c in range(0x202A, 0x202F)} | {chr(c) for c in range(0x2066, 0x206A)}
 
 
-def check_name(name: str) -> str:
-    """Names are shown in terminals and dashboards: no control characters (C0, DEL,
-    C1), no line separators and no bidirectional overrides."""
+def check_name(name: str, field: str = "name", limit: int = 64) -> str:
     clean = name.strip()
-    if not clean or any(unicodedata.category(c) == "Cc" or c in _INVISIBLE for c in clean):
-        raise ApiError("validation_failed", "name must be 1-64 printable characters",
-                       {"name": "must be 1-64 printable characters"})
+    if not clean or not text.is_printable(clean):
+        raise ApiError("validation_failed", f"{field} must be 1-{limit} printable characters",
+                       {field: f"must be 1-{limit} printable characters"})
     return clean
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -104,10 +105,8 @@ def metered_cents(r: dict[str, Any]) -> int:
 
 
 def usage_cents(r: dict[str, Any]) -> int:
-    """A settled rental's cost to the user: charged (net of a refund) plus the invoiced overage."""
-    if int(r.get("refundedCents", 0)):
-        return int(r.get("chargedCents", 0)) - int(r["refundedCents"])  # refunded: overage forgiven too
-    return metered_cents(r)
+    """A settled rental's cost to the user: charged net of refunds, plus the invoiced overage."""
+    return metered_cents(r) - int(r.get("refundedCents", 0))
 
 
 def charged_now(r: dict[str, Any], now: float) -> tuple[int, int]:
@@ -393,16 +392,51 @@ def mark_running(r: dict[str, Any], inst: Instance) -> dict[str, Any]:
     return found
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """How a rental's final charge comes out (`plan_settlement`)."""
+
+    charged: int  # total taken from the wallet (ledger rental_charge rows)
+    refund: int  # given back (ledger refund row)
+    overage: int  # owed beyond the money: the overage invoice
+
+
+def plan_settlement(r: dict[str, Any], seconds: int, split: wallet.ChargeSplit) -> Settlement:
+    """The rental's final numbers, given the last charge's split.
+
+    - a pod that ran under a minute gets everything it paid back, and its overage is forgiven;
+    - otherwise what was metered beyond the billed end (a provider crash billed up to the last
+      healthy moment, after a tick had already charged past it) is given back: the overage
+      is cut first, then the rest is refunded;
+    - the remaining overage is invoiced.
+    """
+    total = charge_for_seconds(seconds, int(r["pricePerHourCents"]))
+    paid = int(r.get("chargedCents", 0)) + split.charged
+    overage = int(r.get("overageCents", 0)) + split.overage
+    if seconds < REFUND_WINDOW:
+        return Settlement(paid, paid, 0)
+    excess = max(0, paid + overage - total)
+    cut = min(excess, overage)
+    return Settlement(paid, excess - cut, overage - cut)
+
+
 def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status: str = "stopping",
            error: str | None = None) -> dict[str, Any]:
     """running → stopping (or failed): the final charge to the second, the refund of a pod
     that ran under a minute, the rest of the reserve back to available — one transaction.
+
+    Billing ends at `until` when given (a crash: the last healthy moment), never
+    after now nor after the rental's own limit (`autoStopAfterHours`,
+    `maxTotalCents`), whoever stops it and however late.
 
     Raises `Settled` when another actor settled this rental first (its replay answered).
     """
     user_id, rental_id = r["userId"], r["id"]
     now = clock.now()
     end = now if until is None else min(now, until)
+    deadline = limit_deadline(r)
+    if deadline is not None:
+        end = min(end, deadline[0])
     seconds = whole_seconds(end - float(r["runningAt"]))
     total = charge_for_seconds(seconds, int(r["pricePerHourCents"]))
     delta = max(0, total - metered_cents(r))
@@ -414,24 +448,20 @@ def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status
         split = charge.info["split"]
         w2 = wallet.Wallet(user_id, w.available + charge.available_delta, w.reserved + charge.reserved_delta)
         steps = [charge, wallet.plan_release(w2, split.reserve_after)]
-        paid = int(r.get("chargedCents", 0)) + split.charged
-        if seconds < REFUND_WINDOW and paid > 0:
-            steps.append(wallet.plan_credit(w2, paid, "refund", {"rentalId": rental_id}))
+        final = plan_settlement(r, seconds, split)
+        if final.refund > 0:
+            steps.append(wallet.plan_credit(w2, final.refund, "refund", {"rentalId": rental_id}))
         invoice.clear()
-        overage = int(r.get("overageCents", 0)) + split.overage
-        if overage > 0 and seconds >= REFUND_WINDOW:
-            invoice.update(invoices.overage_record(r, overage, end))
+        if final.overage > 0:
+            invoice.update(invoices.overage_record(r, final.overage, end))
             steps.append(invoices.plan_open(invoice))
         return steps
 
     def extras(w: wallet.Wallet, steps: Any) -> list[Any]:
-        split = steps[0].info["split"]
-        paid = int(r.get("chargedCents", 0)) + split.charged
-        refund = paid if seconds < REFUND_WINDOW and paid > 0 else 0
+        final = plan_settlement(r, seconds, steps[0].info["split"])
         sets = {"status": to_status, "stoppedAt": now, "stopReason": reason, "billedSeconds": seconds,
-                "chargedCents": paid, "refundedCents": refund, "reserveCents": 0,
-                "overageCents": int(r.get("overageCents", 0)) + split.overage, "meteredUntil": end,
-                "overageInvoiceId": invoice.get("id")}
+                "chargedCents": final.charged, "refundedCents": final.refund, "reserveCents": 0,
+                "overageCents": final.overage, "meteredUntil": end, "overageInvoiceId": invoice.get("id")}
         if error:
             sets["error"] = error[:500]
         items = [store.update_item(user_id, rental_id, sets, ("running",), int(r["version"]))]
