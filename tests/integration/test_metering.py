@@ -264,3 +264,18 @@ def test_a_crash_reported_after_a_tick_charged_past_it_gives_the_excess_back(api
     assert int(got["refundedCents"]) > 0
     assert api.get(f"/v1/rentals/{r['id']}").json()["totalChargedCents"] == charge_for_seconds(billed, rate)
     check_invariants(user["id"])
+
+
+def test_a_metering_ticks_marker_expires_and_money_operations_markers_do_not(api: Api, user, world, clock) -> None:
+    from gpurent.store import dynamo
+
+    fund(user["id"], 100_000, clock)
+    launch_running(api, clock)
+    clock.advance(600)
+    metering.sweep()
+    items = dynamo.client().scan(TableName=dynamo.settings().money_table)["Items"]
+    markers = {i["pk"]["S"]: i for i in items if i["pk"]["S"].startswith("OP#")}
+    meter = [m for k, m in markers.items() if k.startswith("OP#meter:")]
+    assert meter and all(int(m["ttl"]["N"]) == int(clock.now()) + metering.METER_MARKER_TTL for m in meter)
+    others = [m for k, m in markers.items() if not k.startswith("OP#meter:")]
+    assert others and all("ttl" not in m for m in others)  # adjustments, reserves: kept

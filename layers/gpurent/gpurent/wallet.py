@@ -234,8 +234,13 @@ def apply(
     planner: Planner,
     extras: Extras | None = None,
     before_write: Callable[[], None] | None = None,
+    marker_ttl: int | None = None,
 ) -> Result:
     """Plan against a fresh read and write it as one transaction, exactly once per `op_key`.
+
+    `marker_ttl` (seconds) lets DynamoDB delete the operation's marker after that long:
+    for operations whose key is never retried after the fact (a metering tick's own
+    random key), the marker only has to outlive the invocation's retries.
 
     `description` names the operation and its parameters: a replay of the key
     with a different description is refused (IdempotencyMismatch).
@@ -279,6 +284,8 @@ def apply(
             "createdAt": now,
             "result": {"entries": rows, "available": available, "reserved": reserved, "steps": result.steps},
         }
+        if marker_ttl is not None:
+            marker["ttl"] = int(now) + marker_ttl
         business = list(extras(wallet, steps)) if extras else []
         items = [store.wallet_update(user_id, state, wallet.version), store.op_put(op_key, marker)]
         items += [store.ledger_put(user_id, r) for r in rows]
