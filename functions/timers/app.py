@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from gpurent import metering, rentals
+from gpurent.billing import autotopup
 from gpurent.telemetry import flush, logger
 
 
@@ -21,7 +22,10 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     for record in event.get("Records", []):
         try:
             body = json.loads(record["body"])
-            if body.get("rentalId"):
+            if body.get("kind") == "auto_topup":
+                autotopup.resume(str(body["userId"]))
+                report = {"resumed": 1}
+            elif body.get("rentalId"):
                 report = rentals.on_timer(str(body["userId"]), str(body["rentalId"]))
             else:
                 report = metering.on_timer(str(body["userId"]))

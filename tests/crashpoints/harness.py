@@ -175,8 +175,8 @@ def install_ports(monkeypatch: Any) -> None:
 
     real_arm = timers.arm
 
-    def arm(user_id: str, due: float, rental_id: str = "") -> None:
-        HARNESS.around("timer:arm", lambda: real_arm(user_id, due, rental_id))
+    def arm(user_id: str, due: float, rental_id: str = "", kind: str = "") -> None:
+        HARNESS.around("timer:arm", lambda: real_arm(user_id, due, rental_id, kind))
 
     monkeypatch.setattr(timers, "arm", arm)
 

@@ -25,6 +25,7 @@ from gpurent import clock
 from gpurent.config import settings
 from gpurent.telemetry import count
 
+AUTO_TOPUP = "auto_topup"
 WINDOW = 90.0  # arm deadlines within this many seconds: the next sweep (60 s) re-arms the later ones
 
 
@@ -33,24 +34,27 @@ class Timer:
     due: float
     user_id: str = field(compare=True)
     rental_id: str = ""  # set: follow one rental (a stop waiting for the provider); unset: meter the wallet
+    kind: str = ""  # AUTO_TOPUP: finish an auto-topup attempt whose outcome was not recorded
 
     def body(self) -> dict[str, object]:
         out: dict[str, object] = {"userId": self.user_id, "due": self.due}
         if self.rental_id:
             out["rentalId"] = self.rental_id
+        if self.kind:
+            out["kind"] = self.kind
         return out
 
 
 _lock = threading.Lock()
 _pending: list[Timer] = []
-_armed: set[tuple[str, str, int]] = set()  # (user, second) already pending: the sweep re-arms each minute
+_armed: set[tuple[str, str, str, int]] = set()  # (user, second) already pending: the sweep re-arms each minute
 
 
-def arm(user_id: str, due: float, rental_id: str = "") -> None:
+def arm(user_id: str, due: float, rental_id: str = "", kind: str = "") -> None:
     """Have `user_id`'s wallet metered (or, with `rental_id`, that rental followed up) at
     `due` (epoch seconds; now or later)."""
     now = clock.now()
-    timer = Timer(max(due, now), user_id, rental_id)
+    timer = Timer(max(due, now), user_id, rental_id, kind)
     queue_url = settings().timer_queue_url
     count("TimersArmed")
     if queue_url:
@@ -58,7 +62,7 @@ def arm(user_id: str, due: float, rental_id: str = "") -> None:
 
         store.send(queue_url, timer.body(), math.ceil(timer.due - now))
         return
-    key = (user_id, rental_id, int(timer.due))
+    key = (user_id, rental_id, kind, int(timer.due))
     with _lock:
         if key not in _armed:
             _armed.add(key)
@@ -71,7 +75,7 @@ def due(now: float) -> list[Timer]:
     with _lock:
         while _pending and _pending[0].due <= now:
             timer = heapq.heappop(_pending)
-            _armed.discard((timer.user_id, timer.rental_id, int(timer.due)))
+            _armed.discard((timer.user_id, timer.rental_id, timer.kind, int(timer.due)))
             out.append(timer)
     return out
 

@@ -8,7 +8,9 @@ present only while auto-topup is on), so the check costs no read. Firing:
 1. claim the attempt with one conditional write (at most one per 5 minutes
    per user, counted from the attempt): of many racing debits exactly one wins;
 2. one off-session PaymentIntent whose Stripe idempotency key names the user
-   and the attempt (a retry of the same attempt cannot charge twice);
+   and the attempt (a retry of the same attempt cannot charge twice); the
+   claim is the durable intent: a timer (and the next debit) resumes an
+   attempt whose outcome was not recorded, under the same key;
 3. success → an `auto_topup` credit under `deposit_<pi>` (the webhook for the
    same payment replays it); decline or authentication required → auto-topup
    off (`disabledReason`), a `topup_failed` invoice for the amount, an email
@@ -22,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from gpurent import clock, notify, wallet
+from gpurent import clock, notify, timers, wallet
 from gpurent.billing import cards, gateway, invoices, topups
 from gpurent.errors import ApiError
 from gpurent.money import dollars
@@ -31,6 +33,7 @@ from gpurent.store import identity
 from gpurent.telemetry import count, logger
 
 COOLDOWN = 300
+RESUME_AFTER = 60  # seconds: an attempt with no recorded outcome by then is resumed by its timer
 MIN_THRESHOLD, MAX_THRESHOLD = 100, 100_000
 MIN_AMOUNT, MAX_AMOUNT = 1000, 500_000
 
@@ -96,8 +99,12 @@ def put(user_id: str, body: AutoTopup) -> dict[str, Any]:
 
 
 def after_debit(user_id: str, available: int) -> None:
-    """The auto-topup check after a debit: fire if below the threshold and not cooling down."""
+    """The auto-topup check after a debit: resume an unfinished attempt, or fire a new one
+    if below the threshold and not cooling down."""
     item = store.wallet_item(user_id)
+    if _pending(item):
+        resume(user_id)
+        return
     auto = item.get("autoTopup") or {}
     card = cards.card_of(item)
     if not auto.get("enabled") or card is None or available >= int(auto.get("thresholdCents") or 0):
@@ -107,46 +114,70 @@ def after_debit(user_id: str, available: int) -> None:
     now = clock.now()
     attempt = f"{int(now * 1000)}"
     claimed = store.update_settings(
-        user_id, {"autoTopupAttemptAt": now, "autoTopupAttempt": attempt},
+        user_id, {"autoTopupAttemptAt": now, "autoTopupAttempt": attempt,
+                  "autoTopupAttemptAmountCents": int(auto["topupAmountCents"]),
+                  "autoTopupAttemptPmId": str(card["pmId"])},
         condition="attribute_not_exists(autoTopupAttemptAt) OR autoTopupAttemptAt <= :cool",
         cond_values={":cool": now - COOLDOWN})
     if not claimed:
         return  # another debit fired it (or it fired less than 5 minutes ago)
-    fire(user_id, str(item["stripeCustomerId"]), str(card["pmId"]), int(auto["topupAmountCents"]), attempt)
+    # The claim is the durable intent: if this invocation dies from here on, the timer (or the
+    # next debit) resumes this very attempt under the same Stripe idempotency key.
+    timers.arm(user_id, now + RESUME_AFTER, kind=timers.AUTO_TOPUP)
+    fire(user_id)
 
 
-def fire(user_id: str, customer: str, pm_id: str, amount: int, attempt: str) -> None:
+def _pending(item: dict[str, Any]) -> bool:
+    attempt = item.get("autoTopupAttempt")
+    return bool(attempt) and item.get("autoTopupAttemptDone") != attempt
+
+
+def resume(user_id: str) -> None:
+    """Finish the user's claimed attempt if it has no recorded outcome (idempotent)."""
+    if _pending(store.wallet_item(user_id)):
+        fire(user_id)
+
+
+def fire(user_id: str) -> None:
+    """Charge the claimed attempt (same Stripe key every time) and record its outcome."""
+    item = store.wallet_item(user_id)
+    attempt = str(item["autoTopupAttempt"])
+    amount = int(item["autoTopupAttemptAmountCents"])
     count("AutoTopupsFired")
     try:
         payment = gateway.charge_saved_card(
-            customer_id=customer, payment_method_id=pm_id, amount_cents=amount,
-            metadata={"user_id": user_id, "kind": "auto_topup", "attempt": attempt},
+            customer_id=str(item["stripeCustomerId"]), payment_method_id=str(item["autoTopupAttemptPmId"]),
+            amount_cents=amount, metadata={"user_id": user_id, "kind": "auto_topup", "attempt": attempt},
             idempotency_key=f"autotopup:{user_id}:{attempt}",
         )
     except gateway.CardDeclined as exc:
-        _failed(user_id, amount, "authentication_required" if isinstance(exc, gateway.AuthenticationRequired)
-                else "card_declined", exc.message)
+        _failed(user_id, attempt, amount, "authentication_required" if isinstance(
+            exc, gateway.AuthenticationRequired) else "card_declined", exc.message)
         return
     except gateway.StripeError:
-        logger.warning("auto-topup could not reach Stripe; the next debit after the cooldown retries",
+        logger.warning("auto-topup could not reach Stripe; the timer or the next debit retries the attempt",
                        extra={"userId": user_id})
         return
     if payment.status == "succeeded":
         topups.deposit(user_id, payment.payment_intent_id, amount, "auto_topup", payment.charge_id)
+    # `processing`: the payment_intent.succeeded webhook credits it under the same key.
+    store.update_settings(user_id, {"autoTopupAttemptDone": attempt})
 
 
-def _failed(user_id: str, amount: int, reason: str, message: str) -> None:
-    """Switch auto-topup off and invoice the amount (`topup_failed`), with its pay link by email."""
+def _failed(user_id: str, attempt: str, amount: int, reason: str, message: str) -> None:
+    """Invoice the amount (`topup_failed`), switch auto-topup off, email the pay link — in
+    that order, each step idempotent, so a crash between them is finished by the resume."""
     count("AutoTopupsFailed")
+    what = "card declined" if reason == "card_declined" else "authentication required"
+    record = invoices.new_record(user_id, "topup_failed", amount, f"Auto-topup of {dollars(amount)} ({what})")
+    invoices.issue(record, f"autotopup_failed:{user_id}:{attempt}")
+    mirrored = invoices.mirror_quietly(record)
+    link = mirrored.get("hostedInvoiceUrl") if mirrored else None
     item = store.wallet_item(user_id)
     auto = dict(item.get("autoTopup") or {})
     auto.update({"enabled": False, "disabledReason": reason, "disabledAt": clock.now()})
-    store.update_settings(user_id, {"autoTopup": auto}, remove=("autoTopupThresholdCents",))
-    what = "card declined" if reason == "card_declined" else "authentication required"
-    record = invoices.new_record(user_id, "topup_failed", amount, f"Auto-topup of {dollars(amount)} ({what})")
-    invoices.issue(record, f"autotopup_failed:{user_id}:{item.get('autoTopupAttempt')}")
-    mirrored = invoices.mirror_quietly(record)
-    link = mirrored.get("hostedInvoiceUrl") if mirrored else None
+    store.update_settings(user_id, {"autoTopup": auto, "autoTopupAttemptDone": attempt},
+                          remove=("autoTopupThresholdCents",))
     user = identity.get_user(user_id)
     if user is not None:
         notify.send(str(user["email"]), "Your gpurent auto-topup failed",

@@ -98,14 +98,21 @@ def checkout_completed(event_id: str, event_type: str, session: dict[str, Any]) 
     amount = int(session.get("amount_total") or pi.amount)
     pi = gateway.PaymentIntent(pi.id, pi.status, amount, pi.charge_id, pi.payment_method_id, pi.saves_card,
                                pi.metadata)
-    duplicate = _deposit(event_id, event_type, user_id, pi, "stripe_topup")
+    # The card the payer chose to save is recorded first (an idempotent write), the credit and this
+    # event's marker after it, in one transaction: a crash anywhere before the marker leaves the
+    # event unprocessed, and Stripe's redelivery does it all again. (The card lives on the wallet
+    # item, which the credit's transaction already writes: one transaction cannot hold both.)
     customer = session.get("customer")
     if pi.payment_method_id and customer:
         card = gateway.get_card(pi.payment_method_id)
         if pi.saves_card or card.customer_id == customer:  # the payer kept "save card" ticked
             gateway.set_default_payment_method(str(customer), pi.payment_method_id)
             store.update_settings(user_id, {"card": cards.card_fields(card)})
-    return duplicate
+    result = topups.deposit(user_id, pi.id, pi.amount, "stripe_topup", pi.charge_id,
+                            extras=[_marker(event_id, event_type)])
+    if result.replayed:
+        return not _mark(event_id, event_type)  # the payment's other event credited it first
+    return False
 
 
 def payment_succeeded(event_id: str, event_type: str, obj: dict[str, Any]) -> bool:
