@@ -45,7 +45,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 READY = "gpurent local stack listening on "
-FAMILIES = ("rtx-4090", "a100-80gb", "h100-80gb", "l40s-48gb")
+STACK_LOG = Path(os.environ.get("TMPDIR", "/tmp")) / "gpurent-load-stack.log"
+FAMILIES = ("rtx-4090", "rtx-5090", "a100-80gb", "h100-80gb")
 
 
 class Stats:
@@ -75,8 +76,8 @@ def route_of(method: str, path: str) -> str:
 class Client:
     """httpx bound to one loopback source address, timing every request."""
 
-    def __init__(self, base: str, source: str) -> None:
-        self.http = httpx.Client(base_url=base, timeout=60,
+    def __init__(self, base: str, source: str, timeout: float = 60) -> None:
+        self.http = httpx.Client(base_url=base, timeout=timeout,
                                  transport=httpx.HTTPTransport(local_address=source))
 
     def call(self, method: str, path: str, **kw: Any) -> httpx.Response:
@@ -98,8 +99,9 @@ def start_stack() -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DYNAMODB_ENDPOINT",)}
     env.update({"PORT": str(port), "PYTHONUNBUFFERED": "1", "SIM_BOOT_SECONDS": "10"})
+    log = open(STACK_LOG, "w")  # the stack's stderr, kept for the run
     proc = subprocess.Popen([sys.executable, "-m", "infra.local.dev"], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stderr=log)
     assert proc.stdout is not None
     deadline = time.monotonic() + 90
     for line in proc.stdout:
@@ -205,7 +207,14 @@ def all_pages(c: Client, path: str, key: str) -> list[dict[str, Any]]:
     cursor = None
     while True:
         url = path + (f"&cursor={cursor}" if cursor else "")
-        page = c.call("GET", url).json()
+        r = c.call("GET", url)
+        for _ in range(5):  # the per-session limit may still be full from the run
+            if r.status_code != 429:
+                break
+            r = c.call("GET", url)
+        page = r.json()
+        if key not in page:
+            raise RuntimeError(f"GET {url}: {r.status_code} {page}")
         out.extend(page[key])
         cursor = page.get("nextCursor")
         if not cursor:
@@ -263,9 +272,9 @@ def main() -> int:
         users = [User(n, base, admin, deadline, args.seed) for n in range(args.users)]
         for u in users:
             u.start()
-        clock = Client(base, "127.0.3.251")
+        clock = Client(base, "127.0.3.251", timeout=600)  # a jump runs every sweep under the load: slow
         while time.monotonic() < deadline:
-            time.sleep(5)
+            time.sleep(10)
             clock.call("POST", "/dev/clock/advance", json={"seconds": 30})  # sweeps, timers, reconciles
         for u in users:
             u.join(timeout=120)
@@ -273,15 +282,18 @@ def main() -> int:
         elapsed = time.monotonic() - started
         # Wind down: stop every pod, let the stops be confirmed.
         for u in users:
+            if u.error:
+                continue
             for r in all_pages(u.c, "/v1/rentals?pageSize=200", "rentals"):
                 if r["status"] in ("provisioning", "running"):
                     u.c.call("POST", f"/v1/rentals/{r['id']}/stop")
-        for _ in range(6):
+        for _ in range(12):  # > ADOPT_GRACE: a stop of a pod whose allocation is uncertain waits for it
             clock.call("POST", "/dev/clock/advance", json={"seconds": 30})
         problems = []
         for u in users:
             if u.error:
                 problems.append(f"{u.email}: the simulated user failed: {u.error}")
+                continue
             problems.extend(check_wallet(u))
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -308,6 +320,7 @@ def main() -> int:
           f"p99 {pct(all_lat, 99):.1f} ms")
     refusals = sum((u.refusals for u in users), Counter())
     print("  launch refusals                 " + (", ".join(f"{k}: {n}" for k, n in refusals.items()) or "none"))
+    print(f"  the stack's log: {STACK_LOG}")
     print(f"  invariants over {len(users)} wallets: " + ("all hold" if not problems else f"{len(problems)} broken"))
     for p in problems:
         print("   -", p)

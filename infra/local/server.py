@@ -23,6 +23,7 @@ DevRoute = Callable[[str, dict[str, str], bytes], tuple[int, Any]]
 class LocalServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # the stdlib's 5 resets connections under a few dozen concurrent clients
 
     def __init__(self, host: str, port: int) -> None:
         super().__init__((host, port), _Handler)
