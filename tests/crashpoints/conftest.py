@@ -13,6 +13,7 @@ from gpurent import clock as clock_mod
 from infra.simulators import Simulators, start_simulators
 from tests.crashpoints import RESULTS, table
 from tests.crashpoints.harness import install_ports
+from tests.crashpoints.world import prompt_stripe_events
 
 BOOT_SECONDS = 5.0
 
@@ -28,6 +29,7 @@ def simulators() -> Iterator[Simulators]:
 @pytest.fixture
 def ports(monkeypatch: pytest.MonkeyPatch) -> None:
     install_ports(monkeypatch)
+    prompt_stripe_events(monkeypatch)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

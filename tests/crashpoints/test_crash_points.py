@@ -1,10 +1,13 @@
 """Every money path, killed at every I/O call (before it, and after it with its answer
 lost), then recovered the way production recovers, then checked (issue #10).
 
-For each path: one uncrashed run counts its calls (N, never hard-coded: a new I/O call
-is enumerated automatically); then for k = 1…N and mode ∈ {before, after} a fresh world
-(new tables, simulators and local Stripe reset) is set up, the path runs with the crash
-armed at call k, and production's recovery follows:
+For each path: a fresh world (new tables, simulators and local Stripe reset) is built
+and the path's setup run in it once, and that world is kept as a snapshot (`world.py`:
+the tables' items, the simulators, the local Stripe, the timers, the clock); every run
+starts from a restored copy of it. One uncrashed run counts the path's calls (N, never
+hard-coded: a new I/O call is enumerated automatically); then for k = 1…N and mode ∈
+{before, after} the world is restored, the path runs with the crash armed at call k, and
+production's recovery follows:
 
 - the client retries the same request with the same `Idempotency-Key` (launch, top-up)
   or simply again (stop);
@@ -12,7 +15,8 @@ armed at call k, and production's recovery follows:
 - SQS redelivers a timer message whose Lambda died;
 - the schedule runs on (the metering sweep and the reconciler every minute, due timers
   at their second: `infra.local.scheduler.LocalScheduler`), the clock moving past the
-  launch lease, the adopt grace and the auto-topup cooldown.
+  launch lease, the adopt grace and the auto-topup cooldown where the path waits on them
+  (`LONG`: the longest of the three plus one tick).
 
 Then: invariants 1-4 and 8 (`check_invariants`) for every user; invariant 5 per rental
 (charges = the formula of its billed seconds, never more seconds than it ran, the ledger
@@ -36,9 +40,10 @@ import pytest
 
 from gpurent import catalog, catalog_refresh, config, notify, rentals, timers, wallet
 from gpurent import clock as clock_mod
-from gpurent.billing import invoices
+from gpurent.billing import autotopup, invoices
 from gpurent.money import charge_for_seconds, whole_seconds
 from gpurent.providers.registry import build_adapters
+from gpurent.rentals import ADOPT_GRACE, ALLOCATION_LEASE
 from gpurent.store import dynamo
 from gpurent.store import invoices as invoice_store
 from gpurent.store import money as money_store
@@ -55,13 +60,19 @@ from tests.conftest import TEST_ENV, Api, reset_clients, table_env
 from tests.crashpoints import RESULTS, PathResult
 from tests.crashpoints.conftest import BOOT_SECONDS
 from tests.crashpoints.harness import HARNESS, MODES, Crash, install_dynamo, with_occurrence
+from tests.crashpoints.world import World
 from tests.walletkit import check_invariants
 
 TRANSITIONAL = ("provisioning", "stopping")
 DECLINES_WHEN_CHARGED = "4000000000000341"
 FUNDS = 100_000
 TOPUP = 5000
-LONG = 420.0  # seconds of schedule: past the launch lease, the adopt grace and the auto-topup cooldown
+TICK = 60.0  # the metering sweep's and the reconciler's rate (template.yaml: rate(1 minute))
+# Seconds of schedule after a crash whose recovery waits on time: the longest of the launch
+# lease, the adopt grace and the auto-topup cooldown, plus one tick (the pass that acts on it).
+# Counted from the crash (the schedule's first pass runs at once), so the pass at LONG is
+# the first that every one of them is past.
+LONG = max(ALLOCATION_LEASE, ADOPT_GRACE, autotopup.COOLDOWN) + TICK
 
 
 # ---------------------------------------------------------------- the world of one run
@@ -76,6 +87,9 @@ class Ctx:
     users: list[str] = field(default_factory=list)
     customers: dict[str, str] = field(default_factory=dict)  # user id → Stripe customer (once known)
     run_no: int = 0
+    table_names: list[str] = field(default_factory=list)
+    settings: dict[str, str] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds spent per phase (setup, restore, act, …)
 
     # ------------------------------------------------------------ reset
 
@@ -85,6 +99,7 @@ class Ctx:
         self.run_no += 1
         self.clock.advance(7200)
         names = template.default_table_names(f"c{uuid.uuid4().hex[:10]}")
+        self.table_names = list(names.values())
         for k, v in {**TEST_ENV, **table_env(names)}.items():
             self.monkeypatch.setenv(k, v)
         reset_clients()
@@ -101,10 +116,24 @@ class Ctx:
         self.ls.clear_deliveries()
         settings = {**self.sims.settings(), "PROVIDER_READ_TIMEOUT_SECONDS": "0.1"}
         settings["PROVIDERS"] = providers
+        self.settings = settings
         self.adapters = build_adapters(settings)
         rentals.set_adapters(self.adapters)
         catalog_refresh.refresh(self.adapters)
         self.users, self.customers = [], {}
+
+    def snapshot(self, st: dict[str, Any]) -> World:
+        """The world as it is now (right after a path's setup), with the path's state."""
+        return World.take(self.clock, self.table_names, self.sims, self.ls,
+                          {"st": st, "users": self.users, "customers": self.customers})
+
+    def restore(self, world: World) -> dict[str, Any]:
+        """Back to `world` (same tables, simulators, Stripe, timers, clock); returns a copy of
+        the path's state."""
+        self.run_no += 1
+        extra, self.adapters = world.restore(self.clock, self.sims, self.ls, self.settings)
+        self.users, self.customers = extra["users"], extra["customers"]
+        return dict(extra["st"])
 
     # ------------------------------------------------------------ people and money
 
@@ -385,7 +414,7 @@ def launch_act(ctx: Ctx, st: dict[str, Any]) -> Any:
 
 def launch_recover(ctx: Ctx, st: dict[str, Any]) -> None:
     st["reply"] = _retry(lambda: launch_act(ctx, st))
-    ctx.schedule(LONG, catalog=True)  # past the launch lease (60 s) and the adopt grace (300 s)
+    ctx.schedule(LONG, catalog=True)  # past the launch lease and the adopt grace
 
 
 def launch_check(ctx: Ctx, st: dict[str, Any], want: str) -> list[str]:
@@ -662,8 +691,6 @@ def auto_success_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
 
 
 def auto_decline_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
-    from gpurent.billing import autotopup
-
     settings = autotopup.get(st["uid"])
     failed = [i for i in all_invoices(st["uid"]) if i["reason"] == "topup_failed"]
     out = []
@@ -763,9 +790,22 @@ class Outcome:
     fired: str | None
 
 
-def execute(ctx: Ctx, path: Path, crash_at: int | None = None, mode: str = "before") -> Outcome:
+PHASES = ("restore", "act", "recover", "check")
+
+
+def prepare(ctx: Ctx, path: Path) -> World:
+    """A fresh world and the path's setup in it, kept as a snapshot every run starts from."""
+    started = time.monotonic()
     ctx.fresh(path.providers)
-    st = path.setup(ctx)
+    world = ctx.snapshot(path.setup(ctx))
+    ctx.phases["setup"] = ctx.phases.get("setup", 0.0) + time.monotonic() - started
+    return world
+
+
+def execute(ctx: Ctx, path: Path, world: World, crash_at: int | None = None, mode: str = "before") -> Outcome:
+    t0 = time.monotonic()
+    st = ctx.restore(world)
+    t1 = time.monotonic()
     problems: list[str] = []
     with HARNESS.run(crash_at, mode) as h:
         try:
@@ -775,9 +815,14 @@ def execute(ctx: Ctx, path: Path, crash_at: int | None = None, mode: str = "befo
     calls, fired = list(h.calls), h.fired
     if crash_at is not None and fired is None:
         problems.append(f"the crash at call {crash_at} never fired: this run made {len(calls)} calls")
+    t2 = time.monotonic()
     path.recover(ctx, st)
+    t3 = time.monotonic()
     problems += check_world(ctx)
     problems += path.check(ctx, st)
+    t4 = time.monotonic()
+    for phase, seconds in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+        ctx.phases[phase] = ctx.phases.get(phase, 0.0) + seconds
     return Outcome(calls, problems, fired)
 
 
@@ -802,13 +847,14 @@ def crash_points(calls: list[str]) -> list[tuple[int, str, str]]:
 def test_every_crash_point_recovers(ctx: Ctx, name: str) -> None:
     path = BY_NAME[name]
     started = time.monotonic()
-    baseline = execute(ctx, path)
+    world = prepare(ctx, path)
+    baseline = execute(ctx, path, world)
     assert not baseline.problems, f"{name}: the uncrashed run itself fails its checks: {baseline.problems}"
     assert baseline.calls, f"{name}: the path made no I/O call"
     result = PathResult(name, baseline.calls)
     RESULTS[name] = result
     for k, call, mode in crash_points(baseline.calls):
-        outcome = execute(ctx, path, k, mode)
+        outcome = execute(ctx, path, world, k, mode)
         result.enumerated += 1
         where = f"k={k} {mode} {call}"
         if outcome.fired is not None and outcome.fired != baseline.calls[k - 1]:
@@ -821,7 +867,8 @@ def test_every_crash_point_recovers(ctx: Ctx, name: str) -> None:
             result.failed.append(f"{where}: {'; '.join(outcome.problems)[:600]}")
     result.seconds = time.monotonic() - started
     print(f"\n{name}: {result.enumerated} crash points over {len(baseline.calls)} I/O calls, "
-          f"{result.recovered} recovered, {len(result.known_bugs)} known bugs, {len(result.failed)} failed")
+          f"{result.recovered} recovered, {len(result.known_bugs)} known bugs, {len(result.failed)} failed; "
+          f"{result.seconds:.1f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in ctx.phases.items()))
     assert result.enumerated == 2 * len(baseline.calls)
     assert not result.failed, "\n".join(result.failed)
 
@@ -834,10 +881,11 @@ def test_known_bug_crash_point(ctx: Ctx, bug: str) -> None:
     found = BUGS_BY_NAME[bug]
     path = BY_NAME[found.path]
     call, mode = found.example
-    baseline = execute(ctx, path)
+    world = prepare(ctx, path)
+    baseline = execute(ctx, path, world)
     named = with_occurrence(baseline.calls)
     assert call in named, f"{call} is no longer a call of {found.path}: {named}"
-    outcome = execute(ctx, path, named.index(call) + 1, mode)
+    outcome = execute(ctx, path, world, named.index(call) + 1, mode)
     if outcome.problems and known_bug(found.path, outcome.problems) is found:
         raise BugStillThere("; ".join(outcome.problems))
     assert not outcome.problems, outcome.problems  # anything else fails for real
@@ -847,10 +895,11 @@ def test_known_bug_crash_point(ctx: Ctx, bug: str) -> None:
 def test_regression_crash_point(ctx: Ctx, name: str, path_name: str, call: str, mode: str) -> None:
     """A crash point that once lost a card or an invoice: it must recover with every check intact."""
     path = BY_NAME[path_name]
-    baseline = execute(ctx, path)
+    world = prepare(ctx, path)
+    baseline = execute(ctx, path, world)
     named = with_occurrence(baseline.calls)
     assert call in named, f"{call} is no longer a call of {path_name}: {named}"
     k = named.index(call) + 1
-    outcome = execute(ctx, path, k, mode)
+    outcome = execute(ctx, path, world, k, mode)
     assert outcome.fired == baseline.calls[k - 1]
     assert not outcome.problems, outcome.problems
