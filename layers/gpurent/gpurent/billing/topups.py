@@ -9,6 +9,7 @@ credited exactly once (`spec/decisions.md` "Webhook").
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -83,8 +84,6 @@ def checkout(user_id: str, body: Checkout, idempotency_key: str | None) -> dict[
 
 
 def _nonce() -> str:
-    import uuid
-
     return uuid.uuid4().hex
 
 
