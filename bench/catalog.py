@@ -34,7 +34,8 @@ os.environ.update({"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_
 
 from moto import mock_aws  # noqa: E402
 
-from gpurent import catalog, catalog_refresh, clock, config, families, notify  # noqa: E402
+from gpurent import catalog, catalog_refresh, clock, config, families, notify, regions  # noqa: E402
+from gpurent.money import dollars_to_cents_up  # noqa: E402
 from gpurent.providers.base import Offer  # noqa: E402
 from gpurent.store import dynamo  # noqa: E402
 from infra.local import template  # noqa: E402
@@ -80,9 +81,9 @@ def make_offers(provider: str, rng: random.Random) -> list[Offer]:
         low, high, counts = SPREAD[fam.id]
         gpus = rng.choice(counts)
         country, state = rng.choice(PLACES)
-        region = families.region_for_country(country, state)
+        region = regions.region_for_country(country, state)
         assert region is not None
-        cents = families.dollars_to_cents_up(round(rng.uniform(low, high), 4) * gpus)
+        cents = dollars_to_cents_up(round(rng.uniform(low, high), 4) * gpus)
         out.append(Offer(provider=provider, offer_key=f"{provider}-{n:05d}", gpu_name=fam.display_name,
                          family=fam.id, model=fam.model, vram_gb=fam.vram_gb, gpu_count=gpus,
                          price_cents_per_hour=cents, region=region.label, region_code=region.code,

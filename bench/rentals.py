@@ -33,6 +33,7 @@ os.environ.update({"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_
 from moto import mock_aws  # noqa: E402
 
 from gpurent import catalog_refresh, clock, config, notify, rentals, wallet  # noqa: E402
+from gpurent.providers import registry  # noqa: E402
 from gpurent.providers.registry import build_adapters  # noqa: E402
 from gpurent.store import dynamo  # noqa: E402
 from infra.local import template  # noqa: E402
@@ -101,7 +102,7 @@ def main() -> None:
             template.create_tables(dynamo.client(), names)
             every = build_adapters(sims.settings())
             catalog_refresh.refresh(build_adapters({**sims.settings(), "PROVIDERS": "lambda"}))
-            rentals.set_adapters(every)
+            registry.set_adapters(every)
             sid = sign_in("bench@bench.test")
             cookies = {"sid": sid}
             user_id = invoke("GET", "/v1/auth/me", cookies=cookies).json()["user"]["id"]
@@ -110,7 +111,7 @@ def main() -> None:
             run(sims, cookies)
             print("\nAPI requests include the session read (GetItem) and the rate-limit count (UpdateItem).")
     finally:
-        rentals.set_adapters(None)
+        registry.set_adapters(None)
         sims.shutdown()
 
 

@@ -57,6 +57,7 @@ from moto import mock_aws  # noqa: E402
 
 from gpurent import catalog_refresh, clock, config, ids, metering, rentals, timers, wallet  # noqa: E402
 from gpurent.money import charge_for_seconds  # noqa: E402
+from gpurent.providers import registry  # noqa: E402
 from gpurent.providers.registry import build_adapters  # noqa: E402
 from gpurent.store import dynamo  # noqa: E402
 from gpurent.store import money as money_store  # noqa: E402
@@ -279,7 +280,7 @@ def template_rental(manual: clock.ManualClock) -> dict[str, Any]:
     try:
         adapters = build_adapters({**sims.settings(), "PROVIDERS": "lambda"})
         catalog_refresh.refresh(adapters)
-        rentals.set_adapters(adapters)
+        registry.set_adapters(adapters)
         user = ids.new_id("usr")
         wallet.credit(user, 10**6, "adjustment", "bench-template")
         answer, status = rentals.launch(user, rentals.Launch(familyId="rtx-4090", gpuCount=1), None)
@@ -292,7 +293,7 @@ def template_rental(manual: clock.ManualClock) -> dict[str, Any]:
         rentals.stop(user, running["id"])  # out of the running set (it only served as a template)
         return running
     finally:
-        rentals.set_adapters(None)
+        registry.set_adapters(None)
         sims.shutdown()
 
 

@@ -5,6 +5,7 @@
     adapters = build_adapters(sims.settings())     # gpurent.providers.registry
     ...
     sims.vast.set_knobs(allocate="capacity")       # or POST {base}/_sim/knobs
+    sims["vast"] is sims.vast                      # by provider code
     sims.shutdown()
 
 From a shell (system clock, until Ctrl-C; prints the settings as JSON):
@@ -18,19 +19,22 @@ import json
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from infra.simulators.common import Clock, Knobs, SimulatorBase
 from infra.simulators.lambdacloud import LambdaSimulator
 from infra.simulators.runpod import RunPodSimulator
 from infra.simulators.vast import VastSimulator
 
-DEFAULT_API_KEYS: dict[str, str] = {"vast": "sim-vast-key", "runpod": "sim-runpod-key", "lambda": "sim-lambda-key"}
+# One simulator per provider of `gpurent.providers.registry.PROVIDERS` (same order).
+SIMULATORS: tuple[type[SimulatorBase], ...] = (VastSimulator, RunPodSimulator, LambdaSimulator)
+
+DEFAULT_API_KEYS: dict[str, str] = {sim.code: f"sim-{sim.code}-key" for sim in SIMULATORS}
 LAMBDA_SSH_KEY_NAME = "gpurent-platform"
 
 __all__ = [
     "DEFAULT_API_KEYS",
     "LAMBDA_SSH_KEY_NAME",
+    "SIMULATORS",
     "Knobs",
     "LambdaSimulator",
     "RunPodSimulator",
@@ -42,26 +46,42 @@ __all__ = [
 ]
 
 
-@dataclass
 class Simulators:
-    vast: VastSimulator
-    runpod: RunPodSimulator
-    lambdacloud: LambdaSimulator
+    """The running simulators, by provider code (`sims["vast"]`, or `sims.vast` for the first three)."""
+
+    def __init__(self, sims: Mapping[str, SimulatorBase]) -> None:
+        self.by_code: dict[str, SimulatorBase] = dict(sims)
+
+    def __getitem__(self, code: str) -> SimulatorBase:
+        return self.by_code[code]
+
+    @property
+    def vast(self) -> VastSimulator:
+        sim = self.by_code["vast"]
+        assert isinstance(sim, VastSimulator)
+        return sim
+
+    @property
+    def runpod(self) -> RunPodSimulator:
+        sim = self.by_code["runpod"]
+        assert isinstance(sim, RunPodSimulator)
+        return sim
+
+    @property
+    def lambdacloud(self) -> LambdaSimulator:
+        sim = self.by_code["lambda"]
+        assert isinstance(sim, LambdaSimulator)
+        return sim
 
     def all(self) -> tuple[SimulatorBase, ...]:
-        return (self.vast, self.runpod, self.lambdacloud)
+        return tuple(self.by_code.values())
 
     def settings(self) -> dict[str, str]:
         """What ``gpurent.providers.registry.build_adapters`` needs to talk to these."""
-        return {
-            "VAST_BASE_URL": self.vast.base_url,
-            "VAST_API_KEY": self.vast.api_key,
-            "RUNPOD_BASE_URL": self.runpod.base_url,
-            "RUNPOD_API_KEY": self.runpod.api_key,
-            "LAMBDA_BASE_URL": self.lambdacloud.base_url,
-            "LAMBDA_API_KEY": self.lambdacloud.api_key,
-            "LAMBDA_SSH_KEY_NAME": LAMBDA_SSH_KEY_NAME,
-        }
+        out: dict[str, str] = {}
+        for sim in self.all():
+            out.update(sim.settings())
+        return out
 
     def reset(self) -> None:
         for sim in self.all():
@@ -80,19 +100,15 @@ def start_simulators(
     seed: int = 7,
 ) -> Simulators:
     keys = {**DEFAULT_API_KEYS, **(api_keys or {})}
-    started: list[SimulatorBase] = []
+    started: dict[str, SimulatorBase] = {}
     try:
-        vast = VastSimulator(now=now, boot_seconds=boot_seconds, api_key=keys["vast"], seed=seed)
-        started.append(vast)
-        runpod = RunPodSimulator(now=now, boot_seconds=boot_seconds, api_key=keys["runpod"], seed=seed)
-        started.append(runpod)
-        lam = LambdaSimulator(now=now, boot_seconds=boot_seconds, api_key=keys["lambda"], seed=seed,
-                              ssh_key_names=(LAMBDA_SSH_KEY_NAME,))
+        for cls in SIMULATORS:
+            started[cls.code] = cls(now=now, boot_seconds=boot_seconds, api_key=keys[cls.code], seed=seed)
     except BaseException:
-        for sim in started:
+        for sim in started.values():
             sim.shutdown()
         raise
-    return Simulators(vast, runpod, lam)
+    return Simulators(started)
 
 
 def main() -> None:

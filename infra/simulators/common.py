@@ -153,6 +153,11 @@ class SimulatorBase:
         """The base URL to configure the adapter with."""
         return self.origin + self.path_prefix
 
+    def settings(self) -> dict[str, str]:
+        """The provider settings (`gpurent.providers.registry`) that point its adapter here."""
+        prefix = self.code.upper()
+        return {f"{prefix}_BASE_URL": self.base_url, f"{prefix}_API_KEY": self.api_key}
+
     def shutdown(self) -> None:
         self._stopping.set()  # wakes every request that is hanging in a timeout mode
         self._server.shutdown()

@@ -68,6 +68,9 @@ class LambdaSimulator(SimulatorBase):
         self._rng = random.Random(0)
         super().__init__(now=now, boot_seconds=boot_seconds, api_key=api_key, seed=seed)
 
+    def settings(self) -> dict[str, str]:
+        return {**super().settings(), "LAMBDA_SSH_KEY_NAME": self.ssh_key_names[0]}
+
     def seed(self) -> None:
         rng = random.Random(f"lambda-{self.seed_value}")
         self._rng = random.Random(f"lambda-ids-{self.seed_value}")

@@ -42,6 +42,7 @@ from gpurent import catalog, catalog_refresh, config, notify, rentals, timers, w
 from gpurent import clock as clock_mod
 from gpurent.billing import autotopup, invoices
 from gpurent.money import charge_for_seconds, whole_seconds
+from gpurent.providers import registry
 from gpurent.providers.registry import build_adapters
 from gpurent.rentals import ADOPT_GRACE, ALLOCATION_LEASE
 from gpurent.store import dynamo
@@ -118,7 +119,7 @@ class Ctx:
         settings["PROVIDERS"] = providers
         self.settings = settings
         self.adapters = build_adapters(settings)
-        rentals.set_adapters(self.adapters)
+        registry.set_adapters(self.adapters)
         catalog_refresh.refresh(self.adapters)
         self.users, self.customers = [], {}
 
@@ -831,7 +832,7 @@ def ctx(aws: None, clock: clock_mod.ManualClock, simulators: Simulators, local_s
         ports: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ctx]:
     c = Ctx(clock, simulators, local_stripe, monkeypatch)
     yield c
-    rentals.set_adapters(None)
+    registry.set_adapters(None)
     catalog.invalidate()
     timers.clear()
     simulators.reset()

@@ -31,8 +31,9 @@ import pickle
 from dataclasses import dataclass
 from typing import Any
 
-from gpurent import catalog, notify, rentals, timers
+from gpurent import catalog, notify, timers
 from gpurent import clock as clock_mod
+from gpurent.providers import registry
 from gpurent.providers.registry import build_adapters
 from gpurent.store import dynamo
 from infra.local.stripe_local import LocalStripe
@@ -161,5 +162,5 @@ class World:
         with catalog._lock:
             catalog._cache = copy.deepcopy(self.catalog)
         adapters = build_adapters(settings)
-        rentals.set_adapters(adapters)
+        registry.set_adapters(adapters)
         return copy.deepcopy(self.extra), adapters

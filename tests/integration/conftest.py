@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from gpurent import catalog, catalog_refresh, notify, rentals
+from gpurent import catalog, catalog_refresh, notify
 from gpurent import clock as clock_mod
+from gpurent.providers import registry
 from gpurent.providers.base import ProviderAdapter
 from gpurent.providers.registry import build_adapters
 from gpurent.store import rentals as rental_store
@@ -51,7 +52,7 @@ class World:
         if providers:
             extra["PROVIDERS"] = providers
         self.adapters = build_adapters({**self.sims.settings(), **extra})
-        rentals.set_adapters(self.adapters)
+        registry.set_adapters(self.adapters)
         catalog_refresh.refresh(self.adapters)
         return self.adapters
 
@@ -109,7 +110,7 @@ def sim_world(clock: Any, simulator_servers: Simulators) -> Iterator[World]:
     for sim in simulator_servers.all():
         sim.set_knobs(hang_seconds=HANG_SECONDS)
     yield World(simulator_servers, {})
-    rentals.set_adapters(None)
+    registry.set_adapters(None)
     catalog.invalidate()
     simulator_servers.reset()
 

@@ -31,9 +31,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gpurent import catalog, ids, rentals, timers
+from gpurent import catalog, ids, timers
 from gpurent import clock as clock_mod
 from gpurent.billing import gateway
+from gpurent.providers import registry
 from gpurent.store import dynamo
 from infra.local import template
 from infra.local.client import Reply
@@ -220,7 +221,7 @@ def build_shared(simulator_servers: Simulators) -> Iterator[Shared]:
             assert bob.api.delete(f"/v1/auth/tokens/{r.json()['id']}").status == 200
             yield s
         finally:
-            rentals.set_adapters(None)
+            registry.set_adapters(None)
             catalog.invalidate()
             simulator_servers.reset()
             timers.clear()

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import pytest
 
-from gpurent import catalog, catalog_refresh, config, cursor, families
+from gpurent import catalog, catalog_refresh, config, cursor, families, regions
 from gpurent import clock as clock_mod
 from gpurent.providers.base import AllocateRequest, Instance, Offer, ProviderError
 from gpurent.providers.registry import build_adapters
@@ -38,7 +38,7 @@ LISTING_KEYS = {"id", "model", "family", "vramGb", "gpuCount", "pricePerHourCent
 LST_ID = re.compile(r"lst_[0-9A-HJKMNP-TV-Z]{26}")
 TEMPLATE_IDS = ["ubuntu-24-04", "pytorch", "vllm", "ollama", "a1111", "text-gen-webui"]
 
-# Broad region groups as spec §4.11 / families.py describe them, for the countries used here.
+# Broad region groups as spec §4.11 / regions.py describe them, for the countries used here.
 EU = {"DE", "NL", "SE", "RO", "CZ", "GB", "FR"}
 APAC = {"JP", "SG", "IN", "AU", "KR"}
 
@@ -81,7 +81,7 @@ class FakeAdapter:
 def offer(provider: str, key: str, family_id: str, count: int, cents: int, country: str,
           state: str | None = None) -> Offer:
     fam = families.get_family(family_id)
-    region = families.region_for_country(country, state)
+    region = regions.region_for_country(country, state)
     assert fam is not None and region is not None
     return Offer(provider=provider, offer_key=key, gpu_name=fam.display_name, family=fam.id, model=fam.model,
                  vram_gb=fam.vram_gb, gpu_count=count, price_cents_per_hour=cents, region=region.label,

@@ -10,6 +10,7 @@ import pytest
 
 from gpurent import catalog_refresh, metering, rentals
 from gpurent.money import charge_for_seconds
+from gpurent.providers import registry
 from gpurent.providers.registry import build_adapters
 from gpurent.store import dynamo
 from infra.simulators import start_simulators
@@ -21,10 +22,10 @@ from tests.walletkit import check_invariants
 def world(aws, clock):
     s = start_simulators(now=clock.now, boot_seconds=5)
     adapters = build_adapters(s.settings())
-    rentals.set_adapters(adapters)
+    registry.set_adapters(adapters)
     catalog_refresh.refresh(adapters)
     yield s
-    rentals.set_adapters(None)
+    registry.set_adapters(None)
     s.shutdown()
 
 

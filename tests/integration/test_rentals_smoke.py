@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gpurent import catalog_refresh, rentals
+from gpurent.providers import registry
 from gpurent.providers.registry import build_adapters
 from infra.simulators import start_simulators
 from tests.conftest import Api
@@ -14,10 +15,10 @@ from tests.conftest import Api
 def sims(aws, clock):
     s = start_simulators(now=clock.now, boot_seconds=20)
     adapters = build_adapters(s.settings())
-    rentals.set_adapters(adapters)
+    registry.set_adapters(adapters)
     catalog_refresh.refresh(adapters)
     yield s
-    rentals.set_adapters(None)
+    registry.set_adapters(None)
     s.shutdown()
 
 

@@ -12,12 +12,13 @@ import httpx
 import pytest
 
 from gpurent.clock import ManualClock
-from gpurent.families import FAMILIES, region_group
+from gpurent.families import FAMILIES
 from gpurent.providers.base import AllocateRequest, Offer, ProviderAdapter, ProviderError
 from gpurent.providers.http import HttpPolicy
 from gpurent.providers.lambdacloud import LambdaAdapter
 from gpurent.providers.runpod import RunPodAdapter
 from gpurent.providers.vast import VastAdapter
+from gpurent.regions import region_group
 from infra.simulators import LAMBDA_SSH_KEY_NAME, Simulators, start_simulators
 from infra.simulators import runpod as runpod_sim
 from infra.simulators.common import SimulatorBase

@@ -59,6 +59,7 @@ from gpurent import catalog, catalog_refresh, config, metering, rentals, timers,
 from gpurent import clock as clock_mod
 from gpurent.errors import ApiError
 from gpurent.money import charge_for_seconds, whole_seconds
+from gpurent.providers import registry
 from gpurent.providers.base import ProviderAdapter
 from gpurent.providers.registry import build_adapters
 from gpurent.store import dynamo
@@ -137,7 +138,7 @@ class MeteringMachine(RuleBasedStateMachine):
         template.create_tables(dynamo.client(), self.names)
         timers.clear()
         self.sims.reset()
-        rentals.set_adapters(self.adapters)
+        registry.set_adapters(self.adapters)
 
     def teardown(self) -> None:
         for rid, user in self.rids.items():  # what the example reached (--hypothesis-show-statistics)
@@ -484,6 +485,6 @@ def test_metering_state_machine(simulators: Simulators) -> None:
         run_state_machine_as_test(MeteringMachine, settings=settings.get_profile(PROFILE))
         print(sorted(REACHED.items()))
     finally:
-        rentals.set_adapters(None)
+        registry.set_adapters(None)
         catalog.invalidate()
         simulators.reset()

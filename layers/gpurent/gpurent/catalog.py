@@ -15,15 +15,15 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from gpurent import clock, cursor, families
+from gpurent import clock, cursor, families, regions
 from gpurent.config import settings
 from gpurent.errors import ApiError
+from gpurent.providers import registry
 from gpurent.store import catalog as store
 
 CACHE_SECONDS = 30.0
 STALE_AFTER = 600.0  # a failing provider's last good listings stay this long, then drop
 GPU_COUNTS = (1, 2, 4, 8)
-PROVISION_SECONDS = {"vast": 60, "runpod": 45, "lambda": 60}
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
@@ -134,7 +134,7 @@ class Filters:
             return False
         if self.gpu_count is not None and int(li["gpuCount"]) != self.gpu_count:
             return False
-        if self.region and not families.region_matches(self.region, li["regionCode"]):
+        if self.region and not regions.region_matches(self.region, li["regionCode"]):
             return False
         return self.max_price_cents is None or int(li["pricePerHourCents"]) <= self.max_price_cents
 
@@ -209,7 +209,7 @@ def candidates(family_id: str, gpu_count: int, region: str | None) -> list[dict[
     out = [
         li for li in live_listings()
         if li["family"] == family_id and int(li["gpuCount"]) == gpu_count
-        and (region is None or families.region_matches(region, li["regionCode"]))
+        and (region is None or regions.region_matches(region, li["regionCode"]))
     ]
     out.sort(key=lambda li: (int(li["pricePerHourCents"]), -float(li.get("seenAt", 0)), li["id"]))
     return out
@@ -231,7 +231,7 @@ def preview(family_id: str, gpu_count: int, region: str | None) -> dict[str, Any
     best = found[0]
     return {
         "pricePerHourCents": int(best["pricePerHourCents"]),
-        "estimatedProvisionSeconds": PROVISION_SECONDS.get(best["provider"], 60),
+        "estimatedProvisionSeconds": registry.provision_seconds(best["provider"]),
         "matchedListing": {"id": best["id"], "providerCode": best["provider"], "region": best["region"],
                            "model": best["model"]},
     }

@@ -9,9 +9,10 @@ may give values directly (`STRIPE_SECRET_KEY`, …).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 def _list(value: str | None) -> list[str]:
@@ -111,6 +112,30 @@ def load_settings(env: dict[str, str] | os._Environ[str] | None = None) -> Setti
         if e.get(key.upper()):
             values[key] = int(e[key.upper()])
     return Settings.model_validate(values)
+
+
+class ProviderSettings(BaseModel):
+    """What every provider adapter shares (each provider's own settings, its API key
+    among them, are its adapter's `ProviderConfig`: `gpurent.providers.registry`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    providers: tuple[str, ...] | None = None  # PROVIDERS: build only these (None: every one with a key)
+    connect_timeout_seconds: float = Field(default=3.0, gt=0)  # PROVIDER_CONNECT_TIMEOUT_SECONDS
+    read_timeout_seconds: float = Field(default=10.0, gt=0)  # PROVIDER_READ_TIMEOUT_SECONDS
+    max_attempts: int = Field(default=4, ge=1)  # PROVIDER_MAX_ATTEMPTS
+    disk_gb: int = Field(default=50, ge=1)  # PROVIDER_DISK_GB: the disk the offer prices include
+
+
+def load_provider_settings(values: Mapping[str, str]) -> ProviderSettings:
+    """`ProviderSettings` from upper-case names (``PROVIDERS``, ``PROVIDER_*``); ValueError when invalid."""
+    out: dict[str, object] = {}
+    if "PROVIDERS" in values:
+        out["providers"] = tuple(p.lower() for p in _list(values["PROVIDERS"]))
+    for name in ("connect_timeout_seconds", "read_timeout_seconds", "max_attempts", "disk_gb"):
+        if values.get(f"PROVIDER_{name.upper()}"):
+            out[name] = values[f"PROVIDER_{name.upper()}"]
+    return ProviderSettings.model_validate(out)
 
 
 @lru_cache(maxsize=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
 
 def round_half_up_div(numerator: int, denominator: int) -> int:
@@ -35,3 +36,18 @@ def dollars(cents: int) -> str:
     sign = "-" if cents < 0 else ""
     cents = abs(cents)
     return f"{sign}${cents // 100}.{cents % 100:02d}"
+
+
+def dollars_to_cents_up(amount: float | str | Decimal) -> int:
+    """Dollars → whole cents, rounding **up** (never bill below cost), exactly.
+
+    Providers quote dollars; goes through ``Decimal(str(x))`` so a float from JSON is
+    taken at its shortest decimal spelling ("0.3569"), not its binary expansion.
+    """
+    try:
+        d = amount if isinstance(amount, Decimal) else Decimal(str(amount).strip())
+    except InvalidOperation as e:
+        raise ValueError(f"not a price: {amount!r}") from e
+    if not d.is_finite() or d < 0:
+        raise ValueError(f"not a price: {amount!r}")
+    return int((d * 100).to_integral_value(rounding=ROUND_CEILING))

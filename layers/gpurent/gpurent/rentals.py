@@ -18,7 +18,6 @@ actors can never both move the same rental.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,6 +28,7 @@ from gpurent import catalog, clock, ids, keys, timers, wallet
 from gpurent.billing import invoices
 from gpurent.errors import ApiError
 from gpurent.money import charge_for_seconds, seconds_within_cap, whole_seconds
+from gpurent.providers import registry
 from gpurent.providers.base import AllocateRequest, Instance, Offer, ProviderAdapter, ProviderError
 from gpurent.store import money as money_store
 from gpurent.store import rentals as store
@@ -64,37 +64,12 @@ class Launch(BaseModel):
 
 # ---------------------------------------------------------------- providers
 
-_adapters: dict[str, ProviderAdapter] | None = None
-_adapters_lock = threading.Lock()
-
-
-def adapters() -> dict[str, ProviderAdapter]:
-    global _adapters
-    with _adapters_lock:
-        if _adapters is None:
-            from gpurent.providers.registry import build_adapters
-            from gpurent.providers.settings import adapter_settings
-
-            _adapters = build_adapters(adapter_settings())
-        return _adapters
-
-
-def set_adapters(value: dict[str, ProviderAdapter] | None) -> None:
-    """Tests and the local stack install adapters (None: build from settings again)."""
-    global _adapters
-    with _adapters_lock:
-        _adapters = value
-
-
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
 def _adapter(code: str) -> ProviderAdapter:
-    found = adapters().get(code)
-    if found is None:
-        raise ProviderError(code, "auth", "provider is not configured on this deployment")
-    return found
+    return registry.adapter(code)
 
 
 # ---------------------------------------------------------------- answers
@@ -694,7 +669,7 @@ def reconcile() -> dict[str, int]:
         except Exception:
             counts["errors"] += 1
             logger.exception("reconcile failed for a rental", extra={"rentalId": r["id"]})
-    for code, adapter in adapters().items():
+    for code, adapter in registry.adapters().items():
         try:
             instances = _run(adapter.list_instances())
         except ProviderError as exc:

@@ -1,4 +1,4 @@
-"""The family table, provider GPU names, regions and cents rounding."""
+"""The family table, each provider's GPU and region names, regions and cents rounding."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gpurent import families as f
+from gpurent import regions
+from gpurent.money import dollars_to_cents_up
+from gpurent.providers import lambdacloud_names, runpod_names, vast_names
 
 
 def test_the_six_families():
@@ -50,7 +53,7 @@ def test_the_six_families():
     ],
 )
 def test_vast_names(name, ram, family):
-    fam = f.vast_family(name, ram)
+    fam = vast_names.vast_family(name, ram)
     assert (fam.id if fam else None) == family
 
 
@@ -72,7 +75,7 @@ def test_vast_names(name, ram, family):
     ],
 )
 def test_runpod_names(type_id, display, memory, family):
-    fam = f.runpod_family(type_id, display, memory)
+    fam = runpod_names.runpod_family(type_id, display, memory)
     assert (fam.id if fam else None) == family
 
 
@@ -90,7 +93,7 @@ def test_runpod_names(type_id, display, memory, family):
     ],
 )
 def test_lambda_description_regex(description, parsed):
-    gpu = f.parse_lambda_description(description)
+    gpu = lambdacloud_names.parse_lambda_description(description)
     assert (None if gpu is None else (gpu.count, gpu.model, gpu.vram_gb, gpu.form)) == parsed
 
 
@@ -111,9 +114,9 @@ def test_lambda_description_regex(description, parsed):
     ],
 )
 def test_lambda_families(description, family):
-    gpu = f.parse_lambda_description(description)
+    gpu = lambdacloud_names.parse_lambda_description(description)
     assert gpu is not None
-    fam = f.lambda_family(gpu)
+    fam = lambdacloud_names.lambda_family(gpu)
     assert (fam.id if fam else None) == family
 
 
@@ -138,7 +141,7 @@ def test_lambda_families(description, family):
     ],
 )
 def test_vast_regions(geo, expected):
-    r = f.region_from_vast(geo)
+    r = vast_names.region_from_vast(geo)
     assert (None if r is None else (r.label, r.code)) == expected
 
 
@@ -159,7 +162,7 @@ def test_vast_regions(geo, expected):
     ],
 )
 def test_runpod_regions(dc, expected):
-    r = f.region_from_runpod(dc)
+    r = runpod_names.region_from_runpod(dc)
     assert (None if r is None else (r.label, r.code)) == expected
 
 
@@ -176,7 +179,7 @@ def test_runpod_regions(dc, expected):
     ],
 )
 def test_lambda_regions(name, expected):
-    r = f.region_from_lambda(name)
+    r = lambdacloud_names.region_from_lambda(name)
     assert (None if r is None else (r.label, r.code)) == expected
 
 
@@ -200,11 +203,11 @@ def test_lambda_regions(name, expected):
     ],
 )
 def test_region_matches(flt, code, match):
-    assert f.region_matches(flt, code) is match
+    assert regions.region_matches(flt, code) is match
 
 
 def test_region_groups():
-    assert [f.region_group(c) for c in ("US", "de", "JP", "CA", "BR")] == ["us", "eu", "apac", None, None]
+    assert [regions.region_group(c) for c in ("US", "de", "JP", "CA", "BR")] == ["us", "eu", "apac", None, None]
 
 
 def test_interconnect():
@@ -232,18 +235,18 @@ def test_interconnect():
     ],
 )
 def test_dollars_to_cents_up(amount, cents):
-    assert f.dollars_to_cents_up(amount) == cents
+    assert dollars_to_cents_up(amount) == cents
 
 
 @pytest.mark.parametrize("bad", [-0.01, "abc", float("nan"), float("inf"), ""])
 def test_dollars_to_cents_rejects(bad):
     with pytest.raises(ValueError):
-        f.dollars_to_cents_up(bad)
+        dollars_to_cents_up(bad)
 
 
 @given(st.decimals(min_value=0, max_value=10_000, places=6, allow_nan=False, allow_infinity=False))
 def test_cents_never_below_cost_and_less_than_a_cent_above(d):
-    cents = f.dollars_to_cents_up(d)
+    cents = dollars_to_cents_up(d)
     assert Decimal(cents) >= d * 100
     assert Decimal(cents) - d * 100 < 1
     assert cents == math.ceil(d * 100)

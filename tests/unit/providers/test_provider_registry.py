@@ -76,3 +76,49 @@ def test_bootstrap_script_refuses_multiline_keys():
     with pytest.raises(ProviderError) as e:
         bootstrap_script("lambda", ("ssh-ed25519 AAAA\nmalicious",), None)
     assert e.value.kind == "invalid"
+
+
+def test_every_provider_has_its_spec_its_names_and_a_simulator():
+    import importlib
+
+    from gpurent.providers import registry
+    from infra.simulators import SIMULATORS
+
+    assert registry.codes() == ("vast", "runpod", "lambda")
+    for p in registry.PROVIDERS:
+        assert registry.spec(p.code).code == p.code
+        importlib.import_module(f"{p.module}_names")  # its family/region names live beside it
+    assert tuple(sim.code for sim in SIMULATORS) == registry.codes()
+
+
+def test_a_fourth_provider_is_one_module_and_one_registry_line(monkeypatch):
+    from gpurent.providers import registry
+    from tests.unit.providers.fourth_provider import AcmeAdapter
+
+    line = registry.Provider("acme", "tests.unit.providers.fourth_provider", provision_seconds=30)
+    monkeypatch.setattr(registry, "PROVIDERS", (*registry.PROVIDERS, line))
+    settings = {"ACME_API_KEY": "k", "ACME_PROJECT": "p1", "PROVIDER_DISK_GB": "70", "LAMBDA_TASK_ROOT": "/var"}
+    built = build_adapters(settings)
+    assert list(built) == ["acme"]
+    acme = built["acme"]
+    assert isinstance(acme, AcmeAdapter)
+    assert acme.config.api_key.get_secret_value() == "k" and acme.config.project == "p1" and acme.ctx.disk_gb == 70
+    assert registry.provision_seconds("acme") == 30
+    assert registry.env_settings({**settings, "OTHER": "x", "ACME_EMPTY": ""}) == settings  # <CODE>_*, PROVIDER_*
+    with pytest.raises(ValueError):
+        build_adapters({"ACME_API_KEY": "k"})  # its own settings model is validated: ACME_PROJECT is required
+    registry.set_adapters(built)
+    try:
+        assert registry.adapter("acme") is acme
+        with pytest.raises(ProviderError) as e:
+            registry.adapter("vast")
+        assert e.value.kind == "auth"
+    finally:
+        registry.set_adapters(None)
+
+
+def test_shared_provider_settings_are_validated():
+    with pytest.raises(ValueError):
+        build_adapters({"VAST_API_KEY": "v", "PROVIDER_READ_TIMEOUT_SECONDS": "soon"})
+    with pytest.raises(ValueError):
+        build_adapters({"VAST_API_KEY": "v", "PROVIDER_DISK_GB": "0"})

@@ -10,9 +10,9 @@ import httpx
 import pytest
 import respx
 
-from gpurent.families import VAST_NAMES
 from gpurent.providers.base import AllocateRequest, Offer, ProviderError
 from gpurent.providers.vast import VastAdapter
+from gpurent.providers.vast_names import VAST_NAMES
 
 BASE = "https://console.vast.test"
 RID = "rent_01JDX4ZK7Q0V8W1S2T3Y4Z5A6B"

@@ -19,15 +19,19 @@ import logging
 from typing import Any
 
 import httpx
+from pydantic import Field
 
-from gpurent import families
+from gpurent.families import interconnect_for
 from gpurent.providers.base import (
     AllocateRequest,
+    BuildContext,
     ErrorKind,
     Instance,
     InstanceStatus,
     Offer,
+    ProviderConfig,
     ProviderError,
+    ProviderSpec,
     bootstrap_script,
     is_ours,
     reachable_status,
@@ -43,6 +47,7 @@ from gpurent.providers.http import (
     req_str,
     status_kind,
 )
+from gpurent.providers.lambdacloud_names import lambda_family, parse_lambda_description, region_from_lambda
 
 log = logging.getLogger("gpurent.providers")
 
@@ -139,8 +144,8 @@ class LambdaAdapter:
         if isinstance(price, bool) or not isinstance(price, int) or price <= 0:
             raise Malformed("'price_cents_per_hour' is not a positive integer")
         regions = arr(entry.get("regions_with_capacity_available"), "regions_with_capacity_available")
-        gpu = families.parse_lambda_description(description)
-        fam = families.lambda_family(gpu) if gpu is not None else None
+        gpu = parse_lambda_description(description)
+        fam = lambda_family(gpu) if gpu is not None else None
         if gpu is None or fam is None:
             log.info("lambda: %s (%r) is not one of our families; left out", name, description)
             return []
@@ -149,14 +154,14 @@ class LambdaAdapter:
         out: list[Offer] = []
         for raw_region in regions:
             region_name = req_str(obj(raw_region, "region"), "name")
-            region = families.region_from_lambda(region_name)
+            region = region_from_lambda(region_name)
             if region is None:
                 log.info("lambda: region %r is not known; %s there is left out", region_name, name)
                 continue
             out.append(Offer(
                 provider=self.code, offer_key=f"{name}|{region_name}", gpu_name=description, family=fam.id,
                 model=fam.model, vram_gb=fam.vram_gb, gpu_count=gpu.count, price_cents_per_hour=price,
-                region=region.label, region_code=region.code, interconnect=families.interconnect_for(fam, gpu.count),
+                region=region.label, region_code=region.code, interconnect=interconnect_for(fam, gpu.count),
             ))
         return out
 
@@ -229,3 +234,17 @@ class LambdaAdapter:
             status = "provisioning"
         running = status == "running"
         return Instance(iid, name, status, ip if running else None, 22 if running else None, error)
+
+
+class LambdaConfig(ProviderConfig):
+    """Lambda's settings also name the platform's SSH key registered there (``LAMBDA_SSH_KEY_NAME``)."""
+
+    ssh_key_name: str = Field(min_length=1)
+
+
+def _build(config: LambdaConfig, ctx: BuildContext) -> LambdaAdapter:
+    return LambdaAdapter(config.api_key.get_secret_value(), config.ssh_key_name,
+                         config.base_url or DEFAULT_BASE_URL, policy=ctx.policy, sleep=ctx.sleep, client=ctx.client)
+
+
+SPEC = ProviderSpec("lambda", LambdaConfig, _build)

@@ -33,14 +33,18 @@ from typing import Any
 
 import httpx
 
-from gpurent import families
+from gpurent.families import interconnect_for
+from gpurent.money import dollars_to_cents_up
 from gpurent.providers.base import (
     AllocateRequest,
+    BuildContext,
     ErrorKind,
     Instance,
     InstanceStatus,
     Offer,
+    ProviderConfig,
     ProviderError,
+    ProviderSpec,
     bootstrap_script,
     is_ours,
     reachable_status,
@@ -58,6 +62,8 @@ from gpurent.providers.http import (
     req_str,
     status_kind,
 )
+from gpurent.providers.runpod_names import region_from_runpod, runpod_family
+from gpurent.regions import Region
 
 log = logging.getLogger("gpurent.providers")
 
@@ -166,14 +172,14 @@ class RunPodAdapter:
 
     # --- offers --------------------------------------------------------------------
 
-    async def _data_centers(self) -> list[tuple[str, families.Region]]:
+    async def _data_centers(self) -> list[tuple[str, Region]]:
         data = await self._gql("data centres", "query DataCenters { dataCenters { id name listed } }",
                                idempotent=True)
-        out: list[tuple[str, families.Region]] = []
+        out: list[tuple[str, Region]] = []
         for raw in data.get("dataCenters") or []:
             if not isinstance(raw, dict) or raw.get("listed") is False or not isinstance(raw.get("id"), str):
                 continue
-            region = families.region_from_runpod(raw["id"])
+            region = region_from_runpod(raw["id"])
             if region is None:
                 log.info("runpod: data centre %r has no known location; left out", raw["id"])
                 continue
@@ -203,12 +209,12 @@ class RunPodAdapter:
             log.info("runpod: GPU %r is not one of our families; its offers are left out", name)
         return offers
 
-    def _offers_of(self, raw: dict[str, Any], n: int, dcs: list[tuple[str, families.Region]],
+    def _offers_of(self, raw: dict[str, Any], n: int, dcs: list[tuple[str, Region]],
                    unknown: set[str]) -> list[Offer]:
         type_id = req_str(raw, "id")
         display = get_str(raw, "displayName", optional=True)
         memory = get_num(raw, "memoryInGb", optional=True)
-        fam = families.runpod_family(type_id, display, memory)
+        fam = runpod_family(type_id, display, memory)
         if fam is None:
             unknown.add(type_id)
             return []
@@ -225,14 +231,14 @@ class RunPodAdapter:
                 if per_gpu is None or per_gpu <= 0:
                     continue
                 total = Decimal(str(per_gpu)) * n + self._storage_dollars()
-                cents = families.dollars_to_cents_up(total)
+                cents = dollars_to_cents_up(total)
             except (Malformed, ValueError) as e:
                 log.warning("runpod: skipping %s in %s: %s", type_id, dc, e)
                 continue
             out.append(Offer(
                 provider=self.code, offer_key=f"{type_id}|SECURE|{dc}|{n}", gpu_name=type_id, family=fam.id,
                 model=fam.model, vram_gb=fam.vram_gb, gpu_count=n, price_cents_per_hour=cents,
-                region=region.label, region_code=region.code, interconnect=families.interconnect_for(fam, n),
+                region=region.label, region_code=region.code, interconnect=interconnect_for(fam, n),
             ))
         return out
 
@@ -347,3 +353,11 @@ def _public_ssh(runtime: Any) -> tuple[str | None, int | None]:
             if isinstance(ip, str) and ip:
                 return ip, public
     return None, None
+
+
+def _build(config: ProviderConfig, ctx: BuildContext) -> RunPodAdapter:
+    return RunPodAdapter(config.api_key.get_secret_value(), config.base_url or DEFAULT_BASE_URL, disk_gb=ctx.disk_gb,
+                         policy=ctx.policy, sleep=ctx.sleep, client=ctx.client)
+
+
+SPEC = ProviderSpec("runpod", ProviderConfig, _build)

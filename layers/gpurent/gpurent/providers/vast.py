@@ -24,14 +24,18 @@ from typing import Any
 
 import httpx
 
-from gpurent import families
+from gpurent.families import interconnect_for
+from gpurent.money import dollars_to_cents_up
 from gpurent.providers.base import (
     AllocateRequest,
+    BuildContext,
     ErrorKind,
     Instance,
     InstanceStatus,
     Offer,
+    ProviderConfig,
     ProviderError,
+    ProviderSpec,
     bootstrap_script,
     is_ours,
     reachable_status,
@@ -51,6 +55,7 @@ from gpurent.providers.http import (
     req_str,
     status_kind,
 )
+from gpurent.providers.vast_names import VAST_NAMES, region_from_vast, vast_family
 
 log = logging.getLogger("gpurent.providers")
 
@@ -131,7 +136,7 @@ class VastAdapter:
             "external": {"eq": False},
             "rentable": {"eq": True},
             "rented": {"eq": False},
-            "gpu_name": {"in": sorted(families.VAST_NAMES)},
+            "gpu_name": {"in": sorted(VAST_NAMES)},
             "order": [["dph_total", "asc"]],
             "type": "on-demand",
             "limit": self.search_limit,
@@ -174,23 +179,23 @@ class VastAdapter:
             return None
         if count not in GPU_COUNTS:
             return None
-        fam = families.vast_family(gpu_name, gpu_ram)
+        fam = vast_family(gpu_name, gpu_ram)
         if fam is None:
             unknown.add(f"{gpu_name} ({gpu_ram} MB)" if gpu_ram is not None else gpu_name)
             return None
         geo = get_str(raw, "geolocation", optional=True)
-        region = families.region_from_vast(geo)
+        region = region_from_vast(geo)
         if region is None:
             log.info("vast: offer %s has no usable location (%r); left out", ask_id, geo)
             return None
         try:
-            cents = families.dollars_to_cents_up(price)
+            cents = dollars_to_cents_up(price)
         except ValueError as e:
             raise Malformed(str(e)) from e
         return Offer(
             provider=self.code, offer_key=str(ask_id), gpu_name=gpu_name, family=fam.id, model=fam.model,
             vram_gb=fam.vram_gb, gpu_count=count, price_cents_per_hour=cents, region=region.label,
-            region_code=region.code, interconnect=families.interconnect_for(fam, count),
+            region_code=region.code, interconnect=interconnect_for(fam, count),
         )
 
     # --- instances -----------------------------------------------------------------
@@ -336,3 +341,11 @@ def _ssh_endpoint(row: dict[str, Any]) -> tuple[str | None, int | None]:
     if isinstance(host, str) and host and port:
         return host, port
     return None, None
+
+
+def _build(config: ProviderConfig, ctx: BuildContext) -> VastAdapter:
+    return VastAdapter(config.api_key.get_secret_value(), config.base_url or DEFAULT_BASE_URL, disk_gb=ctx.disk_gb,
+                       policy=ctx.policy, sleep=ctx.sleep, client=ctx.client)
+
+
+SPEC = ProviderSpec("vast", ProviderConfig, _build)

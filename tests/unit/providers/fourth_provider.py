@@ -1,0 +1,38 @@
+"""A made-up fourth provider, written the way docs/architecture.md says to add one:
+this module (its adapter, settings model and SPEC) plus one line in the registry."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from gpurent.providers.base import AllocateRequest, BuildContext, Instance, Offer, ProviderConfig, ProviderSpec
+
+
+class AcmeConfig(ProviderConfig):
+    project: str = Field(min_length=1)  # ACME_PROJECT
+
+
+class AcmeAdapter:
+    code = "acme"
+
+    def __init__(self, config: AcmeConfig, ctx: BuildContext) -> None:
+        self.config = config
+        self.ctx = ctx
+
+    async def list_offers(self) -> list[Offer]:
+        return []
+
+    async def allocate(self, req: AllocateRequest) -> str:
+        return f"acme-{req.rental_id}"
+
+    async def get_instance(self, instance_id: str) -> Instance | None:
+        return None
+
+    async def terminate(self, instance_id: str) -> None:
+        return None
+
+    async def list_instances(self) -> list[Instance]:
+        return []
+
+
+SPEC = ProviderSpec("acme", AcmeConfig, AcmeAdapter)
