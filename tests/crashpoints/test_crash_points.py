@@ -44,7 +44,7 @@ from gpurent.billing import autotopup, invoices
 from gpurent.money import charge_for_seconds, whole_seconds
 from gpurent.providers import registry
 from gpurent.providers.registry import build_adapters
-from gpurent.rentals import ADOPT_GRACE, ALLOCATION_LEASE
+from gpurent.rentals import ADOPT_GRACE, ALLOCATION_LEASE, instances, launching
 from gpurent.store import dynamo
 from gpurent.store import invoices as invoice_store
 from gpurent.store import money as money_store
@@ -578,8 +578,8 @@ def reconcile_setup(ctx: Ctx) -> dict[str, Any]:
     template_ = get_template(DEFAULT_TEMPLATE)
     assert template_ is not None
     orphan = f"rent_{uuid.uuid4().hex[:26].upper()}"
-    rentals._run(ctx.adapters[offer["provider"]].allocate(AllocateRequest(
-        rental_id=orphan, offer=rentals._to_offer(rentals._offer_of(offer)), image=template_.image,
+    instances.run(ctx.adapters[offer["provider"]].allocate(AllocateRequest(
+        rental_id=orphan, offer=launching._to_offer(launching._offer_of(offer)), image=template_.image,
         start_command=template_.start_command, ssh_public_keys=())))
     timers.clear()  # the stop's follow-up timer is lost: the reconciler finishes it
     ctx.clock.advance(BOOT_SECONDS + 1)

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from gpurent import rentals
+from gpurent.rentals import launching, views
 from gpurent.store import rentals as rental_store
 from tests.conftest import Api
 from tests.integration.conftest import BOOT_SECONDS, Locking, World
@@ -230,7 +231,7 @@ def test_a_lambda_retry_after_a_crash_before_allocate_completes_the_launch(
     def die() -> None:
         raise RuntimeError("killed between the reserve and the provider call")
 
-    monkeypatch.setattr(rentals, "_allocate", once(rentals._allocate, die))
+    monkeypatch.setattr(launching, "_allocate", once(launching._allocate, die))
     envelope(launch(api, key="retry-2"), 500, "internal_error")
     (first,) = rental_store.list_for_user(uid, None, 10, None)[0]
     assert world.labelled(first["id"]) == []
@@ -423,7 +424,7 @@ def test_a_stop_whose_rental_the_reconciler_touched_meanwhile_still_succeeds(
         clock.advance(BOOT_SECONDS + 1)  # booted at the provider; nobody has looked yet
         billed = 0
     rid, price = got["id"], got["pricePerHourCents"]
-    real_get_owned = rentals.get_owned
+    real_get_owned = views.get_owned
     fired = threading.Event()
 
     def get_owned_then_reconcile(user_id: str, rental_id: str) -> dict[str, Any]:
@@ -433,10 +434,10 @@ def test_a_stop_whose_rental_the_reconciler_touched_meanwhile_still_succeeds(
             rentals.reconcile()  # the scheduled pass runs right now, in another Lambda
         return r
 
-    monkeypatch.setattr(rentals, "get_owned", get_owned_then_reconcile)
+    monkeypatch.setattr(views, "get_owned", get_owned_then_reconcile)
     r = api.post(f"/v1/rentals/{rid}/stop")
     assert fired.is_set()
-    monkeypatch.setattr(rentals, "get_owned", real_get_owned)
+    monkeypatch.setattr(views, "get_owned", real_get_owned)
     check_invariants(uid)
     assert r.status == 200, r.body
     assert r.json() == {"id": rid, "status": "stopping", "finalChargedCents": charge(billed, price),

@@ -1,0 +1,34 @@
+"""A rental's instance at its provider: the calls every part of a rental's life makes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from gpurent.providers import registry
+from gpurent.providers.base import Instance, ProviderError
+from gpurent.telemetry import logger
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def find_by_label(r: dict[str, Any]) -> Instance | None:
+    for inst in run(registry.adapter(r["provider"]).list_instances()):
+        if inst.label == r["id"]:
+            return inst
+    return None
+
+
+def terminate_quietly(r: dict[str, Any]) -> None:
+    """Send terminate once now; a failure is retried by the reconciler until it succeeds."""
+    if not r.get("instanceId"):
+        return
+    try:
+        run(registry.adapter(r["provider"]).terminate(str(r["instanceId"])))
+    except ProviderError as exc:
+        logger.warning("terminate failed; the reconciler retries", extra={"rentalId": r["id"], "kind": exc.kind})

@@ -1,0 +1,201 @@
+"""Settling a rental's money: the final charge to the second (never past its own limits),
+the short-run refund, overage, the reserve back; stops, limit stops and failed launches.
+
+Every status change is a conditional write on the status the actor saw, inside the
+wallet's transaction, so two actors can never both settle the same rental.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gpurent import clock, timers, wallet
+from gpurent.billing import invoices
+from gpurent.errors import ApiError
+from gpurent.money import charge_for_seconds, seconds_within_cap, whole_seconds
+from gpurent.rentals import instances, views
+from gpurent.store import rentals as store
+from gpurent.telemetry import count
+
+REFUND_WINDOW = 60  # a pod that ran less than this many seconds is refunded in full
+FOLLOW_UP = 3  # seconds after a stop to ask the provider whether the instance is gone
+
+
+class Settled(Exception):
+    """Another actor already moved this rental out of its live state."""
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """How a rental's final charge comes out (`plan_settlement`)."""
+
+    charged: int  # total taken from the wallet (ledger rental_charge rows)
+    refund: int  # given back (ledger refund row)
+    overage: int  # owed beyond the money: the overage invoice
+
+
+def plan_settlement(r: dict[str, Any], seconds: int, split: wallet.ChargeSplit) -> Settlement:
+    """The rental's final numbers, given the last charge's split.
+
+    - a pod that ran under a minute gets everything it paid back, and its overage is forgiven;
+    - otherwise what was metered beyond the billed end (a provider crash billed up to the last
+      healthy moment, after a tick had already charged past it) is given back: the overage
+      is cut first, then the rest is refunded;
+    - the remaining overage is invoiced.
+    """
+    total = charge_for_seconds(seconds, int(r["pricePerHourCents"]))
+    paid = int(r.get("chargedCents", 0)) + split.charged
+    overage = int(r.get("overageCents", 0)) + split.overage
+    if seconds < REFUND_WINDOW:
+        return Settlement(paid, paid, 0)
+    excess = max(0, paid + overage - total)
+    cut = min(excess, overage)
+    return Settlement(paid, excess - cut, overage - cut)
+
+
+def limit_deadline(r: dict[str, Any]) -> tuple[float, str] | None:
+    """When a running rental must stop by its own limits: (moment, reason), or None.
+
+    `autoStopAfterHours` counts from `runningAt`; `maxTotalCents` stops it at the
+    last second whose charge stays within the cap.
+    """
+    if r.get("runningAt") is None:
+        return None
+    started = float(r["runningAt"])
+    found: list[tuple[float, str]] = []
+    if r.get("autoStopAfterHours"):
+        found.append((started + whole_seconds(float(r["autoStopAfterHours"]) * 3600), "auto_stop"))
+    if r.get("maxTotalCents"):
+        found.append((started + seconds_within_cap(int(r["maxTotalCents"]), int(r["pricePerHourCents"])),
+                      "max_total"))
+    return min(found) if found else None
+
+
+def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status: str = "stopping",
+           error: str | None = None) -> dict[str, Any]:
+    """running → stopping (or failed): the final charge to the second, the refund of a pod
+    that ran under a minute, the rest of the reserve back to available — one transaction.
+
+    Billing ends at `until` when given (a crash: the last healthy moment), never
+    after now nor after the rental's own limit (`autoStopAfterHours`,
+    `maxTotalCents`), whoever stops it and however late.
+
+    Raises `Settled` when another actor settled this rental first (its replay answered).
+    """
+    user_id, rental_id = r["userId"], r["id"]
+    now = clock.now()
+    end = now if until is None else min(now, until)
+    deadline = limit_deadline(r)
+    if deadline is not None:
+        end = min(end, deadline[0])
+    seconds = whole_seconds(end - float(r["runningAt"]))
+    total = charge_for_seconds(seconds, int(r["pricePerHourCents"]))
+    delta = max(0, total - views.metered_cents(r))
+    held = int(r.get("reserveCents", 0))
+    invoice: dict[str, Any] = {}  # the overage invoice this attempt plans, if any
+
+    def planner(w: wallet.Wallet) -> list[wallet.Step]:
+        charge = wallet.plan_charge(w, held, delta, 0, {"rentalId": rental_id})
+        split = charge.info["split"]
+        w2 = wallet.Wallet(user_id, w.available + charge.available_delta, w.reserved + charge.reserved_delta)
+        steps = [charge, wallet.plan_release(w2, split.reserve_after)]
+        final = plan_settlement(r, seconds, split)
+        if final.refund > 0:
+            steps.append(wallet.plan_credit(w2, final.refund, "refund", {"rentalId": rental_id}))
+        invoice.clear()
+        if final.overage > 0:
+            invoice.update(invoices.overage_record(r, final.overage, end))
+            steps.append(invoices.plan_open(invoice))
+        return steps
+
+    def extras(w: wallet.Wallet, steps: Any) -> list[Any]:
+        final = plan_settlement(r, seconds, steps[0].info["split"])
+        sets = {"status": to_status, "stoppedAt": now, "stopReason": reason, "billedSeconds": seconds,
+                "chargedCents": final.charged, "refundedCents": final.refund, "reserveCents": 0,
+                "overageCents": final.overage, "meteredUntil": end, "overageInvoiceId": invoice.get("id")}
+        if error:
+            sets["error"] = error[:500]
+        items = [store.update_item(user_id, rental_id, sets, ("running",), int(r["version"]))]
+        return items + (invoices.open_items(invoice) if invoice else [])
+
+    result = wallet.apply(user_id, f"settle:{rental_id}",
+                          {"op": "settle", "rental": rental_id, "seconds": seconds}, planner, extras)
+    if result.replayed:
+        raise Settled()
+    if invoice:
+        invoices.mirror_quietly(invoice)  # the Stripe pay page; pay-url retries if Stripe is down
+    found = store.get(user_id, rental_id)
+    assert found is not None
+    return found
+
+
+def stop(user_id: str, rental_id: str, reason: str = "user") -> dict[str, Any]:
+    """`POST /v1/rentals/{id}/stop` and every server-initiated stop.
+
+    Exactly one of several concurrent stops wins (the others answer 409
+    `already_stopped`); a stop whose rental another actor touched meanwhile
+    (a health check, a metering tick) re-reads it and tries again.
+    """
+    already = ApiError("already_stopped", "This rental is already in a terminal state")
+    for _ in range(5):
+        r = views.get_owned(user_id, rental_id)
+        if r["status"] in ("stopping", "stopped", "failed"):
+            raise already
+        try:
+            if r["status"] == "provisioning":
+                held = int(r.get("reserveCents", 0))
+                sets = {"status": "stopping", "stoppedAt": clock.now(), "stopReason": reason, "reserveCents": 0}
+                result = wallet.release(
+                    user_id, held, f"stop:{rental_id}",
+                    extras=lambda w, steps, sets=sets, r=r: [  # type: ignore[misc]
+                        store.update_item(user_id, rental_id, sets, ("provisioning",), int(r["version"]))])
+                if result.replayed:
+                    raise already
+                r = views.get_owned(user_id, rental_id)
+            else:
+                r = settle(r, reason)
+        except (Settled, wallet.IdempotencyMismatch):
+            raise already from None
+        except wallet.BusinessConditionFailed:
+            continue  # the rental moved on under us: look again
+        count("Stops")
+        instances.terminate_quietly(r)
+        timers.arm(user_id, clock.now() + FOLLOW_UP, rental_id)  # stopping → stopped without waiting a minute
+        return {"id": r["id"], "status": "stopping", "finalChargedCents": views.metered_cents(r),
+                "refundedCents": int(r.get("refundedCents", 0))}
+    raise ApiError("internal_error", "The rental kept changing; please retry the stop")
+
+
+def enforce_limit(r: dict[str, Any]) -> dict[str, Any]:
+    """Stop a running rental whose own limit (`autoStopAfterHours`, `maxTotalCents`) is due,
+    billed up to the limit's moment, not to when we got round to it."""
+    deadline = limit_deadline(r)
+    if deadline is None or clock.now() < deadline[0]:
+        return r
+    try:
+        found = settle(r, deadline[1], until=deadline[0])
+    except (Settled, wallet.BusinessConditionFailed, wallet.IdempotencyMismatch):
+        return store.get(r["userId"], r["id"]) or r
+    count("LimitStops")
+    instances.terminate_quietly(found)
+    timers.arm(str(r["userId"]), clock.now() + FOLLOW_UP, str(r["id"]))
+    return found
+
+
+def fail(r: dict[str, Any], error: str) -> dict[str, Any]:
+    """provisioning → failed: never billed, the reserve goes back to available."""
+    user_id, rental_id = r["userId"], r["id"]
+    held = int(r.get("reserveCents", 0))
+    now = clock.now()
+    sets = {"status": "failed", "error": error[:500], "reserveCents": 0, "stoppedAt": now}
+    try:
+        wallet.release(user_id, held, f"fail:{rental_id}",
+                       extras=lambda w, steps: [store.update_item(user_id, rental_id, sets, ("provisioning",),
+                                                                  int(r["version"]))])
+    except (wallet.BusinessConditionFailed, wallet.IdempotencyMismatch):
+        pass  # someone else moved it on first
+    count("LaunchFailures")
+    found = store.get(user_id, rental_id)
+    assert found is not None
+    return found
