@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpurent import catalog, clock, ids, keys, wallet
+from gpurent import catalog, clock, ids, ssh_keys, wallet
 from gpurent.errors import ApiError
 from gpurent.listing import Listing, failover
 from gpurent.providers import registry
@@ -24,6 +24,7 @@ from gpurent.store import money as money_store
 from gpurent.store import rentals as store
 from gpurent.telemetry import count, logger
 from gpurent.templates import DEFAULT_TEMPLATE, get_template
+from gpurent.text import check_name
 
 MAX_ATTEMPTS = 3  # listings tried per launch (failover)
 ALLOCATION_LEASE = 60  # seconds a launch owns its allocation (a Lambda lives 29 s); a retry takes over after
@@ -48,7 +49,7 @@ def launch(user_id: str, body: Launch, idempotency_key: str | None) -> tuple[dic
     if template is None:
         raise ApiError("validation_failed", "templateId is not a known template", {"templateId": "unknown template"})
     region = catalog.check_region(body.region)
-    name = keys.check_name(body.name) if body.name is not None else None
+    name = check_name(body.name) if body.name is not None else None
 
     rental_id = ids.new_id("rent")
     description = {"op": "launch", "body": body.model_dump()}
@@ -66,7 +67,7 @@ def launch(user_id: str, body: Launch, idempotency_key: str | None) -> tuple[dic
                        "another region or another family.")
     listing = found[0]
     price = listing.price_per_hour_cents
-    ssh_keys = keys.public_keys(user_id)
+    keys = ssh_keys.public_keys(user_id)
     now = clock.now()
     record = Rental(
         id=rental_id, user_id=user_id, name=name, status="provisioning", family_id=body.familyId,
@@ -74,7 +75,7 @@ def launch(user_id: str, body: Launch, idempotency_key: str | None) -> tuple[dic
         listing_id=listing.id, provider=listing.provider, region=listing.region, region_code=listing.region_code,
         model=listing.model, offer=listing.snapshot(), created_at=now, reserve_cents=price,
         auto_stop_after_hours=body.autoStopAfterHours, max_total_cents=body.maxTotalCents,
-        ssh_key_count=len(ssh_keys), version=1, idempotency_key=idempotency_key,
+        ssh_key_count=len(keys), version=1, idempotency_key=idempotency_key,
         allocating_until=now + ALLOCATION_LEASE,
     )
 
@@ -91,7 +92,7 @@ def launch(user_id: str, body: Launch, idempotency_key: str | None) -> tuple[dic
     if result.replayed:  # a concurrent duplicate won the race
         return _resume(user_id, result.steps[0]["rentalId"])
     count("Launches")
-    return _finish_launch(record, _allocate(record, ssh_keys, found))
+    return _finish_launch(record, _allocate(record, keys, found))
 
 
 def _warnings(ssh_key_count: int) -> list[str]:
@@ -149,7 +150,7 @@ def continue_launch(r: Rental) -> Rental:
         return adopt(r, inst)
     others = [c for c in catalog.candidates(r.family_id, r.gpu_count, r.region_filter)
               if c.id != r.offer.id and c.id not in r.attempts]
-    return _allocate(r, keys.public_keys(r.user_id), [r.offer, *others])
+    return _allocate(r, ssh_keys.public_keys(r.user_id), [r.offer, *others])
 
 
 def adopt(r: Rental, inst: Instance) -> Rental:
@@ -161,7 +162,7 @@ def adopt(r: Rental, inst: Instance) -> Rental:
         return exc.current or r
 
 
-def _allocate(record: Rental, ssh_keys: list[str], candidates: list[Listing]) -> Rental:
+def _allocate(record: Rental, public_keys: list[str], candidates: list[Listing]) -> Rental:
     """Allocate at the provider, failing over on capacity-like refusals; returns the rental."""
     user_id, rental_id = record.user_id, record.id
     template = get_template(record.template_id)
@@ -178,7 +179,7 @@ def _allocate(record: Rental, ssh_keys: list[str], candidates: list[Listing]) ->
                 "attempts": tuple(tried),
             }, ("provisioning",))
         req = AllocateRequest(rental_id=rental_id, offer=current.offer.to_offer(), image=template.image,
-                              start_command=template.start_command, ssh_public_keys=tuple(ssh_keys))
+                              start_command=template.start_command, ssh_public_keys=tuple(public_keys))
         try:
             instance_id = instances.run(registry.adapter(listing.provider).allocate(req))
         except ProviderError as exc:
