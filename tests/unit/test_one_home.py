@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import get_args
 
-from gpurent import ledger, wallet
 from gpurent_cli.output import ledger_types
+
+from gpurent import ledger, wallet
 from infra import contract, openapi
 
 
@@ -21,7 +22,7 @@ def test_ledger_types_are_defined_once_and_derived_everywhere() -> None:
 
 
 def test_rental_and_invoice_vocabularies_have_one_home() -> None:
-    from gpurent import rentals, records
+    from gpurent import records, rentals
     from gpurent.billing import invoices
 
     assert rentals.STATUSES == get_args(records.RentalStatus) == get_args(contract.RentalStatus)
