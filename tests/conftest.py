@@ -32,6 +32,8 @@ os.environ.update(
         "POWERTOOLS_SERVICE_NAME": "gpurent",
         "POWERTOOLS_TRACE_DISABLED": "1",
         "POWERTOOLS_METRICS_DISABLED": "1",
+        # The tests are the `test` stage: local defaults, not a deployment's required settings.
+        "STAGE": "test",
     }
 )
 
