@@ -583,3 +583,10 @@ def verify_event(payload: bytes, sig_header: str | None) -> dict[str, Any]:
             event.get("data"), dict) or not isinstance(event["data"].get("object"), dict):
         raise InvalidSignature("payload is not a Stripe event")
     return event
+
+
+if TYPE_CHECKING:  # this module is the adapter of `ports.StripeGateway`: mypy checks it fits
+    from gpurent import ports
+    from gpurent.billing import gateway as _this
+
+    _port: ports.StripeGateway = _this

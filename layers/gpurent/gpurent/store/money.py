@@ -7,7 +7,7 @@ this module writes it as one `TransactWriteItems`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpurent.config import settings
 from gpurent.records import OpMarker, OpResult
@@ -224,3 +224,10 @@ def get_op_marker(op_key: str) -> OpMarker | None:
     """The marker a money operation left under `op_key`, typed (None: it never happened)."""
     item = get_op(op_key)
     return op_marker_from_item(op_key, item) if item is not None else None
+
+
+if TYPE_CHECKING:  # this module is the adapter of `ports.MoneyStore`: mypy checks it fits
+    from gpurent import ports
+    from gpurent.store import money as _this
+
+    _port: ports.MoneyStore = _this

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import fields
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from gpurent.config import settings
 from gpurent.listing import Listing
@@ -282,3 +282,10 @@ def live_for_user(user_id: str, status: RentalStatus) -> list[Rental]:
         "KeyConditionExpression": "activeKey = :k AND begins_with(activeSort, :p)",
         "ExpressionAttributeValues": to_values({":k": shard(user_id), ":p": f"{status}#{user_id}#"}),
     })
+
+
+if TYPE_CHECKING:  # this module is the adapter of `ports.RentalStore`: mypy checks it fits
+    from gpurent import ports
+    from gpurent.store import rentals as _this
+
+    _port: ports.RentalStore = _this

@@ -1,0 +1,102 @@
+"""Metering's arithmetic: billable seconds, the charging plan, and the exhaustion prediction
+that runs the same plan forward (checked against a second-by-second search)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpurent import metering, wallet
+from gpurent.money import charge_for_seconds
+from gpurent.records import Rental
+from tests.fakes.world import FakeWorld
+from tests.unit.core.conftest import RATE, T0, rental, seed
+
+
+def brute_force(available: int, running: list[Rental], now: float, horizon: int) -> float | None:
+    for s in range(horizon + 1):
+        if metering.exhausted_at(available, running, now + s):
+            return now + s
+    return None
+
+
+running_sets = st.lists(st.tuples(st.integers(1, 5_000), st.integers(0, 3_000)), min_size=1, max_size=3)
+
+
+def _running(rates_and_reserves: list[tuple[int, int]]) -> list[Rental]:
+    return [rental(id=f"rent_{i}", price_per_hour_cents=rate, reserve_cents=reserve)
+            for i, (rate, reserve) in enumerate(rates_and_reserves)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(available=st.integers(0, 3_000), rs=running_sets, ran=st.integers(0, 3_000))
+def test_the_prediction_is_a_moment_the_plan_exhausts_and_the_second_before_does_not(
+        available: int, rs: list[tuple[int, int]], ran: int) -> None:
+    running, now, horizon = _running(rs), T0 + ran, 3600
+    t = metering.predict_exhaustion(available, running, now, horizon)
+    if t is None:
+        assert not metering.exhausted_at(available, running, now + horizon)
+    else:
+        assert now <= t <= now + horizon and metering.exhausted_at(available, running, t)
+        assert t == now or not metering.exhausted_at(available, running, t - 1)
+
+
+@settings(max_examples=15, deadline=None)
+@given(available=st.integers(0, 600), rs=running_sets, ran=st.integers(0, 3_000))
+def test_the_prediction_is_the_first_second_a_search_finds(available: int, rs: list[tuple[int, int]],
+                                                          ran: int) -> None:
+    running, now = _running(rs), T0 + ran
+    assert metering.predict_exhaustion(available, running, now, 240) == brute_force(available, running, now, 240)
+
+
+def test_no_running_rental_never_exhausts() -> None:
+    assert metering.predict_exhaustion(0, [], T0, 3600) is None
+
+
+def test_a_funded_wallet_is_not_predicted_to_run_out_within_the_horizon() -> None:
+    assert metering.predict_exhaustion(10**7, [rental()], T0, 3600) is None
+
+
+def test_billable_seconds_stop_at_the_limit() -> None:
+    r = rental(auto_stop_after_hours=0.01)
+    assert metering.billable_seconds(r, T0 + 20) == 20
+    assert metering.billable_seconds(r, T0 + 3600) == 36
+
+
+def test_the_charging_plan_takes_each_rental_against_what_the_previous_left() -> None:
+    a = rental(id="rent_a", reserve_cents=RATE, charged_cents=0)
+    b = rental(id="rent_b", reserve_cents=0, charged_cents=0)
+    steps = metering.plan_charges(wallet.Wallet("usr_fake", 100, RATE), [a, b], T0 + 3600)
+    first, second = (s.info["split"] for s in steps)
+    assert (first.from_reserve, first.from_available, first.topup) == (RATE, 0, 100)  # tops its reserve up: 100 left
+    assert (second.from_available, second.overage) == (0, RATE)  # nothing left for the second
+    assert [s.info["rentalId"] for s in steps] == ["rent_a", "rent_b"]
+
+
+def test_a_tick_charges_the_formula_and_moves_the_rental_in_the_same_transaction(world: FakeWorld) -> None:
+    r = seed(world, rental(), available=10_000)
+    world.clock.advance(1234)
+    result, after = metering.charge_wallet(r.user_id, [r], T0 + 1234)
+    cost = charge_for_seconds(1234, RATE)
+    stored = world.rentals.get(r.user_id, r.id)
+    assert stored is not None and after == [stored]
+    assert (stored.charged_cents, stored.billed_seconds, stored.metered_until, stored.reserve_cents) == (
+        cost, 1234, T0 + 1234, RATE)
+    assert result.available + result.reserved == 10_000 + RATE - cost
+    # A second tick at the same moment charges nothing more.
+    _, again = metering.charge_wallet(r.user_id, after, T0 + 1234)
+    assert again[0].charged_cents == cost
+
+
+def test_a_wallet_that_cannot_pay_is_exhausted_stopped_and_told(world: FakeWorld) -> None:
+    from gpurent import notify
+
+    r = seed(world, rental(), available=0)
+    world.users.add(r.user_id, "dry@example.test")
+    world.clock.advance(2 * 3600)
+    out = metering.meter_wallet(r.user_id, [r], T0 + 2 * 3600)
+    assert out.exhausted
+    stopped = world.rentals.get(r.user_id, r.id)
+    assert stopped is not None and (stopped.status, stopped.stop_reason) == ("stopping", "insufficient_balance")
+    assert stopped.billed_seconds == 2 * 3600 and stopped.overage_cents == charge_for_seconds(7200, RATE) - RATE
+    assert any(m["to"] == "dry@example.test" and r.id in m["body"] for m in notify.mailbox())
