@@ -9,9 +9,10 @@ whole seconds. A field that is `None` is absent from the item.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
 
-from gpurent.listing import Listing
+if TYPE_CHECKING:  # only a type here: the wallet's import of this module stays light (cold start)
+    from gpurent.listing import Listing
 
 RentalStatus = Literal["provisioning", "running", "stopping", "stopped", "failed"]
 STATUSES: tuple[RentalStatus, ...] = get_args(RentalStatus)

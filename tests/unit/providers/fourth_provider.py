@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from gpurent.providers.base import AllocateRequest, BuildContext, Instance, Offer, ProviderConfig, ProviderSpec
+from gpurent.providers.base import AllocateRequest, Instance, Offer
+from gpurent.providers.spec import BuildContext, ProviderConfig, ProviderSpec
 
 
 class AcmeConfig(ProviderConfig):

@@ -51,16 +51,8 @@ reached; whether a short heartbeat loss deserves a grace period is the caller's 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
-
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
-
-if TYPE_CHECKING:
-    import httpx
-
-    from gpurent.providers.http import HttpPolicy, Sleep
+from typing import Literal, Protocol
 
 ErrorKind = Literal["capacity", "quota", "auth", "invalid", "transient", "not_found"]
 InstanceStatus = Literal["provisioning", "running", "stopped", "terminated", "failed"]
@@ -143,38 +135,6 @@ class ProviderAdapter(Protocol):
     async def list_instances(self) -> list[Instance]:
         """Only ours: instances whose label starts with ``rent_``."""
         ...
-
-
-class ProviderConfig(BaseModel):
-    """One provider's own settings, validated: ``<CODE>_API_KEY`` (in a deployment read
-    from the SSM parameter ``<CODE>_API_KEY_PARAM`` names), ``<CODE>_BASE_URL`` (default:
-    the provider's own), and whatever field an adapter's subclass adds (``<CODE>_<FIELD>``)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-    api_key: SecretStr = Field(min_length=1)
-    base_url: str | None = Field(default=None, min_length=1)
-
-
-C = TypeVar("C", bound=ProviderConfig)
-
-
-@dataclass(frozen=True)
-class BuildContext:
-    """What every adapter is built with besides its own settings (`config.ProviderSettings`)."""
-
-    policy: HttpPolicy
-    disk_gb: int
-    sleep: Sleep
-    client: httpx.AsyncClient | None
-
-
-@dataclass(frozen=True)
-class ProviderSpec(Generic[C]):
-    """How the registry builds one provider's adapter: each adapter module has one (``SPEC``)."""
-
-    code: str
-    config: type[C]
-    build: Callable[[C, BuildContext], ProviderAdapter]
 
 
 def is_ours(label: str | None) -> bool:

@@ -24,14 +24,11 @@ from pydantic import Field
 from gpurent.families import interconnect_for
 from gpurent.providers.base import (
     AllocateRequest,
-    BuildContext,
     ErrorKind,
     Instance,
     InstanceStatus,
     Offer,
-    ProviderConfig,
     ProviderError,
-    ProviderSpec,
     bootstrap_script,
     is_ours,
     reachable_status,
@@ -48,6 +45,7 @@ from gpurent.providers.http import (
     status_kind,
 )
 from gpurent.providers.lambdacloud_names import lambda_family, parse_lambda_description, region_from_lambda
+from gpurent.providers.spec import BuildContext, ProviderConfig, ProviderSpec
 
 log = logging.getLogger("gpurent.providers")
 

@@ -26,7 +26,6 @@ In a deployment the API keys are SSM SecureString parameters named by
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import os
@@ -36,12 +35,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gpurent.config import load_provider_settings
-from gpurent.providers.base import BuildContext, ProviderAdapter, ProviderError, ProviderSpec
+from gpurent.providers.base import ProviderAdapter, ProviderError
 
 if TYPE_CHECKING:
     import httpx
 
     from gpurent.providers.http import Sleep
+    from gpurent.providers.spec import ProviderSpec
 
 log = logging.getLogger("gpurent.providers")
 
@@ -76,6 +76,8 @@ def provision_seconds(code: str) -> int:
 
 def spec(code: str) -> ProviderSpec[Any]:
     """The provider's `SPEC` (imports its adapter module)."""
+    from gpurent.providers.spec import ProviderSpec
+
     found = provider(code)
     if found is None:
         raise KeyError(code)
@@ -109,14 +111,17 @@ def _lookup(settings: Mapping[str, object]) -> dict[str, str]:
 def build_adapters(
     settings: Mapping[str, object],
     *,
-    sleep: Sleep = asyncio.sleep,
+    sleep: Sleep | None = None,
     client: httpx.AsyncClient | None = None,
 ) -> dict[str, ProviderAdapter]:
     """An adapter for every provider that has an API key (and is in `PROVIDERS` when given).
 
     Raises ValueError (a pydantic ValidationError among them) when a setting is wrong.
     """
+    import asyncio  # here, not at import: the catalog function reads `provision_seconds` only
+
     from gpurent.providers.http import HttpPolicy
+    from gpurent.providers.spec import BuildContext
 
     s = _lookup(settings)
     shared = load_provider_settings(s)
@@ -128,7 +133,7 @@ def build_adapters(
     ctx = BuildContext(
         policy=HttpPolicy(connect_timeout=shared.connect_timeout_seconds, read_timeout=shared.read_timeout_seconds,
                           max_attempts=shared.max_attempts),
-        disk_gb=shared.disk_gb, sleep=sleep, client=client,
+        disk_gb=shared.disk_gb, sleep=sleep or asyncio.sleep, client=client,
     )
     adapters: dict[str, ProviderAdapter] = {}
     for code in known:

@@ -37,14 +37,11 @@ from gpurent.families import interconnect_for
 from gpurent.money import dollars_to_cents_up
 from gpurent.providers.base import (
     AllocateRequest,
-    BuildContext,
     ErrorKind,
     Instance,
     InstanceStatus,
     Offer,
-    ProviderConfig,
     ProviderError,
-    ProviderSpec,
     bootstrap_script,
     is_ours,
     reachable_status,
@@ -63,6 +60,7 @@ from gpurent.providers.http import (
     status_kind,
 )
 from gpurent.providers.runpod_names import region_from_runpod, runpod_family
+from gpurent.providers.spec import BuildContext, ProviderConfig, ProviderSpec
 from gpurent.regions import Region
 
 log = logging.getLogger("gpurent.providers")

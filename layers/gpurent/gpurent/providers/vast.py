@@ -28,14 +28,11 @@ from gpurent.families import interconnect_for
 from gpurent.money import dollars_to_cents_up
 from gpurent.providers.base import (
     AllocateRequest,
-    BuildContext,
     ErrorKind,
     Instance,
     InstanceStatus,
     Offer,
-    ProviderConfig,
     ProviderError,
-    ProviderSpec,
     bootstrap_script,
     is_ours,
     reachable_status,
@@ -55,6 +52,7 @@ from gpurent.providers.http import (
     req_str,
     status_kind,
 )
+from gpurent.providers.spec import BuildContext, ProviderConfig, ProviderSpec
 from gpurent.providers.vast_names import VAST_NAMES, region_from_vast, vast_family
 
 log = logging.getLogger("gpurent.providers")
