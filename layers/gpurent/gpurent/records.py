@@ -76,7 +76,7 @@ class Rental:
     host: str | None = None
     port: int | None = None
     running_at: float | None = None  # billing starts
-    last_checked_at: float = 0.0  # a provisioning rental last asked its provider
+    last_checked_at: float | None = None  # a provisioning rental last asked its provider
     last_healthy_at: float | None = None  # a running rental last seen running
     stopped_at: float | None = None
     stop_reason: str | None = None

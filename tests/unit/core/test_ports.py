@@ -81,3 +81,25 @@ def test_an_overage_invoice_is_mirrored_once_through_the_stripe_port(world: Fake
     assert (row["stripeInvoiceId"], row["hostedInvoiceUrl"]) == (mirrored.id, mirrored.hosted_invoice_url)
     stored = world.money.get_wallet("usr_inv") or {}
     assert (stored["openInvoicesCents"], stored["openInvoiceCount"]) == (1234, 1)
+
+
+def test_a_new_rental_is_stored_with_exactly_the_attributes_of_the_untyped_launch() -> None:
+    """The typed record changed no stored row: a launch writes the attributes it always wrote."""
+    from gpurent.store.dynamo import to_item
+    from tests.unit.core.conftest import OFFER, T0, rental
+
+    launched = rental(status="provisioning", running_at=None, metered_until=None, last_healthy_at=None,
+                      instance_id=None, name=None, region_filter="us", allocating_until=T0 + 60, ssh_key_count=1,
+                      idempotency_key=None)
+    item = to_item(real_rentals.rental_item(launched))
+    assert set(item) == {
+        "id", "userId", "status", "familyId", "gpuCount", "templateId", "regionFilter", "pricePerHourCents",
+        "listingId", "provider", "region", "regionCode", "model", "offer", "createdAt", "reserveCents",
+        "chargedCents", "billedSeconds", "refundedCents", "overageCents", "sshKeyCount", "attempts", "version",
+        "allocatingUntil",
+    }
+    assert set(item["offer"]["M"]) == {"id", "provider", "offerKey", "gpuName", "family", "model", "vramGb",
+                                       "gpuCount", "costCentsPerHour", "pricePerHourCents", "region", "regionCode",
+                                       "interconnect"}
+    assert real_rentals.rental_from_item(real_rentals.rental_item(launched)) == launched
+    assert real_rentals.rental_from_item(real_rentals.rental_item(launched)).offer == OFFER

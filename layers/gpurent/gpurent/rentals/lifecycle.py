@@ -146,7 +146,7 @@ def refresh_if_provisioning(r: Rental) -> Rental:
     """GET /v1/rentals/{id}: a provisioning rental is checked with its provider (at most every 2 s)."""
     if r.status != "provisioning":
         return r
-    if clock.now() - r.last_checked_at < POLL_EVERY:
+    if clock.now() - (r.last_checked_at or 0) < POLL_EVERY:
         return r
     return advance(r)
 

@@ -90,7 +90,7 @@ def rental_from_item(item: Mapping[str, Any]) -> Rental:
         allocation_uncertain=bool(g("allocationUncertain")), instance_id=_opt_str(g("instanceId")),
         launch_answer=cast(LaunchAnswer, dict(answer)) if answer else None,
         host=_opt_str(g("host")), port=_opt_int(g("port")), running_at=_opt_float(g("runningAt")),
-        last_checked_at=float(g("lastCheckedAt", 0)), last_healthy_at=_opt_float(g("lastHealthyAt")),
+        last_checked_at=_opt_float(g("lastCheckedAt")), last_healthy_at=_opt_float(g("lastHealthyAt")),
         stopped_at=_opt_float(g("stoppedAt")), stop_reason=cast(StopReason | None, g("stopReason")),
         error=_opt_str(g("error")), terminated_at=_opt_float(g("terminatedAt")),
     )
