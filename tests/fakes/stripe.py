@@ -1,4 +1,4 @@
-"""A fake of `ports.StripeGateway` (`billing/gateway.py`): customers, cards, payments and
+"""A fake of `billing.ports.StripeGateway` (`billing/gateway.py`): customers, cards, payments and
 invoices in dicts, with Stripe's idempotency (same key → same object) and declines."""
 
 from __future__ import annotations
@@ -144,6 +144,6 @@ class FakeStripeGateway:
 
 
 if TYPE_CHECKING:  # mypy checks the fake fits its port
-    from gpurent import ports
+    from gpurent.billing import ports
 
     _port: ports.StripeGateway = FakeStripeGateway()

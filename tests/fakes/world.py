@@ -39,7 +39,8 @@ def install(monkeypatch: pytest.MonkeyPatch, start: float = 1_780_000_000.0) -> 
         monkeypatch.setattr(module, "store", world.rentals)
     monkeypatch.setattr(invoices, "store", world.invoices)
     monkeypatch.setattr(metering, "identity", world.users)
-    monkeypatch.setattr(wallet, "time", SimpleNamespace(sleep=lambda seconds: None))  # retries do not wait
+    # retries do not wait (raising=False: where the wallet sleeps between attempts may move)
+    monkeypatch.setattr(wallet, "time", SimpleNamespace(sleep=lambda seconds: None), raising=False)
     monkeypatch.setenv("STAGE", "test")  # no Stripe: an invoice stays local
     monkeypatch.setenv("MAIL_MODE", "console")  # notices go to the in-process mailbox
     for name in ("STRIPE_SECRET_KEY", "STRIPE_SECRET_KEY_PARAM"):

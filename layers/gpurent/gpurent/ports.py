@@ -1,20 +1,18 @@
-"""The ports: what the domain needs from the stores and from Stripe, as Protocols.
+"""The ports: what the domain needs from the stores, as Protocols.
 
-The adapters are modules (`store.rentals`, `store.money`, `billing.gateway`); each one
-is checked against its port by mypy (a `TYPE_CHECKING` assignment at its end), and the
-tests have in-memory fakes of the same ports (`tests/fakes/`), so the money core runs
-in milliseconds without DynamoDB or Stripe. The provider port is
-`providers.base.ProviderAdapter`; the clock's is `clock.Clock`.
+The adapters are modules (`store.rentals`, `store.money`, `store.identity`); the first two
+are checked against their port by mypy (a `TYPE_CHECKING` assignment at their end), and
+the tests have in-memory fakes of the same ports (`tests/fakes/`), so the money core runs
+in milliseconds without DynamoDB. The other ports: Stripe's is `billing.ports.StripeGateway`
+(beside billing, so the money core never names billing), the providers' is
+`providers.base.ProviderAdapter`, the clock's `clock.Clock`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from gpurent.records import OpMarker, Rental, RentalChanges, RentalStatus
-
-if TYPE_CHECKING:
-    from gpurent.billing.gateway import Card, CheckoutSession, InvoiceMirror, Payment, PaymentIntent, SetupIntent
 
 TransactItem = dict[str, Any]  # one write of a transaction, as the money store builds it
 
@@ -83,41 +81,3 @@ class UserDirectory(Protocol):
     """What the money paths read of a user (`store/identity.py`): the email a notice goes to."""
 
     def get_user(self, user_id: str) -> dict[str, Any] | None: ...
-
-
-class StripeGateway(Protocol):
-    """Stripe (`billing/gateway.py`): the calls billing makes, in its own small types."""
-
-    def enabled(self) -> bool: ...
-
-    def publishable_key(self) -> str: ...
-
-    def webhook_secret(self) -> str: ...
-
-    def create_customer(self, user_id: str, email: str, idempotency_key: str) -> str: ...
-
-    def create_checkout_session(self, *, customer_id: str | None, user_id: str, amount_cents: int,
-                                success_url: str, cancel_url: str, save_card: bool,
-                                idempotency_key: str) -> CheckoutSession: ...
-
-    def charge_saved_card(self, *, customer_id: str, payment_method_id: str, amount_cents: int,
-                          metadata: dict[str, str], idempotency_key: str) -> Payment: ...
-
-    def get_payment_intent(self, pi_id: str) -> PaymentIntent: ...
-
-    def create_setup_intent(self, *, customer_id: str, user_id: str) -> SetupIntent: ...
-
-    def get_card(self, payment_method_id: str) -> Card: ...
-
-    def set_default_payment_method(self, customer_id: str, pm_id: str) -> None: ...
-
-    def detach_payment_method(self, pm_id: str) -> None: ...
-
-    def create_invoice(self, *, customer_id: str, amount_cents: int, description: str, metadata: dict[str, str],
-                       idempotency_key: str) -> InvoiceMirror: ...
-
-    def get_invoice(self, invoice_id: str) -> InvoiceMirror: ...
-
-    def void_invoice(self, invoice_id: str) -> InvoiceMirror: ...
-
-    def verify_event(self, payload: bytes, sig_header: str | None) -> dict[str, Any]: ...

@@ -11,6 +11,7 @@ import pytest
 
 from gpurent import ports
 from gpurent.billing import gateway, invoices
+from gpurent.billing import ports as billing_ports
 from gpurent.store import identity as real_identity
 from gpurent.store import money as real_money
 from gpurent.store import rentals as real_rentals
@@ -23,7 +24,7 @@ from tests.fakes.world import FakeWorld
 PAIRS = [
     (ports.RentalStore, real_rentals, FakeRentalStore()),
     (ports.MoneyStore, real_money, FakeMoneyStore()),
-    (ports.StripeGateway, gateway, FakeStripeGateway()),
+    (billing_ports.StripeGateway, gateway, FakeStripeGateway()),
     (ports.UserDirectory, real_identity, FakeUsers()),
 ]
 
@@ -66,7 +67,7 @@ def test_an_overage_invoice_is_mirrored_once_through_the_stripe_port(world: Fake
     from gpurent.billing import cards
 
     stripe = FakeStripeGateway()
-    for name in _members(ports.StripeGateway):
+    for name in _members(billing_ports.StripeGateway):
         monkeypatch.setattr(gateway, name, getattr(stripe, name))
     monkeypatch.setattr(cards, "ensure_customer", lambda uid: stripe.create_customer(uid, "x@example.test",
                                                                                       f"customer:{uid}"))

@@ -585,8 +585,8 @@ def verify_event(payload: bytes, sig_header: str | None) -> dict[str, Any]:
     return event
 
 
-if TYPE_CHECKING:  # this module is the adapter of `ports.StripeGateway`: mypy checks it fits
-    from gpurent import ports
+if TYPE_CHECKING:  # this module is the adapter of `billing.ports.StripeGateway`: mypy checks it fits
     from gpurent.billing import gateway as _this
+    from gpurent.billing import ports
 
     _port: ports.StripeGateway = _this
