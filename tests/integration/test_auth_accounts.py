@@ -231,6 +231,27 @@ def test_right_codes_spend_nothing_and_dead_codes_are_not_guesses(api: Api, cloc
     envelope(api.post("/v1/auth/verify-code", {"email": EMAIL, "code": code}), 429, "rate_limited")
 
 
+def test_a_guess_that_keeps_losing_races_is_refused_not_checked(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other guesses keep moving the counters between our read and our write: after three
+    tries the guess is refused (429, Retry-After 1) without being checked or written."""
+    from gpurent.store import identity
+
+    assert api.post("/v1/auth/request-code", {"email": EMAIL}).status == 200
+    code = last_code(EMAIL)
+
+    def always_moved(*_: Any, **__: Any) -> int:
+        raise identity.ConditionFailed()
+
+    before = snapshot()
+    with monkeypatch.context() as m:
+        m.setattr(identity, "reserve_guess", always_moved)
+        r = api.post("/v1/auth/verify-code", {"email": EMAIL, "code": code})
+    envelope(r, 429, "rate_limited")
+    assert r.headers["retry-after"] == "1" and r.cookies == []
+    assert snapshot() == before
+    assert api.post("/v1/auth/verify-code", {"email": EMAIL, "code": code}).status == 200
+
+
 # ---------------------------------------------------------------- 15. rate limits per user
 
 def test_a_fresh_token_does_not_escape_a_throttled_one(api: Api, user: dict[str, Any],
@@ -278,6 +299,18 @@ def test_the_user_hour_window(api: Api, user: dict[str, Any], clock: clock_mod.M
     r = late.get("/v1/auth/me")  # the user's 11th
     envelope(r, 429, "rate_limited")
     assert int(r.headers["retry-after"]) == int(clock.now()) // 3600 * 3600 + 3600 - int(clock.now())
+
+
+def test_the_user_windows_can_be_set_directly(api: Api, user: dict[str, Any], clock: clock_mod.ManualClock,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USER_RATE_LIMIT_PER_MINUTE", "3")
+    config.reset()
+    at_hour_start(clock)
+    bot = bearer(new_token(api, "ci")["token"])
+    r = bot.get("/v1/auth/me")
+    assert (r.headers["x-ratelimit-limit"], r.headers["x-ratelimit-remaining"]) == ("3", "1")
+    assert bot.get("/v1/auth/me").status == 200
+    envelope(bot.get("/v1/auth/me"), 429, "rate_limited")
 
 
 # ---------------------------------------------------------------- 16. sessions

@@ -29,8 +29,9 @@ GUESS_WINDOW_HOURS = 24
 SESSION_TTL = 30 * 86400
 SLIDE_EVERY = 3600
 TOKEN_TOUCH_EVERY = 3600  # a token's `lastUsedAt` is recorded at most once an hour
-# Per user, across all of the user's sessions and tokens: this many times the
-# per-credential limits (RATE_LIMIT_PER_MINUTE / _PER_HOUR).
+# Per user, across all of the user's sessions and tokens: by default this many times
+# the per-credential limits (RATE_LIMIT_PER_MINUTE / _PER_HOUR, so they follow them);
+# USER_RATE_LIMIT_PER_MINUTE / _PER_HOUR set them directly.
 USER_RATE_LIMIT_FACTOR = 2
 TOKEN_PREFIX = "gpr_"  # noqa: S105 - a public prefix, not a secret
 _EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -349,8 +350,8 @@ def enforce_request_limits(principal: Principal | None, source_ip: str) -> dict[
         return enforce_rate_limit(f"IP#{source_ip}", s.ip_rate_limit_per_minute, s.ip_rate_limit_per_hour)
     now = clock.now()
     own = (f"P#{principal.bucket}", s.rate_limit_per_minute, s.rate_limit_per_hour)
-    user = (f"U#{principal.user_id}", s.rate_limit_per_minute * USER_RATE_LIMIT_FACTOR,
-            s.rate_limit_per_hour * USER_RATE_LIMIT_FACTOR)
+    user = (f"U#{principal.user_id}", s.user_rate_limit_per_minute or s.rate_limit_per_minute * USER_RATE_LIMIT_FACTOR,
+            s.user_rate_limit_per_hour or s.rate_limit_per_hour * USER_RATE_LIMIT_FACTOR)
     own_hit = store.hit_rate_limit(own[0], now, own[1], own[2])
     if not own_hit.allowed:
         raise _rate_limited(own_hit, own[1], own[2], now)
