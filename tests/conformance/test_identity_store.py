@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -36,7 +37,9 @@ def _code(attempts: int = 0) -> dict[str, object]:
     return {"codeHash": "h", "salt": "s", "attempts": attempts, "requestedAt": 1000, "expiresAt": 1600}
 
 
-HOUR = 36000 * 3600  # an hour start
+# Times near the wall clock: DynamoDB Local expires items by `ttl` against it.
+T = int(time.time()) // 3600 * 3600
+HOUR = T  # an hour start
 EMAIL_PK, IP_PK = "GUESS#EMAIL#a@example.com", "GUESS#IP#192.0.2.1"
 
 
@@ -166,23 +169,23 @@ def test_ssh_key_fingerprint_is_unique_per_user(backend: str) -> None:
 
 
 def test_sessions_slide_once_under_concurrency(backend: str) -> None:
-    store.put_session("hash", "usr_A", 1000.0, 5000.0, "ses_1", "Firefox on Linux", "192.0.2.0/24")
+    store.put_session("hash", "usr_A", T + 1000.0, T + 5000.0, "ses_1", "Firefox on Linux", "192.0.2.0/24")
     with ThreadPoolExecutor(workers(backend)) as pool:
-        results = list(pool.map(lambda _: store.slide_session("hash", 1000, 4700.0, 9000.0, "usr_A", "ses_1"),
+        results = list(pool.map(lambda _: store.slide_session("hash", T + 1000, T + 4700.0, T + 9000.0, "usr_A", "ses_1"),
                                 range(6)))
     assert results.count(True) == 1
-    assert store.get_session("hash")["expiresAt"] == 9000  # type: ignore[index]
+    assert store.get_session("hash")["expiresAt"] == T + 9000  # type: ignore[index]
     (listed,) = store.list_sessions("usr_A")
-    assert (listed["lastUsedAt"], listed["expiresAt"], listed["hash"]) == (4700, 9000, "hash")
+    assert (listed["lastUsedAt"], listed["expiresAt"], listed["hash"]) == (T + 4700, T + 9000, "hash")
     store.delete_session("hash", "usr_A", "ses_1")
     assert store.get_session("hash") is None and store.list_sessions("usr_A") == []
     # An ended session does not slide back to life.
-    assert store.slide_session("hash", 4700, 9000.0, 20000.0, "usr_A", "ses_1") is False
+    assert store.slide_session("hash", T + 4700, T + 9000.0, T + 20000.0, "usr_A", "ses_1") is False
     assert store.get_session("hash") is None and store.list_sessions("usr_A") == []
 
 
 def test_a_session_is_ended_by_its_id_by_its_owner_only(backend: str) -> None:
-    store.put_session("h1", "usr_A", 1000.0, 5000.0, "ses_1")
+    store.put_session("h1", "usr_A", T + 1000.0, T + 5000.0, "ses_1")
     with pytest.raises(store.NotFound):
         store.end_session("usr_B", "ses_1")
     assert store.end_session("usr_A", "ses_1")["hash"] == "h1"
@@ -193,8 +196,8 @@ def test_a_session_is_ended_by_its_id_by_its_owner_only(backend: str) -> None:
 
 def test_sessions_from_before_the_index_are_adopted_once(backend: str) -> None:
     store.create_user("usr_A", "a@example.com", 900.0)
-    old = {"pk": "SESSION#h1", "sk": "SESSION", "userId": "usr_A", "createdAt": 1000, "slidAt": 1000,
-           "expiresAt": 5000}
+    old = {"pk": "SESSION#h1", "sk": "SESSION", "userId": "usr_A", "createdAt": T, "slidAt": T,
+           "expiresAt": T + 5000}
     from gpurent.config import settings
     from gpurent.store.dynamo import client, to_item
 
@@ -208,7 +211,7 @@ def test_sessions_from_before_the_index_are_adopted_once(backend: str) -> None:
     assert store.get_session("h1")["sessionId"] == listed["id"]  # type: ignore[index]
     # After "sign out everywhere", a session never adopted is over.
     client().put_item(TableName=settings().identity_table, Item=to_item({**old, "pk": "SESSION#h2"}))
-    store.mark_sessions_revoked("usr_A", 2000.0)
+    store.mark_sessions_revoked("usr_A", T + 2000.0)
     with pytest.raises(store.SessionsRevoked):
         store.adopt_session("h2", store.get_session("h2"), "ses_9")  # type: ignore[arg-type]
     assert len(store.list_sessions("usr_A")) == 1
@@ -216,10 +219,10 @@ def test_sessions_from_before_the_index_are_adopted_once(backend: str) -> None:
 
 def test_listed_sessions_and_tokens_are_deleted_in_batches(backend: str) -> None:
     for i in range(30):
-        store.put_session(f"h{i}", "usr_A", 1000.0 + i, 5000.0, f"ses_{i:02d}")
+        store.put_session(f"h{i}", "usr_A", T + 1000.0 + i, T + 5000.0, f"ses_{i:02d}")
         store.put_token("usr_A", f"tok_{i:02d}", f"th{i}", {"id": f"tok_{i:02d}", "name": "ci", "createdAt": 1,
                                                            "hint": "gpr_…"})
-    store.put_session("other", "usr_B", 1000.0, 5000.0, "ses_b")
+    store.put_session("other", "usr_B", T + 1000.0, T + 5000.0, "ses_b")
     sessions = store.list_sessions("usr_A")
     assert len(sessions) == 30
     store.delete_listed("usr_A", sessions, "SESSION")
