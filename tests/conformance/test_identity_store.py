@@ -171,8 +171,8 @@ def test_ssh_key_fingerprint_is_unique_per_user(backend: str) -> None:
 def test_sessions_slide_once_under_concurrency(backend: str) -> None:
     store.put_session("hash", "usr_A", T + 1000.0, T + 5000.0, "ses_1", "Firefox on Linux", "192.0.2.0/24")
     with ThreadPoolExecutor(workers(backend)) as pool:
-        results = list(pool.map(lambda _: store.slide_session("hash", T + 1000, T + 4700.0, T + 9000.0, "usr_A", "ses_1"),
-                                range(6)))
+        results = list(pool.map(
+            lambda _: store.slide_session("hash", T + 1000, T + 4700.0, T + 9000.0, "usr_A", "ses_1"), range(6)))
     assert results.count(True) == 1
     assert store.get_session("hash")["expiresAt"] == T + 9000  # type: ignore[index]
     (listed,) = store.list_sessions("usr_A")
