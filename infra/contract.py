@@ -30,6 +30,7 @@ UserId = Annotated[str, Field(pattern="^usr_[0-9A-Za-z]+$")]
 RentalId = Annotated[str, Field(pattern="^rent_[0-9A-Za-z]+$")]
 KeyId = Annotated[str, Field(pattern="^key_[0-9A-Za-z]+$")]
 TokenId = Annotated[str, Field(pattern="^tok_[0-9A-Za-z]+$")]
+SessionId = Annotated[str, Field(pattern="^ses_[0-9A-Za-z]+$")]
 LedgerId = Annotated[str, Field(pattern="^led_[0-9A-Za-z]+$")]
 InvoiceId = Annotated[str, Field(pattern="^inv_[0-9A-Za-z]+$")]
 LineItemId = Annotated[str, Field(pattern="^li_[0-9A-Za-z]+$")]
@@ -83,6 +84,9 @@ class Token(Answer):
     hint: str = Field(description="First and last characters of the token")
     createdAt: Iso
     expiresAt: Iso | None
+    lastUsedAt: Iso | None = Field(description="Last use, to the hour; null: never used")
+    createdBySessionId: SessionId | None = Field(
+        description="The session that created it; null for tokens created before this was recorded")
 
 
 class NewTokenAnswer(Token):
@@ -91,6 +95,27 @@ class NewTokenAnswer(Token):
 
 class TokenList(Answer):
     tokens: list[Token]
+
+
+class Session(Answer):
+    id: SessionId
+    current: bool = Field(description="The session making this request")
+    createdAt: Iso
+    lastUsedAt: Iso = Field(description="Last use, to the hour")
+    expiresAt: Iso
+    client: str | None = Field(description='What signed in, e.g. "Firefox on Linux" or "gpurent-cli"; null: '
+                                           "unknown")
+    ipPrefix: str | None = Field(description="The network it signed in from (/24 or /48), never the address")
+
+
+class SessionList(Answer):
+    sessions: list[Session]
+
+
+class RevokeOthersAnswer(Answer):
+    ok: Literal[True]
+    sessionsEnded: int = Field(ge=0, description="Other live sessions ended")
+    tokensRevoked: int = Field(ge=0, description="Live API tokens revoked (0 unless `tokens: true`)")
 
 
 # ---------------------------------------------------------------- SSH keys

@@ -46,9 +46,10 @@ a `Z`, ids carry a type prefix (`rent_`, `key_`, `inv_`, …). Every error is
 `{"error": "<code>", "message": "…", "details"?: {…}}`; the HTTP status
 follows from the code. Authenticated routes take the `sid` session cookie or a
 personal API token (`Authorization: Bearer gpr_…`, `POST /v1/auth/tokens`).
-Rate limits: 100 requests a minute and 1,000 an hour per session or token;
-unauthenticated routes per source IP. `X-RateLimit-*` describe the minute
-window; a 429 carries `Retry-After`.
+Rate limits: 100 requests a minute and 1,000 an hour per session or token,
+and 200 a minute and 2,000 an hour per user across all of them;
+unauthenticated routes per source IP. `X-RateLimit-*` describe the tighter
+minute window; a 429 carries `Retry-After`.
 """
 
 REQUEST_HEADERS: dict[str, dict[str, Any]] = {
@@ -81,7 +82,7 @@ FIELD_REFINEMENTS: dict[str, dict[str, Any]] = {
 }
 
 PATH_ID_PREFIX = {
-    "/v1/rentals/": "rent_", "/v1/ssh-keys/": "key_", "/v1/auth/tokens/": "tok_",
+    "/v1/rentals/": "rent_", "/v1/ssh-keys/": "key_", "/v1/auth/tokens/": "tok_", "/v1/auth/sessions/": "ses_",
     "/v1/billing/invoices/": "inv_", "/v1/admin/invoices/": "inv_",
 }
 
@@ -158,7 +159,7 @@ def error_codes(route_key: str, route: Route) -> dict[int, set[str]]:
             codes.add("forbidden")  # Origin check on cookie-authenticated mutations
     elif method in MUTATING and route.rate_limited:
         codes.add("forbidden")  # Origin check on the sign-in routes (login CSRF)
-    if route.admin:
+    if route.admin or route.session_only:
         codes.add("forbidden")
     if route.rate_limited:
         codes.add("rate_limited")
@@ -201,7 +202,11 @@ def operation(route_key: str, route: Route, function: str, schemas: _Schemas) ->
         model = doc.body if not isinstance(doc.body, str) else _model(doc.body)
         op["requestBody"] = {"required": True, "content": {"application/json": {
             "schema": schemas.add(model, refine=not isinstance(doc.body, str))}}}
-    if route.auth:
+    if route.session_only:
+        op["security"] = [{"sessionCookie": []}]
+        op["description"] = (op.get("description", "") + "\n\nA signed-in session only: an API token gets 403 "
+                             "`forbidden`.").strip()
+    elif route.auth:
         op["security"] = [{"sessionCookie": []}, {"bearerToken": []}]
     else:
         op["security"] = []

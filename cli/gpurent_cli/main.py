@@ -674,6 +674,27 @@ def cmd_keys_rm(ctx: Ctx) -> int:
     return EXIT_OK
 
 
+def cmd_sessions(ctx: Ctx) -> int:
+    if ctx.args.action == "revoke-others":
+        answer = ctx.client().post("/v1/auth/sessions/revoke-others", {"tokens": bool(ctx.args.tokens)})
+        tokens = f" and revoked {answer.get('tokensRevoked')} API token(s)" if ctx.args.tokens else ""
+        ctx.emit(answer, lambda: ctx.out(
+            f"Signed out {answer.get('sessionsEnded')} other session(s){tokens}. This one stays signed in."))
+        return EXIT_OK
+    if ctx.args.tokens:
+        raise usage_error("--tokens goes with `sessions revoke-others`")
+    answer = ctx.client().get("/v1/auth/sessions")
+
+    def human() -> None:
+        rows = [(s.get("id"), s.get("client") or "unknown", s.get("ipPrefix") or "-", short_time(s.get("createdAt")),
+                 short_time(s.get("lastUsedAt")), "this one" if s.get("current") else "")
+                for s in answer.get("sessions") or []]
+        ctx.out(table(("ID", "CLIENT", "FROM", "SIGNED IN (UTC)", "LAST USED (UTC)", ""), rows))
+
+    ctx.emit(answer, human)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- parser
 
 class _Parser(argparse.ArgumentParser):
@@ -708,6 +729,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", metavar="gpr_…", help="a personal API token instead of a code ('-' reads it from stdin)")
     command("logout", cmd_logout, "end the session and forget the stored credentials")
     command("whoami", cmd_whoami, "who you are signed in as")
+    p = command("sessions", cmd_sessions, "where you are signed in; `sessions revoke-others` signs out everywhere "
+                "else (a signed-in session only, not a token)")
+    p.add_argument("action", nargs="?", choices=("ls", "revoke-others"), default="ls")
+    p.add_argument("--tokens", action="store_true", help="with revoke-others: revoke every API token too")
 
     command("balance", cmd_balance, "the wallet: available, reserved, total")
     p = command("ledger", cmd_ledger, "every wallet movement, newest first (all pages)")

@@ -1,4 +1,5 @@
-"""Sign-in routes: one-time codes, sessions, OAuth, personal API tokens."""
+"""Sign-in routes: one-time codes, sessions, OAuth, personal API tokens, and the
+person's own list of sessions and tokens ("sign out everywhere")."""
 
 from __future__ import annotations
 
@@ -31,18 +32,27 @@ class NewToken(BaseModel):
     expiresInDays: int | None = Field(default=None, ge=1, le=3650)
 
 
+class RevokeOthers(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    tokens: bool = Field(default=False, description="Revoke every personal API token too")
+
+
 @router.route("POST /v1/auth/request-code", auth=False, summary="Mail a one-time sign-in code", body=RequestCode,
-              response="RequestCodeAnswer", errors=("invalid_email", "code_request_rate_limited"))
+              response="RequestCodeAnswer", errors=("invalid_email", "code_request_rate_limited"),
+              description="No code is mailed while the address's wrong guesses of the day are used up "
+                          "(429 `rate_limited` with `Retry-After`).")
 def request_code(req: Request) -> dict[str, Any]:
     body = req.parse(RequestCode)
     return auth.request_code(body.email)
 
 
 @router.route("POST /v1/auth/verify-code", auth=False, summary="Sign in with the mailed code (sets `sid`)",
-              body=VerifyCode, response="SessionAnswer", errors=("invalid_email", "code_invalid", "code_expired"))
+              body=VerifyCode, response="SessionAnswer", errors=("invalid_email", "code_invalid", "code_expired"),
+              description="20 wrong codes a day per address and 100 per source address (rolling 24 hours): "
+                          "beyond them, 429 `rate_limited` with `Retry-After`.")
 def verify_code(req: Request) -> Response:
     body = req.parse(VerifyCode)
-    user, sid, expires_at = auth.verify_code(body.email, body.code)
+    user, sid, expires_at = auth.verify_code(body.email, body.code, req.source_ip, req.headers.get("user-agent"))
     return Response(200, {"user": auth.user_public(user), "expiresAt": iso(expires_at)},
                     cookies=[auth.session_cookie(sid)])
 
@@ -71,27 +81,55 @@ def oauth_start(req: Request) -> Response:
               response="redirect", errors=("not_found",),
               query={"code": {"type": "string"}, "state": {"type": "string"}, "error": {"type": "string"}})
 def oauth_callback(req: Request) -> Response:
-    location, cookies = oauth.callback(req.path_params.get("provider", ""), req.query, req.cookies)
+    location, cookies = oauth.callback(req.path_params.get("provider", ""), req.query, req.cookies,
+                                       user_agent=req.headers.get("user-agent"), source_ip=req.source_ip)
     return redirect(location, cookies)
 
 
-@router.route("POST /v1/auth/tokens", summary="Create a personal API token (shown once)", body=NewToken,
-              response="NewTokenAnswer")
+@router.route("POST /v1/auth/tokens", session_only=True, summary="Create a personal API token (shown once)",
+              body=NewToken, response="NewTokenAnswer")
 def create_token(req: Request) -> dict[str, Any]:
+    assert req.principal is not None
     body = req.parse(NewToken)
-    return auth.create_token(req.user_id, body.name.strip() or "token", body.expiresInDays)
+    return auth.create_token(req.principal, body.name.strip() or "token", body.expiresInDays)
 
 
-@router.route("GET /v1/auth/tokens", summary="Live personal API tokens, newest first", response="TokenList")
+@router.route("GET /v1/auth/tokens", session_only=True, summary="Live personal API tokens, newest first",
+              response="TokenList")
 def list_tokens(req: Request) -> dict[str, Any]:
     return {"tokens": auth.list_tokens(req.user_id)}
 
 
-@router.route("DELETE /v1/auth/tokens/{id}", summary="Revoke a personal API token", response="Ok",
-              errors=("token_not_found",))
+@router.route("DELETE /v1/auth/tokens/{id}", session_only=True, summary="Revoke a personal API token",
+              response="Ok", errors=("token_not_found",))
 def revoke_token(req: Request) -> dict[str, Any]:
     auth.revoke_token(req.user_id, req.path_params.get("id", ""))
     return {"ok": True}
+
+
+@router.route("GET /v1/auth/sessions", session_only=True, summary="Live sessions, newest first (current marked)",
+              response="SessionList")
+def list_sessions(req: Request) -> dict[str, Any]:
+    assert req.principal is not None
+    return {"sessions": auth.list_sessions(req.principal)}
+
+
+@router.route("DELETE /v1/auth/sessions/{id}", session_only=True,
+              summary="End one session (the current one: clears `sid`)", response="Ok",
+              errors=("session_not_found",))
+def end_session(req: Request) -> Response:
+    assert req.principal is not None
+    current = auth.end_session(req.principal, req.path_params.get("id", ""))
+    return Response(200, {"ok": True}, cookies=[auth.cleared_cookie()] if current else [])
+
+
+@router.route("POST /v1/auth/sessions/revoke-others", session_only=True, body=RevokeOthers,
+              summary="Sign out everywhere else (and revoke every API token with `tokens: true`)",
+              response="RevokeOthersAnswer")
+def revoke_others(req: Request) -> dict[str, Any]:
+    assert req.principal is not None
+    body = req.parse(RevokeOthers)
+    return auth.revoke_others(req.principal, body.tokens)
 
 
 handler = router.handler

@@ -481,6 +481,42 @@ def test_card_show_none_and_rm(run: Callable[..., Result], api: respx.MockRouter
     assert r.code == 0 and rm.called and "Card removed" in r.out
 
 
+def test_sessions_list_and_sign_out_everywhere(run: Callable[..., Result], api: respx.MockRouter,
+                                              signed_in: Credential) -> None:
+    api.get("/v1/auth/sessions").respond(200, json={"sessions": [
+        {"id": "ses_2", "current": False, "createdAt": "2026-06-07T08:00:00Z", "lastUsedAt": "2026-06-07T09:00:00Z",
+         "expiresAt": "2026-07-07T09:00:00Z", "client": "Safari on iOS", "ipPrefix": "203.0.113.0/24"},
+        {"id": "ses_1", "current": True, "createdAt": "2026-06-01T08:00:00Z", "lastUsedAt": "2026-06-07T10:00:00Z",
+         "expiresAt": "2026-07-07T10:00:00Z", "client": None, "ipPrefix": None}]})
+    r = run("sessions")
+    assert r.code == 0
+    lines = r.out.splitlines()
+    assert lines[0].split() == ["ID", "CLIENT", "FROM", "SIGNED", "IN", "(UTC)", "LAST", "USED", "(UTC)"]
+    assert "Safari on iOS" in lines[1] and "203.0.113.0/24" in lines[1] and "this one" not in lines[1]
+    assert lines[2].startswith("ses_1") and "unknown" in lines[2] and lines[2].rstrip().endswith("this one")
+    assert json.loads(run("sessions", "--json").out)["sessions"][1]["current"] is True
+    revoke = api.post("/v1/auth/sessions/revoke-others").mock(side_effect=lambda req: httpx.Response(
+        200, json={"ok": True, "sessionsEnded": 1,
+                   "tokensRevoked": 2 if json.loads(req.content)["tokens"] else 0}))
+    r = run("sessions", "revoke-others")
+    assert r.code == 0 and json.loads(revoke.calls.last.request.content) == {"tokens": False}
+    assert r.out.strip() == "Signed out 1 other session(s). This one stays signed in."
+    r = run("sessions", "revoke-others", "--tokens")
+    assert json.loads(revoke.calls.last.request.content) == {"tokens": True}
+    assert "and revoked 2 API token(s)" in r.out
+    calls = len(api.calls)
+    assert run("sessions", "--tokens").code == 2 and len(api.calls) == calls  # --tokens only revokes
+
+
+def test_sessions_with_a_token_is_the_apis_403(run: Callable[..., Result], api: respx.MockRouter,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPURENT_TOKEN", "gpr_x")
+    api.get("/v1/auth/sessions").respond(403, json=err_body(
+        "forbidden", "Only a signed-in session can manage sessions and API tokens, not an API token"))
+    r = run("sessions")
+    assert r.code == 1 and "Only a signed-in session" in r.err and "[forbidden]" in r.err
+
+
 def test_auto_topup_show_enable_disable(run: Callable[..., Result], api: respx.MockRouter,
                                         signed_in: Credential) -> None:
     api.get("/v1/billing/auto-topup").respond(200, json={"enabled": False, "thresholdCents": None,

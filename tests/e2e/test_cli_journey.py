@@ -274,6 +274,20 @@ def test_cli_journey(stack: str, http: httpx.Client, tmp_path: Path) -> None:
     r = g2("whoami", env={"GPURENT_TOKEN": "gpr_not_a_real_token"})
     assert r.returncode == 3 and "Not signed in" in r.stderr
 
+    # Sessions: the CLI's own is listed as current; a token may not look (the API's 403, exit 1);
+    # signing out everywhere else with --tokens ends the other session and the token, not this one.
+    assert post_retrying(http, "/v1/auth/request-code", {"email": email}).status_code == 200
+    r = post_retrying(http, "/v1/auth/verify-code", {"email": email, "code": mailed_code(http, email)})
+    assert r.status_code == 200, r.text  # a second session, from a script
+    sessions = g.json("sessions")["sessions"]
+    assert len(sessions) == 2 and [s["client"] for s in sessions if s["current"]] == ["gpurent-cli"]
+    r = g2("sessions")
+    assert r.returncode == 1 and "[forbidden]" in r.stderr
+    r = g("sessions", "revoke-others", "--tokens")
+    assert r.returncode == 0 and "Signed out 1 other session(s) and revoked 1 API token(s)" in r.stdout, r.stderr
+    assert g2("whoami").returncode == 3
+    assert [s["current"] for s in g.json("sessions")["sessions"]] == [True]
+
     # Sign out: the session is gone on the server too.
     assert g("logout").returncode == 0
     assert http.get("/v1/auth/me", headers=sid).status_code == 401

@@ -7,7 +7,9 @@ every 4xx must carry the error envelope.
 Authenticated with a personal API token (`Authorization: Bearer gpr_…`) of the
 local stage's admin (`admin@localhost`), so the admin routes are fuzzed past
 their 403 too. A token's bucket allows 100 requests a minute: when one runs
-low, a fresh token (its own bucket) is made from the admin's session. The fuzz
+low, a fresh token (its own bucket) is made from the admin's session (the
+stack's per-user window is raised for this volume: tests/e2e/conftest.py). The
+session-only routes (token and session management) answer the token 403. The fuzz
 traffic leaves from 127.0.0.2, so its unauthenticated requests spend that
 address's per-IP budget, not the one the other e2e tests sign in with.
 

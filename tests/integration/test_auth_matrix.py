@@ -7,10 +7,11 @@ webhook require the sid cookie") or answers 401 without credentials. Every
 non-public route × {no credentials, a forged cookie, a forged token, an
 expired session (the ManualClock moved past the 30-day sliding session), a
 revoked API token, someone else's resource id, a disallowed `Origin` on a
-cookie-authenticated mutation, a non-admin on an admin route} answers the
+cookie-authenticated mutation, a non-admin on an admin route, an API token on a
+session-only route (token and session management)} answers the
 documented status and code in the error envelope, writes nothing (every item
-of every table, before and after, except the rate-limit counters `RATE#…`
-and a session's sliding fields) and leaks nothing (no user's id, email or
+of every table, before and after, except the rate-limit counters `RATE#…`,
+a session's sliding fields and a credential's last use) and leaks nothing (no user's id, email or
 resource ids in the body, the headers or the cookies; no new session cookie).
 
 The requests are real-shaped HTTP API events through `infra.local.client`.
@@ -38,6 +39,7 @@ from gpurent.providers import registry
 from gpurent.store import dynamo
 from infra.local import template
 from infra.local.client import Reply
+from infra.openapi import function_routes
 from infra.simulators import Simulators
 from tests.conftest import MAIL_FROM, TEST_ENV, Api, reset_clients, table_env
 from tests.integration.conftest import HANG_SECONDS, World
@@ -49,6 +51,8 @@ SESSION_TTL = 30 * 86400
 EVIL_ORIGIN = "https://evil.example"
 
 ROUTES = {r.route_key: r for r in template.routes()}
+# Routes a signed-in session may use and an API token may not (403 `forbidden`).
+SESSION_ONLY = frozenset(k for k, r in function_routes().items() if r.session_only)
 
 # Routes that need no credentials (api.md §3). The catalog, templates and the
 # launch preview are NOT here: the spec says every other endpoint needs the
@@ -69,6 +73,7 @@ MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # `{id}` routes: the documented 404 code for a foreign or unknown id, and the id prefix.
 ID_KINDS = {
     "/v1/auth/tokens/": ("token_not_found", "tok"),
+    "/v1/auth/sessions/": ("session_not_found", "ses"),
     "/v1/ssh-keys/": ("key_not_found", "key"),
     "/v1/billing/invoices/": ("invoice_not_found", "inv"),
     "/v1/rentals/": ("rental_not_found", "rent"),
@@ -100,6 +105,7 @@ class Person:
     fingerprint: str = ""
     token_id: str = ""
     token: str = ""
+    session_id: str = ""
     rentals: list[str] = field(default_factory=list)
     invoices: list[str] = field(default_factory=list)
 
@@ -113,10 +119,10 @@ class Person:
 
     def ids_of(self, kind: str) -> str:
         return {"tok": self.token_id, "key": self.key_id, "inv": self.invoices[0] if self.invoices else "",
-                "rent": self.rentals[0] if self.rentals else ""}[kind]
+                "rent": self.rentals[0] if self.rentals else "", "ses": self.session_id}[kind]
 
     def secrets(self) -> set[str]:
-        out = {self.id, self.email, self.key_id, self.fingerprint, self.token_id, self.token,
+        out = {self.id, self.email, self.key_id, self.fingerprint, self.token_id, self.token, self.session_id,
                *self.rentals, *self.invoices}
         return {s for s in out if s}
 
@@ -143,7 +149,10 @@ class Shared:
 
 def _person(ip: str, email: str) -> Person:
     api = Api(source_ip=ip)
-    return Person(api, api.sign_in(email))
+    person = Person(api, api.sign_in(email))
+    (mine,) = api.get("/v1/auth/sessions").json()["sessions"]
+    person.session_id = mine["id"]
+    return person
 
 
 def _equip(s: Shared, p: Person, rentals_: int, invoices: int) -> None:
@@ -233,7 +242,17 @@ def build_shared(simulator_servers: Simulators) -> Iterator[Shared]:
 
 # ---------------------------------------------------------------- snapshots and checks
 
-SLIDING = frozenset({"slidAt", "expiresAt", "ttl"})  # a session's sliding fields
+SLIDING = frozenset({"slidAt", "expiresAt", "ttl", "lastUsedAt"})  # a session's sliding fields
+LAST_USE = frozenset({"lastUsedAt"})  # a token's
+
+
+def _moving(pk: str, sk: str) -> frozenset[str]:
+    """The fields a credential's use may move (a session slides, a token records its use)."""
+    if pk.startswith("SESSION#") or (pk.startswith("USER#") and sk.startswith("SESSION#")):
+        return SLIDING
+    if pk.startswith("TOKEN#") or (pk.startswith("USER#") and sk.startswith("TOKEN#")):
+        return LAST_USE
+    return frozenset()
 
 
 def _freeze(value: Any) -> Any:
@@ -249,7 +268,7 @@ def _freeze(value: Any) -> Any:
 def snapshot(tables: list[str]) -> dict[str, dict[tuple[str, str], Any]]:
     """Every item of every table, read straight from moto's backend (a boto3 scan through moto
     costs ~0.2 s a table), except rate-limit counters (`RATE#…`: they count the request
-    itself) and a session's sliding fields."""
+    itself), a session's sliding fields and a credential's last use."""
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.dynamodb.models import dynamodb_backends
 
@@ -261,8 +280,8 @@ def snapshot(tables: list[str]) -> dict[str, dict[tuple[str, str], Any]]:
             pk = str(item.hash_key.value)
             if pk.startswith("RATE#"):
                 continue
-            skip = SLIDING if pk.startswith("SESSION#") else frozenset()
             key = (pk, str(item.range_key.value) if item.range_key is not None else "")
+            skip = _moving(*key)
             items[key] = tuple(sorted((k, _freeze(v)) for k, v in item.attrs.items() if k not in skip))
         out[table] = items
     return out
@@ -318,6 +337,8 @@ def valid_body(route_key: str, s: Shared, actor: Person) -> Any:
         "POST /v1/auth/logout": lambda: None,
         "POST /v1/auth/tokens": lambda: {"name": "matrix"},
         "DELETE /v1/auth/tokens/{id}": lambda: None,
+        "DELETE /v1/auth/sessions/{id}": lambda: None,
+        "POST /v1/auth/sessions/revoke-others": lambda: {"tokens": True},
         "POST /v1/ssh-keys": lambda: {"name": "matrix", "publicKey": ssh_public_key()},
         "DELETE /v1/ssh-keys/{id}": lambda: None,
         "POST /v1/billing/checkout": lambda: {"amountCents": 2500},
@@ -415,12 +436,16 @@ def test_a_revoked_api_token_is_401(shared_world: Shared, route_key: str) -> Non
 @pytest.mark.parametrize("route_key", cases(OWNED_ID_ROUTES, "foreign_id"))
 @pytest.mark.parametrize("via", ["session", "token"])
 def test_someone_elses_id_is_the_documented_404(shared_world: Shared, route_key: str, via: str) -> None:
-    """Bob names alice's resource: the resource's own 404, exactly as for an id nobody has."""
+    """Bob names alice's resource: the resource's own 404, exactly as for an id nobody has
+    (with a token on a session-only route: 403, whatever the id)."""
     s = shared_world
     code, prefix = id_kind(route_key)
     creds: dict[str, Any] = {"cookies": dict(s.bob.api.cookies)} if via == "session" else {"token": s.bob.token}
-    foreign = refused(s, lambda: send(route_key, s, rid=s.alice.ids_of(prefix), **creds), 404, code)
-    unknown = refused(s, lambda: send(route_key, s, rid=ids.new_id(prefix), **creds), 404, code)
+    status = 404
+    if via == "token" and route_key in SESSION_ONLY:
+        status, code = 403, "forbidden"
+    foreign = refused(s, lambda: send(route_key, s, rid=s.alice.ids_of(prefix), **creds), status, code)
+    unknown = refused(s, lambda: send(route_key, s, rid=ids.new_id(prefix), **creds), status, code)
     assert foreign == unknown, "a foreign id must look exactly like an id that does not exist"
 
 
@@ -447,6 +472,16 @@ def test_admin_routes_refuse_a_non_admin(shared_world: Shared, route_key: str, v
     refused(s, lambda: send(route_key, s, rid=rid, **creds), 403, "forbidden")
 
 
+@pytest.mark.parametrize("route_key", cases(sorted(SESSION_ONLY), "token_on_session_route"))
+def test_an_api_token_on_a_session_only_route_is_403(shared_world: Shared, route_key: str) -> None:
+    """Bob's own live token, his own resource, a valid body: a token may not manage tokens or
+    sessions (it could otherwise mint tokens that outlive it, or end its owner's sessions)."""
+    s = shared_world
+    rid = s.bob.ids_of(id_kind(route_key)[1]) if "{id}" in route_key else ""
+    body = refused(s, lambda: send(route_key, s, rid=rid, token=s.bob.token), 403, "forbidden")
+    assert "session" in body["message"]
+
+
 # ---------------------------------------------------------------- keeping the lists honest
 
 def test_the_public_allow_list_names_real_routes_that_need_no_credentials(shared_world: Shared) -> None:
@@ -467,6 +502,8 @@ def test_the_matrix_covers_every_route(shared_world: Shared) -> None:
     documented 404 code; every mutation has a valid body (so the Origin case means something)."""
     assert set(NON_PUBLIC) | (PUBLIC & set(ROUTES)) | (PUBLIC_IF_PRESENT & set(ROUTES)) == set(ROUTES)
     assert len(NON_PUBLIC) >= 30 and ADMIN_ROUTES and OWNED_ID_ROUTES
+    managing = {k for k in ROUTES if k.split(" ", 1)[1].startswith(("/v1/auth/tokens", "/v1/auth/sessions"))}
+    assert managing and managing == SESSION_ONLY, sorted(managing ^ SESSION_ONLY)
     for k in ID_ROUTES:
         id_kind(k)
     for k in ROUTES:

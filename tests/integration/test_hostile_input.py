@@ -166,6 +166,7 @@ BODIES: dict[str, Callable[[Shared], dict[str, Any]]] = {
     "POST /v1/auth/request-code": lambda s: {"email": "hostile@example.com", "intent": "login"},
     "POST /v1/auth/verify-code": lambda s: {"email": "hostile@example.com", "code": "000000"},
     "POST /v1/auth/tokens": lambda s: {"name": "ci", "expiresInDays": 30},
+    "POST /v1/auth/sessions/revoke-others": lambda s: {"tokens": False},
     "POST /v1/ssh-keys": lambda s: {"name": "laptop", "publicKey": KEY_LINE},
     "POST /v1/billing/checkout": lambda s: {"amountCents": 2500, "useCheckout": False},
     "PUT /v1/billing/auto-topup": lambda s: {"enabled": False, "thresholdCents": 1000, "topupAmountCents": 2500},
@@ -183,6 +184,7 @@ FIELDS: dict[str, dict[str, str]] = {
     "POST /v1/auth/request-code": {"email": "str", "intent": "str"},
     "POST /v1/auth/verify-code": {"email": "str", "code": "str"},
     "POST /v1/auth/tokens": {"name": "str", "expiresInDays": "int"},
+    "POST /v1/auth/sessions/revoke-others": {"tokens": "bool"},
     "POST /v1/ssh-keys": {"name": "str", "publicKey": "str"},
     "POST /v1/billing/checkout": {"amountCents": "int", "useCheckout": "bool"},
     "PUT /v1/billing/auto-topup": {"enabled": "bool", "thresholdCents": "int", "topupAmountCents": "int"},
@@ -537,6 +539,7 @@ def test_every_paginated_route_is_covered() -> None:
 
 ID_ROUTES = {
     "DELETE /v1/auth/tokens/{id}": ("token_not_found", "tok"),
+    "DELETE /v1/auth/sessions/{id}": ("session_not_found", "ses"),
     "DELETE /v1/ssh-keys/{id}": ("key_not_found", "key"),
     "GET /v1/billing/invoices/{id}": ("invoice_not_found", "inv"),
     "GET /v1/billing/invoices/{id}/pay-url": ("invoice_not_found", "inv"),

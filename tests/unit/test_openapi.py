@@ -66,7 +66,10 @@ def test_auth_and_security_follow_the_routers() -> None:
     for key, route in served.items():
         method, path = key.split(" ", 1)
         op = doc["paths"][path][method.lower()]
-        if route.auth:
+        if route.session_only:  # credential management: a session, never a token
+            assert op["security"] == [{"sessionCookie": []}], key
+            assert "401" in op["responses"] and "403" in op["responses"], key
+        elif route.auth:
             assert op["security"] == [{"sessionCookie": []}, {"bearerToken": []}], key
             assert "401" in op["responses"], key
         else:

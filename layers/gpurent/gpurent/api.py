@@ -151,6 +151,7 @@ class Route:
     admin: bool
     rate_limited: bool
     doc: RouteDoc = field(default_factory=RouteDoc)
+    session_only: bool = False  # a signed-in session, not an API token (403 `forbidden`)
 
 
 class Router:
@@ -164,6 +165,7 @@ class Router:
         auth: bool = True,
         admin: bool = False,
         rate_limited: bool = True,
+        session_only: bool = False,
         summary: str = "",
         description: str = "",
         body: type[BaseModel] | str | None = None,
@@ -176,7 +178,7 @@ class Router:
         doc = RouteDoc(summary, body, query or {}, response, errors, headers, description)
 
         def register(fn: Handler) -> Handler:
-            self.routes[route_key] = Route(fn, auth or admin, admin, rate_limited, doc)
+            self.routes[route_key] = Route(fn, auth or admin or session_only, admin, rate_limited, doc, session_only)
             return fn
 
         return register
@@ -220,17 +222,14 @@ class Router:
             req.principal = auth.authenticate(req.cookies.get("sid"), bearer_token(req.headers))
             if req.principal.via == "session" and req.method in MUTATING:
                 check_origin(req.headers.get("origin"))
-            bucket = f"P#{req.principal.bucket}"
-            limits = (settings().rate_limit_per_minute, settings().rate_limit_per_hour)
-        else:
-            if req.method in MUTATING and route.rate_limited:
-                check_origin(req.headers.get("origin"))
-            bucket = f"IP#{req.source_ip}"
-            limits = (settings().ip_rate_limit_per_minute, settings().ip_rate_limit_per_hour)
+        elif req.method in MUTATING and route.rate_limited:
+            check_origin(req.headers.get("origin"))
         if route.rate_limited:
-            extra_headers.update(auth.enforce_rate_limit(bucket, *limits))
+            extra_headers.update(auth.enforce_request_limits(req.principal, req.source_ip))
         if route.admin:
             auth.require_admin(req.principal)
+        if route.session_only:
+            auth.require_session(req.principal)
         result = route.fn(req)
         resp = result if isinstance(result, Response) else Response(200, result)
         if req.principal is not None and req.principal.refreshed_cookie:

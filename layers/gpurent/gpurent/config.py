@@ -97,6 +97,9 @@ class Settings(BaseModel):
     rate_limit_per_hour: int = 1000
     ip_rate_limit_per_minute: int = 30
     ip_rate_limit_per_hour: int = 300
+    # Per user, across all of the user's sessions and tokens; None: twice the per-credential limits.
+    user_rate_limit_per_minute: int | None = None
+    user_rate_limit_per_hour: int | None = None
 
     google_client_id: str | None = None
     google_client_secret: str | None = None
@@ -180,7 +183,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     ):
         if e.get(key.upper()):
             values[key] = e[key.upper()]
-    for key in ("rate_limit_per_minute", "rate_limit_per_hour", "ip_rate_limit_per_minute", "ip_rate_limit_per_hour"):
+    for key in ("rate_limit_per_minute", "rate_limit_per_hour", "ip_rate_limit_per_minute", "ip_rate_limit_per_hour",
+                "user_rate_limit_per_minute", "user_rate_limit_per_hour"):
         if e.get(key.upper()):
             values[key] = int(e[key.upper()])
     return Settings.model_validate(values)

@@ -29,6 +29,7 @@ STATUS: dict[str, int] = {
     "rental_not_found": 404,
     "key_not_found": 404,
     "token_not_found": 404,
+    "session_not_found": 404,
     "invoice_not_found": 404,
     "user_not_found": 404,
     "already_stopped": 409,

@@ -111,7 +111,8 @@ def start(provider: str) -> tuple[str, str | None]:
     return location, _state_cookie(provider, f"{state}.{verifier}", COOKIE_MAX_AGE)
 
 
-def callback(provider: str, query: dict[str, str], cookies: dict[str, str]) -> tuple[str, list[str]]:
+def callback(provider: str, query: dict[str, str], cookies: dict[str, str], *, user_agent: str | None = None,
+             source_ip: str | None = None) -> tuple[str, list[str]]:
     """(redirect location, Set-Cookie values); the oauth cookie is always cleared."""
     _known(provider)
     cleared = _state_cookie(provider, "", 0)
@@ -125,7 +126,7 @@ def callback(provider: str, query: dict[str, str], cookies: dict[str, str]) -> t
             raise _Failed("missing_code")
         email = _verified_email(client, code, verifier)
         user, created = auth.upsert_user(email)
-        sid, _ = auth.create_session(user["id"])
+        sid, _ = auth.create_session(user["id"], user_agent=user_agent, source_ip=source_ip)
     except _Failed as failure:
         logger.warning("oauth sign-in refused", extra={"provider": provider, "reason": failure.reason,
                                                        "error": failure.error})
