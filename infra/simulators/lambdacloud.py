@@ -45,6 +45,8 @@ INSTANCE_TYPES: tuple[tuple[str, str, int, int, int, int, bool], ...] = (
     ("gpu_1x_a100_sxm4", "1x A100 (40 GB SXM4)", 129, 30, 200, 512, False),
     ("gpu_1x_h100_pcie", "1x H100 (80 GB PCIe)", 249, 26, 200, 1024, False),
     ("gpu_1x_gh200", "1x GH200 (96 GB)", 149, 64, 432, 4096, False),
+    # Appended last so the capacity seeded for the types above stays what it was.
+    ("gpu_4x_h100_sxm5", "4x H100 (80 GB SXM5)", 1276, 104, 900, 11264, True),
 )
 
 _INSTANCE = re.compile(rf"^{PREFIX}/instances/([^/]+)$")

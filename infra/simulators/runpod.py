@@ -297,9 +297,9 @@ SCHEMA: dict[str, dict[str, str | None]] = {
     "User": {**_scalars("id pubKey"), "networkVolumes": "NetworkVolume", "pods": "Pod"},
     "NetworkVolume": _scalars("id name size dataCenterId"),
     "Pod": {
-        **_scalars("id name desiredStatus lastStatusChange imageName env machineId costPerHr gpuCount "
-                   "containerDiskInGb volumeInGb volumeMountPath memoryInGb vcpuCount dockerArgs dockerId podType "
-                   "port ports uptimeSeconds"),
+        **_scalars("id name desiredStatus lastStatusChange imageName env machineId costPerHr adjustedCostPerHr "
+                   "gpuCount containerDiskInGb volumeInGb volumeMountPath memoryInGb vcpuCount dockerArgs dockerId "
+                   "podType port ports uptimeSeconds"),
         "runtime": "PodRuntime", "machine": "Machine",
     },
     "PodRuntime": {"uptimeInSeconds": None, "ports": "PodRuntimePorts", "gpus": "PodRuntimeGpus",
@@ -341,10 +341,18 @@ DATA_CENTERS: tuple[tuple[str, str, bool, str], ...] = (
     ("AP-JP-1", "Japan", True, "JP"),
     ("US-DE-1", "Delaware", False, "US"),
 )
+# Secure-cloud data centres do not all charge the list price: a GPU type costs this much
+# more (per GPU) in these. A pod is billed its data centre's per-GPU price × its GPU count.
+DC_PRICE_FACTOR: dict[str, float] = {"AP-JP-1": 1.1, "EU-SE-1": 1.05}
 NO_CAPACITY = ("There are no longer any instances available with the requested specifications. "
                "Please refresh and try again.")
 QUOTA = "Insufficient balance: your account balance is too low to deploy this pod. Please add funds."
 SOMETHING_WENT_WRONG = "Something went wrong. Please try again later or contact support."
+
+
+def per_gpu_price(list_price: float, data_center: str) -> float:
+    """What one GPU of a type costs per hour in a secure data centre (RunPod prices per GPU)."""
+    return round(list_price * DC_PRICE_FACTOR.get(data_center, 1.0), 2)
 
 
 def _stock_status(available: int, wanted: int) -> str | None:
@@ -492,7 +500,7 @@ class RunPodSimulator(SimulatorBase):
                 free = self.stock.get((type_id, dc), 0)
                 if free < count:
                     continue
-                price = secure if want_secure is not False or community is None else community
+                price = per_gpu_price(secure, dc) if want_secure is not False or community is None else community
                 if want_secure is False and community is None:
                     continue
                 if best is None or price < best[0]:
@@ -502,6 +510,7 @@ class RunPodSimulator(SimulatorBase):
                     "stockStatus": None, "minVcpu": None, "minMemory": None, "countryCode": None,
                     "compliance": None, "maxUnreservedGpuCount": 0, "rentedCount": 0, "totalCount": 0}
         price, cc, free = best
+        # Every price here is per GPU (the pod's costPerHr is the one for the whole pod).
         return {"__typename": "LowestPrice", "minimumBidPrice": round(price * 0.6, 3), "uninterruptablePrice": price,
                 "stockStatus": _stock_status(free, count), "minVcpu": 8 * count, "minMemory": 62 * count,
                 "countryCode": cc, "compliance": [], "maxUnreservedGpuCount": free, "rentedCount": 0,
@@ -529,7 +538,8 @@ class RunPodSimulator(SimulatorBase):
             self.stock[(type_id, where)] -= count
             pod_id = "".join(self._rng.choice(string.ascii_lowercase + string.digits) for _ in range(14))
             env = [f"{e.get('key')}={e.get('value')}" for e in inp.get("env") or [] if isinstance(e, dict)]
-            price = known[type_id][3] if inp.get("cloudType") != "COMMUNITY" else (known[type_id][4] or 0.0)
+            secure_price = per_gpu_price(known[type_id][3], where)
+            price = secure_price if inp.get("cloudType") != "COMMUNITY" else (known[type_id][4] or 0.0)
             inst = self.new_instance(pod_id, inp.get("name") if isinstance(inp.get("name"), str) else None, {
                 "gpuTypeId": type_id, "dataCenterId": where, "gpuCount": count, "imageName": image, "env": env,
                 "containerDiskInGb": inp.get("containerDiskInGb", 10), "volumeInGb": inp.get("volumeInGb", 0),
@@ -603,7 +613,8 @@ class RunPodSimulator(SimulatorBase):
         return {
             "__typename": "Pod", "id": inst.id, "name": inst.label, "desiredStatus": desired,
             "lastStatusChange": change, "imageName": d["imageName"], "env": d["env"],
-            "machineId": d["machineId"], "costPerHr": d["costPerHr"], "gpuCount": d["gpuCount"],
+            "machineId": d["machineId"], "costPerHr": d["costPerHr"], "adjustedCostPerHr": d["costPerHr"],
+            "gpuCount": d["gpuCount"],
             "containerDiskInGb": d["containerDiskInGb"], "volumeInGb": d["volumeInGb"],
             "volumeMountPath": "/workspace", "memoryInGb": 62 * d["gpuCount"], "vcpuCount": 8 * d["gpuCount"],
             "dockerArgs": d["dockerArgs"], "dockerId": None, "podType": "RESERVED", "port": None,

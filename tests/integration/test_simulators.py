@@ -81,9 +81,10 @@ def expected_cents(sims: Simulators, offer: Offer) -> int:
         dollars = raw["dph_base"] + raw["storage_cost"] * 50 / 720
         return math.ceil(Decimal(str(dollars)) * 100)
     if offer.provider == "runpod":
-        type_id, _cloud, _dc, n = offer.offer_key.split("|")
+        type_id, _cloud, dc, n = offer.offer_key.split("|")
         secure = next(t[3] for t in runpod_sim.GPU_TYPES if t[0] == type_id)
-        dollars = Decimal(str(secure)) * int(n) + Decimal(50) * Decimal("0.10") / 730
+        per_gpu = runpod_sim.per_gpu_price(secure, dc)  # RunPod prices per GPU, per data centre
+        dollars = Decimal(str(per_gpu)) * int(n) + Decimal(50) * Decimal("0.10") / 730
         return math.ceil(dollars * 100)
     from infra.simulators.lambdacloud import INSTANCE_TYPES
 
@@ -104,6 +105,26 @@ def test_offers_cover_every_family_at_cents_up(sims, code):
         assert isinstance(o.price_cents_per_hour, int) and o.price_cents_per_hour > 0
         assert o.price_cents_per_hour == expected_cents(sims, o), o
     assert len({o.offer_key for o in offers}) == len(offers)
+
+
+@pytest.mark.parametrize("code", PROVIDERS)
+def test_every_gpu_count_is_billed_what_it_was_quoted(sims, code):
+    """Quote = bill: for 1, 2, 4 and 8 GPUs the instance the provider starts bills exactly
+    the offer's price (RunPod: the pod's costPerHr + its disk; vast: dph_total; Lambda: the
+    instance type's price)."""
+    a = adapter(sims, code)
+    offers = run(a.list_offers())
+    counts = sorted({o.gpu_count for o in offers})
+    assert counts == [1, 2, 4, 8]
+    for n in counts:
+        offer = min((o for o in offers if o.gpu_count == n), key=lambda o: (o.price_cents_per_hour, o.offer_key))
+        iid = run(a.allocate(AllocateRequest(f"rent_bill{n}", offer, "ubuntu:24.04", None, KEYS)))
+        inst = run(a.get_instance(iid))
+        assert inst is not None and inst.cost_cents_per_hour == offer.price_cents_per_hour, (n, offer, inst)
+        run(a.terminate(iid))
+    if code == "runpod":  # a dearer data centre quotes and bills its own per-GPU price
+        jp = [o for o in offers if "|AP-JP-1|" in o.offer_key]
+        assert jp and all(o.price_cents_per_hour == expected_cents(sims, o) for o in jp)
 
 
 @pytest.mark.parametrize("code", PROVIDERS)

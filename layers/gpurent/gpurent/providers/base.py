@@ -121,6 +121,10 @@ class Instance:
     host: str | None
     ssh_port: int | None
     error: str | None = None
+    # What the provider bills for this instance, integer cents per hour rounded up, on the
+    # same footing as `Offer.price_cents_per_hour` (storage included where the offer's
+    # price includes it); None when the provider's answer does not say.
+    cost_cents_per_hour: int | None = None
 
 
 class ProviderAdapter(Protocol):

@@ -233,7 +233,10 @@ class LambdaAdapter:
             log.warning("lambda: instance %s has an unknown status %r", iid, state)
             status = "provisioning"
         running = status == "running"
-        return Instance(iid, name, status, ip if running else None, 22 if running else None, error)
+        it = row.get("instance_type")
+        price = it.get("price_cents_per_hour") if isinstance(it, dict) else None
+        cost = price if isinstance(price, int) and not isinstance(price, bool) and price > 0 else None
+        return Instance(iid, name, status, ip if running else None, 22 if running else None, error, cost)
 
 
 class LambdaConfig(ProviderConfig):

@@ -3,15 +3,21 @@
 The body is ``{"query": ...}`` only, every argument an inline literal (strings escaped as
 JSON strings, which GraphQL's string syntax accepts), enums bare (provider-wire.md §2).
 
-Offers: RunPod prices are per GPU and the same GPU type can be in stock in one data
-centre and not in another, so the catalog asks, per GPU count N in 1, 2, 4, 8, for each
-listed secure-cloud data centre's ``lowestPrice`` in one query (one aliased
-``lowestPrice`` field per data centre: ``dc0``, ``dc1``, …). A null ``stockStatus`` means
-none there. Community cloud is left out: its hosts are less reliable and its price is not
-the one a secure deploy bills (dstack #1886).
+Offers: the same GPU type can be in stock in one data centre and not in another, so the
+catalog asks, per GPU count N in 1, 2, 4, 8, for each listed secure-cloud data centre's
+``lowestPrice`` in one query (one aliased ``lowestPrice`` field per data centre: ``dc0``,
+``dc1``, …). A null ``stockStatus`` means none there. Community cloud is left out: its
+hosts are less reliable and its price is not the one a secure deploy bills (dstack #1886).
 
-Price = ``uninterruptablePrice`` × N + the container disk, which RunPod bills with the
-pod (``storage_dollars_per_gb_month``, default $0.10/GB/month over 730 h).
+Prices: every GPU-type price RunPod publishes is **per GPU per hour** (``securePrice``,
+``communityPrice``, the spot prices, and ``lowestPrice``'s ``uninterruptablePrice`` and
+``minimumBidPrice``); only a pod's ``costPerHr`` is for the whole pod. An N-GPU listing
+is priced as RunPod bills the pod: ``uninterruptablePrice`` (that data centre's per-GPU
+price for a machine with N free GPUs) × N, plus the container disk, which RunPod bills
+with the pod (``storage_dollars_per_gb_month``, default $0.10/GB/month over 730 h).
+An ``uninterruptablePrice`` that does not look per-GPU (under half, or at least twice, the
+type's per-GPU list price ``securePrice``) leaves that listing out with a warning: we do
+not quote a pod whose bill we cannot predict. docs/decisions.md has the sources.
 
 The SSH keys go in ``env.PUBLIC_KEY`` (newline-separated), which RunPod's base images
 append to ``authorized_keys``. A start command replaces the image's command
@@ -72,7 +78,7 @@ GPU_COUNTS = (1, 2, 4, 8)
 HOURS_PER_MONTH = Decimal(730)
 
 POD_FIELDS = (
-    "id name desiredStatus lastStatusChange imageName costPerHr gpuCount machineId "
+    "id name desiredStatus lastStatusChange imageName costPerHr gpuCount machineId containerDiskInGb "
     "runtime { uptimeInSeconds ports { ip isIpPublic privatePort publicPort type } }"
 )
 
@@ -116,6 +122,16 @@ def offers_query(gpu_count: int, data_centers: list[str]) -> str:
         for i, dc in enumerate(data_centers)
     )
     return f"query GpuTypes {{ gpuTypes {{ id displayName memoryInGb securePrice communityPrice {prices} }} }}"
+
+
+def pod_price_dollars(per_gpu: Decimal, list_per_gpu: Decimal | None, gpu_count: int) -> Decimal | None:
+    """What an N-GPU secure pod costs per hour (GPU part), from a data centre's per-GPU price;
+    None when that price does not look like a per-GPU price (see the module doc)."""
+    if per_gpu <= 0:
+        return None
+    if list_per_gpu is not None and list_per_gpu > 0 and not (list_per_gpu / 2 <= per_gpu < list_per_gpu * 2):
+        return None
+    return per_gpu * gpu_count
 
 
 def docker_args(keys: tuple[str, ...], start_command: str) -> str:
@@ -218,6 +234,8 @@ class RunPodAdapter:
         if fam is None:
             unknown.add(type_id)
             return []
+        list_price = get_num(raw, "securePrice", optional=True)
+        list_per_gpu = Decimal(str(list_price)) if list_price is not None else None
         out: list[Offer] = []
         for i, (dc, region) in enumerate(dcs):
             lp = raw.get(f"dc{i}")
@@ -230,8 +248,12 @@ class RunPodAdapter:
                 per_gpu = get_num(lp, "uninterruptablePrice", optional=True)
                 if per_gpu is None or per_gpu <= 0:
                     continue
-                total = Decimal(str(per_gpu)) * n + self._storage_dollars()
-                cents = dollars_to_cents_up(total)
+                pod = pod_price_dollars(Decimal(str(per_gpu)), list_per_gpu, n)
+                if pod is None:
+                    log.warning("runpod: %s x%d in %s: uninterruptablePrice %s is not a per-GPU price next to "
+                                "securePrice %s; left out", type_id, n, dc, per_gpu, list_price)
+                    continue
+                cents = dollars_to_cents_up(pod + self._storage_dollars())
             except (Malformed, ValueError) as e:
                 log.warning("runpod: skipping %s in %s: %s", type_id, dc, e)
                 continue
@@ -334,7 +356,21 @@ class RunPodAdapter:
             status = reachable_status(desired == "RUNNING", host, port)
             if status != "running":
                 host, port = None, None
-        return Instance(iid, name, status, host, port, error)
+        return Instance(iid, name, status, host, port, error, self._billed_cents(pod))
+
+    def _billed_cents(self, pod: dict[str, Any]) -> int | None:
+        """The pod's ``costPerHr`` (the whole pod, a number or a numeric string) plus the
+        container disk, as its offer was priced; None when absent or unreadable."""
+        raw = pod.get("costPerHr")
+        if raw is None or isinstance(raw, bool):
+            return None
+        try:
+            dollars = Decimal(str(raw))
+            disk = pod.get("containerDiskInGb")
+            gb = Decimal(int(disk)) if isinstance(disk, int) and not isinstance(disk, bool) else Decimal(self.disk_gb)
+            return dollars_to_cents_up(dollars + gb * self.storage_rate / HOURS_PER_MONTH)
+        except (ArithmeticError, ValueError):
+            return None
 
 
 def _public_ssh(runtime: Any) -> tuple[str | None, int | None]:

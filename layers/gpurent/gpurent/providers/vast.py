@@ -317,7 +317,18 @@ class VastAdapter:
             status = "provisioning"
         if status != "running":  # a host is given out only once it is reachable
             host, port = None, None
-        return Instance(iid, label, status, host, port, error)
+        return Instance(iid, label, status, host, port, error, _billed_cents(row))
+
+
+def _billed_cents(row: dict[str, Any]) -> int | None:
+    """The instance's ``dph_total`` (GPU + the storage of its disk) in cents, rounded up."""
+    raw = row.get("dph_total")
+    if raw is None or isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        return None
+    try:
+        return dollars_to_cents_up(raw)
+    except ValueError:
+        return None
 
 
 def _ssh_endpoint(row: dict[str, Any]) -> tuple[str | None, int | None]:
