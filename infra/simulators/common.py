@@ -33,7 +33,7 @@ Phase = Literal["provisioning", "running", "crashed", "stopped", "terminated"]
 
 MAX_SLEEP_SECONDS = 30.0
 
-ALLOCATE_MODES = frozenset({"capacity", "quota", "auth", "error", "timeout"})
+ALLOCATE_MODES = frozenset({"capacity", "quota", "auth", "error", "timeout", "refuse"})
 LIST_OFFERS_MODES = frozenset({"error", "timeout"})
 TERMINATE_MODES = frozenset({"error"})
 
@@ -42,7 +42,11 @@ TERMINATE_MODES = frozenset({"error"})
 class Knobs:
     """Fault switches. ``None`` is normal behaviour."""
 
-    allocate: str | None = None  # capacity | quota | auth | error | timeout
+    allocate: str | None = None  # capacity | quota | auth | error | timeout | refuse
+    # allocate="refuse": the provider's refusal, in its own error envelope, with this code
+    # (vast `error`, Lambda `error.code`; RunPod has none) and these words.
+    refusal_code: str | None = None
+    refusal_text: str = "Refused."
     list_offers: str | None = None  # error | timeout
     terminate: str | None = None  # error
     latency_seconds: float = 0.0  # added to every provider request
@@ -55,6 +59,14 @@ class Knobs:
                 if value is not None and value not in allowed[key]:
                     raise ValueError(f"{key} must be one of {sorted(allowed[key])} or null")
                 setattr(self, key, value)
+            elif key == "refusal_code":
+                if value is not None and not isinstance(value, str):
+                    raise ValueError("refusal_code must be a string or null")
+                self.refusal_code = value
+            elif key == "refusal_text":
+                if not isinstance(value, str) or not value:
+                    raise ValueError("refusal_text must be a non-empty string")
+                self.refusal_text = value
             elif key in ("latency_seconds", "hang_seconds"):
                 if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                     raise ValueError(f"{key} must be a number ≥ 0")

@@ -168,6 +168,10 @@ class LambdaSimulator(SimulatorBase):
                           "Contact support to reactivate your account.")
         if mode == "error":
             return _error(500, "global/unknown", "An unexpected error occurred.")
+        if mode == "refuse":
+            with self.lock:
+                code, text = self.knobs.refusal_code, self.knobs.refusal_text
+            return _error(400, code or "global/invalid-parameters", text)
         invalid = self._invalid_launch(body)
         if invalid is not None:
             return _error(400, "global/invalid-parameters", invalid)

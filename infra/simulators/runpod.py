@@ -344,8 +344,11 @@ DATA_CENTERS: tuple[tuple[str, str, bool, str], ...] = (
 # Secure-cloud data centres do not all charge the list price: a GPU type costs this much
 # more (per GPU) in these. A pod is billed its data centre's per-GPU price × its GPU count.
 DC_PRICE_FACTOR: dict[str, float] = {"AP-JP-1": 1.1, "EU-SE-1": 1.05}
+# RunPod's capacity refusals, in its own words: a deploy where nothing fits, and the
+# capacity knob (both are `capacity`, so failover tries the next listing).
 NO_CAPACITY = ("There are no longer any instances available with the requested specifications. "
                "Please refresh and try again.")
+NONE_AVAILABLE = "There are no instances currently available"
 QUOTA = "Insufficient balance: your account balance is too low to deploy this pod. Please add funds."
 SOMETHING_WENT_WRONG = "Something went wrong. Please try again later or contact support."
 
@@ -429,13 +432,17 @@ class RunPodSimulator(SimulatorBase):
     def _allocate_fault(self, mode: str) -> Reply | None:
         path = ["podFindAndDeployOnDemand"]
         if mode == "capacity":
-            return Reply(200, {"errors": [{"message": NO_CAPACITY, "path": path}], "data": None})
+            return Reply(200, {"errors": [{"message": NONE_AVAILABLE, "path": path}], "data": None})
         if mode == "quota":
             return Reply(200, {"errors": [{"message": QUOTA, "path": path}], "data": None})
         if mode == "auth":
             return Reply(401, {"errors": [{"message": "Unauthorized"}]})
         if mode == "error":
             return Reply(500, {"errors": [{"message": SOMETHING_WENT_WRONG, "path": path}], "data": None})
+        if mode == "refuse":  # RunPod's GraphQL refusals are text only, answered with 200
+            with self.lock:
+                text = self.knobs.refusal_text
+            return Reply(200, {"errors": [{"message": text, "path": path}], "data": None})
         return None
 
     # --- the graph -----------------------------------------------------------------

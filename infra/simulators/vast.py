@@ -215,6 +215,10 @@ class VastSimulator(SimulatorBase):
             return _fail(403, "auth_error", "This account may not rent instances.")
         if mode == "error":
             return _fail(500, "server_error", "Internal error, please retry.")
+        if mode == "refuse":
+            with self.lock:
+                code, text = self.knobs.refusal_code, self.knobs.refusal_text
+            return Reply(400, {"success": False, "msg": text, **({"error": code} if code else {})})
         image = body.get("image")
         if not isinstance(image, str) or not image:
             return _fail(400, "invalid_args", "image is required")

@@ -195,6 +195,36 @@ def test_allocate_knobs(sims, code, knob, value, kind):
     assert control(sim_of(sims, code), "GET", "/_sim/instances").json()["instances"] == []
 
 
+@pytest.mark.parametrize(("code", "refusal_code", "text", "kind"), [
+    # RunPod's own wordings (GraphQL text only)
+    ("runpod", None, "There are no instances currently available", "capacity"),
+    ("runpod", None, "There are no longer any instances available with the request specifications. Please try "
+                     "again later.", "capacity"),
+    ("runpod", None, "There are not enough free GPUs on the host machine to start this pod.", "capacity"),
+    ("runpod", None, "Insufficient balance", "quota"),
+    ("runpod", None, "The flux capacitor is misaligned", "transient"),
+    # vast: the code decides; without a known one, the words
+    ("vast", "no_such_ask", "Instance type by id 1 is not available.", "capacity"),
+    ("vast", None, "Your credit balance is too low.", "quota"),
+    ("vast", "brand_new_code", "Something we never saw", "transient"),
+    # Lambda: the code only, never the words
+    ("lambda", "instance-operations/launch/insufficient-capacity", "Not enough capacity.", "capacity"),
+    ("lambda", "global/quota-exceeded", "Quota exceeded.", "quota"),
+    ("lambda", "global/account-inactive", "Your account is inactive.", "auth"),
+    ("lambda", "global/invalid-parameters", "Bad region.", "invalid"),
+    ("lambda", "instance-operations/launch/brand-new", "insufficient capacity", "transient"),
+])
+def test_refusals_in_the_providers_own_words(sims, code, refusal_code, text, kind, caplog):
+    a = adapter(sims, code)
+    offer = cheapest(run(a.list_offers()))
+    sim_of(sims, code).set_knobs(allocate="refuse", refusal_code=refusal_code, refusal_text=text)
+    with caplog.at_level("WARNING", logger="gpurent.providers"), pytest.raises(ProviderError) as e:
+        run(a.allocate(AllocateRequest(RID, offer, "img", None, KEYS)))
+    assert e.value.kind == kind, e.value
+    assert text in e.value.message
+    assert ("words we do not know" in caplog.text) == (kind == "transient")
+
+
 @pytest.mark.parametrize("code", PROVIDERS)
 def test_list_offers_error_knob(sims, code):
     sim_of(sims, code).set_knobs(list_offers="error")

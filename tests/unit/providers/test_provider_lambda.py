@@ -124,13 +124,22 @@ def test_launch_errors_by_code(lam, fx, status, fixture, kind):
 
 
 @respx.mock
-def test_unknown_code_falls_back_to_status(lam):
+def test_unknown_code_is_transient_and_logged_raw(lam, caplog):
     respx.post(f"{BASE}/instance-operations/launch").mock(return_value=httpx.Response(
         400, json={"error": {"code": "instance-operations/launch/brand-new-reason",
                              "message": "insufficient capacity"}}))
+    with caplog.at_level(logging.WARNING, logger="gpurent.providers"), pytest.raises(ProviderError) as e:
+        run(lam.allocate(request()))
+    assert e.value.kind == "transient"  # never classified by the text
+    assert "brand-new-reason: insufficient capacity" in caplog.text and "words we do not know" in caplog.text
+
+
+@respx.mock
+def test_an_answer_without_a_code_falls_back_to_status(lam):
+    respx.post(f"{BASE}/instance-operations/launch").mock(return_value=httpx.Response(403, text="Forbidden"))
     with pytest.raises(ProviderError) as e:
         run(lam.allocate(request()))
-    assert e.value.kind == "invalid"  # never classified by the text
+    assert e.value.kind == "auth"
 
 
 @respx.mock

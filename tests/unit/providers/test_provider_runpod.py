@@ -330,11 +330,36 @@ def test_terminate_retries_then_gives_up(runpod, sleeps):
 
 @pytest.mark.parametrize(("message", "code", "kind"), [
     ("There are no longer any instances available with enough disk space.", None, "capacity"),
+    ("There are no longer any instances available with the requested specifications. Please refresh and try "
+     "again.", None, "capacity"),
+    ("There are no longer any instances available with the request specifications. Please try again later.", None,
+     "capacity"),
+    ("There are no instances currently available", None, "capacity"),
+    ("There are not enough free GPUs on the host machine to start this pod.", None, "capacity"),
+    ("this machine does not have the resources to deploy this pod", None, "capacity"),
     ("Your balance is too low", None, "quota"),
+    ("Insufficient balance", None, "quota"),
     ("whatever", "UNAUTHENTICATED", "auth"),
     ("Pod not found", None, "not_found"),
+    ("pod not found to terminate", None, "not_found"),
     ('Cannot query field "foo" on type "Pod".', None, "invalid"),
     ("Something went wrong. Please try again later or contact support.", None, "transient"),
+    ("The flux capacitor is misaligned", None, None),
 ])
 def test_message_classification(message, code, kind):
     assert classify_message(message, code) == kind
+
+
+@respx.mock
+@pytest.mark.parametrize(("message", "kind"), [
+    ("There are no instances currently available", "capacity"),
+    ("Insufficient balance", "quota"),
+    ("The flux capacitor is misaligned", "transient"),
+])
+def test_deploy_refusals_by_their_words(runpod, message, kind, caplog):
+    respx.post(URL).mock(return_value=httpx.Response(200, json={
+        "errors": [{"message": message, "path": ["podFindAndDeployOnDemand"]}], "data": None}))
+    with caplog.at_level(logging.WARNING, logger="gpurent.providers"), pytest.raises(ProviderError) as e:
+        run(runpod.allocate(AllocateRequest(RID, offer(), "ubuntu:24.04", None, KEYS)))
+    assert e.value.kind == kind and message in e.value.message
+    assert ("words we do not know" in caplog.text) == (kind == "transient")

@@ -191,6 +191,34 @@ def test_create_429_then_success(vast, fx):
 
 
 @respx.mock
+@pytest.mark.parametrize(("body", "kind", "logged"), [
+    ({"success": False, "error": "ask_gone", "msg": "This offer is no longer available."}, "capacity", False),
+    ({"success": False, "msg": "Your credit balance is too low to rent this instance."}, "quota", False),
+    ({"success": False, "error": "weird_new_thing", "msg": "The host asked for a llama"}, "transient", True),
+])
+def test_create_refusals_by_code_then_words(vast, body, kind, logged, caplog):
+    respx.put(f"{BASE}/api/v0/asks/12345678/").mock(return_value=httpx.Response(400, json=body))
+    with caplog.at_level(logging.WARNING, logger="gpurent.providers"), pytest.raises(ProviderError) as e:
+        run(vast.allocate(request()))
+    assert e.value.kind == kind
+    assert ("words we do not know" in caplog.text) == logged
+    if logged:
+        assert "weird_new_thing: The host asked for a llama" in caplog.text
+
+
+@respx.mock
+def test_a_refused_create_that_made_an_instance_destroys_it(vast):
+    """vast may answer a refusal and still have created the instance (new_contract)."""
+    respx.put(f"{BASE}/api/v0/asks/12345678/").mock(return_value=httpx.Response(200, json={
+        "success": False, "error": "insufficient_credit", "msg": "bid too low", "new_contract": 7835699}))
+    destroy = respx.delete(f"{BASE}/api/v0/instances/7835699/").mock(
+        return_value=httpx.Response(200, json={"success": True}))
+    with pytest.raises(ProviderError) as e:
+        run(vast.allocate(request()))
+    assert e.value.kind == "quota" and destroy.call_count == 1
+
+
+@respx.mock
 def test_create_success_without_contract_is_transient(vast):
     respx.put(f"{BASE}/api/v0/asks/12345678/").mock(return_value=httpx.Response(200, json={"success": True}))
     with pytest.raises(ProviderError) as e:

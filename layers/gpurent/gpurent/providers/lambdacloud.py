@@ -9,7 +9,8 @@
 - terminate  ``POST /instance-operations/terminate``
 
 Errors are ``{"error": {"code", "message", "suggestion"}}``: classified by ``code``, never
-by the text; an unknown code falls back to the HTTP status.
+by the text; a code we do not know is ``transient``, logged with the raw text; an answer
+without a code falls back to the HTTP status.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from gpurent.providers.http import (
     obj,
     req_str,
     status_kind,
+    unrecognised_refusal,
 )
 from gpurent.providers.lambdacloud_names import lambda_family, parse_lambda_description, region_from_lambda
 
@@ -105,12 +107,15 @@ class LambdaAdapter:
         code = err.get("code") if isinstance(err, dict) else None
         message = err.get("message") if isinstance(err, dict) else None
         kind = ERROR_CODES.get(code) if isinstance(code, str) else None
+        detail = f"{code}: {message}" if code else f"HTTP {response.status_code}"
+        if kind is None and isinstance(code, str) and code:
+            # A code we do not know (Lambda adds them): never guessed from its text.
+            return unrecognised_refusal(self.code, what, detail)
         if kind is None:
             # Only object-does-not-exist proves an object gone; a bare 404 (wrong base URL,
             # a proxy) must not make a billing instance look terminated.
             status = response.status_code
             kind = "transient" if status == 404 else status_kind(status)
-        detail = f"{code}: {message}" if code else f"HTTP {response.status_code}"
         return ProviderError(self.code, kind, f"{what} failed: {detail}")
 
     async def _call(self, what: str, method: str, path: str, *, json: Any = None, idempotent: bool) -> Any:

@@ -24,7 +24,8 @@ append to ``authorized_keys``. A start command replaces the image's command
 (``dockerArgs``), so then our own script installs the keys, starts sshd and stays up.
 
 Errors: RunPod answers top-level ``errors`` with text only; ``extensions.code`` is used
-when present, otherwise the text is matched against the patterns below.
+when present, otherwise the text is matched against the patterns below (RunPod's real
+wordings); words we do not know are ``transient`` and logged with the raw text.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from gpurent.providers.http import (
     obj,
     req_str,
     status_kind,
+    unrecognised_refusal,
 )
 from gpurent.providers.runpod_names import region_from_runpod, runpod_family
 from gpurent.regions import Region
@@ -90,14 +92,27 @@ _EXTENSION_CODES: dict[str, ErrorKind] = {
     "GRAPHQL_PARSE_FAILED": "invalid",
     "NOT_FOUND": "not_found",
 }
+# RunPod's refusals as its API words them (GraphQL answers carry text only). Seen in the
+# wild: "There are no longer any instances available with the requested specifications.
+# Please refresh and try again." (runpod-python, runpodctl #189), "... with the request
+# specifications. Please try again later." (dstack #1740), "There are no instances
+# currently available", "There are not enough free GPUs on the host machine to start this
+# pod." (runpod-python #168), "this machine does not have the resources to deploy this pod",
+# "pod not found to terminate" (dstack's RunPod backend), "Something went wrong. Please try
+# again later or contact support." (pulumi-runpod-native #18), "Insufficient balance" (the
+# v2 API's 402). Balance and spend-limit refusals are `quota` (the next listing may be at
+# another provider).
 _MESSAGE_PATTERNS: tuple[tuple[re.Pattern[str], ErrorKind], ...] = (
-    (re.compile(r"no longer any instances available|no (gpus?|instances?|machines?) available|"
-                r"not enough (free )?gpus|out of stock", re.I), "capacity"),
-    (re.compile(r"insufficient (funds|balance|credit)|balance is too low|not enough (funds|balance|credit)|"
-                r"spend limit|quota", re.I), "quota"),
+    (re.compile(r"no (longer )?(any )?(gpus?|instances?|machines?|pods?) (currently )?available|"
+                r"not enough (free )?gpus|does not have the resources|out of stock|no capacity|"
+                r"insufficient capacity", re.I), "capacity"),
+    (re.compile(r"insufficient (funds|balance|credit)|balance (is )?too low|not enough (funds|balance|credit)|"
+                r"low balance|add (more )?funds|spend(ing)? limit|quota", re.I), "quota"),
     (re.compile(r"unauthori[sz]ed|api key|authenticat|forbidden|permission denied", re.I), "auth"),
     (re.compile(r"not found|does not exist", re.I), "not_found"),
-    (re.compile(r"invalid|must be|cannot be|is required|cannot query field|syntax error", re.I), "invalid"),
+    (re.compile(r"invalid|must be|cannot be|is required|cannot query field|syntax error|"
+                r"unknown argument|expected type", re.I), "invalid"),
+    (re.compile(r"something went wrong|try again later|internal server error|timed? ?out", re.I), "transient"),
 )
 
 
@@ -106,13 +121,14 @@ def gql_string(value: str) -> str:
     return json.dumps(value)
 
 
-def classify_message(message: str, code: str | None = None) -> ErrorKind:
+def classify_message(message: str, code: str | None = None) -> ErrorKind | None:
+    """The kind a RunPod error says, or None when neither its code nor its words are known."""
     if code and code.upper() in _EXTENSION_CODES:
         return _EXTENSION_CODES[code.upper()]
     for pattern, kind in _MESSAGE_PATTERNS:
         if pattern.search(message):
             return kind
-    return "transient"
+    return None
 
 
 def offers_query(gpu_count: int, data_centers: list[str]) -> str:
@@ -176,7 +192,10 @@ class RunPodAdapter:
             message = str(first.get("message") or "unknown error")
             ext = first.get("extensions")
             code = ext.get("code") if isinstance(ext, dict) and isinstance(ext.get("code"), str) else None
-            raise ProviderError(self.code, classify_message(message, code), f"{what} failed: {message}")
+            kind = classify_message(message, code)
+            if kind is None:
+                raise unrecognised_refusal(self.code, what, message)
+            raise ProviderError(self.code, kind, f"{what} failed: {message}")
         if not response.is_success:
             kind = status_kind(response.status_code)
             raise ProviderError(self.code, "transient" if kind == "not_found" else kind,

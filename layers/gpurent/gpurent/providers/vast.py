@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from typing import Any
 
 import httpx
@@ -54,6 +55,7 @@ from gpurent.providers.http import (
     req_num,
     req_str,
     status_kind,
+    unrecognised_refusal,
 )
 from gpurent.providers.vast_names import VAST_NAMES, region_from_vast, vast_family
 
@@ -69,7 +71,19 @@ ERROR_CODES: dict[str, ErrorKind] = {
     "search_quota_exceeded": "quota",
     "invalid_args": "invalid",
     "no_such_instance": "not_found",
+    "auth_error": "auth",
+    "server_error": "transient",
 }
+# A refusal whose code we do not know is read by its words (vast's `msg`); words we do not
+# know either are `transient`, logged with the raw text.
+_MESSAGE_PATTERNS: tuple[tuple[re.Pattern[str], ErrorKind], ...] = (
+    (re.compile(r"not available|no longer available|already rented|no such ask|is rented|out of stock", re.I),
+     "capacity"),
+    (re.compile(r"credit|balance|insufficient funds|payment|spend limit", re.I), "quota"),
+    (re.compile(r"api key|unauthori[sz]ed|not authori[sz]ed|authenticat|forbidden|permission", re.I), "auth"),
+    (re.compile(r"invalid|is required|must be|malformed", re.I), "invalid"),
+    (re.compile(r"internal error|try again|timed? ?out|unavailable", re.I), "transient"),
+)
 
 # Without the no_such_instance code a 404 proves nothing about the instance.
 _UNPROVEN_404: dict[int, ErrorKind] = {404: "transient", 410: "transient"}
@@ -121,11 +135,19 @@ class VastAdapter:
                 body = None
         code = body.get("error") if isinstance(body, dict) else None
         text = (body.get("msg") or body.get("message")) if isinstance(body, dict) else None
-        kind: ErrorKind | None = ERROR_CODES.get(code) if isinstance(code, str) else None
-        if kind is None:
-            status = response.status_code
-            kind = (fallback or {}).get(status) or ("transient" if status < 300 else status_kind(status))
+        code = code if isinstance(code, str) and code else None
+        text = text if isinstance(text, str) and text else None
         detail = f"{code}: {text}" if code and text else str(text or code or f"HTTP {response.status_code}")
+        kind: ErrorKind | None = ERROR_CODES.get(code) if code else None
+        if kind is None and text:
+            kind = next((k for pattern, k in _MESSAGE_PATTERNS if pattern.search(text)), None)
+        status = response.status_code
+        if kind is None and fallback and status in fallback:
+            kind = fallback[status]
+        if kind is None:
+            if code or text:
+                return unrecognised_refusal(self.code, what, detail)
+            kind = "transient" if status < 300 else status_kind(status)
         return ProviderError(self.code, kind, f"{what} failed: {detail}")
 
     # --- offers --------------------------------------------------------------------
@@ -215,11 +237,18 @@ class VastAdapter:
         }
         response = await self.http.send("PUT", f"/api/v0/asks/{ask_id}/", json=body, idempotent=False)
         if not response.is_success:
+            try:
+                refused = response.json()
+            except ValueError:
+                refused = None
+            if isinstance(refused, dict):
+                await self._destroy_refused(refused.get("new_contract"))
             raise self._error("create instance", response, fallback={404: "capacity", 410: "capacity"})
         data = self.http.decode(response)
         if not isinstance(data, dict):
             raise ProviderError(self.code, "transient", "create instance: answer is not an object")
         if data.get("success") is not True:
+            await self._destroy_refused(data.get("new_contract"))
             raise self._error("create instance", response, data)
         contract = data.get("new_contract")
         if isinstance(contract, bool) or not isinstance(contract, int | str) or not str(contract).isdigit():
@@ -227,6 +256,17 @@ class VastAdapter:
                 self.code, "transient", "create instance: success without a new_contract (reconcile by label)"
             )
         return str(contract)
+
+    async def _destroy_refused(self, contract: Any) -> None:
+        """vast can create an instance and still answer a refusal (dstack's vast backend saw
+        it with bids): one named in the refusal is destroyed at once, or left to the
+        reconciler (it carries our label) when that fails."""
+        if isinstance(contract, bool) or not isinstance(contract, int | str) or not str(contract).isdigit():
+            return
+        try:
+            await self.terminate(str(contract))
+        except ProviderError as e:
+            log.warning("vast: could not destroy instance %s created by a refused create: %s", contract, e)
 
     async def get_instance(self, instance_id: str) -> Instance | None:
         response = await self.http.send(
