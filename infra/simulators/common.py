@@ -49,6 +49,8 @@ class Knobs:
     refusal_text: str = "Refused."
     list_offers: str | None = None  # error | timeout
     terminate: str | None = None  # error
+    # vast: a search answers at most this many offers whatever `limit` asks (None: no cap)
+    search_cap: int | None = 64
     latency_seconds: float = 0.0  # added to every provider request
     hang_seconds: float = 15.0  # how long a "timeout" mode holds the answer back (≤ 30 s)
 
@@ -59,6 +61,10 @@ class Knobs:
                 if value is not None and value not in allowed[key]:
                     raise ValueError(f"{key} must be one of {sorted(allowed[key])} or null")
                 setattr(self, key, value)
+            elif key == "search_cap":
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                    raise ValueError("search_cap must be an integer ≥ 1 or null")
+                self.search_cap = value
             elif key == "refusal_code":
                 if value is not None and not isinstance(value, str):
                     raise ValueError("refusal_code must be a string or null")

@@ -127,6 +127,43 @@ def test_every_gpu_count_is_billed_what_it_was_quoted(sims, code):
         assert jp and all(o.price_cents_per_hour == expected_cents(sims, o) for o in jp)
 
 
+def ours_at_vast(sims: Simulators) -> set[str]:
+    """The ask ids of every offer the vast simulator has that the adapter should list."""
+    from gpurent.providers.vast_names import region_from_vast, vast_family
+
+    return {str(ask) for ask, o in sims.vast.offers.items()
+            if not o["rented"] and o["num_gpus"] in (1, 2, 4, 8) and vast_family(o["gpu_name"], o["gpu_ram"])
+            and region_from_vast(o["geolocation"])}
+
+
+@pytest.mark.parametrize("cap", [64, 20, None])
+def test_vast_the_whole_market_under_a_search_cap(sims, cap):
+    """vast caps a search's answer (64 seen in the wild); the adapter searches per GPU name in
+    price bands, so it lists every offer whatever the cap."""
+    sims.vast.set_knobs(search_cap=cap)
+    one_search = httpx.post(f"{sims.vast.origin}/api/v0/bundles/",
+                            headers={"Authorization": f"Bearer {sims.vast.api_key}"},
+                            json={"limit": 3000, "order": [["dph_total", "asc"]]}, timeout=5.0).json()["offers"]
+    if cap is not None:
+        assert len(one_search) == cap < len(sims.vast.offers)  # one search over the market is cut off
+    before = len(sims.vast.requests)
+    offers = run(adapter(sims, "vast").list_offers())
+    assert {o.offer_key for o in offers} == ours_at_vast(sims)
+    searches = len(sims.vast.requests) - before
+    assert searches >= 12  # two per GPU name at least: the last band proves the answer complete
+    if cap == 20:
+        assert searches > 12  # RTX 4090 alone needs several price bands
+
+
+def test_vast_a_search_still_full_after_its_bands_is_reported_truncated(sims, caplog):
+    sims.vast.set_knobs(search_cap=3)
+    a = VastAdapter(sims.vast.api_key, sims.vast.base_url, sleep=no_sleep, search_page=3, max_bands=2)
+    with caplog.at_level("WARNING", logger="gpurent.providers"):
+        offers = run(a.list_offers())
+    assert "'RTX 4090' still brought new offers after 2 price bands" in caplog.text
+    assert 0 < len(offers) < len(ours_at_vast(sims))
+
+
 @pytest.mark.parametrize("code", PROVIDERS)
 def test_lifecycle(sims, clock, code):
     a = adapter(sims, code)

@@ -1,7 +1,8 @@
 """vast.ai adapter: the wire form of the ``vastai`` 1.9 SDK (provider-wire.md §1).
 
 - search   ``POST /api/v0/bundles/`` (flat filters; ``allocated_storage`` = our disk, so
-           ``dph_total`` already includes the storage we will be billed for)
+           ``dph_total`` already includes the storage we will be billed for), one query
+           per GPU name, paged by price band (below)
 - create   ``PUT /api/v0/asks/{ask id}/`` (label = our rental id)
 - get      ``GET /api/v0/instances/{id}/?owner=me`` → ``{"instances": {...} | null}``
 - list     ``GET /api/v1/instances/`` paged by ``next_token`` → ``after_token``
@@ -9,6 +10,17 @@
 
 A logical failure is ``{"success": false, "error": <code>, "msg": <text>}`` (with a 2xx
 or a 4xx status); the ``error`` code decides the kind.
+
+Search answers are capped: a public integration saw 64 offers whatever ``limit`` asked,
+and one search over the whole market returns only its cheapest part (SkyPilot #4904: its
+vast catalog missed cheaper live offers). So the market is fetched per GPU name (our six,
+``num_gpus`` in 1, 2, 4, 8), cheapest first, in price bands: after each answer the next
+band is asked for (``dph_total >= `` the dearest price seen, the offers already seen at
+exactly that price excluded by id) until a band brings no new offer. This holds whatever
+the cap is, even one below the ``search_page`` we ask for (a cap we cannot see): a
+complete name costs two searches. An answer a later band proved cut off is logged (info,
+with the size it was cut at); a name still bringing new offers after ``max_bands`` bands
+is logged as truncated (warning: its dearest offers are missing).
 
 "Gone" is believed only when vast says so: ``{"instances": null}``, or the error code
 ``no_such_instance``. A bare 404 (a wrong base URL, a proxy) is ``transient``: taking it
@@ -64,6 +76,9 @@ log = logging.getLogger("gpurent.providers")
 DEFAULT_BASE_URL = "https://console.vast.ai"
 GPU_COUNTS = frozenset({1, 2, 4, 8})
 MAX_PAGES = 200
+SEARCH_PAGE = 64  # offers asked for per search: the cap vast was seen to apply
+MAX_BANDS = 12  # price bands per GPU name before the answer is reported truncated
+SEARCH_CONCURRENCY = 3  # searches in flight at once (vast rate-limits searches)
 
 ERROR_CODES: dict[str, ErrorKind] = {
     "no_such_ask": "capacity",  # the ask was rented by someone else or withdrawn
@@ -113,11 +128,13 @@ class VastAdapter:
         policy: HttpPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
         client: httpx.AsyncClient | None = None,
-        search_limit: int = 3000,
+        search_page: int = SEARCH_PAGE,
+        max_bands: int = MAX_BANDS,
         page_size: int = 25,
     ) -> None:
         self.disk_gb = disk_gb  # the storage the offer prices include (allocated_storage)
-        self.search_limit = search_limit
+        self.search_page = search_page
+        self.max_bands = max_bands
         self.page_size = page_size
         self.http = JsonHttp(
             self.code, base_url, {"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
@@ -152,44 +169,93 @@ class VastAdapter:
 
     # --- offers --------------------------------------------------------------------
 
-    def search_body(self) -> dict[str, Any]:
-        return {
+    def search_body(self, gpu_name: str, above: float | None = None,
+                    seen_at_edge: tuple[int, ...] = ()) -> dict[str, Any]:
+        """One price band of one GPU name: offers from `above` $/h up (cheapest first),
+        except those already seen at exactly that price."""
+        body: dict[str, Any] = {
             "verified": {"eq": True},
             "external": {"eq": False},
             "rentable": {"eq": True},
             "rented": {"eq": False},
-            "gpu_name": {"in": sorted(VAST_NAMES)},
+            "gpu_name": {"eq": gpu_name},
+            "num_gpus": {"in": sorted(GPU_COUNTS)},
             "order": [["dph_total", "asc"]],
             "type": "on-demand",
-            "limit": self.search_limit,
+            "limit": self.search_page,
             "allocated_storage": float(self.disk_gb),
         }
+        if above is not None:
+            body["dph_total"] = {"gte": above}
+        if seen_at_edge:
+            body["id"] = {"notin": list(seen_at_edge)}
+        return body
 
-    async def list_offers(self) -> list[Offer]:
+    async def _search(self, body: dict[str, Any]) -> list[Any]:
         response = await self.http.send(
-            "POST", "/api/v0/bundles/", json=self.search_body(), idempotent=True, retryable=_not_search_quota
+            "POST", "/api/v0/bundles/", json=body, idempotent=True, retryable=_not_search_quota
         )
         if not response.is_success:
             raise self._error("search offers", response)
-        body = self.http.decode(response)
-        raw_offers = body.get("offers") if isinstance(body, dict) else None
+        answer = self.http.decode(response)
+        raw_offers = answer.get("offers") if isinstance(answer, dict) else None
         if not isinstance(raw_offers, list):
             raise ProviderError(self.code, "transient", "search offers: answer has no 'offers' list")
-        if len(raw_offers) >= self.search_limit:
-            log.warning("vast: search hit its limit of %d offers; the dearest are cut off", self.search_limit)
-        offers: list[Offer] = []
+        return raw_offers
+
+    async def _search_name(self, gpu_name: str, gate: asyncio.Semaphore) -> list[Any]:
+        """Every offer of one GPU name, band by band (see the module doc)."""
+        found: dict[Any, Any] = {}
+        above: float | None = None
+        edge: tuple[int, ...] = ()
+        cut_at: int | None = None
+        for _ in range(self.max_bands):
+            async with gate:
+                rows = await self._search(self.search_body(gpu_name, above, edge))
+            new = [r for r in rows if not (isinstance(r, dict) and r.get("id") in found)]
+            if not new:
+                if cut_at is not None:
+                    log.info("vast: the search for %r was cut at %d offers; %d found in price bands", gpu_name,
+                             cut_at, len(found))
+                return list(found.values())
+            if found and cut_at is None:
+                cut_at = len(found)
+            for r in new:
+                found[r.get("id") if isinstance(r, dict) else id(r)] = r
+            prices = [p for r in rows if isinstance(r, dict)
+                      and isinstance(p := r.get("dph_total"), int | float) and not isinstance(p, bool)]
+            if not prices:
+                return list(found.values())
+            top = max(prices)
+            edge = tuple(sorted(int(r["id"]) for r in found.values() if isinstance(r, dict)
+                                and r.get("dph_total") == top and isinstance(r.get("id"), int)))
+            above = top
+        log.warning("vast: the search for %r still brought new offers after %d price bands; the answers look "
+                    "truncated and its dearest offers are missing", gpu_name, self.max_bands)
+        return list(found.values())
+
+    async def list_offers(self) -> list[Offer]:
+        gate = asyncio.Semaphore(SEARCH_CONCURRENCY)
+        try:
+            async with asyncio.TaskGroup() as group:  # one failure cancels the other searches
+                tasks = [group.create_task(self._search_name(name, gate)) for name in sorted(VAST_NAMES)]
+        except BaseExceptionGroup as eg:
+            raise eg.exceptions[0] from None
+        answers = [t.result() for t in tasks]
+        offers: dict[str, Offer] = {}
         unknown: set[str] = set()
-        for raw in raw_offers:
-            try:
-                offer = self._offer(obj(raw, "offer"), unknown)
-            except Malformed as e:
-                log.warning("vast: skipping a malformed offer: %s", e)
-                continue
-            if offer is not None:
-                offers.append(offer)
+        for raw_offers in answers:
+            for raw in raw_offers:
+                try:
+                    offer = self._offer(obj(raw, "offer"), unknown)
+                except Malformed as e:
+                    log.warning("vast: skipping a malformed offer: %s", e)
+                    continue
+                if offer is not None:
+                    offers[offer.offer_key] = offer
         for name in sorted(unknown):
             log.info("vast: GPU %r is not one of our families; its offers are left out", name)
-        return offers
+        return list(offers.values())
 
     def _offer(self, raw: dict[str, Any], unknown: set[str]) -> Offer | None:
         ask_id = req_int(raw, "id")
