@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 import json
 import logging
+from collections import Counter
 
 import httpx
 import pytest
