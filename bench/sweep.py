@@ -43,7 +43,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ from gpurent import catalog_refresh, clock, config, ids, metering, rentals, time
 from gpurent.money import charge_for_seconds  # noqa: E402
 from gpurent.providers import registry  # noqa: E402
 from gpurent.providers.registry import build_adapters  # noqa: E402
+from gpurent.records import Rental  # noqa: E402
 from gpurent.store import dynamo  # noqa: E402
 from gpurent.store import money as money_store  # noqa: E402
 from gpurent.store import rentals as rental_store  # noqa: E402
@@ -274,8 +275,8 @@ def wcu(size: int) -> int:
 
 # ---------------------------------------------------------------- seeding
 
-def template_rental(manual: clock.ManualClock) -> dict[str, Any]:
-    """One rental launched and turned running through the real code paths; its stored item."""
+def template_rental(manual: clock.ManualClock) -> Rental:
+    """One rental launched and turned running through the real code paths, as stored."""
     sims = start_simulators(now=clock.now, boot_seconds=5)
     try:
         adapters = build_adapters({**sims.settings(), "PROVIDERS": "lambda"})
@@ -289,36 +290,33 @@ def template_rental(manual: clock.ManualClock) -> dict[str, Any]:
         found = rental_store.get(user, answer["id"])
         assert found is not None
         running = rentals.advance(found)
-        assert running["status"] == "running", running
-        rentals.stop(user, running["id"])  # out of the running set (it only served as a template)
+        assert running.status == "running", running
+        rentals.stop(user, running.id)  # out of the running set (it only served as a template)
         return running
     finally:
         registry.set_adapters(None)
         sims.shutdown()
 
 
-def clone(tpl: dict[str, Any], user: str, price: int, started: float) -> dict[str, Any]:
+def clone(tpl: Rental, user: str, price: int, started: float) -> Rental:
     """A running rental as `launch` + `mark_running` leave it (a user with an SSH key on file)."""
     rid = ids.new_id("rent")
-    rec = {k: v for k, v in tpl.items() if k not in ("pk", "sk", "activeKey", "activeSort")}
-    rec.update({
-        "id": rid, "userId": user, "pricePerHourCents": price, "reserveCents": price,
-        "chargedCents": 0, "billedSeconds": 0, "overageCents": 0, "refundedCents": 0, "sshKeyCount": 1,
-        "createdAt": started - 6, "allocatingUntil": started + 54, "lastCheckedAt": started,
-        "runningAt": started, "meteredUntil": started, "lastHealthyAt": started, "instanceId": uuid.uuid4().hex,
-        "offer": {**tpl["offer"], "pricePerHourCents": price},
-    })
-    if isinstance(tpl.get("launchAnswer"), dict):
-        rec["launchAnswer"] = {**tpl["launchAnswer"], "id": rid, "pricePerHourCents": price,
-                               "startedAt": clock.iso(started - 6), "warnings": []}
-    return rec
+    answer = tpl.launch_answer
+    return replace(
+        tpl, id=rid, user_id=user, price_per_hour_cents=price, reserve_cents=price, charged_cents=0,
+        billed_seconds=0, overage_cents=0, refunded_cents=0, ssh_key_count=1, created_at=started - 6,
+        allocating_until=started + 54, last_checked_at=started, running_at=started, metered_until=started,
+        last_healthy_at=started, instance_id=uuid.uuid4().hex, offer=replace(tpl.offer, price_per_hour_cents=price),
+        launch_answer={**answer, "id": rid, "pricePerHourCents": price, "startedAt": clock.iso(started - 6),
+                       "warnings": []} if answer else None,
+    )
 
 
-def seed(tpl: dict[str, Any], n: int, u: int) -> dict[str, list[dict[str, Any]]]:
+def seed(tpl: Rental, n: int, u: int) -> dict[str, list[Rental]]:
     """n running rentals over u wallets (as evenly as they divide), each wallet funded consistently."""
     now = clock.now()
     users = [ids.new_id("usr") for _ in range(u)]
-    out: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, list[Rental]] = {}
     j = 0
     for i, user in enumerate(users):
         k = n // u + (1 if i < n % u else 0)
@@ -327,12 +325,12 @@ def seed(tpl: dict[str, Any], n: int, u: int) -> dict[str, list[dict[str, Any]]]
             recs.append(clone(tpl, user, PRICES[j % len(PRICES)], now - (j * 7) % 60))
             j += 1
         out[user] = recs
-        burn = sum(int(r["pricePerHourCents"]) for r in recs)
+        burn = sum(r.price_per_hour_cents for r in recs)
         fund = burn * (1 + FUNDED_HOURS)
         for c in range(0, max(1, len(recs)), SEED_CHUNK):
             chunk = recs[c:c + SEED_CHUNK]
 
-            def planner(w: wallet.Wallet, chunk: list[dict[str, Any]] = chunk, first: bool = c == 0,
+            def planner(w: wallet.Wallet, chunk: list[Rental] = chunk, first: bool = c == 0,
                         user: str = user, fund: int = fund) -> list[Any]:
                 steps = []
                 cur = w
@@ -340,16 +338,16 @@ def seed(tpl: dict[str, Any], n: int, u: int) -> dict[str, list[dict[str, Any]]]
                     steps.append(wallet.plan_credit(cur, fund, "adjustment", {"reason": "bench funding"}))
                     cur = wallet.Wallet(user, cur.available + fund, cur.reserved)
                 for r in chunk:
-                    s = wallet.plan_reserve(cur, int(r["reserveCents"]))
-                    steps.append(wallet.with_step_info(s, rentalId=r["id"]))
+                    s = wallet.plan_reserve(cur, r.reserve_cents)
+                    steps.append(wallet.with_step_info(s, rentalId=r.id))
                     cur = wallet.Wallet(user, cur.available + s.available_delta, cur.reserved + s.reserved_delta)
                 return steps
 
-            def extras(w: wallet.Wallet, steps: Any, chunk: list[dict[str, Any]] = chunk,
+            def extras(w: wallet.Wallet, steps: Any, chunk: list[Rental] = chunk,
                        user: str = user) -> list[Any]:
                 items = []
                 for r in chunk:
-                    items += [rental_store.put_item(r), rental_store.owner_item(r["id"], user)]
+                    items += [rental_store.put_item(r), rental_store.owner_item(r.id, user)]
                 return items
 
             wallet.apply(user, f"bench-seed:{user}:{c}", {"op": "bench-seed", "chunk": c}, planner, extras)
@@ -361,14 +359,13 @@ def check(users: list[str]) -> str:
     for user in users:
         w = wallet.get(user)
         running = rental_store.live_for_user(user, "running")
-        reserves = sum(int(r.get("reserveCents", 0)) for r in running)
+        reserves = sum(r.reserve_cents for r in running)
         assert w.reserved == reserves, (user, w, reserves)
         ledger = sum(int(r["amountCents"]) for r in money_store.all_ledger(user))
         assert ledger == w.total, (user, w, ledger)
         assert w.available >= 0 and w.reserved >= 0
         for r in running:
-            assert int(r["chargedCents"]) == charge_for_seconds(int(r["billedSeconds"]),
-                                                                 int(r["pricePerHourCents"])), r
+            assert r.charged_cents == charge_for_seconds(r.billed_seconds, r.price_per_hour_cents), r
     return f"ok ({len(users)} wallets: reserved == Σ rental reserves, Σ ledger == total, charge == formula)"
 
 
@@ -439,7 +436,7 @@ def sizes_of(m: Meter) -> dict[str, list[int]]:
     return out
 
 
-captured: list[tuple[str, int, list[dict[str, Any]], float]] = []
+captured: list[tuple[str, int, list[Rental], float]] = []
 
 
 def run_tick(label: str, n: int, u: int, manual: clock.ManualClock, interval: float, m: Meter) -> Tick:
@@ -448,7 +445,7 @@ def run_tick(label: str, n: int, u: int, manual: clock.ManualClock, interval: fl
     original = metering.arm_next
     spent = [0.0, 0]
 
-    def timed(user_id: str, available: int, running: list[dict[str, Any]], now: float) -> float | None:
+    def timed(user_id: str, available: int, running: list[Rental], now: float) -> float | None:
         captured.append((user_id, available, list(running), now))
         t = time.perf_counter()
         try:
@@ -520,12 +517,12 @@ def show_tick(t: Tick, interval: float) -> None:
 
 # ---------------------------------------------------------------- predict_exhaustion / arm_next (CPU)
 
-def drying(available: int, running: list[dict[str, Any]], now: float, at: float) -> list[dict[str, Any]]:
+def drying(available: int, running: list[Rental], now: float, at: float) -> list[Rental]:
     """The same rentals with reserves that run out `at` seconds from now (available is 0)."""
     out = []
     for r in running:
         _, delta = metering._delta(r, now + at)
-        out.append({**r, "reserveCents": max(1, delta)})
+        out.append(replace(r, reserve_cents=max(1, delta)))
     return out
 
 
@@ -540,7 +537,7 @@ def per_call_us(fn: Callable[[], Any], calls: int, budget: float = 0.5) -> float
     return (time.perf_counter() - t) / (reps * calls) * 1e6
 
 
-def cpu_costs(wallets: list[tuple[str, int, list[dict[str, Any]], float]]) -> list[str]:
+def cpu_costs(wallets: list[tuple[str, int, list[Rental], float]]) -> list[str]:
     lines = []
     k = statistics.mean(len(w[2]) for w in wallets)
     funded = per_call_us(lambda: [metering.predict_exhaustion(a, rs, now, timers.WINDOW)
@@ -558,16 +555,16 @@ def cpu_costs(wallets: list[tuple[str, int, list[dict[str, Any]], float]]) -> li
     return lines
 
 
-def one_wallet_scaling(sample: list[dict[str, Any]], now: float) -> list[str]:
+def one_wallet_scaling(sample: list[Rental], now: float) -> list[str]:
     out = []
     for k in (10, 100, 1000):
-        rs = [{**sample[i % len(sample)], "id": f"rent_{i}"} for i in range(k)]
+        rs = [replace(sample[i % len(sample)], id=f"rent_{i}") for i in range(k)]
         dry = drying(0, rs, now, 45)
 
-        def funded_run(rs: list[dict[str, Any]] = rs) -> Any:
+        def funded_run(rs: list[Rental] = rs) -> Any:
             return metering.predict_exhaustion(10**9, rs, now, timers.WINDOW)
 
-        def dry_run(dry: list[dict[str, Any]] = dry) -> Any:
+        def dry_run(dry: list[Rental] = dry) -> Any:
             return metering.predict_exhaustion(0, dry, now, timers.WINDOW)
 
         funded = per_call_us(funded_run, 1)
@@ -598,8 +595,8 @@ def run_size(n: int, u: int, interval: float, ticks: int) -> list[Tick]:
         seed_s = time.perf_counter() - t
         sample_users = random.Random(7).sample(list(seeded), min(CHECK_WALLETS, len(seeded)))
         print(f"\n== N={n:,} running rentals across U={u:,} wallets "
-              f"({n / u:.1f} per wallet; template item from a real launch: {tpl['familyId']}, "
-              f"{item_size(dynamo.to_item(tpl)):,} B)")
+              f"({n / u:.1f} per wallet; template item from a real launch: {tpl.family_id}, "
+              f"{item_size(dynamo.to_item(rental_store.rental_item(tpl))):,} B)")
         print(f"  seeded in {seed_s:.1f} s; consistency before: {check(sample_users)}")
         m = Meter()
         events = dynamo.client().meta.events

@@ -18,6 +18,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gpurent.ledger import LedgerType
+from gpurent.records import InvoiceReason, InvoiceStatus, RentalStatus, StopReason
+
 Iso = Annotated[str, Field(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", description="ISO 8601, UTC")]
 Cents = Annotated[int, Field(description="US cents")]
 NonNegCents = Annotated[int, Field(ge=0, description="US cents")]
@@ -32,11 +35,6 @@ InvoiceId = Annotated[str, Field(pattern="^inv_[0-9A-Za-z]+$")]
 LineItemId = Annotated[str, Field(pattern="^li_[0-9A-Za-z]+$")]
 ListingId = Annotated[str, Field(pattern="^lst_[0-9A-Za-z]+$")]
 
-RentalStatus = Literal["provisioning", "running", "stopping", "stopped", "failed"]
-StopReason = Literal["user", "insufficient_balance", "auto_stop", "max_total", "provider_failure"]
-LedgerType = Literal["stripe_topup", "auto_topup", "rental_charge", "refund", "adjustment"]
-InvoiceStatus = Literal["draft", "open", "paid", "void", "uncollectible"]
-InvoiceReason = Literal["topup_failed", "overage", "manual"]
 GpuCount = Literal[1, 2, 4, 8]
 
 

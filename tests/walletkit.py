@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpurent import wallet
+from gpurent import ledger, wallet
 from gpurent.config import settings
 from gpurent.store import dynamo
 from gpurent.store import money as store
@@ -48,7 +48,7 @@ def check_invariants(user_id: str) -> wallet.Wallet:
     by_type: dict[str, int] = {}
     for r in rows:
         by_type[r["type"]] = by_type.get(r["type"], 0) + int(r["amountCents"])
-    assert all(v >= 0 for k, v in by_type.items() if k in wallet.CREDIT_TYPES and k != "adjustment")
+    assert all(v >= 0 for k, v in by_type.items() if k in ledger.CREDIT_TYPES and k != "adjustment")
     assert by_type.get("rental_charge", 0) <= 0
     # 2. balanceAfterCents chains, in id order
     previous = 0

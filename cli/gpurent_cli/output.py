@@ -95,6 +95,15 @@ LEDGER_COLUMNS = ("id", "createdAt", "type", "amount", "balanceAfter", "amountCe
                   "rentalId", "stripeChargeId", "invoiceId", "description")
 
 
+def ledger_types() -> tuple[str, ...]:
+    """The ledger entry types, read from the API's own OpenAPI document (shipped with the
+    `gpurent` package and generated from `gpurent.ledger`, their one definition)."""
+    from importlib import resources
+
+    doc = json.loads(resources.files("gpurent").joinpath("openapi.json").read_text(encoding="utf-8"))
+    return tuple(doc["components"]["schemas"]["LedgerEntry"]["properties"]["type"]["enum"])
+
+
 def ledger_csv(entries: Iterable[dict[str, Any]]) -> str:
     """Ledger entries as CSV (RFC 4180, header row): amounts in dollars and in cents."""
     buf = io.StringIO()

@@ -7,7 +7,7 @@ from typing import Any
 from gpurent import ledger
 from gpurent.api import CURSOR_QUERY, Request, Router, idempotency_key, page_size_query, query_int
 from gpurent.billing import autotopup, cards, invoices, topups
-from gpurent.wallet import LEDGER_TYPES
+from gpurent.ledger import LEDGER_TYPES
 
 router = Router()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpurent import keys
+from gpurent import ssh_keys
 from gpurent.api import Request, Router
 
 router = Router()
@@ -12,19 +12,19 @@ router = Router()
 
 @router.route("GET /v1/ssh-keys", summary="SSH keys on file, newest first", response="SshKeyList")
 def list_keys(req: Request) -> dict[str, Any]:
-    return {"keys": keys.list_keys(req.user_id)}
+    return {"keys": ssh_keys.list_keys(req.user_id)}
 
 
-@router.route("POST /v1/ssh-keys", summary="Add an SSH public key", body=keys.NewKey, response="SshKey",
+@router.route("POST /v1/ssh-keys", summary="Add an SSH public key", body=ssh_keys.NewKey, response="SshKey",
               errors=("weak_key", "duplicate_key"))
 def add_key(req: Request) -> dict[str, Any]:
-    return keys.add_key(req.user_id, req.parse(keys.NewKey))
+    return ssh_keys.add_key(req.user_id, req.parse(ssh_keys.NewKey))
 
 
 @router.route("DELETE /v1/ssh-keys/{id}", summary="Delete an SSH key (running pods keep it)", response="Ok",
               errors=("key_not_found",))
 def delete_key(req: Request) -> dict[str, Any]:
-    keys.delete_key(req.user_id, req.path_params.get("id", ""))
+    ssh_keys.delete_key(req.user_id, req.path_params.get("id", ""))
     return {"ok": True}
 
 

@@ -41,10 +41,12 @@ import pytest
 from gpurent import catalog, catalog_refresh, config, notify, rentals, timers, wallet
 from gpurent import clock as clock_mod
 from gpurent.billing import autotopup, invoices
+from gpurent.listing import Listing
 from gpurent.money import charge_for_seconds, whole_seconds
 from gpurent.providers import registry
 from gpurent.providers.registry import build_adapters
-from gpurent.rentals import ADOPT_GRACE, ALLOCATION_LEASE, instances, launching
+from gpurent.records import Rental
+from gpurent.rentals import ADOPT_GRACE, ALLOCATION_LEASE, instances
 from gpurent.store import dynamo
 from gpurent.store import invoices as invoice_store
 from gpurent.store import money as money_store
@@ -255,7 +257,7 @@ def scheduled(name: str) -> Any:
 
 # ---------------------------------------------------------------- the checks
 
-def rentals_of(user_id: str) -> list[dict[str, Any]]:
+def rentals_of(user_id: str) -> list[Rental]:
     rows, _ = rental_store.list_for_user(user_id, None, 200, None)
     return rows
 
@@ -282,32 +284,32 @@ def check_world(ctx: Ctx) -> list[str]:
             problems.append(f"invariants 1-4/8 of {uid}: {str(exc)[:300]}")
         ledgers[uid] = money_store.all_ledger(uid)
     # rentals: invariant 5, no transitional state, invariant 7
-    by_id: dict[str, dict[str, Any]] = {}
+    by_id: dict[str, Rental] = {}
     for uid in ctx.users:
         rows = ledgers[uid]
         for r in rentals_of(uid):
-            by_id[str(r["id"])] = r
-            rid = r["id"]
-            expect(r["status"] not in TRANSITIONAL, f"rental {rid} left {r['status']}")
-            if r.get("runningAt") is not None:
-                seconds, rate = int(r.get("billedSeconds", 0)), int(r["pricePerHourCents"])
-                paid, refunded = int(r.get("chargedCents", 0)), int(r.get("refundedCents", 0))
-                net = paid + int(r.get("overageCents", 0)) - refunded  # what the rental costs the user
-                if r["status"] != "running" and seconds < rentals.REFUND_WINDOW:
+            by_id[str(r.id)] = r
+            rid = r.id
+            expect(r.status not in TRANSITIONAL, f"rental {rid} left {r.status}")
+            if r.running_at is not None:
+                seconds, rate = int(r.billed_seconds), int(r.price_per_hour_cents)
+                paid, refunded = int(r.charged_cents), int(r.refunded_cents)
+                net = paid + int(r.overage_cents) - refunded  # what the rental costs the user
+                if r.status != "running" and seconds < rentals.REFUND_WINDOW:
                     expect(paid == refunded, f"rental {rid}: ran {seconds} s < 60 s, paid {paid}, refunded {refunded}")
                 else:
                     expect(net == charge_for_seconds(seconds, rate),
                            f"rental {rid}: costs {net} != formula of {seconds} s at {rate}")
-                end = float(r["stoppedAt"]) if r.get("stoppedAt") else now
-                expect(seconds <= whole_seconds(end - float(r["runningAt"])),
+                end = float(r.stopped_at) if r.stopped_at else now
+                expect(seconds <= whole_seconds(end - float(r.running_at)),
                        f"rental {rid}: billed {seconds} s beyond its running time")
             charged = -sum(int(x["amountCents"]) for x in rows if x.get("rentalId") == rid
                            and x["type"] == "rental_charge")
             refunded = sum(int(x["amountCents"]) for x in rows if x.get("rentalId") == rid and x["type"] == "refund")
-            expect(charged == int(r.get("chargedCents", 0)),
-                   f"rental {rid}: ledger charges {charged} != chargedCents {r.get('chargedCents')}")
-            expect(refunded == int(r.get("refundedCents", 0)),
-                   f"rental {rid}: ledger refunds {refunded} != refundedCents {r.get('refundedCents')}")
+            expect(charged == int(r.charged_cents),
+                   f"rental {rid}: ledger charges {charged} != chargedCents {r.charged_cents}")
+            expect(refunded == int(r.refunded_cents),
+                   f"rental {rid}: ledger refunds {refunded} != refundedCents {r.refunded_cents}")
     # instances at the providers
     alive: dict[str, list[str]] = {}
     for sim in ctx.sims.all():
@@ -317,12 +319,12 @@ def check_world(ctx: Ctx) -> list[str]:
                 continue
             alive.setdefault(label, []).append(f"{sim.code}:{inst['id']}")
             owner = rental_store.find_by_id(label)
-            expect(owner is not None and owner["status"] == "running",
+            expect(owner is not None and owner.status == "running",
                    f"instance {sim.code}:{inst['id']} ({inst['status']}) outlives rental {label} "
-                   f"({owner and owner['status']})")
-            if owner is not None and owner["status"] == "running":
-                expect(str(owner.get("instanceId")) == str(inst["id"]),
-                       f"instance {sim.code}:{inst['id']} is not rental {label}'s ({owner.get('instanceId')})")
+                   f"({owner and owner.status})")
+            if owner is not None and owner.status == "running":
+                expect(str(owner.instance_id) == str(inst["id"]),
+                       f"instance {sim.code}:{inst['id']} is not rental {label}'s ({owner.instance_id})")
     for label, found in alive.items():
         expect(len(found) <= 1, f"rental {label} has {len(found)} live instances: {found}")
     # Stripe: each payment credited exactly once
@@ -356,9 +358,9 @@ def check_world(ctx: Ctx) -> list[str]:
                 remote = stripe_fixtures.stripe_get(ctx.ls, f"/v1/invoices/{inv['stripeInvoiceId']}")
                 if remote.get("status") == "paid":
                     expect(inv["status"] == "paid", f"invoice {inv['id']} paid at Stripe, {inv['status']} here")
-        settled = [r for r in rentals_of(uid) if r["status"] in ("stopped", "failed")
-                   and not int(r.get("refundedCents", 0))]
-        overage = sum(int(r.get("overageCents", 0)) for r in settled)
+        settled = [r for r in rentals_of(uid) if r.status in ("stopped", "failed")
+                   and not int(r.refunded_cents)]
+        overage = sum(int(r.overage_cents) for r in settled)
         invoiced = sum(int(i["amountCents"]) for i in invs if i["reason"] == "overage" and i["status"] in
                        ("open", "paid"))
         expect(overage == invoiced, f"{uid}: overage {overage} != overage invoices {invoiced}")
@@ -389,10 +391,10 @@ def _retry(call: Callable[[], Any], tries: int = 3) -> Any:
 
 # -- launch, with a failover: the cheapest listing (Lambda, tied with others) has no capacity
 
-def _tied(ctx: Ctx) -> list[dict[str, Any]]:
+def _tied(ctx: Ctx) -> list[Listing]:
     found = catalog.candidates("rtx-4090", 1, None)
-    tied = [c for c in found if c["pricePerHourCents"] == found[0]["pricePerHourCents"]]
-    assert len(tied) >= 3 and {c["provider"] for c in tied} == {"lambda"}, found
+    tied = [c for c in found if c.price_per_hour_cents == found[0].price_per_hour_cents]
+    assert len(tied) >= 3 and {c.provider for c in tied} == {"lambda"}, found
     return tied
 
 
@@ -403,9 +405,9 @@ def launch_setup(ctx: Ctx, refuse_all: bool = False) -> dict[str, Any]:
     if refuse_all:
         ctx.sims.lambdacloud.set_knobs(allocate="capacity")
     else:  # the first listing's region ran out since the refresh: a capacity refusal, then failover
-        ctx.sims.lambdacloud.capacity["gpu_1x_rtx4090"].remove(str(tied[0]["offerKey"]).split("|", 1)[1])
-    return {"api": api, "uid": uid, "key": f"launch-{uuid.uuid4().hex[:8]}", "price": tied[0]["pricePerHourCents"],
-            "tied": [t["id"] for t in tied]}
+        ctx.sims.lambdacloud.capacity["gpu_1x_rtx4090"].remove(str(tied[0].offer_key).split("|", 1)[1])
+    return {"api": api, "uid": uid, "key": f"launch-{uuid.uuid4().hex[:8]}", "price": tied[0].price_per_hour_cents,
+            "tied": [t.id for t in tied]}
 
 
 def launch_act(ctx: Ctx, st: dict[str, Any]) -> Any:
@@ -425,12 +427,12 @@ def launch_check(ctx: Ctx, st: dict[str, Any], want: str) -> list[str]:
     if reply.status not in (200, 400):
         out.append(f"the retried launch answered {reply.status}: {reply.body[:200]}")
     if len(rows) != 1:
-        out.append(f"{len(rows)} rentals for one launch: {[(r['id'], r['status']) for r in rows]}")
+        out.append(f"{len(rows)} rentals for one launch: {[(r.id, r.status) for r in rows]}")
     for r in rows:
-        if r["status"] != want:
-            out.append(f"rental {r['id']} ended {r['status']} ({r.get('error')}), want {want}")
-        if int(r["pricePerHourCents"]) != int(st["price"]):
-            out.append(f"rental {r['id']} at {r['pricePerHourCents']}, quoted {st['price']}")
+        if r.status != want:
+            out.append(f"rental {r.id} ended {r.status} ({r.error}), want {want}")
+        if int(r.price_per_hour_cents) != int(st["price"]):
+            out.append(f"rental {r.id} at {r.price_per_hour_cents}, quoted {st['price']}")
     return out
 
 
@@ -462,8 +464,8 @@ def stopped_check(st: dict[str, Any], reason: str) -> list[str]:
     r = rental_store.get(st["uid"], st["rid"])
     assert r is not None
     out = []
-    if r["status"] != "stopped" or r.get("stopReason") != reason:
-        out.append(f"rental {st['rid']} ended {r['status']} ({r.get('stopReason')}), want stopped ({reason})")
+    if r.status != "stopped" or r.stop_reason != reason:
+        out.append(f"rental {st['rid']} ended {r.status} ({r.stop_reason}), want stopped ({reason})")
     return out
 
 
@@ -496,8 +498,8 @@ def timed_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
     out = stopped_check(st, "auto_stop")
     r = rental_store.get(st["uid"], st["rid"])
     assert r is not None
-    if int(r.get("billedSeconds", 0)) != whole_seconds(AUTO_STOP_HOURS * 3600):
-        out.append(f"billed {r.get('billedSeconds')} s, the limit is {whole_seconds(AUTO_STOP_HOURS * 3600)} s")
+    if int(r.billed_seconds) != whole_seconds(AUTO_STOP_HOURS * 3600):
+        out.append(f"billed {r.billed_seconds} s, the limit is {whole_seconds(AUTO_STOP_HOURS * 3600)} s")
     return out
 
 
@@ -505,7 +507,7 @@ def timed_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
 
 def empty_setup(ctx: Ctx) -> dict[str, Any]:
     api, uid = ctx.sign_in("alice@example.com")
-    price = int(catalog.candidates("h100-80gb", 1, None)[0]["pricePerHourCents"])
+    price = catalog.candidates("h100-80gb", 1, None)[0].price_per_hour_cents
     ctx.fund(uid, price + 10)  # an hour of reserve and 10 cents
     rid = ctx.running(api, {"familyId": "h100-80gb", "gpuCount": 1})
     ctx.clock.advance(70 * 60)  # the money ran out after ~63 minutes
@@ -545,10 +547,10 @@ def sweep3_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
     for uid, rid in st["users"]:
         r = rental_store.get(uid, rid)
         assert r is not None
-        if r["status"] != "running":
-            out.append(f"rental {rid} of {uid} is {r['status']}, want running")
-        elif clock_mod.now() - float(r.get("meteredUntil", 0)) > 120:
-            out.append(f"rental {rid} not metered since {r.get('meteredUntil')}")
+        if r.status != "running":
+            out.append(f"rental {rid} of {uid} is {r.status}, want running")
+        elif clock_mod.now() - float(r.metered_until or 0) > 120:
+            out.append(f"rental {rid} not metered since {r.metered_until}")
     return out
 
 
@@ -569,7 +571,7 @@ def reconcile_setup(ctx: Ctx) -> dict[str, Any]:
     row = rental_store.get(uid, crashed)
     assert row is not None
     for sim in ctx.sims.all():
-        sim.crash(str(row["instanceId"]))
+        sim.crash(str(row.instance_id))
     # An orphan: an instance under a rental id we never recorded (a launch that died).
     from gpurent.providers.base import AllocateRequest
     from gpurent.templates import DEFAULT_TEMPLATE, get_template
@@ -578,8 +580,8 @@ def reconcile_setup(ctx: Ctx) -> dict[str, Any]:
     template_ = get_template(DEFAULT_TEMPLATE)
     assert template_ is not None
     orphan = f"rent_{uuid.uuid4().hex[:26].upper()}"
-    instances.run(ctx.adapters[offer["provider"]].allocate(AllocateRequest(
-        rental_id=orphan, offer=launching._to_offer(launching._offer_of(offer)), image=template_.image,
+    instances.run(ctx.adapters[offer.provider].allocate(AllocateRequest(
+        rental_id=orphan, offer=offer.to_offer(), image=template_.image,
         start_command=template_.start_command, ssh_public_keys=())))
     timers.clear()  # the stop's follow-up timer is lost: the reconciler finishes it
     ctx.clock.advance(BOOT_SECONDS + 1)
@@ -596,8 +598,8 @@ def reconcile_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
     for k, status in want.items():
         r = rental_store.get(st["uid"], st[k])
         assert r is not None
-        if r["status"] != status:
-            out.append(f"{k} rental {st[k]} is {r['status']}, want {status}")
+        if r.status != status:
+            out.append(f"{k} rental {st[k]} is {r.status}, want {status}")
     return out
 
 
@@ -667,7 +669,7 @@ THRESHOLD, AUTO_AMOUNT = 1000, 2000
 def auto_setup(ctx: Ctx, card: str = "4242424242424242") -> dict[str, Any]:
     api, uid = ctx.sign_in("alice@example.com")
     ctx.add_card(api, card)
-    price = int(catalog.candidates("h100-80gb", 1, None)[0]["pricePerHourCents"])
+    price = catalog.candidates("h100-80gb", 1, None)[0].price_per_hour_cents
     ctx.fund(uid, price + THRESHOLD + 10)
     rid = ctx.running(api, {"familyId": "h100-80gb", "gpuCount": 1})
     r = api.put("/v1/billing/auto-topup", {"enabled": True, "thresholdCents": THRESHOLD,

@@ -91,7 +91,7 @@ class World:
         """Invariant 7: no instance with our label lives without a live rental."""
         for inst in self.alive():
             owner = rental_store.find_by_id(str(inst["label"]))
-            assert owner is not None and owner["status"] in LIVE, (inst, owner and owner["status"])
+            assert owner is not None and owner.status in LIVE, (inst, owner and owner.status)
 
 
 @pytest.fixture(scope="session")

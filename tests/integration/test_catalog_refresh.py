@@ -93,11 +93,12 @@ def ddb(aws: None) -> Requests:
 
 
 def stored(provider: str) -> dict[str, dict[str, Any]]:
-    return {str(i["id"]): i for i in store.provider_listings(provider)}
+    """The provider's listing items, by id (as stored: `store.listing_item`)."""
+    return {i.id: store.listing_item(i) for i in store.provider_listings(provider)}
 
 
 def by_offer(provider: str) -> dict[str, dict[str, Any]]:
-    return {str(i["offerKey"]): i for i in store.provider_listings(provider)}
+    return {i.offer_key: store.listing_item(i) for i in store.provider_listings(provider)}
 
 
 def shown(api: Api) -> dict[str, dict[str, Any]]:
@@ -376,7 +377,7 @@ def test_the_margin_is_added_and_rounded_up(api: Api, user, monkeypatch: pytest.
     config.reset()
     rows = [("vast", f"m{n}", "rtx-4090", 1, cost, "US", "TX") for n, cost in enumerate(costs)]
     catalog_refresh.refresh(fakes(rows))  # type: ignore[arg-type]
-    got = {str(i["offerKey"]): i for i in store.provider_listings("vast")}
+    got = by_offer("vast")
     for n, (cost, price) in enumerate(zip(costs, prices, strict=True)):
         assert int(got[f"m{n}"]["costCentsPerHour"]) == cost
         assert int(got[f"m{n}"]["pricePerHourCents"]) == price

@@ -12,6 +12,7 @@ from gpurent import catalog_refresh, metering, rentals
 from gpurent.money import charge_for_seconds
 from gpurent.providers import registry
 from gpurent.providers.registry import build_adapters
+from gpurent.records import Rental
 from gpurent.store import dynamo
 from infra.simulators import start_simulators
 from tests.conftest import Api, sent_mail
@@ -105,13 +106,13 @@ def test_an_empty_wallet_stops_every_running_rental(api: Api, user, world, clock
 
 # ---------------------------------------------------------------- on time: timers, overage invoices
 
-def _money_ran_out_at(r: dict, money: int) -> float:
+def _money_ran_out_at(r: Rental, money: int) -> float:
     """The first second at which the rental's charge reached the wallet's money."""
-    rate = int(r["pricePerHourCents"])
+    rate = int(r.price_per_hour_cents)
     s = 0
     while charge_for_seconds(s, rate) < money:
         s += 1
-    return float(r["runningAt"]) + s
+    return float(r.running_at or 0) + s
 
 
 def _scheduler(clock):
@@ -132,15 +133,15 @@ def test_a_wallet_running_dry_stops_within_five_seconds_though_the_sweep_is_once
     for _ in range(16):  # 2 hours in 7.5-minute jumps: many sweeps, and a timer in one of the jumps
         scheduler.advance(450)
     r = rental_store.get(user["id"], launched["id"])
-    assert r is not None and r["status"] in ("stopping", "stopped") and r["stopReason"] == "insufficient_balance"
+    assert r is not None and r.status in ("stopping", "stopped") and r.stop_reason == "insufficient_balance"
     ran_out = _money_ran_out_at(r, money)
-    assert 0 <= float(r["stoppedAt"]) - ran_out <= 5, (r["stoppedAt"], ran_out)
+    assert 0 <= float(r.stopped_at) - ran_out <= 5, (r.stopped_at, ran_out)
     # The sweeps alone would have stopped it up to a minute late; a timer did it.
-    assert any(what.startswith("timers:") and abs(t - float(r["stoppedAt"])) < 1 for t, what in scheduler.log)
+    assert any(what.startswith("timers:") and abs(t - float(r.stopped_at)) < 1 for t, what in scheduler.log)
     # Every cent is accounted for: what the wallet held was charged, the rest is invoiced.
-    formula = charge_for_seconds(int(r["billedSeconds"]), int(r["pricePerHourCents"]))
-    assert int(r["chargedCents"]) == money
-    assert int(r["overageCents"]) == formula - money
+    formula = charge_for_seconds(int(r.billed_seconds), int(r.price_per_hour_cents))
+    assert int(r.charged_cents) == money
+    assert int(r.overage_cents) == formula - money
     bal = api.get("/v1/billing/balance").json()
     assert bal["totalCents"] == 0 and bal["openInvoicesCents"] == formula - money
     assert bal["openInvoiceCount"] == (1 if formula > money else 0)
@@ -161,13 +162,13 @@ def test_the_usage_beyond_the_money_becomes_one_overage_invoice(api: Api, user, 
     clock.advance(2 * 3600)  # no sweep, no timer for two hours (an outage of both): a real overage
     metering.sweep()
     r = rental_store.get(user["id"], launched["id"])
-    assert r is not None and r["stopReason"] == "insufficient_balance"
-    owed = charge_for_seconds(int(r["billedSeconds"]), int(r["pricePerHourCents"])) - money
+    assert r is not None and r.stop_reason == "insufficient_balance"
+    owed = charge_for_seconds(int(r.billed_seconds), int(r.price_per_hour_cents)) - money
     assert owed > 100
-    invoice = invoice_store.get(user["id"], r["overageInvoiceId"])
+    invoice = invoice_store.get(user["id"], r.overage_invoice_id)
     assert invoice is not None
     assert (invoice["reason"], invoice["status"], invoice["amountCents"], invoice["rentalId"]) == (
-        "overage", "open", owed, r["id"])
+        "overage", "open", owed, r.id)
     assert invoice["lineItems"][0]["amountCents"] == owed
     assert invoice_store.owner_of(invoice["id"]) == user["id"]
     bal = api.get("/v1/billing/balance").json()
@@ -191,13 +192,13 @@ def test_limit_stops_happen_on_the_second(api: Api, user, world, clock, field, v
     scheduler = _scheduler(clock)
     scheduler.advance(1800)
     r = rental_store.get(user["id"], launched["id"])
-    assert r is not None and r["stopReason"] == reason, r
+    assert r is not None and r.stop_reason == reason, r
     deadline = rentals.limit_deadline(r)
     assert deadline is not None
-    assert 0 <= float(r["stoppedAt"]) - deadline[0] <= 5
-    assert int(r["billedSeconds"]) == round(deadline[0] - float(r["runningAt"]))
+    assert 0 <= float(r.stopped_at) - deadline[0] <= 5
+    assert int(r.billed_seconds) == round(deadline[0] - float(r.running_at))
     if field == "maxTotalCents":
-        assert int(r["chargedCents"]) <= value
+        assert int(r.charged_cents) <= value
     check_invariants(user["id"])
 
 
@@ -233,8 +234,8 @@ def test_a_stop_after_a_missed_limit_bills_only_up_to_the_limit(api: Api, user, 
     clock.advance(600)
     stop = api.post(f"/v1/rentals/{launched['id']}/stop").json()
     r = rental_store.get(user["id"], launched["id"])
-    assert r is not None and int(r["billedSeconds"]) == 36
-    assert stop["finalChargedCents"] == charge_for_seconds(36, int(r["pricePerHourCents"]))
+    assert r is not None and int(r.billed_seconds) == 36
+    assert stop["finalChargedCents"] == charge_for_seconds(36, int(r.price_per_hour_cents))
     check_invariants(user["id"])
 
 
@@ -251,18 +252,18 @@ def test_a_crash_reported_after_a_tick_charged_past_it_gives_the_excess_back(api
     metering.sweep()  # charged to +1920
     stored = rental_store.get(user["id"], r["id"])
     assert stored is not None
-    sim = {"vast": world.vast, "runpod": world.runpod, "lambda": world.lambdacloud}[stored["provider"]]
-    assert sim.crash(str(stored["instanceId"]))
+    sim = {"vast": world.vast, "runpod": world.runpod, "lambda": world.lambdacloud}[stored.provider]
+    assert sim.crash(str(stored.instance_id))
     rentals.reconcile()
     got = rental_store.get(user["id"], r["id"])
-    assert got is not None and got["status"] == "failed"
-    rate = int(got["pricePerHourCents"])
-    billed = int(got["billedSeconds"])
-    assert billed == round(float(got["lastHealthyAt"]) - float(got["runningAt"]))
+    assert got is not None and got.status == "failed"
+    rate = int(got.price_per_hour_cents)
+    billed = int(got.billed_seconds)
+    assert billed == round(float(got.last_healthy_at) - float(got.running_at))
     assert billed < 1900
-    assert int(got["chargedCents"]) - int(got["refundedCents"]) + int(got["overageCents"]) == charge_for_seconds(
+    assert int(got.charged_cents) - int(got.refunded_cents) + int(got.overage_cents) == charge_for_seconds(
         billed, rate)
-    assert int(got["refundedCents"]) > 0
+    assert int(got.refunded_cents) > 0
     assert api.get(f"/v1/rentals/{r['id']}").json()["totalChargedCents"] == charge_for_seconds(billed, rate)
     check_invariants(user["id"])
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from gpurent import rentals
+from gpurent.records import Rental
 from gpurent.rentals import launching, views
 from gpurent.store import rentals as rental_store
 from tests.conftest import Api
@@ -31,7 +32,7 @@ from tests.walletkit import check_invariants
 TRANSITIONAL = ("provisioning", "stopping")
 
 
-def recovered(world: World, user_id: str, passes: int = 1) -> list[dict[str, Any]]:
+def recovered(world: World, user_id: str, passes: int = 1) -> list[Rental]:
     """Reconcile, then check the three promises; returns the user's rentals."""
     for _ in range(passes):
         rentals.reconcile()
@@ -41,14 +42,14 @@ def recovered(world: World, user_id: str, passes: int = 1) -> list[dict[str, Any
     return rows
 
 
-def settled(world: World, user_id: str, passes: int = 1) -> list[dict[str, Any]]:
+def settled(world: World, user_id: str, passes: int = 1) -> list[Rental]:
     rows = recovered(world, user_id, passes)
-    stuck = [(r["id"], r["status"]) for r in rows if r["status"] in TRANSITIONAL]
+    stuck = [(r.id, r.status) for r in rows if r.status in TRANSITIONAL]
     assert not stuck, f"left in a transitional state: {stuck}"
     return rows
 
 
-def row(user_id: str, rid: str) -> dict[str, Any]:
+def row(user_id: str, rid: str) -> Rental:
     found = rental_store.get(user_id, rid)
     assert found is not None
     return found
@@ -86,8 +87,8 @@ def test_an_allocate_timeout_adopts_the_instance_found_under_our_label(
     world.sims.vast.set_knobs(allocate=None)
     stored = row(uid, rid)
     (inst,) = world.labelled(rid)  # it does exist
-    assert stored["status"] == "provisioning" and stored.get("instanceId") == inst["id"]
-    price = stored["pricePerHourCents"]
+    assert stored.status == "provisioning" and stored.instance_id == inst["id"]
+    price = stored.price_per_hour_cents
     assert balance(api)["reservedCents"] == price
 
     clock.advance(BOOT_SECONDS + 1)
@@ -100,7 +101,7 @@ def test_an_allocate_timeout_adopts_the_instance_found_under_our_label(
         clock.advance(3)
         got = get(api, rid)
     assert got["status"] == "running", got
-    assert row(uid, rid)["instanceId"] == inst["id"]
+    assert row(uid, rid).instance_id == inst["id"]
     assert (got["host"], got["port"]) == (inst["host"], inst["sshPort"])
     assert len(world.labelled(rid)) == 1, "never a second machine"
     world.no_orphans()
@@ -157,7 +158,7 @@ def test_a_provider_5xx_on_allocate_never_leaves_money_or_a_machine_behind(
     world.sims.vast.set_knobs(allocate=None)
     clock.advance(rentals.ADOPT_GRACE + 1)
     rows = settled(world, uid)
-    assert [x["status"] for x in rows] == ["failed"]
+    assert [x.status for x in rows] == ["failed"]
     assert world.alive() == []
     b = balance(api)
     assert (b["availableCents"], b["reservedCents"]) == (FUNDS, 0)
@@ -177,22 +178,22 @@ def test_a_crash_between_allocate_and_recording_is_adopted_by_the_reconciler(
     r = launch(api)
     envelope(r, 500, "internal_error")
     (stored,) = rental_store.list_for_user(uid, None, 10, None)[0]
-    rid = stored["id"]
-    assert stored["status"] == "provisioning" and not stored.get("instanceId")
+    rid = stored.id
+    assert stored.status == "provisioning" and not stored.instance_id
     (inst,) = world.labelled(rid)
-    assert balance(api)["reservedCents"] == stored["pricePerHourCents"]
+    assert balance(api)["reservedCents"] == stored.price_per_hour_cents
 
     rentals.reconcile()  # the dead launch still holds its allocation lease: hands off
-    assert not row(uid, rid).get("instanceId")
+    assert not row(uid, rid).instance_id
     clock.advance(rentals.ALLOCATION_LEASE + 1)
     recovered(world, uid)
-    assert row(uid, rid)["instanceId"] == inst["id"], "adopted by its label"
+    assert row(uid, rid).instance_id == inst["id"], "adopted by its label"
     clock.advance(BOOT_SECONDS + 1)
     rows = settled(world, uid)
-    assert [x["status"] for x in rows] == ["running"]
+    assert [x.status for x in rows] == ["running"]
     assert len(world.labelled(rid)) == 1
     clock.advance(100)
-    assert api.post(f"/v1/rentals/{rid}/stop").json()["finalChargedCents"] == charge(100, stored["pricePerHourCents"])
+    assert api.post(f"/v1/rentals/{rid}/stop").json()["finalChargedCents"] == charge(100, stored.price_per_hour_cents)
     settled(world, uid)
 
 
@@ -209,14 +210,14 @@ def test_a_lambda_retry_after_a_crash_after_allocate_answers_the_same_rental(
     (first,) = rental_store.list_for_user(uid, None, 10, None)[0]
     retry = launch(api, key="retry-me")  # the client (or API Gateway) retries the whole request
     assert retry.status == 200, retry.body
-    assert retry.json()["id"] == first["id"] and retry.json()["status"] == "provisioning"
-    assert len(world.labelled(first["id"])) == 1, "one machine"
+    assert retry.json()["id"] == first.id and retry.json()["status"] == "provisioning"
+    assert len(world.labelled(first.id)) == 1, "one machine"
     assert len(rental_store.list_for_user(uid, None, 10, None)[0]) == 1, "one rental"
     b = balance(api)
-    assert (b["availableCents"], b["reservedCents"]) == (FUNDS - first["pricePerHourCents"], first["pricePerHourCents"])
+    assert (b["availableCents"], b["reservedCents"]) == (FUNDS - first.price_per_hour_cents, first.price_per_hour_cents)
     clock.advance(rentals.ALLOCATION_LEASE + BOOT_SECONDS + 1)
     recovered(world, uid)
-    assert get(api, first["id"])["status"] == "running"
+    assert get(api, first.id)["status"] == "running"
     settled(world, uid)
 
 
@@ -234,17 +235,17 @@ def test_a_lambda_retry_after_a_crash_before_allocate_completes_the_launch(
     monkeypatch.setattr(launching, "_allocate", once(launching._allocate, die))
     envelope(launch(api, key="retry-2"), 500, "internal_error")
     (first,) = rental_store.list_for_user(uid, None, 10, None)[0]
-    assert world.labelled(first["id"]) == []
+    assert world.labelled(first.id) == []
     clock.advance(rentals.ALLOCATION_LEASE + 1)  # the dead attempt's allocation lease runs out
     retry = launch(api, key="retry-2")
-    assert retry.json().get("id", retry.json().get("details", {}).get("rentalId")) == first["id"]
+    assert retry.json().get("id", retry.json().get("details", {}).get("rentalId")) == first.id
     clock.advance(BOOT_SECONDS + 1)
     rentals.reconcile()
     rentals.reconcile()
-    got = get(api, first["id"])
+    got = get(api, first.id)
     if retry.status == 200:
         assert got["status"] == "running", f"answered 200 {retry.json()['status']} but the rental is {got}"
-        assert len(world.labelled(first["id"])) == 1
+        assert len(world.labelled(first.id)) == 1
     else:
         envelope(retry, 400, "model_unavailable")
         assert got["status"] == "failed" and balance(api)["reservedCents"] == 0
@@ -341,7 +342,7 @@ def test_a_crash_while_provisioning_fails_it_unbilled_and_terminates(
     (inst,) = world.labelled(rid)
     world.sims.vast.crash(inst["id"])
     rows = settled(world, uid)
-    assert [x["status"] for x in rows] == ["failed"]
+    assert [x.status for x in rows] == ["failed"]
     assert world.alive() == [] and balance(api)["reservedCents"] == 0
 
 
@@ -427,7 +428,7 @@ def test_a_stop_whose_rental_the_reconciler_touched_meanwhile_still_succeeds(
     real_get_owned = views.get_owned
     fired = threading.Event()
 
-    def get_owned_then_reconcile(user_id: str, rental_id: str) -> dict[str, Any]:
+    def get_owned_then_reconcile(user_id: str, rental_id: str) -> Rental:
         r = real_get_owned(user_id, rental_id)
         if not fired.is_set():
             fired.set()
@@ -477,7 +478,7 @@ def test_stop_racing_the_reconciler(locking: Locking, clock: Any) -> None:
             assert charges_of(uid, rid) == [("rental_charge", -charge(900, got["pricePerHourCents"]))]
     assert [o[1] for o in outcomes] == [200] * len(made), outcomes
     rows = settled(world, uid)
-    assert {x["status"] for x in rows} == {"stopped"}
+    assert {x.status for x in rows} == {"stopped"}
 
 
 def test_a_crash_noticed_by_the_reconciler_while_the_user_stops_settles_once(locking: Locking, clock: Any) -> None:
@@ -506,7 +507,7 @@ def test_a_crash_noticed_by_the_reconciler_while_the_user_stops_settles_once(loc
     assert reply.status in (200, 409), reply.body
     final = settled(world, uid, passes=2)
     (only,) = final
-    assert only["status"] in ("stopped", "failed")
+    assert only.status in ("stopped", "failed")
     rows = charges_of(uid, rid)
     assert len([x for x in rows if x[0] == "rental_charge"]) == 1, rows
     billed = -sum(a for _, a in rows)
@@ -557,4 +558,4 @@ def test_a_timeout_then_a_retry_with_the_same_key_makes_one_machine(
     assert len(world.labelled(first.json()["id"])) == 1
     clock.advance(BOOT_SECONDS + 1)
     rows = settled(world, uid, passes=2)
-    assert [x["status"] for x in rows] == ["running"]
+    assert [x.status for x in rows] == ["running"]

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gpurent import catalog, rentals, templates
+from gpurent.listing import Listing
 from gpurent.store import money as money_store
 from gpurent.store import rentals as rental_store
 from tests.conftest import Api
@@ -109,19 +110,19 @@ def allocations(world: World) -> int:
     return n
 
 
-def tie_world(world: World) -> list[dict[str, Any]]:
+def tie_world(world: World) -> list[Listing]:
     """Lambda and RunPod only: Lambda offers rtx-4090 ×1 at one price in several regions
     (a tie), RunPod dearer. Returns the candidates in selection order."""
     world.install(providers="lambda,runpod")
     found = catalog.candidates("rtx-4090", 1, None)
-    tied = [c for c in found if c["pricePerHourCents"] == found[0]["pricePerHourCents"]]
-    assert len(tied) >= 4 and {c["provider"] for c in tied} == {"lambda"}, found
-    assert any(c["provider"] == "runpod" for c in found)
+    tied = [c for c in found if c.price_per_hour_cents == found[0].price_per_hour_cents]
+    assert len(tied) >= 4 and {c.provider for c in tied} == {"lambda"}, found
+    assert any(c.provider == "runpod" for c in found)
     return found
 
 
-def lambda_region(listing: dict[str, Any]) -> str:
-    return str(listing["offerKey"]).split("|", 1)[1]
+def lambda_region(listing: Listing) -> str:
+    return str(listing.offer_key).split("|", 1)[1]
 
 
 # ---------------------------------------------------------------- launch: the answer, the row, the allocation
@@ -163,10 +164,10 @@ def test_launch_takes_the_reserve_with_the_row_before_calling_the_provider(
 
     row = seen["row"]
     assert row is not None, "the rental row must exist before the provider is called"
-    assert row["status"] == "provisioning" and row["id"] == answer["id"]
-    assert row["pricePerHourCents"] == best["pricePerHourCents"] and row["reserveCents"] == best["pricePerHourCents"]
-    assert (row["listingId"], row["provider"], row["region"]) == (best["id"], best["providerCode"], best["region"])
-    assert not row.get("instanceId")
+    assert row.status == "provisioning" and row.id == answer["id"]
+    assert row.price_per_hour_cents == best["pricePerHourCents"] and row.reserve_cents == best["pricePerHourCents"]
+    assert (row.listing_id, row.provider, row.region) == (best["id"], best["providerCode"], best["region"])
+    assert not row.instance_id
     assert seen["balance"]["reservedCents"] == best["pricePerHourCents"]
     assert seen["balance"]["availableCents"] == FUNDS - best["pricePerHourCents"]
     # One transaction moved the money and wrote the row (with its owner index), before the call.
@@ -191,7 +192,7 @@ def test_launch_takes_the_reserve_with_the_row_before_calling_the_provider(
     (inst,) = world.labelled(answer["id"])
     assert inst["provider"] == best["providerCode"]
     stored = rental_store.get(funded_user["id"], answer["id"])
-    assert stored is not None and stored["instanceId"] == inst["id"]
+    assert stored is not None and stored.instance_id == inst["id"]
     assert key_line in seen["req"].ssh_public_keys[0]
     check_invariants(funded_user["id"])
 
@@ -238,7 +239,7 @@ def test_the_cheapest_matching_listing_is_used_and_its_price_locked(
     assert (got["provider"], got["region"], got["familyId"], got["gpuCount"]) == (
         best["providerCode"], best["region"], family, count)
     row = rental_store.get(funded_user["id"], answer["id"])
-    assert row is not None and row["listingId"] == best["id"]
+    assert row is not None and row.listing_id == best["id"]
     assert balance(api)["reservedCents"] == best["pricePerHourCents"]
     # The locked rate is the rate billed, whatever the catalog says later.
     clock.advance(BOOT_SECONDS + 1)
@@ -476,17 +477,17 @@ def test_a_capacity_refusal_fails_over_to_the_next_listing_at_the_quoted_price(
     first, second = found[0], found[1]
     sim_world.sims.lambdacloud.capacity["gpu_1x_rtx4090"].remove(lambda_region(first))  # gone since the refresh
     answer = launched(api)
-    assert answer["pricePerHourCents"] == first["pricePerHourCents"]
+    assert answer["pricePerHourCents"] == first.price_per_hour_cents
     row = rental_store.get(funded_user["id"], answer["id"])
     assert row is not None
-    assert (row["listingId"], row["region"], row["provider"]) == (second["id"], second["region"], "lambda")
-    assert row["pricePerHourCents"] == first["pricePerHourCents"] == second["pricePerHourCents"]
-    assert row["attempts"] == [first["id"]]
+    assert (row.listing_id, row.region, row.provider) == (second.id, second.region, "lambda")
+    assert row.price_per_hour_cents == first.price_per_hour_cents == second.price_per_hour_cents
+    assert row.attempts == (first.id,)
     (inst,) = sim_world.labelled(answer["id"])
     assert sim_world.sims.lambdacloud.instances[inst["id"]].details["region"] == lambda_region(second)
     assert allocations(sim_world) == 2
-    assert get(api, answer["id"])["region"] == second["region"]
-    assert balance(api)["reservedCents"] == first["pricePerHourCents"]
+    assert get(api, answer["id"])["region"] == second.region
+    assert balance(api)["reservedCents"] == first.price_per_hour_cents
     check_invariants(funded_user["id"])
 
 
@@ -502,7 +503,7 @@ def test_failover_is_bounded_and_never_dearer_than_quoted(
     assert sim_world.sims.runpod.snapshot() == [], "the dearer RunPod listing is never tried"
     got = get(api, rid)
     assert got["status"] == "failed" and got["error"] and got["totalChargedCents"] == 0
-    assert got["pricePerHourCents"] == found[0]["pricePerHourCents"]
+    assert got["pricePerHourCents"] == found[0].price_per_hour_cents
     b = balance(api)
     assert (b["availableCents"], b["reservedCents"]) == (FUNDS, 0)
     assert [e["type"] for e in ledger(funded_user["id"])] == ["adjustment"]
@@ -586,11 +587,11 @@ def test_the_reconciler_moves_a_provisioning_rental_to_running(
 ) -> None:
     rid = launched(api)["id"]
     rentals.reconcile()
-    assert rental_store.get(funded_user["id"], rid)["status"] == "provisioning"  # type: ignore[index]
+    assert rental_store.get(funded_user["id"], rid).status == "provisioning"  # type: ignore[union-attr]
     clock.advance(BOOT_SECONDS)
     rentals.reconcile()
     row = rental_store.get(funded_user["id"], rid)
-    assert row is not None and row["status"] == "running" and row["host"] and row["port"]
+    assert row is not None and row.status == "running" and row.host and row.port
     # Billing starts at running, not at launch.
     assert get(api, rid)["totalChargedCents"] == 0
     world.no_orphans()

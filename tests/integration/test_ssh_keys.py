@@ -14,7 +14,7 @@ import pytest
 from ulid import ULID
 
 from gpurent import clock as clock_mod
-from gpurent import keys
+from gpurent import ssh_keys
 from tests.conftest import Api
 from tests.integration.helpers import envelope, snapshot
 
@@ -416,15 +416,15 @@ def test_public_keys_are_the_full_lines_a_launch_injects(api: Api, user, clock, 
     other, other_u = other_user(clock)
     add(other, "theirs", pub_line(ed25519(tmp_path, "d", comment="bob@box")))
 
-    got = keys.public_keys(user["id"])
+    got = ssh_keys.public_keys(user["id"])
     assert sorted(got) == sorted(lines)
     assert all("\n" not in k and "\r" not in k for k in got)
     assert any(k.endswith(" alice@laptop") for k in got)
-    assert keys.public_keys(other_u["id"]) == [pub_line(tmp_path / "d").strip()]
+    assert ssh_keys.public_keys(other_u["id"]) == [pub_line(tmp_path / "d").strip()]
 
     assert api.delete(f"/v1/ssh-keys/{added[0]['id']}").status == 200
-    assert sorted(keys.public_keys(user["id"])) == sorted(lines[1:])
+    assert sorted(ssh_keys.public_keys(user["id"])) == sorted(lines[1:])
 
 
 def test_a_user_without_keys_injects_nothing(api: Api, user) -> None:
-    assert keys.public_keys(user["id"]) == []
+    assert ssh_keys.public_keys(user["id"]) == []

@@ -669,6 +669,7 @@ START_STRIPE_SCRIPT = textwrap.dedent("""
         def log_message(self, *a): pass
     hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
+    os.environ["STAGE"] = "local"  # as `make dev` sets it (a deployment stage needs every setting)
     os.environ["PUBLIC_URL"] = "http://127.0.0.1:%d" % hook.server_address[1]
     os.environ["STRIPE_WEBHOOK_SECRET"] = "whsec_given"
     server = LocalServer("127.0.0.1", 0)

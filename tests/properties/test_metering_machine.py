@@ -58,6 +58,7 @@ from hypothesis.stateful import (
 from gpurent import catalog, catalog_refresh, config, metering, rentals, timers, wallet
 from gpurent import clock as clock_mod
 from gpurent.errors import ApiError
+from gpurent.listing import Listing
 from gpurent.money import charge_for_seconds, whole_seconds
 from gpurent.providers import registry
 from gpurent.providers.base import ProviderAdapter
@@ -114,7 +115,7 @@ class Injection:
 class MeteringMachine(RuleBasedStateMachine):
     sims: Simulators
     adapters: dict[str, ProviderAdapter]
-    listings: tuple[dict[str, Any], ...]  # the catalog, read once per test: not what is under test here
+    listings: tuple[Listing, ...]  # the catalog, read once per test: not what is under test here
 
     def __init__(self) -> None:
         super().__init__()
@@ -144,8 +145,8 @@ class MeteringMachine(RuleBasedStateMachine):
         for rid, user in self.rids.items():  # what the example reached (--hypothesis-show-statistics)
             r = rental_store.get(user, rid)
             if r is not None:
-                overage = int(r["overageCents"]) > 0
-                REACHED[f"rental {r['status']} {r.get('stopReason') or r.get('error') or ''} {overage=}"] += 1
+                overage = r.overage_cents > 0
+                REACHED[f"rental {r.status} {r.stop_reason or r.error or ''} {overage=}"] += 1
         money_store.transact = self.real_transact  # type: ignore[assignment]
         catalog.live_listings = self.real_live_listings  # type: ignore[assignment]
         timers.clear()
@@ -180,11 +181,11 @@ class MeteringMachine(RuleBasedStateMachine):
         if inj.where == "after":
             raise inj.kind("the transaction committed but its answer was lost")
 
-    def _live_listings(self) -> tuple[dict[str, Any], ...]:
+    def _live_listings(self) -> tuple[Listing, ...]:
         """The catalog as a refresh would find it now: a vast ask is one machine, gone while rented."""
         sim = self.sims.vast
         with sim.lock:
-            return tuple(li for li in self.listings if not sim.offers[int(li["offerKey"])]["rented"])
+            return tuple(li for li in self.listings if not sim.offers[int(li.offer_key)]["rented"])
 
     def uid(self, user: str) -> str:
         return f"usr_{self.run_id}{user}"
@@ -214,11 +215,11 @@ class MeteringMachine(RuleBasedStateMachine):
             running = rental_store.live_for_user(user, "running")
             w = wallet.get(user)
             for r in running:
-                assert r.get("runningAt") is not None
-                assert float(r["meteredUntil"]) == now, ("a running rental was skipped by the sweep", r)
+                assert r.running_at is not None
+                assert r.metered_until == now, ("a running rental was skipped by the sweep", r)
                 deadline = rentals.limit_deadline(r)
                 assert deadline is None or deadline[0] > now, ("running past its limit after a sweep", r)
-            assert not (w.available == 0 and any(int(r["reserveCents"]) == 0 for r in running)), (
+            assert not (w.available == 0 and any(r.reserve_cents == 0 for r in running)), (
                 "an exhausted wallet still has running pods after a sweep", w, running)
 
     # ------------------------------------------------------------ rules
@@ -301,13 +302,13 @@ class MeteringMachine(RuleBasedStateMachine):
             answer = rentals.stop(user, rid)
         except ApiError as exc:
             assert exc.code == "already_stopped", exc.code
-            assert before["status"] in ("stopping", "stopped", "failed")
+            assert before.status in ("stopping", "stopped", "failed")
             return
-        assert before["status"] in ("provisioning", "running")
+        assert before.status in ("provisioning", "running")
         after = rental_store.get(user, rid)
-        assert after is not None and after["status"] == "stopping"
+        assert after is not None and after.status == "stopping"
         assert answer["finalChargedCents"] == rentals.metered_cents(after)
-        assert answer["refundedCents"] == int(after["refundedCents"])
+        assert answer["refundedCents"] == after.refunded_cents
 
     @rule(u=st.sampled_from(USERS), amount=st.integers(1, 2_000),
           how=st.sampled_from(["stripe_topup", "adjustment", "debit"]))
@@ -424,16 +425,17 @@ class MeteringMachine(RuleBasedStateMachine):
         started = float(r["runningAt"])
         until = float(r["meteredUntil"])
         seconds = int(r["billedSeconds"])
-        deadline = rentals.limit_deadline(r)
+        typed = rental_store.rental_from_item(r)  # the stored row, as the domain reads it
+        deadline = rentals.limit_deadline(typed)
         assert started <= until <= now, r
         # 5. the charge is the formula of the billed seconds, exactly
-        assert rentals.metered_cents(r) == charge_for_seconds(seconds, rate), ("charge ≠ formula", r)
+        assert rentals.metered_cents(typed) == charge_for_seconds(seconds, rate), ("charge ≠ formula", r)
         assert seconds <= whole_seconds(now - started), ("billed beyond the time it ran", r)
         # never billed past its own limit
         if deadline is not None:
             assert seconds <= whole_seconds(deadline[0] - started), ("billed past its limit deadline", deadline, r)
         if r.get("maxTotalCents"):
-            assert rentals.metered_cents(r) <= int(r["maxTotalCents"]), ("charged beyond maxTotalCents", r)
+            assert rentals.metered_cents(typed) <= int(r["maxTotalCents"]), ("charged beyond maxTotalCents", r)
         if status == "running":
             end = until if deadline is None else min(until, deadline[0])
             assert seconds == whole_seconds(end - started), ("billedSeconds ≠ time up to meteredUntil", r)
@@ -476,8 +478,8 @@ def test_metering_state_machine(simulators: Simulators) -> None:
     adapters = build_adapters({**simulators.settings(), "PROVIDERS": "vast"})
     catalog_refresh.refresh(adapters)
     catalog.invalidate()
-    listings = tuple(li for li in catalog.live_listings() if li["family"] in FAMILIES and int(li["gpuCount"]) == 1)
-    assert {li["family"] for li in listings} == set(FAMILIES)
+    listings = tuple(li for li in catalog.live_listings() if li.family in FAMILIES and li.gpu_count == 1)
+    assert {li.family for li in listings} == set(FAMILIES)
     MeteringMachine.sims = simulators
     MeteringMachine.adapters = adapters
     MeteringMachine.listings = listings

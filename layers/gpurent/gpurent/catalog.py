@@ -9,51 +9,35 @@ vouch for is not shown.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gpurent import clock, cursor, families, regions
 from gpurent.config import settings
 from gpurent.errors import ApiError
+from gpurent.listing import Listing, select
 from gpurent.providers import registry
 from gpurent.store import catalog as store
 
 CACHE_SECONDS = 30.0
 STALE_AFTER = 600.0  # a failing provider's last good listings stay this long, then drop
 GPU_COUNTS = (1, 2, 4, 8)
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
-def listing_id(provider: str, offer_key: str) -> str:
-    """A stable `lst_` id for the same upstream offer (26 Crockford characters of a hash)."""
-    value = int.from_bytes(hashlib.sha256(f"{provider}\x00{offer_key}".encode()).digest()[:16], "big") >> 2
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "lst_" + "".join(reversed(chars))
-
-
-def with_margin(cost_cents: int, margin_bps: int) -> int:
-    """Our price: cost plus margin (basis points), rounded up to a whole cent."""
-    return -(-cost_cents * (10_000 + margin_bps) // 10_000)
-
-
-def public(listing: dict[str, Any]) -> dict[str, Any]:
+def public(listing: Listing) -> dict[str, Any]:
     return {
-        "id": listing["id"],
-        "model": listing["model"],
-        "family": listing["family"],
-        "vramGb": int(listing["vramGb"]),
-        "gpuCount": int(listing["gpuCount"]),
-        "pricePerHourCents": int(listing["pricePerHourCents"]),
-        "providerCode": listing["provider"],
-        "region": listing["region"],
-        "regionCode": listing["regionCode"],
-        "interconnect": listing.get("interconnect"),
+        "id": listing.id,
+        "model": listing.model,
+        "family": listing.family,
+        "vramGb": listing.vram_gb,
+        "gpuCount": listing.gpu_count,
+        "pricePerHourCents": listing.price_per_hour_cents,
+        "providerCode": listing.provider,
+        "region": listing.region,
+        "regionCode": listing.region_code,
+        "interconnect": listing.interconnect,
     }
 
 
@@ -62,7 +46,7 @@ def public(listing: dict[str, Any]) -> dict[str, Any]:
 @dataclass
 class _Cache:
     at: float = -1e18
-    listings: tuple[dict[str, Any], ...] = ()
+    listings: tuple[Listing, ...] = ()
     facets: dict[str, Any] | None = None
 
 
@@ -76,7 +60,7 @@ def invalidate() -> None:
         _cache = _Cache()
 
 
-def live_listings() -> tuple[dict[str, Any], ...]:
+def live_listings() -> tuple[Listing, ...]:
     """Every listing of every provider whose last good refresh is fresh enough, cheapest first."""
     global _cache
     now = clock.now()
@@ -84,14 +68,14 @@ def live_listings() -> tuple[dict[str, Any], ...]:
         if now - _cache.at < CACHE_SECONDS and _cache.at <= now:
             return _cache.listings
     statuses = store.get_statuses()
-    out: list[dict[str, Any]] = []
+    out: list[Listing] = []
     for provider, status in sorted(statuses.items()):
         seen = status.get("lastSuccessAt")
         if seen is None or now - float(seen) > STALE_AFTER:
             continue
         for item in store.provider_listings(provider):
-            out.append({**item, "seenAt": float(seen)})
-    out.sort(key=lambda li: (int(li["pricePerHourCents"]), li["id"]))
+            out.append(replace(item, seen_at=float(seen)))
+    out.sort(key=lambda li: (li.price_per_hour_cents, li.id))
     with _lock:
         _cache = _Cache(now, tuple(out))
     return _cache.listings
@@ -125,18 +109,18 @@ class Filters:
     region: str | None = None
     max_price_cents: float | None = None
 
-    def matches(self, li: dict[str, Any]) -> bool:
+    def matches(self, li: Listing) -> bool:
         if self.model:
             m = self.model.upper()
-            if not (li["model"] == m or li["model"].startswith(m + "_") or li["family"] == self.model.lower()):
+            if not (li.model == m or li.model.startswith(m + "_") or li.family == self.model.lower()):
                 return False
-        if self.min_vram_gb is not None and float(li["vramGb"]) < self.min_vram_gb:
+        if self.min_vram_gb is not None and li.vram_gb < self.min_vram_gb:
             return False
-        if self.gpu_count is not None and int(li["gpuCount"]) != self.gpu_count:
+        if self.gpu_count is not None and li.gpu_count != self.gpu_count:
             return False
-        if self.region and not regions.region_matches(self.region, li["regionCode"]):
+        if self.region and not regions.region_matches(self.region, li.region_code):
             return False
-        return self.max_price_cents is None or int(li["pricePerHourCents"]) <= self.max_price_cents
+        return self.max_price_cents is None or li.price_per_hour_cents <= self.max_price_cents
 
 
 def listings_page(user_id: str, filters: Filters, raw_cursor: str | None, page_size: int) -> dict[str, Any]:
@@ -148,12 +132,12 @@ def listings_page(user_id: str, filters: Filters, raw_cursor: str | None, page_s
         after = (data["p"], data["i"])
     matched = [li for li in live_listings() if filters.matches(li)]
     if after is not None:
-        matched = [li for li in matched if (int(li["pricePerHourCents"]), li["id"]) > after]
+        matched = [li for li in matched if (li.price_per_hour_cents, li.id) > after]
     page = matched[:page_size]
     next_cursor = None
     if len(matched) > page_size:
         last = page[-1]
-        next_cursor = cursor.encode("listings", user_id, {"p": int(last["pricePerHourCents"]), "i": last["id"]})
+        next_cursor = cursor.encode("listings", user_id, {"p": last.price_per_hour_cents, "i": last.id})
     return {"listings": [public(li) for li in page], "nextCursor": next_cursor}
 
 
@@ -164,17 +148,17 @@ def facets() -> dict[str, Any]:
         if _cache.facets is not None and _cache.listings is listings:
             return _cache.facets
 
-    def counts(field: str) -> list[dict[str, Any]]:
+    def counts(values: list[str]) -> list[dict[str, Any]]:
         tally: dict[str, int] = {}
-        for li in listings:
-            tally[li[field]] = tally.get(li[field], 0) + 1
+        for v in values:
+            tally[v] = tally.get(v, 0) + 1
         return [{"code": k, "count": v} for k, v in sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))]
 
-    prices = [int(li["pricePerHourCents"]) for li in listings]
+    prices = [li.price_per_hour_cents for li in listings]
     out = {
-        "models": counts("model"),
-        "regions": counts("regionCode"),
-        "providers": counts("provider"),
+        "models": counts([li.model for li in listings]),
+        "regions": counts([li.region_code for li in listings]),
+        "providers": counts([li.provider for li in listings]),
         "priceRange": {"minCents": min(prices) if prices else None, "maxCents": max(prices) if prices else None},
     }
     with _lock:
@@ -187,15 +171,15 @@ def families_public() -> list[dict[str, Any]]:
     listings = live_listings()
     out = []
     for fam in families.FAMILIES:
-        mine = [li for li in listings if li["family"] == fam.id]
+        mine = [li for li in listings if li.family == fam.id]
         out.append({
             "id": fam.id,
             "model": fam.model,
             "vramGb": fam.vram_gb,
             "displayName": fam.display_name,
-            "gpuCounts": sorted({int(li["gpuCount"]) for li in mine}),
+            "gpuCounts": sorted({li.gpu_count for li in mine}),
             "listingCount": len(mine),
-            "fromPricePerHourCents": min((int(li["pricePerHourCents"]) for li in mine if int(li["gpuCount"]) == 1),
+            "fromPricePerHourCents": min((li.price_per_hour_cents for li in mine if li.gpu_count == 1),
                                          default=None),
         })
     return out
@@ -203,16 +187,10 @@ def families_public() -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- selection
 
-def candidates(family_id: str, gpu_count: int, region: str | None) -> list[dict[str, Any]]:
-    """Live listings with exactly this family and GPU count (and region), in selection order:
-    cheapest first; ties to the listing seen most recently, then by id."""
-    out = [
-        li for li in live_listings()
-        if li["family"] == family_id and int(li["gpuCount"]) == gpu_count
-        and (region is None or regions.region_matches(region, li["regionCode"]))
-    ]
-    out.sort(key=lambda li: (int(li["pricePerHourCents"]), -float(li.get("seenAt", 0)), li["id"]))
-    return out
+def candidates(family_id: str, gpu_count: int, region: str | None) -> list[Listing]:
+    """Live listings with exactly this family and GPU count (and region), in selection order
+    (`listing.select`: cheapest first; ties to the listing seen most recently, then by id)."""
+    return select(live_listings(), family_id, gpu_count, region)
 
 
 def check_family(family_id: str) -> families.Family:
@@ -230,10 +208,10 @@ def preview(family_id: str, gpu_count: int, region: str | None) -> dict[str, Any
                        "another region or another family.")
     best = found[0]
     return {
-        "pricePerHourCents": int(best["pricePerHourCents"]),
-        "estimatedProvisionSeconds": registry.provision_seconds(best["provider"]),
-        "matchedListing": {"id": best["id"], "providerCode": best["provider"], "region": best["region"],
-                           "model": best["model"]},
+        "pricePerHourCents": best.price_per_hour_cents,
+        "estimatedProvisionSeconds": registry.provision_seconds(best.provider),
+        "matchedListing": {"id": best.id, "providerCode": best.provider, "region": best.region,
+                           "model": best.model},
     }
 
 

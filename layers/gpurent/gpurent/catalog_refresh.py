@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gpurent import catalog, clock
 from gpurent.config import settings
+from gpurent.listing import Listing, from_offer
 from gpurent.providers.base import Offer, ProviderAdapter, ProviderError
 from gpurent.store import catalog as store
 from gpurent.telemetry import count, logger
-
-COMPARED = ("provider", "offerKey", "gpuName", "family", "model", "vramGb", "gpuCount", "costCentsPerHour",
-            "pricePerHourCents", "region", "regionCode", "interconnect")
 
 
 @dataclass
@@ -46,25 +44,6 @@ class RefreshReport:
                 "providers": [o.__dict__ for o in self.outcomes]}
 
 
-def to_listing(offer: Offer, margin_bps: int, now: float) -> dict[str, Any]:
-    return {
-        "id": catalog.listing_id(offer.provider, offer.offer_key),
-        "provider": offer.provider,
-        "offerKey": offer.offer_key,
-        "gpuName": offer.gpu_name,
-        "family": offer.family,
-        "model": offer.model,
-        "vramGb": offer.vram_gb,
-        "gpuCount": offer.gpu_count,
-        "costCentsPerHour": offer.price_cents_per_hour,
-        "pricePerHourCents": catalog.with_margin(offer.price_cents_per_hour, margin_bps),
-        "region": offer.region,
-        "regionCode": offer.region_code,
-        "interconnect": offer.interconnect,
-        "updatedAt": now,
-    }
-
-
 async def _fetch(adapter: ProviderAdapter) -> list[Offer] | ProviderError:
     try:
         return await adapter.list_offers()
@@ -74,16 +53,14 @@ async def _fetch(adapter: ProviderAdapter) -> list[Offer] | ProviderError:
 
 def _apply(provider: str, offers: list[Offer], now: float) -> ProviderOutcome:
     margin = settings().catalog_margin_bps
-    fresh: dict[str, dict[str, Any]] = {}
+    fresh: dict[str, Listing] = {}
     for offer in offers:
-        li = to_listing(offer, margin, now)
-        if li["id"] not in fresh or li["pricePerHourCents"] < fresh[li["id"]]["pricePerHourCents"]:
-            fresh[li["id"]] = li
-    existing = {str(i["id"]): i for i in store.provider_listings(provider)}
-    puts = [li for lid, li in fresh.items()
-            if lid not in existing or any(existing[lid].get(k) != li.get(k) for k in COMPARED)]
-    for li in puts:
-        li["firstSeenAt"] = existing.get(li["id"], {}).get("firstSeenAt", now)
+        li = from_offer(offer, margin, now)
+        if li.id not in fresh or li.price_per_hour_cents < fresh[li.id].price_per_hour_cents:
+            fresh[li.id] = li
+    existing = {i.id: i for i in store.provider_listings(provider)}
+    puts = [replace(li, first_seen_at=_first_seen(existing.get(lid), now))
+            for lid, li in fresh.items() if lid not in existing or not existing[lid].same_offer(li)]
     deletes = [lid for lid in existing if lid not in fresh]
     store.write_listings(provider, puts, deletes)
     store.put_status(provider, {"lastSuccessAt": now, "listingCount": len(fresh), "lastError": None,
@@ -91,12 +68,18 @@ def _apply(provider: str, offers: list[Offer], now: float) -> ProviderOutcome:
     return ProviderOutcome(provider, True, len(fresh), len(puts), len(deletes))
 
 
+def _first_seen(previous: Listing | None, now: float) -> float:
+    if previous is None or previous.first_seen_at is None:
+        return now
+    return previous.first_seen_at
+
+
 def _failed(provider: str, error: ProviderError, status: dict[str, Any] | None, now: float) -> ProviderOutcome:
     previous = status or {}
     last_ok = previous.get("lastSuccessAt")
     deleted = 0
     if last_ok is None or now - float(last_ok) > catalog.STALE_AFTER:
-        stale = [str(i["id"]) for i in store.provider_listings(provider)]
+        stale = [i.id for i in store.provider_listings(provider)]
         if stale:
             store.write_listings(provider, [], stale)
             deleted = len(stale)

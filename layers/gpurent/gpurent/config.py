@@ -1,4 +1,13 @@
-"""Settings, read once from the environment into a pydantic model.
+"""Settings, read once from the environment into validated pydantic models: every
+setting a deployment passes goes through here (`Settings`, `StripeSettings`,
+`ProviderSettings`; each provider's own settings are its adapter's `ProviderConfig`).
+
+No silent defaults for what a deployment must set: a stage other than `local` and
+`test` (`DEV_STAGES`; a missing `STAGE` is `prod`) must give the table names,
+`PUBLIC_URL`, `MAIL_FROM`, `TIMER_QUEUE_URL` and a cursor key, and, when Stripe is
+on, its webhook secret and publishable key too; `load_settings` raises
+`MissingSettings` naming what is absent. The local stage and the tests fall back to
+local defaults.
 
 Secrets are never in the environment in clear in a deployment: the template
 passes the *names* of SSM SecureString parameters (`*_PARAM`), and
@@ -12,22 +21,56 @@ import os
 from collections.abc import Mapping
 from functools import lru_cache
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 def _list(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
+DEV_STAGES = ("local", "test")  # not deployments: what is not set falls back to `LOCAL_DEFAULTS`
+LOCAL_DEFAULTS: dict[str, str] = {
+    "IDENTITY_TABLE": "gpurent-identity",
+    "MONEY_TABLE": "gpurent-money",
+    "LEDGER_TABLE": "gpurent-ledger",
+    "CATALOG_TABLE": "gpurent-catalog",
+    "PUBLIC_URL": "http://127.0.0.1:3000",
+    "MAIL_FROM": "no-reply@gpurent.local",
+}
+DEPLOYMENT_REQUIRED = (*LOCAL_DEFAULTS, "TIMER_QUEUE_URL")
+
+
+class MissingSettings(ValueError):
+    """A deployment stage lacks settings it must set."""
+
+
+class StripeSettings(BaseModel):
+    """Stripe: each secret is given as the name of an SSM parameter (`*_PARAM`,
+    deployments) or as itself (the local stack, tests). No secret key: billing is off."""
+
+    model_config = ConfigDict(frozen=True)
+
+    secret_key: SecretStr | None = None  # STRIPE_SECRET_KEY
+    secret_key_param: str | None = None  # STRIPE_SECRET_KEY_PARAM
+    webhook_secret: SecretStr | None = None  # STRIPE_WEBHOOK_SECRET
+    webhook_secret_param: str | None = None  # STRIPE_WEBHOOK_SECRET_PARAM
+    publishable_key: str = ""  # STRIPE_PUBLISHABLE_KEY
+    api_base: str | None = None  # STRIPE_API_BASE (local stack and tests only; default Stripe's own)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.secret_key_param or self.secret_key)
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    stage: str = "prod"
+    stage: str
     region: str = "us-east-1"
-    identity_table: str = "gpurent-identity"
-    money_table: str = "gpurent-money"
-    ledger_table: str = "gpurent-ledger"
-    catalog_table: str = "gpurent-catalog"
+    identity_table: str
+    money_table: str
+    ledger_table: str
+    catalog_table: str
     dynamodb_endpoint: str | None = None
     ses_endpoint: str | None = None
     ssm_endpoint: str | None = None
@@ -36,16 +79,18 @@ class Settings(BaseModel):
     # function; None outside AWS: timers are kept in process (`gpurent.timers`).
     timer_queue_url: str | None = None
 
-    public_url: str = "http://127.0.0.1:3000"
+    public_url: str
+    stripe: StripeSettings = StripeSettings()
     stripe_success_url: str | None = None
     stripe_cancel_url: str | None = None
     allowed_origins: tuple[str, ...] = ()
     admin_emails: tuple[str, ...] = ()
     cookie_secure: bool = True
-    mail_from: str = "no-reply@gpurent.local"
+    mail_from: str
     mail_mode: str = "ses"  # "ses" | "console"
 
-    cursor_key: str | None = None
+    cursor_key: str | None = None  # none outside a deployment: a random key per process
+    cursor_key_secret_arn: str | None = None  # a deployment may name a Secrets Manager secret instead
     catalog_margin_bps: int = 0
 
     rate_limit_per_minute: int = 100
@@ -71,33 +116,60 @@ class Settings(BaseModel):
         return self.stage == "local"
 
 
-def load_settings(env: dict[str, str] | os._Environ[str] | None = None) -> Settings:
+def _missing(e: Mapping[str, str]) -> list[str]:
+    """What a deployment stage must set and did not."""
+    missing = [name for name in DEPLOYMENT_REQUIRED if not e.get(name)]
+    if not (e.get("CURSOR_KEY") or e.get("CURSOR_KEY_SECRET_ARN")):
+        missing.append("CURSOR_KEY (or CURSOR_KEY_SECRET_ARN)")
+    if e.get("STRIPE_SECRET_KEY") or e.get("STRIPE_SECRET_KEY_PARAM"):  # billing on: all of Stripe
+        if not (e.get("STRIPE_WEBHOOK_SECRET") or e.get("STRIPE_WEBHOOK_SECRET_PARAM")):
+            missing.append("STRIPE_WEBHOOK_SECRET_PARAM (or STRIPE_WEBHOOK_SECRET)")
+        if not e.get("STRIPE_PUBLISHABLE_KEY"):
+            missing.append("STRIPE_PUBLISHABLE_KEY")
+    return missing
+
+
+def load_stripe_settings(e: Mapping[str, str]) -> StripeSettings:
+    values = {name: e.get(f"STRIPE_{name.upper()}") or None for name in StripeSettings.model_fields}
+    values["publishable_key"] = e.get("STRIPE_PUBLISHABLE_KEY", "")
+    return StripeSettings.model_validate(values)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     e = os.environ if env is None else env
     stage = e.get("STAGE", "prod")
+    if stage not in DEV_STAGES:
+        missing = _missing(e)
+        if missing:
+            raise MissingSettings(f"stage {stage!r} must set {', '.join(missing)}")
+    else:
+        e = {**LOCAL_DEFAULTS, **{k: v for k, v in e.items() if v}}
     admins = _list(e.get("ADMIN_EMAILS"))
     if not admins and stage == "local":
         admins = ["admin@localhost"]
     values: dict[str, object] = {
         "stage": stage,
         "region": e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
-        "identity_table": e.get("IDENTITY_TABLE", "gpurent-identity"),
-        "money_table": e.get("MONEY_TABLE", "gpurent-money"),
-        "ledger_table": e.get("LEDGER_TABLE", "gpurent-ledger"),
-        "catalog_table": e.get("CATALOG_TABLE", "gpurent-catalog"),
+        "identity_table": e["IDENTITY_TABLE"],
+        "money_table": e["MONEY_TABLE"],
+        "ledger_table": e["LEDGER_TABLE"],
+        "catalog_table": e["CATALOG_TABLE"],
         "dynamodb_endpoint": e.get("DYNAMODB_ENDPOINT") or None,
         "ses_endpoint": e.get("SES_ENDPOINT") or None,
         "ssm_endpoint": e.get("SSM_ENDPOINT") or None,
         "sqs_endpoint": e.get("SQS_ENDPOINT") or None,
         "timer_queue_url": e.get("TIMER_QUEUE_URL") or None,
-        "public_url": e.get("PUBLIC_URL", "http://127.0.0.1:3000").rstrip("/"),
+        "public_url": e["PUBLIC_URL"].rstrip("/"),
+        "stripe": load_stripe_settings(e),
         "stripe_success_url": e.get("STRIPE_SUCCESS_URL") or None,
         "stripe_cancel_url": e.get("STRIPE_CANCEL_URL") or None,
         "allowed_origins": tuple(_list(e.get("ALLOWED_ORIGINS"))),
         "admin_emails": tuple(a.lower() for a in admins),
         "cookie_secure": e.get("COOKIE_SECURE", "1" if stage != "local" else "0") == "1",
-        "mail_from": e.get("MAIL_FROM", "no-reply@gpurent.local"),
+        "mail_from": e["MAIL_FROM"],
         "mail_mode": e.get("MAIL_MODE", "console" if stage == "local" else "ses"),
         "cursor_key": e.get("CURSOR_KEY") or None,
+        "cursor_key_secret_arn": e.get("CURSOR_KEY_SECRET_ARN") or None,
         "catalog_margin_bps": int(e.get("CATALOG_MARGIN_BPS", "0") or 0),
     }
     for key in (

@@ -6,13 +6,17 @@ never updated or deleted by any code path.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 from gpurent import clock, cursor, ids
 from gpurent.errors import ApiError
 from gpurent.store import money as store
-from gpurent.wallet import LEDGER_TYPES
-from gpurent.wallet import get as get_wallet
+
+# The ledger entry types: the one definition (`wallet`, the API contract, the CLI derive theirs).
+LedgerType = Literal["stripe_topup", "auto_topup", "rental_charge", "refund", "adjustment"]
+LEDGER_TYPES: tuple[LedgerType, ...] = get_args(LedgerType)
+CreditType = Literal["stripe_topup", "auto_topup", "refund", "adjustment"]  # the types that add money
+CREDIT_TYPES: tuple[CreditType, ...] = get_args(CreditType)
 
 
 def entry_public(row: dict[str, Any]) -> dict[str, Any]:
@@ -39,6 +43,8 @@ def page(user_id: str, raw_cursor: str | None, page_size: int, entry_type: str |
         after = data.get("after")
         if not ids.is_id(after, "led"):
             raise ApiError("validation_failed", "cursor is not valid", {"cursor": "not a cursor this list issued"})
+    from gpurent.wallet import get as get_wallet  # the wallet imports this module's types
+
     rows, more = store.query_ledger(user_id, after, page_size, entry_type)
     wallet = get_wallet(user_id)
     next_cursor = cursor.encode("ledger", user_id, {"after": rows[-1]["id"]}) if more and rows else None
@@ -46,6 +52,8 @@ def page(user_id: str, raw_cursor: str | None, page_size: int, entry_type: str |
 
 
 def balance(user_id: str) -> dict[str, Any]:
+    from gpurent.wallet import get as get_wallet
+
     w = get_wallet(user_id)
     return {
         "availableCents": w.available,

@@ -30,13 +30,15 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gpurent import clock, notify, rentals, timers, wallet
 from gpurent.money import charge_for_seconds, dollars, whole_seconds
+from gpurent.records import Rental
 from gpurent.store import identity
 from gpurent.store import rentals as store
+from gpurent.store.money import TransactItem
 from gpurent.telemetry import count, logger
 
 CHUNK = 45  # rentals per transaction: 2 items each (row update + ledger row) + wallet + marker
@@ -45,31 +47,33 @@ CHUNK = 45  # rentals per transaction: 2 items each (row update + ledger row) + 
 METER_MARKER_TTL = 86400
 
 
-def billable_seconds(r: dict[str, Any], now: float) -> int:
+def billable_seconds(r: Rental, now: float) -> int:
     """Seconds run so far, never past the rental's own limits."""
+    if r.running_at is None:
+        raise ValueError("only a running rental is billed")
     end = now
     deadline = rentals.limit_deadline(r)
     if deadline is not None:
         end = min(end, deadline[0])
-    return whole_seconds(end - float(r["runningAt"]))
+    return whole_seconds(end - r.running_at)
 
 
-def _delta(r: dict[str, Any], now: float) -> tuple[int, int]:
+def _delta(r: Rental, now: float) -> tuple[int, int]:
     """(billed seconds, charge not yet taken) of a running rental at `now`."""
     seconds = billable_seconds(r, now)
-    total = charge_for_seconds(seconds, int(r["pricePerHourCents"]))
+    total = charge_for_seconds(seconds, r.price_per_hour_cents)
     return seconds, max(0, total - rentals.metered_cents(r))
 
 
-def plan_charges(w: wallet.Wallet, batch: Sequence[dict[str, Any]], now: float) -> list[wallet.Step]:
+def plan_charges(w: wallet.Wallet, batch: Sequence[Rental], now: float) -> list[wallet.Step]:
     """One charge step per rental, in order, each against the wallet the previous left."""
     steps = []
     cur = w
     for r in batch:
         _, delta = _delta(r, now)
-        rate = int(r["pricePerHourCents"])
-        step = wallet.plan_charge(cur, int(r.get("reserveCents", 0)), delta, rate, {"rentalId": r["id"]})
-        steps.append(wallet.with_step_info(step, rentalId=r["id"]))
+        rate = r.price_per_hour_cents
+        step = wallet.plan_charge(cur, r.reserve_cents, delta, rate, {"rentalId": r.id})
+        steps.append(wallet.with_step_info(step, rentalId=r.id))
         cur = wallet.Wallet(w.user_id, cur.available + step.available_delta, cur.reserved + step.reserved_delta)
     return steps
 
@@ -82,7 +86,7 @@ def is_exhausted(available_after: int, splits: Sequence[Any]) -> bool:
     return available_after == 0 and any(get(s, "overage") > 0 or get(s, "reserve_after") == 0 for s in splits)
 
 
-def exhausted_at(available: int, running: Sequence[dict[str, Any]], t: float) -> bool:
+def exhausted_at(available: int, running: Sequence[Rental], t: float) -> bool:
     """Would a charge of every running rental up to `t` exhaust the wallet?"""
     w = wallet.Wallet("", available, 0)  # the plan reads available and each rental's own reserve
     steps = plan_charges(w, running, t)
@@ -90,7 +94,7 @@ def exhausted_at(available: int, running: Sequence[dict[str, Any]], t: float) ->
     return is_exhausted(after, [s.info["split"] for s in steps])
 
 
-def predict_exhaustion(available: int, running: Sequence[dict[str, Any]], now: float,
+def predict_exhaustion(available: int, running: Sequence[Rental], now: float,
                        horizon: float) -> float | None:
     """The first whole second after `now` (up to `now + horizon`) at which the money runs out, or None.
 
@@ -117,34 +121,32 @@ class Charged:
     """What charging a wallet's rentals left: the wallet's available and each rental as now stored."""
 
     available: int | None = None
-    rentals: list[dict[str, Any]] = field(default_factory=list)
+    rentals: list[Rental] = field(default_factory=list)
     charged: int = 0
     exhausted: bool = False
     conflicts: int = 0
 
 
-def charge_wallet(user_id: str, batch: list[dict[str, Any]], now: float) -> tuple[wallet.Result, list[dict[str, Any]]]:
+def charge_wallet(user_id: str, batch: list[Rental], now: float) -> tuple[wallet.Result, list[Rental]]:
     """Charge these running rentals of one wallet up to `now` in one transaction.
 
     Returns the money result and the rentals as they are after it.
     """
-    after: list[dict[str, Any]] = []
+    after: list[Rental] = []
 
-    def extras(w: wallet.Wallet, steps: Any) -> list[Any]:
+    def extras(w: wallet.Wallet, steps: Sequence[wallet.Step]) -> list[TransactItem]:
         items = []
         after.clear()
         for r, step in zip(batch, steps, strict=True):
             split = step.info["split"]
             seconds, _ = _delta(r, now)
-            sets = {
-                "chargedCents": int(r.get("chargedCents", 0)) + split.charged,
-                "reserveCents": split.reserve_after,
-                "billedSeconds": seconds,
-                "meteredUntil": now,
-                "overageCents": int(r.get("overageCents", 0)) + split.overage,
-            }
-            items.append(store.update_item(r["userId"], r["id"], sets, ("running",), int(r["version"])))
-            after.append({**r, **sets, "version": int(r["version"]) + 1})
+            charged, overage = r.charged_cents + split.charged, r.overage_cents + split.overage
+            items.append(store.update_item(r.user_id, r.id, {
+                "charged_cents": charged, "reserve_cents": split.reserve_after, "billed_seconds": seconds,
+                "metered_until": now, "overage_cents": overage,
+            }, ("running",), r.version))
+            after.append(replace(r, charged_cents=charged, reserve_cents=split.reserve_after, billed_seconds=seconds,
+                                 metered_until=now, overage_cents=overage, version=r.version + 1))
         return items
 
     result = wallet.apply(user_id, f"meter:{user_id}:{uuid.uuid4().hex}", {"op": "meter"},
@@ -152,7 +154,7 @@ def charge_wallet(user_id: str, batch: list[dict[str, Any]], now: float) -> tupl
     return result, after
 
 
-def _charge_all(user_id: str, running: list[dict[str, Any]], now: float) -> Charged:
+def _charge_all(user_id: str, running: list[Rental], now: float) -> Charged:
     out = Charged()
     for start in range(0, len(running), CHUNK):
         batch = running[start:start + CHUNK]
@@ -161,7 +163,7 @@ def _charge_all(user_id: str, running: list[dict[str, Any]], now: float) -> Char
         except wallet.BusinessConditionFailed:
             # A rental moved on (stopped, or another sweep charged it): re-read and retry once.
             out.conflicts += 1
-            fresh = [x for x in (store.get(user_id, r["id"]) for r in batch) if x and x["status"] == "running"]
+            fresh = [x for x in (store.get(user_id, r.id) for r in batch) if x and x.status == "running"]
             if not fresh:
                 continue
             try:
@@ -176,9 +178,9 @@ def _charge_all(user_id: str, running: list[dict[str, Any]], now: float) -> Char
     return out
 
 
-def meter_wallet(user_id: str, running: list[dict[str, Any]], now: float) -> Charged:
+def meter_wallet(user_id: str, running: list[Rental], now: float) -> Charged:
     """Charge a wallet's running rentals to `now`, stop what is due, arm the next deadline."""
-    running = [r for r in running if r.get("runningAt") is not None]
+    running = [r for r in running if r.running_at is not None]
     if not running:
         return Charged()
     out = _charge_all(user_id, running, now)
@@ -197,7 +199,7 @@ def meter_wallet(user_id: str, running: list[dict[str, Any]], now: float) -> Cha
     return out
 
 
-def arm_next(user_id: str, available: int, running: list[dict[str, Any]], now: float) -> float | None:
+def arm_next(user_id: str, available: int, running: list[Rental], now: float) -> float | None:
     """Arm a timer for the wallet's next deadline if it falls before the next sweep."""
     candidates = []
     for r in running:
@@ -217,10 +219,10 @@ def arm_next(user_id: str, available: int, running: list[dict[str, Any]], now: f
 def sweep() -> dict[str, int]:
     """One tick over every running rental."""
     now = clock.now()
-    by_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_user: dict[str, list[Rental]] = defaultdict(list)
     for r in store.live("running"):
-        if r.get("runningAt") is not None:
-            by_user[str(r["userId"])].append(r)
+        if r.running_at is not None:
+            by_user[r.user_id].append(r)
     report = {"wallets": 0, "rentals": 0, "chargedCents": 0, "conflicts": 0, "exhausted": 0}
     for user_id, rs in by_user.items():
         report["wallets"] += 1
@@ -250,9 +252,9 @@ def stop_all(user_id: str) -> None:
     stopped = []
     for r in store.live_for_user(user_id, "running"):
         try:
-            stopped.append(rentals.stop(user_id, str(r["id"]), reason="insufficient_balance"))
+            stopped.append(rentals.stop(user_id, r.id, reason="insufficient_balance"))
         except Exception:
-            logger.exception("empty-wallet stop failed; the next sweep retries", extra={"rentalId": r["id"]})
+            logger.exception("empty-wallet stop failed; the next sweep retries", extra={"rentalId": r.id})
     if stopped:
         count("WalletsExhausted")
         user = identity.get_user(user_id)

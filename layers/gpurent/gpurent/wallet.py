@@ -28,11 +28,10 @@ from typing import Any
 
 from gpurent import clock, ids
 from gpurent.errors import ApiError, ConflictRetryExhausted
+from gpurent.ledger import CREDIT_TYPES, LEDGER_TYPES
 from gpurent.store import money as store
 from gpurent.telemetry import logger
 
-LEDGER_TYPES = ("stripe_topup", "auto_topup", "rental_charge", "refund", "adjustment")
-CREDIT_TYPES = ("stripe_topup", "auto_topup", "refund", "adjustment")
 MAX_ATTEMPTS = 16
 
 

@@ -16,7 +16,7 @@ dataclasses and a handful of exceptions:
 `stripe` is imported lazily (it costs ~40 ms of cold start), so importing
 this module costs nothing.
 
-Settings (environment):
+Settings (`gpurent.config.StripeSettings`, read from the environment):
 - `STRIPE_SECRET_KEY`, or `STRIPE_SECRET_KEY_PARAM` naming an SSM SecureString;
 - `STRIPE_WEBHOOK_SECRET`, or `STRIPE_WEBHOOK_SECRET_PARAM`;
 - `STRIPE_PUBLISHABLE_KEY`;
@@ -26,11 +26,12 @@ Settings (environment):
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from gpurent import config
 
 if TYPE_CHECKING:
     import stripe
@@ -144,11 +145,19 @@ _client_cache: stripe.StripeClient | None = None
 _secrets: dict[str, str] = {}
 
 
+def _configured(name: str) -> tuple[str, str | None]:
+    """(the value given, the SSM parameter named) of `STRIPE_SECRET_KEY` / `STRIPE_WEBHOOK_SECRET`."""
+    s = config.settings().stripe
+    given, param = ((s.secret_key, s.secret_key_param) if name == "STRIPE_SECRET_KEY"
+                    else (s.webhook_secret, s.webhook_secret_param))
+    return (given.get_secret_value() if given else ""), param
+
+
 def _setting(name: str) -> str:
-    """`name` from the environment, or from SSM when `{name}_PARAM` names a parameter (cached)."""
-    param = os.environ.get(f"{name}_PARAM")
+    """`name` as the settings give it, or from SSM when they name a parameter for it (cached)."""
+    value, param = _configured(name)
     if not param:
-        return os.environ.get(name, "")
+        return value
     cached = _secrets.get(name)
     if cached is not None:
         return cached
@@ -165,11 +174,11 @@ def _setting(name: str) -> str:
 
 def enabled() -> bool:
     """A Stripe secret key is configured (directly or as an SSM parameter name)."""
-    return bool(os.environ.get("STRIPE_SECRET_KEY_PARAM") or os.environ.get("STRIPE_SECRET_KEY"))
+    return config.settings().stripe.enabled
 
 
 def publishable_key() -> str:
-    return os.environ.get("STRIPE_PUBLISHABLE_KEY", "")
+    return config.settings().stripe.publishable_key
 
 
 def webhook_secret() -> str:
@@ -177,11 +186,12 @@ def webhook_secret() -> str:
 
 
 def reset() -> None:
-    """Drop the cached client and secrets (tests switch keys and endpoints)."""
+    """Drop the cached client, secrets and settings (tests switch keys and endpoints)."""
     global _client_cache
     with _lock:
         _client_cache = None
         _secrets.clear()
+    config.reset()
 
 
 def _client() -> stripe.StripeClient:
@@ -194,7 +204,7 @@ def _client() -> stripe.StripeClient:
         raise StripeError("Stripe is not configured (no STRIPE_SECRET_KEY)", code="billing_disabled")
     import stripe
 
-    base = os.environ.get("STRIPE_API_BASE") or DEFAULT_API_BASE
+    base = config.settings().stripe.api_base or DEFAULT_API_BASE
     client = stripe.StripeClient(
         key,
         base_addresses={"api": base},

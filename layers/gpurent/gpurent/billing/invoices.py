@@ -14,6 +14,7 @@ from typing import Any
 from gpurent import clock, ids, wallet
 from gpurent.errors import ApiError
 from gpurent.money import dollars
+from gpurent.records import Rental
 from gpurent.store import invoices as store
 from gpurent.store.money import TransactItem
 from gpurent.telemetry import logger
@@ -68,13 +69,13 @@ def open_items(record: dict[str, Any]) -> list[TransactItem]:
     return store.put_items(record)
 
 
-def overage_record(rental: dict[str, Any], overage_cents: int, until: float) -> dict[str, Any]:
+def overage_record(rental: Rental, overage_cents: int, until: float) -> dict[str, Any]:
     """The usage of a rental beyond the wallet's money (threshold $0: every cent)."""
     return new_record(
-        rental["userId"], "overage", overage_cents,
-        f"Usage beyond the wallet balance: {rental.get('name') or rental['id']} "
-        f"({dollars(int(rental['pricePerHourCents']))}/h)",
-        rental_id=str(rental["id"]), period=(float(rental.get("runningAt") or until), until),
+        rental.user_id, "overage", overage_cents,
+        f"Usage beyond the wallet balance: {rental.name or rental.id} "
+        f"({dollars(rental.price_per_hour_cents)}/h)",
+        rental_id=rental.id, period=(rental.running_at or until, until),
     )
 
 

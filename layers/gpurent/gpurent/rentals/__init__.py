@@ -24,6 +24,7 @@ The names below are the package's API (handlers, metering, tests); monkeypatch a
 function in the module that defines it.
 """
 
+from gpurent.records import STATUSES
 from gpurent.rentals.launching import ALLOCATION_LEASE, MAX_ATTEMPTS, Launch, launch
 from gpurent.rentals.lifecycle import (
     ADOPT_GRACE,
@@ -48,7 +49,6 @@ from gpurent.rentals.settlement import (
     stop,
 )
 from gpurent.rentals.views import (
-    STATUSES,
     charged_now,
     get_owned,
     launch_answer,

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from gpurent.providers import registry
 from gpurent.providers.base import Instance, ProviderError
+from gpurent.records import Rental
 from gpurent.telemetry import logger
 
 T = TypeVar("T")
@@ -17,18 +18,19 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def find_by_label(r: dict[str, Any]) -> Instance | None:
-    for inst in run(registry.adapter(r["provider"]).list_instances()):
-        if inst.label == r["id"]:
+def find_by_label(r: Rental) -> Instance | None:
+    """The instance its provider has under this rental's label (our rental id), if any."""
+    for inst in run(registry.adapter(r.provider).list_instances()):
+        if inst.label == r.id:
             return inst
     return None
 
 
-def terminate_quietly(r: dict[str, Any]) -> None:
+def terminate_quietly(r: Rental) -> None:
     """Send terminate once now; a failure is retried by the reconciler until it succeeds."""
-    if not r.get("instanceId"):
+    if not r.instance_id:
         return
     try:
-        run(registry.adapter(r["provider"]).terminate(str(r["instanceId"])))
+        run(registry.adapter(r.provider).terminate(r.instance_id))
     except ProviderError as exc:
-        logger.warning("terminate failed; the reconciler retries", extra={"rentalId": r["id"], "kind": exc.kind})
+        logger.warning("terminate failed; the reconciler retries", extra={"rentalId": r.id, "kind": exc.kind})

@@ -13,15 +13,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpurent import catalog, clock, ids, keys, wallet
+from gpurent import catalog, clock, ids, ssh_keys, wallet
 from gpurent.errors import ApiError
+from gpurent.listing import Listing, failover
 from gpurent.providers import registry
-from gpurent.providers.base import AllocateRequest, Instance, Offer, ProviderError
+from gpurent.providers.base import AllocateRequest, Instance, ProviderError
+from gpurent.records import Rental
 from gpurent.rentals import instances, settlement, views
 from gpurent.store import money as money_store
 from gpurent.store import rentals as store
 from gpurent.telemetry import count, logger
 from gpurent.templates import DEFAULT_TEMPLATE, get_template
+from gpurent.text import check_name
 
 MAX_ATTEMPTS = 3  # listings tried per launch (failover)
 ALLOCATION_LEASE = 60  # seconds a launch owns its allocation (a Lambda lives 29 s); a retry takes over after
@@ -46,38 +49,35 @@ def launch(user_id: str, body: Launch, idempotency_key: str | None) -> tuple[dic
     if template is None:
         raise ApiError("validation_failed", "templateId is not a known template", {"templateId": "unknown template"})
     region = catalog.check_region(body.region)
-    name = keys.check_name(body.name) if body.name is not None else None
+    name = check_name(body.name) if body.name is not None else None
 
     rental_id = ids.new_id("rent")
     description = {"op": "launch", "body": body.model_dump()}
     op_key = f"launch:{user_id}:{idempotency_key}" if idempotency_key else f"launch:{rental_id}"
     if idempotency_key:
-        previous = money_store.get_op(op_key)
+        previous = money_store.get_op_marker(op_key)
         if previous is not None:
-            if previous.get("fingerprint") != wallet.fingerprint(description):
+            if previous.fingerprint != wallet.fingerprint(description):
                 raise wallet.IdempotencyMismatch()
-            rental_id = previous["result"]["steps"][0]["rentalId"]
-            return _resume(user_id, rental_id)
+            return _resume(user_id, str(previous.result.steps[0]["rentalId"]))
 
     found = catalog.candidates(body.familyId, body.gpuCount, region)
     if not found:
         raise ApiError("model_unavailable", "No provider available for this config. Try again in 30 s, "
                        "another region or another family.")
     listing = found[0]
-    price = int(listing["pricePerHourCents"])
-    ssh_keys = keys.public_keys(user_id)
+    price = listing.price_per_hour_cents
+    keys = ssh_keys.public_keys(user_id)
     now = clock.now()
-    record = {
-        "id": rental_id, "userId": user_id, "name": name, "status": "provisioning",
-        "familyId": body.familyId, "gpuCount": body.gpuCount, "templateId": template.id,
-        "regionFilter": region, "pricePerHourCents": price, "listingId": listing["id"],
-        "provider": listing["provider"], "region": listing["region"], "regionCode": listing["regionCode"],
-        "model": listing["model"], "offer": _offer_of(listing), "createdAt": now, "reserveCents": price,
-        "chargedCents": 0, "billedSeconds": 0, "refundedCents": 0, "overageCents": 0,
-        "autoStopAfterHours": body.autoStopAfterHours, "maxTotalCents": body.maxTotalCents,
-        "sshKeyCount": len(ssh_keys), "attempts": [], "version": 1, "idempotencyKey": idempotency_key,
-        "allocatingUntil": now + ALLOCATION_LEASE,
-    }
+    record = Rental(
+        id=rental_id, user_id=user_id, name=name, status="provisioning", family_id=body.familyId,
+        gpu_count=body.gpuCount, template_id=template.id, region_filter=region, price_per_hour_cents=price,
+        listing_id=listing.id, provider=listing.provider, region=listing.region, region_code=listing.region_code,
+        model=listing.model, offer=listing.snapshot(), created_at=now, reserve_cents=price,
+        auto_stop_after_hours=body.autoStopAfterHours, max_total_cents=body.maxTotalCents,
+        ssh_key_count=len(keys), version=1, idempotency_key=idempotency_key,
+        allocating_until=now + ALLOCATION_LEASE,
+    )
 
     def planner(w: wallet.Wallet) -> list[wallet.Step]:
         step = wallet.plan_reserve(w, price)
@@ -92,7 +92,7 @@ def launch(user_id: str, body: Launch, idempotency_key: str | None) -> tuple[dic
     if result.replayed:  # a concurrent duplicate won the race
         return _resume(user_id, result.steps[0]["rentalId"])
     count("Launches")
-    return _finish_launch(record, _allocate(record, ssh_keys, found))
+    return _finish_launch(record, _allocate(record, keys, found))
 
 
 def _warnings(ssh_key_count: int) -> list[str]:
@@ -102,16 +102,20 @@ def _warnings(ssh_key_count: int) -> list[str]:
             "before launching."]
 
 
-def _finish_launch(record: dict[str, Any], final: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    if final["status"] == "failed":
-        return ({"error": "model_unavailable", "message": final.get("error") or "No provider available",
-                 "details": {"rentalId": final["id"]}}, 400)
-    answer = views.launch_answer(final, _warnings(int(record.get("sshKeyCount", 0))))
+def _unavailable(r: Rental) -> tuple[dict[str, Any], int]:
+    return ({"error": "model_unavailable", "message": r.error or "No provider available",
+             "details": {"rentalId": r.id}}, 400)
+
+
+def _finish_launch(record: Rental, final: Rental) -> tuple[dict[str, Any], int]:
+    if final.status == "failed":
+        return _unavailable(final)
+    answer = views.launch_answer(final, _warnings(record.ssh_key_count))
     try:
-        store.update(record["userId"], record["id"], {"launchAnswer": answer}, ())
+        store.update(record.user_id, record.id, {"launch_answer": answer}, ())
     except store.StaleRental:
         pass
-    return answer, 200
+    return dict(answer), 200
 
 
 def _resume(user_id: str, rental_id: str) -> tuple[dict[str, Any], int]:
@@ -120,23 +124,22 @@ def _resume(user_id: str, rental_id: str) -> tuple[dict[str, Any], int]:
     r = store.get(user_id, rental_id)
     if r is None:
         raise AssertionError("a launch marker points at a missing rental")
-    if r.get("launchAnswer"):
-        return dict(r["launchAnswer"]), 200
-    if r["status"] == "failed" and not r.get("instanceId"):
-        return ({"error": "model_unavailable", "message": r.get("error") or "No provider available",
-                 "details": {"rentalId": r["id"]}}, 400)
+    if r.launch_answer:
+        return dict(r.launch_answer), 200
+    if r.status == "failed" and not r.instance_id:
+        return _unavailable(r)
     now = clock.now()
-    if r["status"] != "provisioning" or r.get("instanceId") or now < float(r.get("allocatingUntil", 0)):
-        return views.launch_answer(r, _warnings(int(r.get("sshKeyCount", 0)))), 200
+    if r.status != "provisioning" or r.instance_id or now < r.allocating_until:
+        return dict(views.launch_answer(r, _warnings(r.ssh_key_count))), 200
     return _finish_launch(r, continue_launch(r))
 
 
-def continue_launch(r: dict[str, Any]) -> dict[str, Any]:
+def continue_launch(r: Rental) -> Rental:
     """Finish a launch whose first attempt died before recording an instance (its lease
     expired): take the lease, adopt an instance found under our label, else allocate."""
     try:
-        r = store.update(r["userId"], r["id"], {"allocatingUntil": clock.now() + ALLOCATION_LEASE},
-                         ("provisioning",), int(r["version"]))
+        r = store.update(r.user_id, r.id, {"allocating_until": clock.now() + ALLOCATION_LEASE},
+                         ("provisioning",), r.version)
     except store.StaleRental as exc:
         return exc.current or r
     try:
@@ -145,44 +148,42 @@ def continue_launch(r: dict[str, Any]) -> dict[str, Any]:
         return r
     if inst is not None:
         return adopt(r, inst)
-    listing = dict(r["offer"])
-    others = [c for c in catalog.candidates(r["familyId"], int(r["gpuCount"]), r.get("regionFilter"))
-              if c["id"] != listing["id"] and c["id"] not in (r.get("attempts") or [])]
-    return _allocate(r, keys.public_keys(r["userId"]), [listing, *others])
+    others = [c for c in catalog.candidates(r.family_id, r.gpu_count, r.region_filter)
+              if c.id != r.offer.id and c.id not in r.attempts]
+    return _allocate(r, ssh_keys.public_keys(r.user_id), [r.offer, *others])
 
 
-def adopt(r: dict[str, Any], inst: Instance) -> dict[str, Any]:
+def adopt(r: Rental, inst: Instance) -> Rental:
     """Record an instance found under our label as this rental's."""
     try:
-        return store.update(r["userId"], r["id"], {"instanceId": inst.instance_id, "allocationUncertain": None},
+        return store.update(r.user_id, r.id, {"instance_id": inst.instance_id, "allocation_uncertain": None},
                             ("provisioning",))
     except store.StaleRental as exc:
         return exc.current or r
 
 
-def _allocate(record: dict[str, Any], ssh_keys: list[str], candidates: list[dict[str, Any]]) -> dict[str, Any]:
+def _allocate(record: Rental, public_keys: list[str], candidates: list[Listing]) -> Rental:
     """Allocate at the provider, failing over on capacity-like refusals; returns the rental."""
-    user_id, rental_id = record["userId"], record["id"]
-    template = get_template(record["templateId"])
+    user_id, rental_id = record.user_id, record.id
+    template = get_template(record.template_id)
     assert template is not None
     tried: list[str] = []
     current = record
-    quoted = int(record["pricePerHourCents"])
     last_error = "No provider available for this config"
-    for listing in [c for c in candidates if int(c["pricePerHourCents"]) <= quoted][:MAX_ATTEMPTS]:
-        if listing["id"] != current["listingId"]:
+    for listing in failover(candidates, record.price_per_hour_cents, MAX_ATTEMPTS):
+        if listing.id != current.listing_id:
             # Record the next attempt before calling its provider.
             current = store.update(user_id, rental_id, {
-                "listingId": listing["id"], "provider": listing["provider"], "region": listing["region"],
-                "regionCode": listing["regionCode"], "model": listing["model"], "offer": _offer_of(listing),
-                "attempts": tried,
+                "listing_id": listing.id, "provider": listing.provider, "region": listing.region,
+                "region_code": listing.region_code, "model": listing.model, "offer": listing.snapshot(),
+                "attempts": tuple(tried),
             }, ("provisioning",))
-        req = AllocateRequest(rental_id=rental_id, offer=_to_offer(current["offer"]), image=template.image,
-                              start_command=template.start_command, ssh_public_keys=tuple(ssh_keys))
+        req = AllocateRequest(rental_id=rental_id, offer=current.offer.to_offer(), image=template.image,
+                              start_command=template.start_command, ssh_public_keys=tuple(public_keys))
         try:
-            instance_id = instances.run(registry.adapter(listing["provider"]).allocate(req))
+            instance_id = instances.run(registry.adapter(listing.provider).allocate(req))
         except ProviderError as exc:
-            tried.append(listing["id"])
+            tried.append(listing.id)
             last_error = f"Provision failed: {exc}"
             logger.warning("allocate refused", extra={"rentalId": rental_id, "provider": exc.provider,
                                                       "kind": exc.kind})
@@ -193,7 +194,7 @@ def _allocate(record: dict[str, Any], ssh_keys: list[str], candidates: list[dict
                 try:
                     inst = instances.find_by_label(current)
                 except ProviderError:
-                    return store.update(user_id, rental_id, {"allocationUncertain": True, "attempts": tried},
+                    return store.update(user_id, rental_id, {"allocation_uncertain": True, "attempts": tuple(tried)},
                                         ("provisioning",))
                 if inst is not None:
                     return adopt(current, inst)
@@ -203,7 +204,7 @@ def _allocate(record: dict[str, Any], ssh_keys: list[str], candidates: list[dict
                 continue
             break
         try:
-            return store.update(user_id, rental_id, {"instanceId": instance_id, "attempts": tried},
+            return store.update(user_id, rental_id, {"instance_id": instance_id, "attempts": tuple(tried)},
                                 ("provisioning",))
         except store.StaleRental:
             # Stopped while we allocated: the stop path (or the reconciler) terminates it by label.
@@ -211,16 +212,3 @@ def _allocate(record: dict[str, Any], ssh_keys: list[str], candidates: list[dict
             assert found is not None
             return found
     return settlement.fail(current, last_error)
-
-
-def _offer_of(listing: dict[str, Any]) -> dict[str, Any]:
-    return {k: listing[k] for k in ("id", "provider", "offerKey", "gpuName", "family", "model", "vramGb", "gpuCount",
-                                    "costCentsPerHour", "pricePerHourCents", "region", "regionCode")} | {
-        "interconnect": listing.get("interconnect")}
-
-
-def _to_offer(o: dict[str, Any]) -> Offer:
-    return Offer(provider=o["provider"], offer_key=o["offerKey"], gpu_name=o["gpuName"], family=o["family"],
-                 model=o["model"], vram_gb=int(o["vramGb"]), gpu_count=int(o["gpuCount"]),
-                 price_cents_per_hour=int(o["costCentsPerHour"]), region=o["region"], region_code=o["regionCode"],
-                 interconnect=o.get("interconnect"))

@@ -8,11 +8,10 @@ The reconciler adopts an instance it finds by label (a crash between "allocated"
 
 from __future__ import annotations
 
-from typing import Any
-
 from gpurent import clock, ids, timers, wallet
 from gpurent.providers import registry
 from gpurent.providers.base import Instance, ProviderError
+from gpurent.records import Rental
 from gpurent.rentals import instances, launching, settlement
 from gpurent.rentals.settlement import FOLLOW_UP
 from gpurent.store import rentals as store
@@ -23,9 +22,9 @@ POLL_EVERY = 2.0  # GET refreshes a provisioning rental from its provider at mos
 FOLLOW_UP_FOR = 600  # … and again every FOLLOW_UP seconds for this long; then the reconciler's minute is enough
 
 
-def advance(r: dict[str, Any]) -> dict[str, Any]:
+def advance(r: Rental) -> Rental:
     """Move one live rental forward from what its provider says."""
-    status = r["status"]
+    status = r.status
     try:
         if status == "provisioning":
             return _advance_provisioning(r)
@@ -34,31 +33,31 @@ def advance(r: dict[str, Any]) -> dict[str, Any]:
         if status == "stopping":
             return _finish_stopping(r)
     except ProviderError as exc:
-        logger.warning("provider check failed", extra={"rentalId": r["id"], "kind": exc.kind})
+        logger.warning("provider check failed", extra={"rentalId": r.id, "kind": exc.kind})
     return r
 
 
-def _advance_provisioning(r: dict[str, Any]) -> dict[str, Any]:
+def _advance_provisioning(r: Rental) -> Rental:
     now = clock.now()
     inst: Instance | None
-    if r.get("instanceId"):
-        inst = instances.run(registry.adapter(r["provider"]).get_instance(str(r["instanceId"])))
+    if r.instance_id:
+        inst = instances.run(registry.adapter(r.provider).get_instance(r.instance_id))
     else:
-        if now < float(r.get("allocatingUntil", 0)):
+        if now < r.allocating_until:
             return r  # a launch is calling the provider right now
-        if not r.get("allocationUncertain"):
+        if not r.allocation_uncertain:
             return launching.continue_launch(r)  # its launch died before the provider call finished
         inst = instances.find_by_label(r)
         if inst is not None:
             r = launching.adopt(r, inst)
-            if r["status"] != "provisioning":
+            if r.status != "provisioning":
                 return r
-        elif now - float(r["createdAt"]) > ADOPT_GRACE:
+        elif now - r.created_at > ADOPT_GRACE:
             return settlement.fail(r, "Provision failed: the provider never created the instance")
         else:
             return r
     try:
-        r = store.update(r["userId"], r["id"], {"lastCheckedAt": now}, ("provisioning",))
+        r = store.update(r.user_id, r.id, {"last_checked_at": now}, ("provisioning",))
     except store.StaleRental as exc:
         return exc.current or r  # someone else moved it on meanwhile
     if inst is None or inst.status in ("failed", "terminated", "stopped"):
@@ -69,33 +68,33 @@ def _advance_provisioning(r: dict[str, Any]) -> dict[str, Any]:
         return found
     if inst.status == "running":
         return mark_running(r, inst)
-    return store.get(r["userId"], r["id"]) or r
+    return store.get(r.user_id, r.id) or r
 
 
-def mark_running(r: dict[str, Any], inst: Instance) -> dict[str, Any]:
+def mark_running(r: Rental, inst: Instance) -> Rental:
     now = clock.now()
     try:
-        found = store.update(r["userId"], r["id"], {
-            "status": "running", "host": inst.host, "port": inst.ssh_port, "runningAt": now,
-            "meteredUntil": now, "lastHealthyAt": now, "instanceId": inst.instance_id,
-        }, ("provisioning",), int(r["version"]))
+        found = store.update(r.user_id, r.id, {
+            "status": "running", "host": inst.host, "port": inst.ssh_port, "running_at": now,
+            "metered_until": now, "last_healthy_at": now, "instance_id": inst.instance_id,
+        }, ("provisioning",), r.version)
     except store.StaleRental as exc:
         return exc.current or r
     # Billing starts: have the wallet looked at now, so a deadline before the next sweep
     # (a short autoStop, a wallet that this rental drains fast) gets its timer.
-    timers.arm(str(r["userId"]), now)
+    timers.arm(r.user_id, now)
     return found
 
 
-def _check_running(r: dict[str, Any]) -> dict[str, Any]:
+def _check_running(r: Rental) -> Rental:
     now = clock.now()
     deadline = settlement.limit_deadline(r)
     if deadline is not None and now >= deadline[0]:
         return settlement.enforce_limit(r)
-    inst = instances.run(registry.adapter(r["provider"]).get_instance(str(r["instanceId"])))
+    inst = instances.run(registry.adapter(r.provider).get_instance(str(r.instance_id)))
     if inst is not None and inst.status == "running":
         try:
-            return store.update(r["userId"], r["id"], {"lastHealthyAt": now}, ("running",))
+            return store.update(r.user_id, r.id, {"last_healthy_at": now}, ("running",))
         except store.StaleRental as exc:
             return exc.current or r
     # The provider lost it or it crashed: billed up to the last moment it was known healthy.
@@ -103,31 +102,30 @@ def _check_running(r: dict[str, Any]) -> dict[str, Any]:
     if inst is not None and inst.error:
         error += f": {inst.error}"
     try:
-        found = settlement.settle(r, "provider_failure", until=float(r.get("lastHealthyAt") or r["runningAt"]),
-                       to_status="failed", error=error)
+        found = settlement.settle(r, "provider_failure", until=r.last_healthy_at or r.running_at,
+                                  to_status="failed", error=error)
     except (settlement.Settled, wallet.BusinessConditionFailed, wallet.IdempotencyMismatch):
-        return store.get(r["userId"], r["id"]) or r
+        return store.get(r.user_id, r.id) or r
     instances.terminate_quietly(found)
     return found
 
 
-def _finish_stopping(r: dict[str, Any]) -> dict[str, Any]:
-    adapter = registry.adapter(r["provider"])
+def _finish_stopping(r: Rental) -> Rental:
+    adapter = registry.adapter(r.provider)
     inst: Instance | None
-    if r.get("instanceId"):
-        instances.run(adapter.terminate(str(r["instanceId"])))
-        inst = instances.run(adapter.get_instance(str(r["instanceId"])))
+    if r.instance_id:
+        instances.run(adapter.terminate(r.instance_id))
+        inst = instances.run(adapter.get_instance(r.instance_id))
     else:
         inst = instances.find_by_label(r)
         if inst is not None:
             instances.run(adapter.terminate(inst.instance_id))
             inst = instances.run(adapter.get_instance(inst.instance_id))
-        elif clock.now() - float(r["createdAt"]) <= ADOPT_GRACE:
+        elif clock.now() - r.created_at <= ADOPT_GRACE:
             return r  # an allocation may still surface under our label
     if inst is None or inst.status == "terminated":
         try:
-            return store.update(r["userId"], r["id"], {"status": "stopped", "terminatedAt": clock.now()},
-                                ("stopping",))
+            return store.update(r.user_id, r.id, {"status": "stopped", "terminated_at": clock.now()}, ("stopping",))
         except store.StaleRental as exc:
             return exc.current or r
     return r
@@ -136,19 +134,19 @@ def _finish_stopping(r: dict[str, Any]) -> dict[str, Any]:
 def on_timer(user_id: str, rental_id: str) -> dict[str, int]:
     """A follow-up timer: move a stopping rental on; until the provider confirms, ask again soon."""
     r = store.get(user_id, rental_id)
-    if r is None or r["status"] != "stopping":
+    if r is None or r.status != "stopping":
         return {"followed": 0}
     r = advance(r)
-    if r["status"] == "stopping" and clock.now() - float(r.get("stoppedAt") or 0) < FOLLOW_UP_FOR:
+    if r.status == "stopping" and clock.now() - (r.stopped_at or 0) < FOLLOW_UP_FOR:
         timers.arm(user_id, clock.now() + FOLLOW_UP, rental_id)
     return {"followed": 1}
 
 
-def refresh_if_provisioning(r: dict[str, Any]) -> dict[str, Any]:
+def refresh_if_provisioning(r: Rental) -> Rental:
     """GET /v1/rentals/{id}: a provisioning rental is checked with its provider (at most every 2 s)."""
-    if r["status"] != "provisioning":
+    if r.status != "provisioning":
         return r
-    if clock.now() - float(r.get("lastCheckedAt", 0)) < POLL_EVERY:
+    if clock.now() - r.last_checked_at < POLL_EVERY:
         return r
     return advance(r)
 
@@ -158,13 +156,13 @@ def reconcile() -> dict[str, int]:
     counts = {"advanced": 0, "orphansTerminated": 0, "errors": 0}
     live_ids: set[str] = set()
     for r in store.live():
-        live_ids.add(str(r["id"]))
+        live_ids.add(r.id)
         try:
             advance(r)
             counts["advanced"] += 1
         except Exception:
             counts["errors"] += 1
-            logger.exception("reconcile failed for a rental", extra={"rentalId": r["id"]})
+            logger.exception("reconcile failed for a rental", extra={"rentalId": r.id})
     for code, adapter in registry.adapters().items():
         try:
             found_instances = instances.run(adapter.list_instances())
@@ -176,7 +174,7 @@ def reconcile() -> dict[str, int]:
             if not inst.label or inst.status == "terminated" or inst.label in live_ids:
                 continue
             owner = _owner_of(inst.label)
-            if owner is not None and owner["status"] in store.LIVE:
+            if owner is not None and owner.is_live:
                 continue  # became live after our read
             try:
                 instances.run(adapter.terminate(inst.instance_id))
@@ -187,7 +185,7 @@ def reconcile() -> dict[str, int]:
     return counts
 
 
-def _owner_of(label: str) -> dict[str, Any] | None:
+def _owner_of(label: str) -> Rental | None:
     """The rental a label names, wherever its owner is (labels are rental ids)."""
     if not ids.is_id(label, "rent"):
         return None

@@ -7,15 +7,18 @@ wallet's transaction, so two actors can never both settle the same rental.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from gpurent import clock, timers, wallet
 from gpurent.billing import invoices
 from gpurent.errors import ApiError
 from gpurent.money import charge_for_seconds, seconds_within_cap, whole_seconds
+from gpurent.records import Rental, RentalChanges, StopReason
 from gpurent.rentals import instances, views
 from gpurent.store import rentals as store
+from gpurent.store.money import TransactItem
 from gpurent.telemetry import count
 
 REFUND_WINDOW = 60  # a pod that ran less than this many seconds is refunded in full
@@ -35,7 +38,7 @@ class Settlement:
     overage: int  # owed beyond the money: the overage invoice
 
 
-def plan_settlement(r: dict[str, Any], seconds: int, split: wallet.ChargeSplit) -> Settlement:
+def plan_settlement(r: Rental, seconds: int, split: wallet.ChargeSplit) -> Settlement:
     """The rental's final numbers, given the last charge's split.
 
     - a pod that ran under a minute gets everything it paid back, and its overage is forgiven;
@@ -44,9 +47,9 @@ def plan_settlement(r: dict[str, Any], seconds: int, split: wallet.ChargeSplit) 
       is cut first, then the rest is refunded;
     - the remaining overage is invoiced.
     """
-    total = charge_for_seconds(seconds, int(r["pricePerHourCents"]))
-    paid = int(r.get("chargedCents", 0)) + split.charged
-    overage = int(r.get("overageCents", 0)) + split.overage
+    total = charge_for_seconds(seconds, r.price_per_hour_cents)
+    paid = r.charged_cents + split.charged
+    overage = r.overage_cents + split.overage
     if seconds < REFUND_WINDOW:
         return Settlement(paid, paid, 0)
     excess = max(0, paid + overage - total)
@@ -54,26 +57,25 @@ def plan_settlement(r: dict[str, Any], seconds: int, split: wallet.ChargeSplit) 
     return Settlement(paid, excess - cut, overage - cut)
 
 
-def limit_deadline(r: dict[str, Any]) -> tuple[float, str] | None:
+def limit_deadline(r: Rental) -> tuple[float, StopReason] | None:
     """When a running rental must stop by its own limits: (moment, reason), or None.
 
     `autoStopAfterHours` counts from `runningAt`; `maxTotalCents` stops it at the
     last second whose charge stays within the cap.
     """
-    if r.get("runningAt") is None:
+    if r.running_at is None:
         return None
-    started = float(r["runningAt"])
-    found: list[tuple[float, str]] = []
-    if r.get("autoStopAfterHours"):
-        found.append((started + whole_seconds(float(r["autoStopAfterHours"]) * 3600), "auto_stop"))
-    if r.get("maxTotalCents"):
-        found.append((started + seconds_within_cap(int(r["maxTotalCents"]), int(r["pricePerHourCents"])),
-                      "max_total"))
+    started = r.running_at
+    found: list[tuple[float, StopReason]] = []
+    if r.auto_stop_after_hours:
+        found.append((started + whole_seconds(r.auto_stop_after_hours * 3600), "auto_stop"))
+    if r.max_total_cents:
+        found.append((started + seconds_within_cap(r.max_total_cents, r.price_per_hour_cents), "max_total"))
     return min(found) if found else None
 
 
-def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status: str = "stopping",
-           error: str | None = None) -> dict[str, Any]:
+def settle(r: Rental, reason: StopReason, until: float | None = None,
+           to_status: Literal["stopping", "failed"] = "stopping", error: str | None = None) -> Rental:
     """running → stopping (or failed): the final charge to the second, the refund of a pod
     that ran under a minute, the rest of the reserve back to available — one transaction.
 
@@ -83,17 +85,19 @@ def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status
 
     Raises `Settled` when another actor settled this rental first (its replay answered).
     """
-    user_id, rental_id = r["userId"], r["id"]
+    user_id, rental_id = r.user_id, r.id
+    if r.running_at is None:
+        raise ValueError("only a running rental is settled")
     now = clock.now()
     end = now if until is None else min(now, until)
     deadline = limit_deadline(r)
     if deadline is not None:
         end = min(end, deadline[0])
-    seconds = whole_seconds(end - float(r["runningAt"]))
-    total = charge_for_seconds(seconds, int(r["pricePerHourCents"]))
+    seconds = whole_seconds(end - r.running_at)
+    total = charge_for_seconds(seconds, r.price_per_hour_cents)
     delta = max(0, total - views.metered_cents(r))
-    held = int(r.get("reserveCents", 0))
-    invoice: dict[str, Any] = {}  # the overage invoice this attempt plans, if any
+    held = r.reserve_cents
+    invoice: dict[str, Any] = {}  # the overage invoice this attempt plans, if any (billing's record)
 
     def planner(w: wallet.Wallet) -> list[wallet.Step]:
         charge = wallet.plan_charge(w, held, delta, 0, {"rentalId": rental_id})
@@ -109,14 +113,16 @@ def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status
             steps.append(invoices.plan_open(invoice))
         return steps
 
-    def extras(w: wallet.Wallet, steps: Any) -> list[Any]:
+    def extras(w: wallet.Wallet, steps: Sequence[wallet.Step]) -> list[TransactItem]:
         final = plan_settlement(r, seconds, steps[0].info["split"])
-        sets = {"status": to_status, "stoppedAt": now, "stopReason": reason, "billedSeconds": seconds,
-                "chargedCents": final.charged, "refundedCents": final.refund, "reserveCents": 0,
-                "overageCents": final.overage, "meteredUntil": end, "overageInvoiceId": invoice.get("id")}
+        changes: RentalChanges = {
+            "status": to_status, "stopped_at": now, "stop_reason": reason, "billed_seconds": seconds,
+            "charged_cents": final.charged, "refunded_cents": final.refund, "reserve_cents": 0,
+            "overage_cents": final.overage, "metered_until": end, "overage_invoice_id": invoice.get("id"),
+        }
         if error:
-            sets["error"] = error[:500]
-        items = [store.update_item(user_id, rental_id, sets, ("running",), int(r["version"]))]
+            changes["error"] = error[:500]
+        items = [store.update_item(user_id, rental_id, changes, ("running",), r.version)]
         return items + (invoices.open_items(invoice) if invoice else [])
 
     result = wallet.apply(user_id, f"settle:{rental_id}",
@@ -130,7 +136,7 @@ def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status
     return found
 
 
-def stop(user_id: str, rental_id: str, reason: str = "user") -> dict[str, Any]:
+def stop(user_id: str, rental_id: str, reason: StopReason = "user") -> dict[str, Any]:
     """`POST /v1/rentals/{id}/stop` and every server-initiated stop.
 
     Exactly one of several concurrent stops wins (the others answer 409
@@ -140,16 +146,16 @@ def stop(user_id: str, rental_id: str, reason: str = "user") -> dict[str, Any]:
     already = ApiError("already_stopped", "This rental is already in a terminal state")
     for _ in range(5):
         r = views.get_owned(user_id, rental_id)
-        if r["status"] in ("stopping", "stopped", "failed"):
+        if r.status in ("stopping", "stopped", "failed"):
             raise already
         try:
-            if r["status"] == "provisioning":
-                held = int(r.get("reserveCents", 0))
-                sets = {"status": "stopping", "stoppedAt": clock.now(), "stopReason": reason, "reserveCents": 0}
+            if r.status == "provisioning":
+                changes: RentalChanges = {"status": "stopping", "stopped_at": clock.now(), "stop_reason": reason,
+                                          "reserve_cents": 0}
                 result = wallet.release(
-                    user_id, held, f"stop:{rental_id}",
-                    extras=lambda w, steps, sets=sets, r=r: [  # type: ignore[misc]
-                        store.update_item(user_id, rental_id, sets, ("provisioning",), int(r["version"]))])
+                    user_id, r.reserve_cents, f"stop:{rental_id}",
+                    extras=lambda w, steps, changes=changes, r=r: [  # type: ignore[misc]
+                        store.update_item(user_id, rental_id, changes, ("provisioning",), r.version)])
                 if result.replayed:
                     raise already
                 r = views.get_owned(user_id, rental_id)
@@ -162,12 +168,12 @@ def stop(user_id: str, rental_id: str, reason: str = "user") -> dict[str, Any]:
         count("Stops")
         instances.terminate_quietly(r)
         timers.arm(user_id, clock.now() + FOLLOW_UP, rental_id)  # stopping → stopped without waiting a minute
-        return {"id": r["id"], "status": "stopping", "finalChargedCents": views.metered_cents(r),
-                "refundedCents": int(r.get("refundedCents", 0))}
+        return {"id": r.id, "status": "stopping", "finalChargedCents": views.metered_cents(r),
+                "refundedCents": r.refunded_cents}
     raise ApiError("internal_error", "The rental kept changing; please retry the stop")
 
 
-def enforce_limit(r: dict[str, Any]) -> dict[str, Any]:
+def enforce_limit(r: Rental) -> Rental:
     """Stop a running rental whose own limit (`autoStopAfterHours`, `maxTotalCents`) is due,
     billed up to the limit's moment, not to when we got round to it."""
     deadline = limit_deadline(r)
@@ -176,23 +182,21 @@ def enforce_limit(r: dict[str, Any]) -> dict[str, Any]:
     try:
         found = settle(r, deadline[1], until=deadline[0])
     except (Settled, wallet.BusinessConditionFailed, wallet.IdempotencyMismatch):
-        return store.get(r["userId"], r["id"]) or r
+        return store.get(r.user_id, r.id) or r
     count("LimitStops")
     instances.terminate_quietly(found)
-    timers.arm(str(r["userId"]), clock.now() + FOLLOW_UP, str(r["id"]))
+    timers.arm(r.user_id, clock.now() + FOLLOW_UP, r.id)
     return found
 
 
-def fail(r: dict[str, Any], error: str) -> dict[str, Any]:
+def fail(r: Rental, error: str) -> Rental:
     """provisioning → failed: never billed, the reserve goes back to available."""
-    user_id, rental_id = r["userId"], r["id"]
-    held = int(r.get("reserveCents", 0))
-    now = clock.now()
-    sets = {"status": "failed", "error": error[:500], "reserveCents": 0, "stoppedAt": now}
+    user_id, rental_id = r.user_id, r.id
+    changes: RentalChanges = {"status": "failed", "error": error[:500], "reserve_cents": 0, "stopped_at": clock.now()}
     try:
-        wallet.release(user_id, held, f"fail:{rental_id}",
-                       extras=lambda w, steps: [store.update_item(user_id, rental_id, sets, ("provisioning",),
-                                                                  int(r["version"]))])
+        wallet.release(user_id, r.reserve_cents, f"fail:{rental_id}",
+                       extras=lambda w, steps: [store.update_item(user_id, rental_id, changes, ("provisioning",),
+                                                                  r.version)])
     except (wallet.BusinessConditionFailed, wallet.IdempotencyMismatch):
         pass  # someone else moved it on first
     count("LaunchFailures")

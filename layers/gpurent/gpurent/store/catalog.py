@@ -7,15 +7,47 @@ import time
 from typing import Any
 
 from gpurent.config import settings
+from gpurent.listing import Listing
 from gpurent.store.dynamo import client, from_item, key, to_item, to_values
+
+
+def listing_from_item(item: dict[str, Any]) -> Listing:
+    """A listing item (or a rental's snapshot of one) → Listing."""
+    g = item.get
+    updated, first = g("updatedAt"), g("firstSeenAt")
+    return Listing(
+        id=str(item["id"]), provider=str(item["provider"]), offer_key=str(item["offerKey"]),
+        gpu_name=str(item["gpuName"]), family=str(item["family"]), model=str(item["model"]),
+        vram_gb=int(item["vramGb"]), gpu_count=int(item["gpuCount"]),
+        cost_cents_per_hour=int(item["costCentsPerHour"]), price_per_hour_cents=int(item["pricePerHourCents"]),
+        region=str(item["region"]), region_code=str(item["regionCode"]),
+        interconnect=str(g("interconnect")) if g("interconnect") is not None else None,
+        updated_at=float(updated) if updated is not None else None,
+        first_seen_at=float(first) if first is not None else None,
+    )
+
+
+def listing_item(li: Listing) -> dict[str, Any]:
+    """A listing's attributes (a snapshot has no refresh times: those are left out)."""
+    out: dict[str, Any] = {
+        "id": li.id, "provider": li.provider, "offerKey": li.offer_key, "gpuName": li.gpu_name,
+        "family": li.family, "model": li.model, "vramGb": li.vram_gb, "gpuCount": li.gpu_count,
+        "costCentsPerHour": li.cost_cents_per_hour, "pricePerHourCents": li.price_per_hour_cents,
+        "region": li.region, "regionCode": li.region_code, "interconnect": li.interconnect,
+    }
+    if li.updated_at is not None:
+        out["updatedAt"] = li.updated_at
+    if li.first_seen_at is not None:
+        out["firstSeenAt"] = li.first_seen_at
+    return out
 
 
 def _table() -> str:
     return settings().catalog_table
 
 
-def provider_listings(provider: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
+def provider_listings(provider: str) -> list[Listing]:
+    items: list[Listing] = []
     kwargs: dict[str, Any] = {
         "TableName": _table(),
         "KeyConditionExpression": "pk = :pk",
@@ -23,7 +55,7 @@ def provider_listings(provider: str) -> list[dict[str, Any]]:
     }
     while True:
         r = client().query(**kwargs)
-        items.extend(i for i in (from_item(x) for x in r.get("Items", [])) if i is not None)
+        items.extend(listing_from_item(i) for i in (from_item(x) for x in r.get("Items", [])) if i is not None)
         if "LastEvaluatedKey" not in r:
             return items
         kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
@@ -47,9 +79,9 @@ def _batch(requests: list[dict[str, Any]]) -> int:
     return calls
 
 
-def write_listings(provider: str, puts: list[dict[str, Any]], deletes: list[str]) -> int:
+def write_listings(provider: str, puts: list[Listing], deletes: list[str]) -> int:
     requests: list[dict[str, Any]] = [
-        {"PutRequest": {"Item": to_item({"pk": f"P#{provider}", "sk": item["id"], **item})}} for item in puts
+        {"PutRequest": {"Item": to_item({"pk": f"P#{provider}", "sk": li.id, **listing_item(li)})}} for li in puts
     ]
     requests += [{"DeleteRequest": {"Key": key(f"P#{provider}", lid)}} for lid in deletes]
     return _batch(requests)

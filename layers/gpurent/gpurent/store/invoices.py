@@ -9,9 +9,10 @@ with it; the Stripe mirror fields are set by a plain conditional update.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from gpurent.config import settings
+from gpurent.records import Invoice, InvoiceLine, InvoiceReason, InvoiceStatus
 from gpurent.store.dynamo import ClientError, client, from_item, is_conditional_failure, key, to_values
 from gpurent.store.money import TransactItem, money_put, money_update
 
@@ -110,3 +111,53 @@ def list_for_user(user_id: str, before: str | None, limit: int,
         if "LastEvaluatedKey" not in r:
             return rows, False
         kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
+
+
+# ---------------------------------------------------------------- typed invoices
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def invoice_from_item(item: dict[str, Any]) -> Invoice:
+    """An invoice item (or `billing.invoices.new_record`'s record) → Invoice."""
+    g = item.get
+    return Invoice(
+        id=str(item["id"]), user_id=str(item["userId"]), status=cast(InvoiceStatus, item["status"]),
+        reason=cast(InvoiceReason, item["reason"]), amount_cents=int(item["amountCents"]),
+        created_at=float(item["createdAt"]), currency=str(g("currency") or "USD"), rental_id=_opt_str(g("rentalId")),
+        due_at=_opt_float(g("dueAt")), paid_at=_opt_float(g("paidAt")), voided_at=_opt_float(g("voidedAt")),
+        stripe_invoice_id=_opt_str(g("stripeInvoiceId")), hosted_invoice_url=_opt_str(g("hostedInvoiceUrl")),
+        invoice_pdf_url=_opt_str(g("invoicePdfUrl")), receipt_url=_opt_str(g("receiptUrl")),
+        line_items=tuple(
+            InvoiceLine(id=str(li["id"]), description=str(li["description"]), amount_cents=int(li["amountCents"]),
+                        rental_id=_opt_str(li.get("rentalId")), period_start=_opt_float(li.get("periodStart")),
+                        period_end=_opt_float(li.get("periodEnd")))
+            for li in g("lineItems") or ()
+        ),
+        version=int(g("version", 1)),
+    )
+
+
+def invoice_item(inv: Invoice) -> dict[str, Any]:
+    """An Invoice as its item's attributes (what `put_items` writes, `version` aside)."""
+    return {
+        "id": inv.id, "userId": inv.user_id, "status": inv.status, "reason": inv.reason,
+        "amountCents": inv.amount_cents, "currency": inv.currency, "rentalId": inv.rental_id,
+        "stripeInvoiceId": inv.stripe_invoice_id, "hostedInvoiceUrl": inv.hosted_invoice_url,
+        "invoicePdfUrl": inv.invoice_pdf_url, "receiptUrl": inv.receipt_url, "createdAt": inv.created_at,
+        "dueAt": inv.due_at, "paidAt": inv.paid_at, "voidedAt": inv.voided_at,
+        "lineItems": [{"id": li.id, "description": li.description, "amountCents": li.amount_cents,
+                       "rentalId": li.rental_id, "periodStart": li.period_start, "periodEnd": li.period_end}
+                      for li in inv.line_items],
+    }
+
+
+def get_invoice(user_id: str, invoice_id: str) -> Invoice | None:
+    """The invoice, typed."""
+    item = get(user_id, invoice_id)
+    return invoice_from_item(item) if item is not None else None

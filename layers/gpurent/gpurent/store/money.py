@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpurent.config import settings
+from gpurent.records import OpMarker, OpResult
 from gpurent.store.dynamo import (
     ClientError,
     cancellation_codes,
@@ -202,3 +203,24 @@ def all_ledger(user_id: str) -> list[dict[str, Any]]:
         if "LastEvaluatedKey" not in r:
             return rows
         kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
+
+
+# ---------------------------------------------------------------- typed operation markers
+
+def op_marker_from_item(op_key: str, item: dict[str, Any]) -> OpMarker:
+    """An operation marker item (`op_put`'s record) → OpMarker."""
+    r = item.get("result") or {}
+    ttl = item.get("ttl")
+    return OpMarker(
+        op_key=op_key, user_id=str(item.get("userId", "")), fingerprint=str(item.get("fingerprint", "")),
+        created_at=float(item.get("createdAt", 0)),
+        result=OpResult(entries=list(r.get("entries", [])), available=int(r.get("available", 0)),
+                        reserved=int(r.get("reserved", 0)), steps=list(r.get("steps", []))),
+        ttl=int(ttl) if ttl is not None else None,
+    )
+
+
+def get_op_marker(op_key: str) -> OpMarker | None:
+    """The marker a money operation left under `op_key`, typed (None: it never happened)."""
+    item = get_op(op_key)
+    return op_marker_from_item(op_key, item) if item is not None else None

@@ -11,20 +11,25 @@ then by wallet.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any, cast
 
 from gpurent.config import settings
+from gpurent.listing import Listing
+from gpurent.records import LIVE, LaunchAnswer, Rental, RentalChanges, RentalStatus, StopReason
+from gpurent.store.catalog import listing_from_item, listing_item
 from gpurent.store.dynamo import ClientError, client, from_item, is_conditional_failure, key, to_values
 from gpurent.store.money import TransactItem, money_put
 
 ACTIVE_SHARDS = 8
-LIVE = ("provisioning", "running", "stopping")
+Item = dict[str, Any]
 
 
 class StaleRental(Exception):
     """The rental was not in the state the caller expected; nothing was written."""
 
-    def __init__(self, current: dict[str, Any] | None) -> None:
+    def __init__(self, current: Rental | None) -> None:
         super().__init__("rental moved on")
         self.current = current
 
@@ -37,36 +42,111 @@ def shard(user_id: str) -> str:
     return f"A#{int(hashlib.sha256(user_id.encode()).hexdigest(), 16) % ACTIVE_SHARDS}"
 
 
-def active_fields(user_id: str, rental_id: str, status: str) -> dict[str, Any]:
+def active_fields(user_id: str, rental_id: str, status: str) -> Item:
     return {"activeKey": shard(user_id), "activeSort": f"{status}#{user_id}#{rental_id}"}
 
 
-def rental_key(user_id: str, rental_id: str) -> dict[str, Any]:
+def rental_key(user_id: str, rental_id: str) -> Item:
     return key(f"USER#{user_id}", f"RENTAL#{rental_id}")
 
 
-def put_item(record: dict[str, Any]) -> TransactItem:
-    item = {"pk": f"USER#{record['userId']}", "sk": f"RENTAL#{record['id']}", **record}
-    if record["status"] in LIVE:
-        item.update(active_fields(record["userId"], record["id"], record["status"]))
+# ---------------------------------------------------------------- Rental <-> item
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w.capitalize() for w in rest)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def rental_from_item(item: Mapping[str, Any]) -> Rental:
+    """A rental item (as `dynamo.from_item` gives it) → Rental."""
+    g = item.get
+    answer = g("launchAnswer")
+    return Rental(
+        id=str(item["id"]), user_id=str(item["userId"]), status=cast(RentalStatus, item["status"]),
+        family_id=str(item["familyId"]), gpu_count=int(item["gpuCount"]), template_id=str(item["templateId"]),
+        price_per_hour_cents=int(item["pricePerHourCents"]), listing_id=str(item["listingId"]),
+        provider=str(item["provider"]), region=str(item["region"]), region_code=str(item["regionCode"]),
+        model=str(item["model"]), offer=listing_from_item(item["offer"]), created_at=float(item["createdAt"]),
+        version=int(g("version", 1)), name=_opt_str(g("name")), region_filter=_opt_str(g("regionFilter")),
+        idempotency_key=_opt_str(g("idempotencyKey")), ssh_key_count=int(g("sshKeyCount", 0)),
+        reserve_cents=int(g("reserveCents", 0)), charged_cents=int(g("chargedCents", 0)),
+        overage_cents=int(g("overageCents", 0)), refunded_cents=int(g("refundedCents", 0)),
+        billed_seconds=int(g("billedSeconds", 0)), metered_until=_opt_float(g("meteredUntil")),
+        overage_invoice_id=_opt_str(g("overageInvoiceId")),
+        auto_stop_after_hours=_opt_float(g("autoStopAfterHours")), max_total_cents=_opt_int(g("maxTotalCents")),
+        attempts=tuple(str(a) for a in g("attempts") or ()), allocating_until=float(g("allocatingUntil", 0)),
+        allocation_uncertain=bool(g("allocationUncertain")), instance_id=_opt_str(g("instanceId")),
+        launch_answer=cast(LaunchAnswer, dict(answer)) if answer else None,
+        host=_opt_str(g("host")), port=_opt_int(g("port")), running_at=_opt_float(g("runningAt")),
+        last_checked_at=float(g("lastCheckedAt", 0)), last_healthy_at=_opt_float(g("lastHealthyAt")),
+        stopped_at=_opt_float(g("stoppedAt")), stop_reason=cast(StopReason | None, g("stopReason")),
+        error=_opt_str(g("error")), terminated_at=_opt_float(g("terminatedAt")),
+    )
+
+
+def _attribute(value: Any) -> Any:
+    """A field's value as the item stores it (None: absent)."""
+    if value is False:
+        return None  # a flag (allocationUncertain) is stored only while it is set
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Listing):  # the listing a rental was placed on
+        return listing_item(value.snapshot())
+    if isinstance(value, dict):
+        return dict(value)
+    return value
+
+
+def _changes(changes: RentalChanges) -> Item:
+    return {_camel(k): _attribute(v) for k, v in changes.items()}
+
+
+def rental_item(r: Rental) -> Item:
+    """The whole rental as its item's attributes (None values are left out when written)."""
+    return {_camel(f.name): _attribute(getattr(r, f.name)) for f in fields(Rental)}
+
+
+def _rental(item: Mapping[str, Any] | None) -> Rental | None:
+    return rental_from_item(item) if item is not None else None
+
+
+# ---------------------------------------------------------------- writes
+
+def put_item(r: Rental) -> TransactItem:
+    item = {"pk": f"USER#{r.user_id}", "sk": f"RENTAL#{r.id}", **rental_item(r)}
+    if r.is_live:
+        item.update(active_fields(r.user_id, r.id, r.status))
     return money_put(item)
 
 
 def _update_args(
-    user_id: str, rental_id: str, sets: dict[str, Any], expected_status: tuple[str, ...],
-    expected_version: int | None, remove: tuple[str, ...] = (),
-) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+    user_id: str, rental_id: str, changes: RentalChanges, expected_status: tuple[RentalStatus, ...],
+    expected_version: int | None,
+) -> Item:
+    values: Item = {}
     names: dict[str, str] = {"#version": "version"}
-    fields = dict(sets)
-    new_status = fields.get("status")
+    attrs = _changes(changes)
+    remove: tuple[str, ...] = ()
+    new_status = changes.get("status")
     if new_status is not None:
         if new_status in LIVE:
-            fields.update(active_fields(user_id, rental_id, new_status))
+            attrs.update(active_fields(user_id, rental_id, new_status))
         else:
-            remove = (*remove, "activeKey", "activeSort")
+            remove = ("activeKey", "activeSort")
     parts = []
-    for i, (k, v) in enumerate(fields.items()):
+    for i, (k, v) in enumerate(attrs.items()):
         if v is None:
             remove = (*remove, k)
             continue
@@ -77,7 +157,7 @@ def _update_args(
     values[":zero"] = 0
     values[":one"] = 1
     expr = "SET " + ", ".join(parts)
-    removed = [r for r in dict.fromkeys(remove) if r not in fields or fields[r] is None]
+    removed = [r for r in dict.fromkeys(remove) if r not in attrs or attrs[r] is None]
     if removed:
         for j, r in enumerate(removed):
             names[f"#r{j}"] = r
@@ -100,37 +180,44 @@ def _update_args(
     }
 
 
-def update_item(user_id: str, rental_id: str, sets: dict[str, Any], expected_status: tuple[str, ...],
-                expected_version: int | None = None, remove: tuple[str, ...] = ()) -> TransactItem:
+def update_item(user_id: str, rental_id: str, changes: RentalChanges, expected_status: tuple[RentalStatus, ...],
+                expected_version: int | None = None) -> TransactItem:
     """The rental update as an item of a money transaction."""
-    return {"Update": _update_args(user_id, rental_id, sets, expected_status, expected_version, remove)}
+    return {"Update": _update_args(user_id, rental_id, changes, expected_status, expected_version)}
 
 
-def update(user_id: str, rental_id: str, sets: dict[str, Any], expected_status: tuple[str, ...],
-           expected_version: int | None = None, remove: tuple[str, ...] = ()) -> dict[str, Any]:
+def update(user_id: str, rental_id: str, changes: RentalChanges, expected_status: tuple[RentalStatus, ...],
+           expected_version: int | None = None) -> Rental:
     """A conditional update on its own; StaleRental when the rental moved on."""
-    args = _update_args(user_id, rental_id, sets, expected_status, expected_version, remove)
+    args = _update_args(user_id, rental_id, changes, expected_status, expected_version)
     try:
         r = client().update_item(**args, ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD")
     except ClientError as exc:
         if is_conditional_failure(exc):
-            raise StaleRental(from_item(exc.response.get("Item"))) from exc  # type: ignore[arg-type]
+            raise StaleRental(_rental(from_item(exc.response.get("Item")))) from exc  # type: ignore[arg-type]
         raise
-    return from_item(r["Attributes"]) or {}
+    return rental_from_item(from_item(r["Attributes"]) or {})
 
 
-def get(user_id: str, rental_id: str) -> dict[str, Any] | None:
+def owner_item(rental_id: str, user_id: str) -> TransactItem:
+    """`RENTAL#<id>` → its owner, so a provider label (our rental id) leads back to the rental."""
+    return money_put({"pk": f"RENTAL#{rental_id}", "sk": "OWNER", "userId": user_id})
+
+
+# ---------------------------------------------------------------- reads
+
+def get(user_id: str, rental_id: str) -> Rental | None:
     r = client().get_item(TableName=_table(), Key=rental_key(user_id, rental_id), ConsistentRead=True)
-    return from_item(r.get("Item"))
+    return _rental(from_item(r.get("Item")))
 
 
 def list_for_user(
-    user_id: str, before: str | None, limit: int, status: str | None
-) -> tuple[list[dict[str, Any]], bool]:
+    user_id: str, before: str | None, limit: int, status: RentalStatus | None
+) -> tuple[list[Rental], bool]:
     """Newest first; `before` is the last rental id of the previous page."""
     upper = f"RENTAL#{before}" if before else "RENTAL$"
-    values: dict[str, Any] = {":pk": f"USER#{user_id}", ":lo": "RENTAL#", ":hi": upper}
-    kwargs: dict[str, Any] = {
+    values: Item = {":pk": f"USER#{user_id}", ":lo": "RENTAL#", ":hi": upper}
+    kwargs: Item = {
         "TableName": _table(),
         "KeyConditionExpression": "pk = :pk AND sk BETWEEN :lo AND :hi",
         "ScanIndexForward": False,
@@ -140,14 +227,14 @@ def list_for_user(
         kwargs["ExpressionAttributeNames"] = {"#status": "status"}
         values[":status"] = status
     kwargs["ExpressionAttributeValues"] = to_values(values)
-    rows: list[dict[str, Any]] = []
+    rows: list[Rental] = []
     while True:
         kwargs["Limit"] = limit + 1 if status else limit + 1 - len(rows)
         r = client().query(**kwargs)
         for raw in r.get("Items", []):
             item = from_item(raw)
             if item is not None and item.get("id") != before:
-                rows.append(item)
+                rows.append(rental_from_item(item))
         if len(rows) > limit:
             return rows[:limit], True
         if "LastEvaluatedKey" not in r:
@@ -155,36 +242,32 @@ def list_for_user(
         kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
 
 
-def live(status: str | None = None) -> list[dict[str, Any]]:
+def _query_all(kwargs: Item) -> list[Rental]:
+    out: list[Rental] = []
+    while True:
+        r = client().query(**kwargs)
+        out.extend(rental_from_item(i) for i in (from_item(x) for x in r.get("Items", [])) if i is not None)
+        if "LastEvaluatedKey" not in r:
+            return out
+        kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
+
+
+def live(status: RentalStatus | None = None) -> list[Rental]:
     """Live rentals from the sparse index (all statuses, or one), grouped by user."""
-    out: list[dict[str, Any]] = []
+    out: list[Rental] = []
     for n in range(ACTIVE_SHARDS):
-        values: dict[str, Any] = {":k": f"A#{n}"}
-        kwargs: dict[str, Any] = {"TableName": _table(), "IndexName": "ActiveIndex",
-                                  "KeyConditionExpression": "activeKey = :k"}
+        values: Item = {":k": f"A#{n}"}
+        kwargs: Item = {"TableName": _table(), "IndexName": "ActiveIndex",
+                        "KeyConditionExpression": "activeKey = :k"}
         if status:
             kwargs["KeyConditionExpression"] += " AND begins_with(activeSort, :p)"
             values[":p"] = f"{status}#"
         kwargs["ExpressionAttributeValues"] = to_values(values)
-        while True:
-            r = client().query(**kwargs)
-            out.extend(i for i in (from_item(x) for x in r.get("Items", [])) if i is not None)
-            if "LastEvaluatedKey" not in r:
-                break
-            kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
+        out.extend(_query_all(kwargs))
     return out
 
 
-def put_plain(record: dict[str, Any]) -> TransactItem:
-    return money_put(record)
-
-
-def owner_item(rental_id: str, user_id: str) -> TransactItem:
-    """`RENTAL#<id>` → its owner, so a provider label (our rental id) leads back to the rental."""
-    return money_put({"pk": f"RENTAL#{rental_id}", "sk": "OWNER", "userId": user_id})
-
-
-def find_by_id(rental_id: str) -> dict[str, Any] | None:
+def find_by_id(rental_id: str) -> Rental | None:
     r = client().get_item(TableName=_table(), Key=key(f"RENTAL#{rental_id}", "OWNER"), ConsistentRead=True)
     owner = from_item(r.get("Item"))
     if owner is None:
@@ -192,17 +275,10 @@ def find_by_id(rental_id: str) -> dict[str, Any] | None:
     return get(str(owner["userId"]), rental_id)
 
 
-def live_for_user(user_id: str, status: str) -> list[dict[str, Any]]:
+def live_for_user(user_id: str, status: RentalStatus) -> list[Rental]:
     """One user's live rentals in one status (one query of its index shard)."""
-    items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {
+    return _query_all({
         "TableName": _table(), "IndexName": "ActiveIndex",
         "KeyConditionExpression": "activeKey = :k AND begins_with(activeSort, :p)",
         "ExpressionAttributeValues": to_values({":k": shard(user_id), ":p": f"{status}#{user_id}#"}),
-    }
-    while True:
-        r = client().query(**kwargs)
-        items.extend(i for i in (from_item(x) for x in r.get("Items", [])) if i is not None)
-        if "LastEvaluatedKey" not in r:
-            return items
-        kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
+    })

@@ -1,4 +1,4 @@
-"""Tests for gpurent.sshkeys.parse_public_key.
+"""Tests for gpurent.ssh_key_parser.parse_public_key.
 
 Real keys are generated with ssh-keygen and every accepted key's fingerprint and
 bit count are compared with `ssh-keygen -lf`. Malformed keys are hand-built
@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpurent.sshkeys import MAX_INPUT_BYTES, InvalidKey, ParsedKey, WeakKey, parse_public_key
+from gpurent.ssh_key_parser import MAX_INPUT_BYTES, InvalidKey, ParsedKey, WeakKey, parse_public_key
 
 SSH_KEYGEN = shutil.which("ssh-keygen") or shutil.which("ssh-keygen", path="/usr/bin:/usr/local/bin")
 needs_ssh_keygen = pytest.mark.skipif(SSH_KEYGEN is None, reason="ssh-keygen not installed")

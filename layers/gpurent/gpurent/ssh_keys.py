@@ -1,4 +1,6 @@
-"""SSH keys on file: every key is injected into every pod launched later."""
+"""SSH keys on file (`/v1/ssh-keys`): every key is injected into every pod launched later.
+
+Parsing and checking one pasted public key is `gpurent.ssh_key_parser`."""
 
 from __future__ import annotations
 
@@ -6,10 +8,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpurent import clock, ids, text
+from gpurent import clock, ids
 from gpurent.errors import ApiError
-from gpurent.sshkeys import InvalidKey, WeakKey, parse_public_key
+from gpurent.ssh_key_parser import InvalidKey, WeakKey, parse_public_key
 from gpurent.store import identity as store
+from gpurent.text import check_name
 
 
 class NewKey(BaseModel):
@@ -17,15 +20,6 @@ class NewKey(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     publicKey: str = Field(min_length=1, max_length=16384)
 
-
-
-
-def check_name(name: str, field: str = "name", limit: int = 64) -> str:
-    clean = name.strip()
-    if not clean or not text.is_printable(clean):
-        raise ApiError("validation_failed", f"{field} must be 1-{limit} printable characters",
-                       {field: f"must be 1-{limit} printable characters"})
-    return clean
 
 
 def public(record: dict[str, Any]) -> dict[str, Any]:

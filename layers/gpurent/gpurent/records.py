@@ -1,0 +1,179 @@
+"""The typed records of the money paths: a rental, its changes, an operation marker, an
+invoice. `store/` converts them to and from DynamoDB items (the items keep their
+camelCase attribute names); the domain sees only these.
+
+Units: money is integer cents (`…_cents`), times are epoch seconds (float), durations
+whole seconds. A field that is `None` is absent from the item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict, get_args
+
+from gpurent.listing import Listing
+
+RentalStatus = Literal["provisioning", "running", "stopping", "stopped", "failed"]
+STATUSES: tuple[RentalStatus, ...] = get_args(RentalStatus)
+LIVE: tuple[RentalStatus, ...] = ("provisioning", "running", "stopping")
+StopReason = Literal["user", "insufficient_balance", "auto_stop", "max_total", "provider_failure"]
+
+
+class LaunchAnswer(TypedDict):
+    """The first answer of `POST /v1/rentals`, kept on the rental so a replay answers the same."""
+
+    id: str
+    status: str
+    host: str | None
+    port: int | None
+    pricePerHourCents: int
+    startedAt: str
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class Rental:
+    """One rental as stored: `store.rentals` reads and writes it, whole or by `RentalChanges`."""
+
+    id: str  # "rent_…": also the instance's label at the provider
+    user_id: str
+    status: RentalStatus
+    family_id: str
+    gpu_count: int
+    template_id: str
+    price_per_hour_cents: int  # locked at launch
+    listing_id: str  # the listing of the current (or last) allocation attempt
+    provider: str
+    region: str
+    region_code: str
+    model: str
+    offer: Listing  # that listing, as it was when tried
+    created_at: float
+    version: int = 1  # +1 on every write; writes that saw another version fail
+    name: str | None = None
+    region_filter: str | None = None  # the launch's `region` (a code or a group)
+    idempotency_key: str | None = None
+    ssh_key_count: int = 0  # keys on file at launch (0: a warning in the answer)
+    # money
+    reserve_cents: int = 0  # this rental's part of the wallet's reserved
+    charged_cents: int = 0  # taken from the wallet so far (rental_charge rows)
+    overage_cents: int = 0  # metered beyond the money: owed (the overage invoice)
+    refunded_cents: int = 0  # given back at settlement
+    billed_seconds: int = 0
+    metered_until: float | None = None  # the moment the charge so far runs to
+    overage_invoice_id: str | None = None
+    # limits
+    auto_stop_after_hours: float | None = None  # from running_at
+    max_total_cents: int | None = None
+    # allocation
+    attempts: tuple[str, ...] = ()  # listing ids tried and refused
+    allocating_until: float = 0.0  # a launch owns the allocation until then
+    allocation_uncertain: bool = False  # an allocate timed out: the instance may exist (found by label)
+    instance_id: str | None = None
+    launch_answer: LaunchAnswer | None = None
+    # life
+    host: str | None = None
+    port: int | None = None
+    running_at: float | None = None  # billing starts
+    last_checked_at: float = 0.0  # a provisioning rental last asked its provider
+    last_healthy_at: float | None = None  # a running rental last seen running
+    stopped_at: float | None = None
+    stop_reason: str | None = None
+    error: str | None = None
+    terminated_at: float | None = None
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE
+
+
+class RentalChanges(TypedDict, total=False):
+    """Fields a write sets; `None` removes the attribute. `store.rentals` maps the names."""
+
+    status: RentalStatus
+    listing_id: str
+    provider: str
+    region: str
+    region_code: str
+    model: str
+    offer: Listing
+    reserve_cents: int
+    charged_cents: int
+    overage_cents: int
+    refunded_cents: int
+    billed_seconds: int
+    metered_until: float
+    overage_invoice_id: str | None
+    attempts: tuple[str, ...]
+    allocating_until: float
+    allocation_uncertain: bool | None
+    instance_id: str
+    launch_answer: LaunchAnswer
+    host: str | None
+    port: int | None
+    running_at: float
+    last_checked_at: float
+    last_healthy_at: float
+    stopped_at: float
+    stop_reason: str
+    error: str
+    terminated_at: float
+
+
+@dataclass(frozen=True)
+class OpResult:
+    """What a money operation answered (its replay answers the same)."""
+
+    entries: list[dict[str, Any]]  # the ledger rows it wrote
+    available: int
+    reserved: int
+    steps: list[dict[str, Any]]  # each step's info (e.g. `rentalId`, a charge's split)
+
+
+@dataclass(frozen=True)
+class OpMarker:
+    """The marker a money operation leaves under its idempotency key."""
+
+    op_key: str
+    user_id: str
+    fingerprint: str  # of the operation's description: a replay with other parameters is refused
+    created_at: float
+    result: OpResult
+    ttl: int | None = None  # epoch seconds after which DynamoDB may delete it
+
+
+InvoiceStatus = Literal["draft", "open", "paid", "void", "uncollectible"]
+InvoiceReason = Literal["topup_failed", "overage", "manual"]
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    id: str  # "li_…"
+    description: str
+    amount_cents: int
+    rental_id: str | None = None
+    period_start: float | None = None
+    period_end: float | None = None
+
+
+@dataclass(frozen=True)
+class Invoice:
+    """Money owed that the wallet could not cover (`billing.invoices`)."""
+
+    id: str  # "inv_…"
+    user_id: str
+    status: InvoiceStatus
+    reason: InvoiceReason
+    amount_cents: int
+    created_at: float
+    currency: str = "USD"
+    rental_id: str | None = None
+    due_at: float | None = None
+    paid_at: float | None = None
+    voided_at: float | None = None
+    stripe_invoice_id: str | None = None
+    hosted_invoice_url: str | None = None
+    invoice_pdf_url: str | None = None
+    receipt_url: str | None = None
+    line_items: tuple[InvoiceLine, ...] = field(default_factory=tuple)
+    version: int = 1

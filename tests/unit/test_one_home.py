@@ -1,0 +1,32 @@
+"""One home for each concept: the copies elsewhere are derived from it, and stay so."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+from gpurent_cli.output import ledger_types
+
+from gpurent import ledger, wallet
+from infra import contract, openapi
+
+
+def test_ledger_types_are_defined_once_and_derived_everywhere() -> None:
+    assert ledger.LEDGER_TYPES == ("stripe_topup", "auto_topup", "rental_charge", "refund", "adjustment")
+    assert set(ledger.CREDIT_TYPES) == set(ledger.LEDGER_TYPES) - {"rental_charge"}
+    assert wallet.LEDGER_TYPES is ledger.LEDGER_TYPES and wallet.CREDIT_TYPES is ledger.CREDIT_TYPES
+    assert contract.LedgerEntry.model_fields["type"].annotation is ledger.LedgerType
+    assert get_args(contract.LedgerEntry.model_fields["type"].annotation) == ledger.LEDGER_TYPES
+    doc = openapi.build()
+    assert tuple(doc["components"]["schemas"]["LedgerEntry"]["properties"]["type"]["enum"]) == ledger.LEDGER_TYPES
+    assert ledger_types() == ledger.LEDGER_TYPES  # the CLI reads the packaged document
+
+
+def test_rental_and_invoice_vocabularies_have_one_home() -> None:
+    from gpurent import records, rentals
+    from gpurent.billing import invoices
+
+    assert rentals.STATUSES == get_args(records.RentalStatus) == get_args(contract.RentalStatus)
+    assert contract.StopReason is records.StopReason
+    assert (contract.InvoiceStatus, contract.InvoiceReason) == (records.InvoiceStatus, records.InvoiceReason)
+    # billing keeps its own tuples for now: they must say the same
+    assert invoices.STATUSES == get_args(records.InvoiceStatus) and invoices.REASONS == get_args(records.InvoiceReason)
