@@ -11,6 +11,9 @@ Control routes (no auth; these servers only ever listen on loopback):
 - ``GET  /_sim/instances`` every instance with its phase and label
 - ``POST /_sim/instances/{id}/crash`` the provider's failure state from then on
 - ``POST /_sim/instances/{id}/vanish`` the provider forgets the instance
+- ``POST /_sim/instances/{id}/status`` ``{"status": …, "message": …}``: from then on the
+  provider reports this raw status (its own vocabulary: vast ``actual_status``, RunPod
+  ``desiredStatus``, Lambda ``status``) and message; ``{"status": null}`` lifts it
 - ``POST /_sim/reset`` knobs off, instances gone, offers re-seeded
 """
 
@@ -93,6 +96,10 @@ class SimInstance:
     crashed: bool = False
     stopped: bool = False
     terminated_at: float | None = None
+    # A raw provider status forced by a test (stuck, unknown, rebooting, preempted …) and
+    # its message; the simulator reports it as the provider would, with no SSH endpoint.
+    forced_status: str | None = None
+    forced_message: str | None = None
 
     def phase(self, now: float) -> Phase:
         if self.terminated_at is not None:
@@ -202,6 +209,15 @@ class SimulatorBase:
             inst.crashed = True
             return True
 
+    def set_status(self, instance_id: str, status: str | None, message: str | None = None) -> bool:
+        """Force the provider's raw status of an instance (None: back to its own life)."""
+        with self.lock:
+            inst = self.instances.get(instance_id)
+            if inst is None:
+                return False
+            inst.forced_status, inst.forced_message = status, message
+            return True
+
     def vanish(self, instance_id: str) -> bool:
         with self.lock:
             inst = self.instances.pop(instance_id, None)
@@ -281,7 +297,7 @@ class SimulatorBase:
         self.pause(latency)
         return self.route(req)
 
-    _INSTANCE_ACTION = re.compile(r"^/_sim/instances/([^/]+)/(crash|vanish)$")
+    _INSTANCE_ACTION = re.compile(r"^/_sim/instances/([^/]+)/(crash|vanish|status)$")
 
     def _control(self, req: Request) -> Reply:
         if req.path == "/_sim/knobs":
@@ -302,6 +318,12 @@ class SimulatorBase:
             self.reset()
             return Reply(200, {"ok": True})
         m = self._INSTANCE_ACTION.match(req.path)
+        if m and req.method == "POST" and m.group(2) == "status":
+            body = req.json() if req.body else {}
+            if not isinstance(body, dict):
+                return Reply(400, {"error": "the body must be a JSON object"})
+            done = self.set_status(m.group(1), body.get("status"), body.get("message"))
+            return Reply(200 if done else 404, {"ok": done})
         if m and req.method == "POST":
             done = self.crash(m.group(1)) if m.group(2) == "crash" else self.vanish(m.group(1))
             return Reply(200 if done else 404, {"ok": done})

@@ -238,8 +238,10 @@ class LambdaSimulator(SimulatorBase):
         phase = inst.phase(self.now())
         status = {"provisioning": "booting", "running": "active", "crashed": "unhealthy",
                   "stopped": "unhealthy", "terminated": "terminated"}[phase]
+        if inst.forced_status is not None and phase != "terminated":  # terminating, preempted, unhealthy, …
+            status = inst.forced_status
         d = inst.details
-        up = phase == "running"
+        up = status == "active"
         return {
             "id": inst.id, "name": inst.label, "status": status,
             "ip": inst.host if up else None, "private_ip": "10.19.0.2" if up else None,

@@ -605,6 +605,9 @@ class RunPodSimulator(SimulatorBase):
             "crashed": "Exited by Runpod: container exited with code 137",
             "stopped": "Exited by User", "terminated": "Terminated by User",
         }[phase]
+        if inst.forced_status is not None:  # an undocumented state, a pod without its port, …
+            desired, change = inst.forced_status, inst.forced_message or change
+            phase = "provisioning"  # no runtime: no port known
         runtime = None
         if phase == "running":
             uptime = int(now - inst.created_at - inst.boot_seconds)

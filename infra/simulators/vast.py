@@ -317,6 +317,9 @@ class VastSimulator(SimulatorBase):
             actual, msg = "exited", "Error: container exited unexpectedly (code 137)"
         else:
             actual = "stopped"
+        if inst.forced_status is not None:  # stuck, rebooting, unknown, … as a test asks
+            actual, msg = inst.forced_status, inst.forced_message or ""
+            phase = "running" if actual == "running" else "provisioning"
         up = phase == "running"
         env = d.get("env") or {}
         return {

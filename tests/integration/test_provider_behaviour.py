@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from gpurent import catalog
+from gpurent.listing import Listing
 from gpurent.store import rentals as rental_store
 from tests.conftest import Api
 from tests.integration.conftest import World
@@ -21,17 +22,17 @@ from tests.walletkit import check_invariants
 # ---------------------------------------------------------------- refusals (item 5)
 
 
-def runpod_ties(world: World, family: str = "rtx-4090") -> list[dict[str, Any]]:
+def runpod_ties(world: World, family: str = "rtx-4090") -> list[Listing]:
     """RunPod only: the family ×1 at its list price in several data centres (a tie)."""
     world.install(providers="runpod")
     found = catalog.candidates(family, 1, None)
-    tied = [c for c in found if c["pricePerHourCents"] == found[0]["pricePerHourCents"]]
+    tied = [c for c in found if c.price_per_hour_cents == found[0].price_per_hour_cents]
     assert len(tied) >= 2, found
     return found
 
 
-def data_centre(listing: dict[str, Any]) -> str:
-    return str(listing["offerKey"]).split("|")[2]
+def data_centre(listing: Listing) -> str:
+    return listing.offer_key.split("|")[2]
 
 
 def test_runpod_saying_no_instances_are_available_fails_over_to_the_next_listing(
@@ -42,12 +43,12 @@ def test_runpod_saying_no_instances_are_available_fails_over_to_the_next_listing
     found = runpod_ties(sim_world)
     first, second = found[0], found[1]
     rp = sim_world.sims.runpod
-    type_id = str(first["offerKey"]).split("|")[0]
+    type_id = first.offer_key.split("|")[0]
     with rp.lock:
         rp.stock[(type_id, data_centre(first))] = 0
     answer = launched(api)
     row = rental_store.get(funded_user["id"], answer["id"])
-    assert row is not None and row["listingId"] == second["id"] and row["attempts"] == [first["id"]]
+    assert row is not None and row.listing_id == second.id and row.attempts == (first.id,)
     (inst,) = sim_world.labelled(answer["id"])
     assert rp.instances[inst["id"]].details["dataCenterId"] == data_centre(second)
     check_invariants(funded_user["id"])
@@ -72,4 +73,161 @@ def test_runpod_words_we_do_not_know_fail_the_launch_without_failover(
     assert len(tried) == 1  # unknown words are transient: no failover
     assert get(api, err["details"]["rentalId"])["status"] == "failed"
     assert (balance(api)["availableCents"], balance(api)["reservedCents"]) == (FUNDS, 0)
+    check_invariants(funded_user["id"])
+
+
+# ---------------------------------------------------------------- stuck before running (item 3)
+
+
+def on(world: World, provider: str) -> None:
+    world.install(providers=provider)
+
+
+def instance_of(world: World, rid: str) -> dict[str, Any]:
+    (inst,) = world.labelled(rid)
+    return inst
+
+
+def test_vast_stuck_in_created_with_an_oci_error_fails_at_once_unbilled(
+    api: Api, funded_user: dict[str, Any], sim_world: World, aws: None, clock: Any,
+) -> None:
+    on(sim_world, "vast")
+    rid = launched(api)["id"]
+    inst = instance_of(sim_world, rid)
+    sim_world.sims.vast.set_status(inst["id"], "created", "Error response from daemon: OCI runtime create failed: "
+                                   "runc create failed: unable to start container process")
+    clock.advance(5)
+    got = get(api, rid)  # a provisioning rental is checked on GET
+    assert got["status"] == "failed" and "OCI runtime create failed" in got["error"]
+    assert got["totalChargedCents"] == 0
+    assert (balance(api)["availableCents"], balance(api)["reservedCents"]) == (FUNDS, 0)
+    assert sim_world.alive(rid) == []  # terminated
+    check_invariants(funded_user["id"])
+
+
+@pytest.mark.parametrize(("provider", "status", "deadline"), [
+    ("vast", "loading", 600), ("runpod", "RESTARTING", 1200), ("lambda", "booting", 1800),
+])
+def test_a_machine_stuck_before_running_fails_at_its_providers_deadline(
+    api: Api, funded_user: dict[str, Any], sim_world: World, aws: None, clock: Any,
+    provider: str, status: str, deadline: int,
+) -> None:
+    from gpurent import rentals
+    from gpurent.providers import registry
+
+    assert registry.provision_deadline(provider) == deadline
+    on(sim_world, provider)
+    rid = launched(api)["id"]
+    price = get(api, rid)["pricePerHourCents"]
+    sim_world.sim(provider).set_status(instance_of(sim_world, rid)["id"], status)
+    clock.advance(deadline - 5)
+    rentals.reconcile()
+    assert get(api, rid)["status"] == "provisioning"  # still within its deadline
+    assert balance(api)["reservedCents"] == price
+    clock.advance(10)
+    rentals.reconcile()
+    got = get(api, rid)
+    assert got["status"] == "failed" and "not running" in got["error"] and got["totalChargedCents"] == 0
+    assert (balance(api)["availableCents"], balance(api)["reservedCents"]) == (FUNDS, 0)
+    assert sim_world.alive(rid) == []
+    check_invariants(funded_user["id"])
+
+
+# ---------------------------------------------------------------- health with a grace period (item 4)
+
+
+def running_on(api: Api, world: World, clock: Any, provider: str,
+               body: dict[str, Any] | None = None) -> dict[str, Any]:
+    from tests.integration.conftest import BOOT_SECONDS
+
+    on(world, provider)
+    rid = launched(api, body)["id"]
+    clock.advance(BOOT_SECONDS + 1)
+    got = get(api, rid)
+    assert got["status"] == "running", got
+    return got
+
+
+@pytest.mark.parametrize(("provider", "status"), [
+    ("vast", "rebooting"), ("vast", "unknown"), ("runpod", "RUNNING"), ("lambda", "unhealthy"),
+])
+def test_one_bad_check_never_fails_a_running_pod(
+    api: Api, funded_user: dict[str, Any], sim_world: World, aws: None, clock: Any, provider: str, status: str,
+) -> None:
+    """vast rebooting / no heartbeat, a RunPod pod whose port is not known, Lambda unhealthy:
+    degraded, then healthy again; never terminated, billed throughout."""
+    from gpurent import metering, rentals
+    from tests.integration.test_rentals import charge
+
+    got = running_on(api, sim_world, clock, provider)
+    rid, rate = got["id"], got["pricePerHourCents"]
+    iid = instance_of(sim_world, rid)["id"]
+    clock.advance(60)
+    rentals.reconcile()
+    sim_world.sim(provider).set_status(iid, status)  # RunPod: RUNNING without a runtime (no port)
+    for _ in range(2):
+        clock.advance(60)
+        rentals.reconcile()
+        row = rental_store.get(funded_user["id"], rid)
+        assert row is not None and row.status == "running" and row.bad_checks >= 1
+    assert sim_world.alive(rid)  # never terminated on a miss
+    sim_world.sim(provider).set_status(iid, None)
+    clock.advance(60)
+    rentals.reconcile()
+    row = rental_store.get(funded_user["id"], rid)
+    assert row is not None and row.status == "running" and row.bad_checks == 0 and row.unhealthy_since is None
+    metering.sweep()
+    seconds = int(clock.now() - float(row.running_at or 0))
+    assert get(api, rid)["totalChargedCents"] == charge(seconds, rate)  # the degraded minutes are billed
+    check_invariants(funded_user["id"])
+
+
+def test_a_pod_that_stays_bad_fails_after_the_grace_billed_to_its_last_healthy_moment(
+    api: Api, funded_user: dict[str, Any], sim_world: World, aws: None, clock: Any,
+) -> None:
+    from gpurent import metering, rentals
+    from gpurent.rentals import lifecycle
+    from tests.integration.test_rentals import charge
+
+    got = running_on(api, sim_world, clock, "vast", {"familyId": "h100-80gb", "gpuCount": 8})
+    rid, rate = got["id"], got["pricePerHourCents"]
+    clock.advance(300)
+    rentals.reconcile()  # healthy: 300 s after running
+    sim_world.sims.vast.set_status(instance_of(sim_world, rid)["id"], "unknown", "no heartbeat")
+    # Many checks in a short time are not enough: the grace also needs time.
+    for _ in range(lifecycle.HEALTH_BAD_CHECKS + 1):
+        clock.advance(10)
+        rentals.reconcile()
+    assert rental_store.get(funded_user["id"], rid).status == "running"  # type: ignore[union-attr]
+    metering.sweep()  # billed while degraded …
+    assert get(api, rid)["totalChargedCents"] > charge(300, rate)
+    clock.advance(lifecycle.HEALTH_GRACE_SECONDS)
+    rentals.reconcile()
+    failed = get(api, rid)
+    # … and settled to the last healthy moment once declared failed: the degraded time is given back
+    assert failed["status"] == "failed" and "unknown" in failed["error"]
+    assert failed["totalChargedCents"] == charge(300, rate)
+    assert sim_world.alive(rid) == []
+    b = balance(api)
+    assert (b["availableCents"], b["reservedCents"]) == (FUNDS - charge(300, rate), 0)
+    check_invariants(funded_user["id"])
+
+
+@pytest.mark.parametrize("status", ["preempted", "terminating"])
+def test_lambda_preempting_or_terminating_a_pod_fails_it_at_once(
+    api: Api, funded_user: dict[str, Any], sim_world: World, aws: None, clock: Any, status: str,
+) -> None:
+    from gpurent import rentals
+    from tests.integration.test_rentals import charge
+
+    got = running_on(api, sim_world, clock, "lambda")
+    rid, rate = got["id"], got["pricePerHourCents"]
+    clock.advance(600)
+    rentals.reconcile()  # healthy at +600
+    sim_world.sims.lambdacloud.set_status(instance_of(sim_world, rid)["id"], status)
+    clock.advance(30)
+    rentals.reconcile()  # no grace: Lambda is ending it on its own
+    failed = get(api, rid)
+    assert failed["status"] == "failed" and status in failed["error"]
+    assert failed["totalChargedCents"] == charge(600, rate)
     check_invariants(funded_user["id"])

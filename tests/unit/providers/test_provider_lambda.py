@@ -166,7 +166,7 @@ def test_launch_without_ids(lam):
     ("lambda/instance_active_no_ip.json", "provisioning", None, None),
     ("lambda/instance_booting.json", "provisioning", None, None),
     ("lambda/instance_unhealthy.json", "failed", None, None),
-    ("lambda/instance_preempted.json", "failed", None, None),
+    ("lambda/instance_preempted.json", "terminated", None, None),
     ("lambda/instance_terminating.json", "stopped", None, None),
     ("lambda/instance_terminated.json", "terminated", None, None),
 ])
@@ -175,6 +175,10 @@ def test_get_instance_states(lam, fx, fixture, status, host, port):
     inst = run(lam.get_instance(LID))
     assert inst is not None and (inst.instance_id, inst.label) == (LID, RID)
     assert (inst.status, inst.host, inst.ssh_port) == (status, host, port)
+    # preempted / terminating: Lambda is ending it on its own; no grace period for those
+    assert inst.ending == (fixture in ("lambda/instance_preempted.json", "lambda/instance_terminating.json"))
+    if inst.ending:
+        assert inst.error and "lambda reports the instance" in inst.error
 
 
 @respx.mock

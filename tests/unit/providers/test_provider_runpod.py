@@ -267,6 +267,17 @@ def test_get_pod_states(runpod, fx, fixture, status, host, port):
 
 
 @respx.mock
+def test_an_undocumented_pod_status_is_logged_and_not_running(runpod, fx, caplog):
+    answer = fx("runpod/pod_running.json")
+    answer["data"]["pod"]["desiredStatus"] = "RESTARTING"
+    respx.post(URL).mock(return_value=httpx.Response(200, json=answer))
+    with caplog.at_level(logging.WARNING, logger="gpurent.providers"):
+        inst = run(runpod.get_instance("sim0pod0abc123"))
+    assert inst is not None and (inst.status, inst.host, inst.ssh_port) == ("provisioning", None, None)
+    assert "unknown desiredStatus 'RESTARTING'" in caplog.text
+
+
+@respx.mock
 def test_a_pod_says_what_it_bills(runpod, fx):
     """costPerHr is the whole pod's: 0.69 + the 50 GB container disk = 70 cents, as its offer was quoted."""
     answer = fx("runpod/pod_running.json")

@@ -314,6 +314,15 @@ def test_get_instance_states(vast, fx, fixture, status, host, port):
 
 
 @respx.mock
+def test_a_start_that_failed_for_good_is_failed_though_vast_says_created(vast, fx):
+    respx.get(f"{BASE}/api/v0/instances/7835610/").mock(
+        return_value=httpx.Response(200, json=fx("vast/instance_created_oci_failed.json")))
+    inst = run(vast.get_instance("7835610"))
+    assert inst is not None and inst.status == "failed" and inst.host is None
+    assert inst.error and "OCI runtime create failed" in inst.error
+
+
+@respx.mock
 def test_get_instance_exited_carries_the_reason(vast, fx):
     respx.get(f"{BASE}/api/v0/instances/7835610/").mock(
         return_value=httpx.Response(200, json=fx("vast/instance_exited.json")))

@@ -70,11 +70,12 @@ ERROR_CODES: dict[str, ErrorKind] = {
 
 _STATES: dict[str, InstanceStatus] = {
     "booting": "provisioning",
-    "unhealthy": "failed",
-    "preempted": "failed",
-    "terminating": "stopped",
+    "unhealthy": "failed",  # may recover (SkyPilot keeps it as INIT): callers give grace
+    "preempted": "terminated",  # Lambda took it back; billing stopped
+    "terminating": "stopped",  # going away; billing until terminated
     "terminated": "terminated",
 }
+_ENDING = frozenset({"preempted", "terminating"})
 
 
 class LambdaAdapter:
@@ -232,7 +233,7 @@ class LambdaAdapter:
             status = reachable_status(True, ip, 22)
         elif state in _STATES:
             status = _STATES[state]
-            if status == "failed":
+            if status == "failed" or state in _ENDING:
                 error = f"lambda reports the instance {state}"
         else:
             log.warning("lambda: instance %s has an unknown status %r", iid, state)
@@ -241,7 +242,8 @@ class LambdaAdapter:
         it = row.get("instance_type")
         price = it.get("price_cents_per_hour") if isinstance(it, dict) else None
         cost = price if isinstance(price, int) and not isinstance(price, bool) and price > 0 else None
-        return Instance(iid, name, status, ip if running else None, 22 if running else None, error, cost)
+        return Instance(iid, name, status, ip if running else None, 22 if running else None, error, cost,
+                        ending=state in _ENDING)
 
 
 class LambdaConfig(ProviderConfig):

@@ -58,13 +58,16 @@ class Provider:
     code: str  # listings' `provider`, and the prefix of its settings (`VAST_…`)
     module: str  # its adapter module (which has `SPEC`), imported only to build the adapter
     provision_seconds: int  # typical launch → running, quoted by the launch preview
+    # A rental not running this long after its launch fails (reserve back, machine
+    # terminated): dstack's per-backend provisioning timeouts (image pull included).
+    provision_deadline_seconds: int = 600
 
 
 # Adding a provider: its adapter module (+ its `_names` module), a simulator, and one line here.
 PROVIDERS: tuple[Provider, ...] = (
-    Provider("vast", "gpurent.providers.vast", provision_seconds=60),
-    Provider("runpod", "gpurent.providers.runpod", provision_seconds=45),
-    Provider("lambda", "gpurent.providers.lambdacloud", provision_seconds=60),
+    Provider("vast", "gpurent.providers.vast", provision_seconds=60, provision_deadline_seconds=600),
+    Provider("runpod", "gpurent.providers.runpod", provision_seconds=45, provision_deadline_seconds=1200),
+    Provider("lambda", "gpurent.providers.lambdacloud", provision_seconds=60, provision_deadline_seconds=1800),
 )
 
 
@@ -79,6 +82,11 @@ def provider(code: str) -> Provider | None:
 def provision_seconds(code: str) -> int:
     found = provider(code)
     return found.provision_seconds if found else 60
+
+
+def provision_deadline(code: str) -> int:
+    found = provider(code)
+    return found.provision_deadline_seconds if found else 600
 
 
 def spec(code: str) -> ProviderSpec[Any]:

@@ -371,6 +371,9 @@ class RunPodAdapter:
             status = "failed"
             error = get_str(pod, "lastStatusChange", optional=True) or "pod exited"
         else:  # RUNNING, or a state RunPod has not documented: not reachable until proven
+            if desired != "RUNNING":
+                log.warning("runpod: pod %s has an unknown desiredStatus %r (%r); taken as not running", iid,
+                            desired, get_str(pod, "lastStatusChange", optional=True))
             host, port = _public_ssh(pod.get("runtime"))
             status = reachable_status(desired == "RUNNING", host, port)
             if status != "running":

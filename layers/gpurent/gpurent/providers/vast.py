@@ -104,6 +104,11 @@ _MESSAGE_PATTERNS: tuple[tuple[re.Pattern[str], ErrorKind], ...] = (
 _UNPROVEN_404: dict[int, ErrorKind] = {404: "transient", 410: "transient"}
 
 _PROVISIONING = frozenset({"created", "loading", "rebooting", "scheduling"})
+_STUCK_STATES = frozenset({"created", "loading"})
+# A start that failed for good while vast still says created/loading: dstack reads
+# ": OCI runtime create failed:" in status_msg as failed; vast's own machine tester any
+# "Error" in it.
+_START_FAILED = re.compile(r"OCI runtime create failed|Error")
 _STOPPED = frozenset({"stopped", "frozen"})
 _FAILED = frozenset({"exited", "offline", "unknown"})
 
@@ -409,7 +414,11 @@ class VastAdapter:
         host, port = _ssh_endpoint(row)
         status: InstanceStatus
         error: str | None = None
-        if actual is None or actual in _PROVISIONING:
+        msg = get_str(row, "status_msg", optional=True) or ""
+        if (actual is None or actual in _STUCK_STATES) and _START_FAILED.search(msg):
+            status = "failed"  # it will never start: vast leaves it in `created`/`loading` for ever
+            error = msg.strip()[:300]
+        elif actual is None or actual in _PROVISIONING:
             status = "provisioning"
         elif actual == "running":
             status = reachable_status(True, host, port)
@@ -417,7 +426,7 @@ class VastAdapter:
             status = "stopped"
         elif actual in _FAILED:
             status = "failed"
-            error = get_str(row, "status_msg", optional=True) or f"vast reports the instance {actual}"
+            error = f"vast reports the instance {actual}" + (f": {msg.strip()[:300]}" if msg.strip() else "")
         else:
             log.warning("vast: instance %s has an unknown actual_status %r", iid, actual)
             status = "provisioning"
