@@ -231,3 +231,94 @@ def test_lambda_preempting_or_terminating_a_pod_fails_it_at_once(
     assert failed["status"] == "failed" and status in failed["error"]
     assert failed["totalChargedCents"] == charge(600, rate)
     check_invariants(funded_user["id"])
+
+
+# ---------------------------------------------------------------- price tolerance (item 6)
+
+
+def one_cheap_then_dearer(world: World) -> tuple[Listing, Listing]:
+    """RunPod's H100 ×1 in one data centre only (the cheapest listing), Lambda's dearer behind it."""
+    rp = world.sims.runpod
+    type_id = "NVIDIA H100 80GB HBM3"
+    with rp.lock:
+        for (t, dc) in list(rp.stock):
+            if t == type_id:
+                rp.stock[(t, dc)] = 4 if dc == "US-OR-1" else 0
+    world.install(providers="runpod,lambda")
+    found = catalog.candidates("h100-80gb", 1, None)
+    assert found[0].provider == "runpod" and found[1].provider == "lambda", found
+    assert found[1].price_per_hour_cents > found[0].price_per_hour_cents
+    return found[0], found[1]
+
+
+def test_without_a_tolerance_failover_never_goes_dearer(
+    api: Api, funded_user: dict[str, Any], sim_world: World, aws: None,
+) -> None:
+    one_cheap_then_dearer(sim_world)
+    sim_world.sims.runpod.set_knobs(allocate="capacity")
+    err = envelope(launch(api, {"familyId": "h100-80gb", "gpuCount": 1}), 400, "model_unavailable")
+    assert "no instances currently available" in err["message"].lower()
+    assert sim_world.sims.lambdacloud.snapshot() == []
+    assert (balance(api)["availableCents"], balance(api)["reservedCents"]) == (FUNDS, 0)
+    check_invariants(funded_user["id"])
+
+
+def test_a_tolerance_places_the_launch_on_a_dearer_listing_at_the_rate_obtained(
+    api: Api, funded_user: dict[str, Any], sim_world: World, aws: None, clock: Any,
+) -> None:
+    """RunPod says "There are no instances currently available" (capacity): within
+    maxPricePerHourCents the launch goes on to Lambda, dearer; that rate is charged and
+    reserved (the reserve moved in one transaction, no ledger row), and the answer says so."""
+    from gpurent import metering
+    from tests.integration.conftest import BOOT_SECONDS
+    from tests.integration.test_rentals import charge, ledger
+
+    cheap, dear = one_cheap_then_dearer(sim_world)
+    sim_world.sims.runpod.set_knobs(allocate="capacity")
+    answer = launched(api, {"familyId": "h100-80gb", "gpuCount": 1,
+                            "maxPricePerHourCents": dear.price_per_hour_cents})
+    assert answer["pricePerHourCents"] == dear.price_per_hour_cents
+    assert answer["quotedPricePerHourCents"] == cheap.price_per_hour_cents
+    assert any("instead of the quoted" in w for w in answer["warnings"])
+    row = rental_store.get(funded_user["id"], answer["id"])
+    assert row is not None and row.provider == "lambda" and row.listing_id == dear.id
+    assert row.reserve_cents == dear.price_per_hour_cents and row.attempts == (cheap.id,)
+    b = balance(api)
+    assert (b["availableCents"], b["reservedCents"]) == (FUNDS - dear.price_per_hour_cents, dear.price_per_hour_cents)
+    assert [e["type"] for e in ledger(funded_user["id"])] == ["adjustment"]  # reserves move no ledger row
+    clock.advance(BOOT_SECONDS + 1)
+    assert get(api, answer["id"])["status"] == "running"
+    clock.advance(3600)
+    metering.sweep()
+    assert get(api, answer["id"])["totalChargedCents"] == charge(3600, dear.price_per_hour_cents)
+    check_invariants(funded_user["id"])
+
+
+def test_a_tolerance_below_the_cheapest_listing_is_refused_and_writes_nothing(
+    api: Api, funded_user: dict[str, Any], sim_world: World, aws: None,
+) -> None:
+    from tests.integration.conftest import state as snapshot
+
+    cheap, _ = one_cheap_then_dearer(sim_world)
+    before = snapshot()
+    body = {"familyId": "h100-80gb", "gpuCount": 1, "maxPricePerHourCents": cheap.price_per_hour_cents - 1}
+    for url in ("/v1/rentals", "/v1/rentals/preview"):
+        err = envelope(api.post(url, body), 400, "model_unavailable")
+        assert err["details"] == {"cheapestPricePerHourCents": cheap.price_per_hour_cents}
+    assert snapshot() == before
+    assert api.post("/v1/rentals/preview", {**body, "maxPricePerHourCents": cheap.price_per_hour_cents}).status == 200
+
+
+def test_a_dearer_listing_the_wallet_cannot_reserve_is_skipped(
+    api: Api, user: dict[str, Any], fund: Any, sim_world: World, aws: None,
+) -> None:
+    cheap, dear = one_cheap_then_dearer(sim_world)
+    fund(user["id"], cheap.price_per_hour_cents)  # an hour of the quote, not of the dearer listing
+    sim_world.sims.runpod.set_knobs(allocate="capacity")
+    err = envelope(launch(api, {"familyId": "h100-80gb", "gpuCount": 1,
+                                "maxPricePerHourCents": dear.price_per_hour_cents}), 400, "model_unavailable")
+    assert "reserve" in err["message"]
+    assert sim_world.sims.lambdacloud.snapshot() == []  # never called at a price the wallet cannot cover
+    b = balance(api)
+    assert (b["availableCents"], b["reservedCents"]) == (cheap.price_per_hour_cents, 0)
+    check_invariants(user["id"])
