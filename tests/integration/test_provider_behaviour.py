@@ -322,3 +322,44 @@ def test_a_dearer_listing_the_wallet_cannot_reserve_is_skipped(
     b = balance(api)
     assert (b["availableCents"], b["reservedCents"]) == (cheap.price_per_hour_cents, 0)
     check_invariants(user["id"])
+
+
+# ---------------------------------------------------------------- the reconciler scales (item 7)
+
+
+def test_a_reconcile_pass_lists_each_provider_once_instead_of_a_get_per_rental(
+    api: Api, funded_user: dict[str, Any], sim_world: World, aws: None, clock: Any,
+) -> None:
+    """Twelve running rentals on Lambda: the pass lists each configured provider once (all
+    at once) and asks for no instance one by one; a rental the list is silent about (its
+    instance vanished) costs one get, and is found gone."""
+    from gpurent import rentals
+    from tests.integration.conftest import BOOT_SECONDS
+
+    sim_world.install(providers="lambda")
+    sim_world.adapters = sim_world.install()  # every provider configured; the catalog from all
+    ids = []
+    for _ in range(12):
+        ids.append(launched(api, {"familyId": "h100-80gb", "gpuCount": 8})["id"])
+    clock.advance(BOOT_SECONDS + 1)
+    rentals.reconcile()
+    assert {get(api, rid)["status"] for rid in ids} == {"running"}
+    calls_before = len(sim_world.requests())
+    clock.advance(60)
+    counts = rentals.reconcile()
+    calls = sim_world.requests()[calls_before:]
+    assert counts["errors"] == 0 and counts["advanced"] == 12
+    lists = [c for c in calls if c[1] == "GET" and c[2].rstrip("/").endswith("instances")] + [
+        c for c in calls if c[0] == "runpod"]
+    assert len(calls) == len(lists) == 3, calls  # vast, RunPod, Lambda: one list each, no get
+    providers = {get(api, rid)["provider"] for rid in ids}
+    gone = ids[0]
+    (inst,) = sim_world.labelled(gone)
+    sim_world.sim(next(iter(providers))).vanish(inst["id"])
+    calls_before = len(sim_world.requests())
+    clock.advance(60)
+    rentals.reconcile()
+    calls = sim_world.requests()[calls_before:]
+    assert len(calls) == 4, calls  # three lists + one get for the rental the list is silent about
+    assert get(api, gone)["status"] == "failed"
+    check_invariants(funded_user["id"])

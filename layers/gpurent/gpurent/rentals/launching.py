@@ -147,7 +147,7 @@ def _resume(user_id: str, rental_id: str) -> tuple[dict[str, Any], int]:
     return _finish_launch(r, continue_launch(r))
 
 
-def continue_launch(r: Rental) -> Rental:
+def continue_launch(r: Rental, listed: instances.Listed | None = None) -> Rental:
     """Finish a launch whose first attempt died before recording an instance (its lease
     expired): take the lease, adopt an instance found under our label, else allocate."""
     try:
@@ -156,7 +156,7 @@ def continue_launch(r: Rental) -> Rental:
     except store.StaleRental as exc:
         return exc.current or r
     try:
-        inst = instances.find_by_label(r)
+        inst = instances.find_by_label(r, listed)
     except ProviderError:
         return r
     if inst is not None:

@@ -27,32 +27,33 @@ POLL_EVERY = 2.0  # GET refreshes a provisioning rental from its provider at mos
 FOLLOW_UP_FOR = 600  # … and again every FOLLOW_UP seconds for this long; then the reconciler's minute is enough
 
 
-def advance(r: Rental) -> Rental:
-    """Move one live rental forward from what its provider says."""
+def advance(r: Rental, listed: instances.Listed | None = None) -> Rental:
+    """Move one live rental forward from what its provider says (`listed`: what this
+    reconcile pass's list of its provider showed; None: ask the provider)."""
     status = r.status
     try:
         if status == "provisioning":
-            return _advance_provisioning(r)
+            return _advance_provisioning(r, listed)
         if status == "running":
-            return _check_running(r)
+            return _check_running(r, listed)
         if status == "stopping":
-            return _finish_stopping(r)
+            return _finish_stopping(r, listed)
     except ProviderError as exc:
         logger.warning("provider check failed", extra={"rentalId": r.id, "kind": exc.kind})
     return r
 
 
-def _advance_provisioning(r: Rental) -> Rental:
+def _advance_provisioning(r: Rental, listed: instances.Listed | None = None) -> Rental:
     now = clock.now()
     inst: Instance | None
     if r.instance_id:
-        inst = instances.run(registry.adapter(r.provider).get_instance(r.instance_id))
+        inst = instances.current(r, listed)
     else:
         if now < r.allocating_until:
             return r  # a launch is calling the provider right now
         if not r.allocation_uncertain:
-            return launching.continue_launch(r)  # its launch died before the provider call finished
-        inst = instances.find_by_label(r)
+            return launching.continue_launch(r, listed)  # its launch died before the provider call finished
+        inst = instances.find_by_label(r, listed)
         if inst is not None:
             r = launching.adopt(r, inst)
             if r.status != "provisioning":
@@ -111,12 +112,12 @@ def mark_running(r: Rental, inst: Instance) -> Rental:
     return found
 
 
-def _check_running(r: Rental) -> Rental:
+def _check_running(r: Rental, listed: instances.Listed | None = None) -> Rental:
     now = clock.now()
     deadline = settlement.limit_deadline(r)
     if deadline is not None and now >= deadline[0]:
         return settlement.enforce_limit(r)
-    inst = instances.run(registry.adapter(r.provider).get_instance(str(r.instance_id)))
+    inst = instances.current(r, listed)
     if inst is not None and inst.status == "running":
         healthy: RentalChanges = {"last_healthy_at": now}
         if r.bad_checks or r.unhealthy_since is not None:
@@ -154,14 +155,17 @@ def _check_running(r: Rental) -> Rental:
     return found
 
 
-def _finish_stopping(r: Rental) -> Rental:
+def _finish_stopping(r: Rental, listed: instances.Listed | None = None) -> Rental:
     adapter = registry.adapter(r.provider)
     inst: Instance | None
-    if r.instance_id:
+    seen = listed.get(r.instance_id) if listed is not None and r.instance_id else None
+    if seen is not None and seen.status == "terminated":
+        inst = seen  # the list confirms it: no call needed
+    elif r.instance_id:  # terminate (again), then confirm: a stopping rental costs two calls
         instances.run(adapter.terminate(r.instance_id))
         inst = instances.run(adapter.get_instance(r.instance_id))
     else:
-        inst = instances.find_by_label(r)
+        inst = instances.find_by_label(r, listed)
         if inst is not None:
             instances.run(adapter.terminate(inst.instance_id))
             inst = instances.run(adapter.get_instance(inst.instance_id))
@@ -196,25 +200,35 @@ def refresh_if_provisioning(r: Rental) -> Rental:
 
 
 def reconcile() -> dict[str, int]:
-    """One pass: advance every live rental, then terminate labelled instances with no live rental."""
+    """One pass: list every provider's instances once (all providers at once), advance every
+    live rental from those lists (one get only where a list is silent about a rental's
+    instance, or where a provider's list failed), then terminate labelled instances with no
+    live rental. Provider calls scale with providers and pages, not with rentals."""
     counts = {"advanced": 0, "orphansTerminated": 0, "errors": 0}
+    live = store.live()
+    lists = instances.list_all()
+    listed: dict[str, instances.Listed] = {}
+    for code, found in lists.items():
+        if isinstance(found, ProviderError):
+            counts["errors"] += 1
+            logger.warning("listing instances failed", extra={"provider": code, "kind": found.kind})
+        else:
+            listed[code] = instances.index(found)
     live_ids: set[str] = set()
-    for r in store.live():
+    for r in live:
         live_ids.add(r.id)
         try:
-            advance(r)
+            advance(r, listed.get(r.provider))
             counts["advanced"] += 1
         except Exception:
             counts["errors"] += 1
             logger.exception("reconcile failed for a rental", extra={"rentalId": r.id})
-    for code, adapter in registry.adapters().items():
-        try:
-            found_instances = instances.run(adapter.list_instances())
-        except ProviderError as exc:
-            counts["errors"] += 1
-            logger.warning("listing instances failed", extra={"provider": code, "kind": exc.kind})
+    adapters = registry.adapters()
+    for code, found in lists.items():
+        if isinstance(found, ProviderError):
             continue
-        for inst in found_instances:
+        adapter = adapters[code]
+        for inst in found:
             if not inst.label or inst.status == "terminated" or inst.label in live_ids:
                 continue
             owner = _owner_of(inst.label)
