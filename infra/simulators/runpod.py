@@ -474,6 +474,8 @@ class RunPodSimulator(SimulatorBase):
 
     def _gpu_types(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         flt = args.get("input") or {}
+        if flt.get("cluster") is True:
+            return []  # RunPod's instant clusters are not simulated: no cluster-capable type
         out = []
         for type_id, display, memory, secure, community in GPU_TYPES:
             if flt.get("id") and flt["id"] != type_id:

@@ -149,6 +149,12 @@ class VastSimulator(SimulatorBase):
     def route(self, req: Request) -> Reply:
         if req.path == "/api/v0/gpu_names/unique/" and req.method == "GET":
             return Reply(200, {"gpu_names": GPU_NAMES_UNIQUE})
+        if req.path == "/api/v0/bundles/" and req.method == "POST" and not req.headers.get("authorization"):
+            # The market is public: gpuhunt searches it without a key.
+            try:
+                return self._search(req.json() or {})
+            except (ValueError, json.JSONDecodeError) as e:
+                return _fail(400, "invalid_args", str(e))
         if not self.bearer_ok(req):
             return _fail(401, "auth_error", "Invalid user key")
         try:

@@ -336,8 +336,11 @@ def test_a_reconcile_pass_lists_each_provider_once_instead_of_a_get_per_rental(
     from gpurent import rentals
     from tests.integration.conftest import BOOT_SECONDS
 
-    sim_world.install(providers="lambda")
-    sim_world.adapters = sim_world.install()  # every provider configured; the catalog from all
+    from gpurent.providers import registry
+    from gpurent.providers.registry import build_adapters
+
+    sim_world.install(providers="lambda")  # the catalog: Lambda only
+    registry.set_adapters(build_adapters({**sim_world.sims.settings(), "PROVIDER_READ_TIMEOUT_SECONDS": "2"}))
     ids = []
     for _ in range(12):
         ids.append(launched(api, {"familyId": "h100-80gb", "gpuCount": 8})["id"])
@@ -352,10 +355,10 @@ def test_a_reconcile_pass_lists_each_provider_once_instead_of_a_get_per_rental(
     lists = [c for c in calls if c[1] == "GET" and c[2].rstrip("/").endswith("instances")] + [
         c for c in calls if c[0] == "runpod"]
     assert len(calls) == len(lists) == 3, calls  # vast, RunPod, Lambda: one list each, no get
-    providers = {get(api, rid)["provider"] for rid in ids}
+    assert {get(api, rid)["provider"] for rid in ids} == {"lambda"}
     gone = ids[0]
     (inst,) = sim_world.labelled(gone)
-    sim_world.sim(next(iter(providers))).vanish(inst["id"])
+    sim_world.sims.lambdacloud.vanish(inst["id"])
     calls_before = len(sim_world.requests())
     clock.advance(60)
     rentals.reconcile()
