@@ -334,10 +334,9 @@ def test_a_reconcile_pass_lists_each_provider_once_instead_of_a_get_per_rental(
     at once) and asks for no instance one by one; a rental the list is silent about (its
     instance vanished) costs one get, and is found gone."""
     from gpurent import rentals
-    from tests.integration.conftest import BOOT_SECONDS
-
     from gpurent.providers import registry
     from gpurent.providers.registry import build_adapters
+    from tests.integration.conftest import BOOT_SECONDS
 
     sim_world.install(providers="lambda")  # the catalog: Lambda only
     registry.set_adapters(build_adapters({**sim_world.sims.settings(), "PROVIDER_READ_TIMEOUT_SECONDS": "2"}))
