@@ -13,7 +13,7 @@ PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)
 PY313_BIN := $(firstword $(wildcard $(PYENV_ROOT)/versions/3.13*/bin))
 PYTEST_ARGS ?=
 
-.PHONY: all dev test lint unit integration conformance e2e template deps fmt clean bench fuzz
+.PHONY: all dev test lint unit integration conformance e2e template deps fmt clean bench fuzz clients clients-deps
 
 all: test
 
@@ -33,7 +33,34 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-deps: $(VENV)/.installed $(SAM_VENV)/.installed node_modules/.installed
+# The providers' own public clients, each in its own venv (vastai pins a cryptography that
+# runpod refuses; lambda-cloud-client needs pydantic 1): tests/clients drives them against
+# the simulators.
+CLIENTS_VENV := .clients-venv
+RUNPOD_VENV := .runpod-venv
+LAMBDA_VENV := .lambda-venv
+
+$(CLIENTS_VENV)/.installed:
+	$(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/pip install --quiet --upgrade pip 2>/dev/null
+	$(CLIENTS_VENV)/bin/pip install --quiet vastai==1.9.1 gpuhunt==0.1.34
+	touch $@
+
+$(RUNPOD_VENV)/.installed:
+	$(PYTHON) -m venv $(RUNPOD_VENV)
+	$(RUNPOD_VENV)/bin/pip install --quiet --upgrade pip 2>/dev/null
+	$(RUNPOD_VENV)/bin/pip install --quiet runpod==1.12.0
+	touch $@
+
+$(LAMBDA_VENV)/.installed:
+	$(PYTHON) -m venv $(LAMBDA_VENV)
+	$(LAMBDA_VENV)/bin/pip install --quiet --upgrade pip 2>/dev/null
+	$(LAMBDA_VENV)/bin/pip install --quiet lambda-cloud-client==1.0.0 "pydantic<2"
+	touch $@
+
+clients-deps: $(CLIENTS_VENV)/.installed $(RUNPOD_VENV)/.installed $(LAMBDA_VENV)/.installed
+
+deps: $(VENV)/.installed $(SAM_VENV)/.installed node_modules/.installed clients-deps
 
 dev: $(VENV)/.installed
 	$(PY) -m infra.local.dev
@@ -63,6 +90,9 @@ conformance: $(VENV)/.installed node_modules/.installed
 e2e: $(VENV)/.installed
 	$(call run_pytest,tests/e2e)
 
+clients: $(VENV)/.installed clients-deps
+	$(call run_pytest,tests/clients)
+
 template: $(VENV)/.installed $(SAM_VENV)/.installed
 	$(call run_pytest,tests/template)
 
@@ -73,7 +103,7 @@ fmt: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(SAM_VENV) $(CLIENTS_VENV) $(RUNPOD_VENV) $(LAMBDA_VENV) .clients-home node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 # A longer contract fuzz run against the local stack (make test runs a bounded one).
 fuzz: $(VENV)/.installed node_modules/.installed

@@ -44,6 +44,7 @@ RUNS = 20
 BOOT = 20.0
 READS = ("GetItem", "Query", "BatchGetItem", "Scan")
 PASS_SIZES = (10, 50)
+SCALE = int(os.environ.get("BENCH_RECONCILE_RENTALS", "1000"))
 calls: Counter[str] = Counter()
 rows: list[tuple[str, int, int, str, float, str]] = []
 
@@ -156,6 +157,31 @@ def run(sims: Simulators, cookies: dict[str, str]) -> None:
         for rid in mine:
             api("POST", f"/v1/rentals/{rid}/stop")
         rentals.reconcile()
+    at_scale(sims, api, body)
+
+
+def at_scale(sims: Simulators, api: Callable[..., Any], body: dict[str, Any]) -> None:
+    """A reconcile pass over SCALE running rentals: provider calls by provider and method.
+    The pass lists each provider once (paged), every provider at once, and asks for a single
+    instance only where a list is silent; 'one get per rental' is the pass as it was."""
+    from gpurent.rentals import lifecycle
+    from gpurent.store import rentals as rental_store
+
+    manual = clock.get_clock()
+    assert isinstance(manual, clock.ManualClock)
+    catalog_refresh.refresh(build_adapters({**sims.settings(), "PROVIDERS": "lambda"}))
+    t = time.perf_counter()
+    for _ in range(SCALE):
+        api("POST", "/v1/rentals", body)
+    print(f"\n({SCALE} launches in {time.perf_counter() - t:.1f} s)", flush=True)
+    manual.advance(BOOT + 1)
+    rentals.reconcile()  # provisioning → running
+    manual.advance(60)
+    running = rental_store.live("running")
+    print(f"{len(running)} running rentals", flush=True)
+    measure(f"reconcile pass: {len(running)} running (lists)", sims, lambda i: rentals.reconcile(), runs=3)
+    measure(f"one get per rental: {len(running)} running (before)", sims,
+            lambda i: [lifecycle.advance(r) for r in rental_store.live("running")], runs=1)
 
 
 if __name__ == "__main__":

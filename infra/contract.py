@@ -216,9 +216,12 @@ class LaunchAnswer(Answer):
     status: RentalStatus
     host: str | None
     port: int | None
-    pricePerHourCents: NonNegCents
+    pricePerHourCents: NonNegCents = Field(description="The rate obtained: charged and reserved (1 hour)")
     startedAt: Iso
-    warnings: list[str] = Field(description="E.g. no SSH key on file")
+    warnings: list[str] = Field(description="E.g. no SSH key on file; placed above the quote")
+    quotedPricePerHourCents: NonNegCents | None = Field(
+        default=None, description="The price quoted at launch; differs from pricePerHourCents only when failover "
+        "placed the rental on a dearer listing within maxPricePerHourCents")
 
 
 class RentalSummary(Answer):

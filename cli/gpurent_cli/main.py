@@ -425,6 +425,8 @@ def cmd_preview(ctx: Ctx) -> int:
         body["region"] = args.region
     if args.template:
         body["templateId"] = args.template
+    if args.max_price is not None:
+        body["maxPricePerHourCents"] = args.max_price
     p = ctx.client().post("/v1/rentals/preview", body)
 
     def human() -> None:
@@ -444,7 +446,8 @@ def cmd_launch(ctx: Ctx) -> int:
     args = ctx.args
     body: dict[str, Any] = {"familyId": args.family, "gpuCount": args.gpus}
     for key, value in (("templateId", args.template), ("name", args.name), ("region", args.region),
-                       ("autoStopAfterHours", args.auto_stop), ("maxTotalCents", args.max_spend)):
+                       ("autoStopAfterHours", args.auto_stop), ("maxTotalCents", args.max_spend),
+                       ("maxPricePerHourCents", args.max_price)):
         if value is not None:
             body[key] = value
     c = ctx.client()
@@ -767,6 +770,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--gpus", type=int, default=1, metavar="N")
     p.add_argument("--region")
     p.add_argument("--template")
+    p.add_argument("--max-price", type=dollars_arg, metavar="DOLLARS",
+                   help="the most per hour a launch may be placed at (default: the quote)")
 
     p = command("launch", cmd_launch, "launch a pod on the cheapest matching listing")
     p.add_argument("family", help="GPU family, e.g. rtx-4090, h100-80gb")
@@ -776,6 +781,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", help="ISO country code or us / eu / apac")
     p.add_argument("--auto-stop", type=positive_float, metavar="HOURS", help="stop after this many hours running")
     p.add_argument("--max-spend", type=dollars_arg, metavar="DOLLARS", help="stop once it has cost this much")
+    p.add_argument("--max-price", type=dollars_arg, metavar="DOLLARS",
+                   help="if the cheapest listing is gone, accept one up to this per hour (default: the quote)")
     p.add_argument("--wait", action="store_true", help="wait until it runs, then print the ssh command")
     p.add_argument("--timeout", type=positive_float, default=WAIT_TIMEOUT, metavar="SECONDS",
                    help=f"with --wait: give up waiting after this long (default {WAIT_TIMEOUT:g})")

@@ -21,6 +21,7 @@ class Preview(BaseModel):
     gpuCount: int
     templateId: str = Field(default=templates.DEFAULT_TEMPLATE, max_length=64)
     region: str | None = Field(default=None, max_length=8)
+    maxPricePerHourCents: int | None = Field(default=None, ge=1, le=100_000_000)
 
 
 def _number(req: Request, name: str, integer: bool) -> float | None:
@@ -88,7 +89,8 @@ def preview(req: Request) -> dict[str, Any]:
     if templates.get_template(body.templateId) is None:
         known = ", ".join(t.id for t in templates.TEMPLATES)
         raise ApiError("validation_failed", f"templateId must be one of {known}", {"templateId": f"one of {known}"})
-    return catalog.preview(body.familyId, body.gpuCount, catalog.check_region(body.region))
+    return catalog.preview(body.familyId, body.gpuCount, catalog.check_region(body.region),
+                           body.maxPricePerHourCents)
 
 
 _openapi: str | None = None

@@ -11,6 +11,9 @@ Control routes (no auth; these servers only ever listen on loopback):
 - ``GET  /_sim/instances`` every instance with its phase and label
 - ``POST /_sim/instances/{id}/crash`` the provider's failure state from then on
 - ``POST /_sim/instances/{id}/vanish`` the provider forgets the instance
+- ``POST /_sim/instances/{id}/status`` ``{"status": …, "message": …}``: from then on the
+  provider reports this raw status (its own vocabulary: vast ``actual_status``, RunPod
+  ``desiredStatus``, Lambda ``status``) and message; ``{"status": null}`` lifts it
 - ``POST /_sim/reset`` knobs off, instances gone, offers re-seeded
 """
 
@@ -33,7 +36,7 @@ Phase = Literal["provisioning", "running", "crashed", "stopped", "terminated"]
 
 MAX_SLEEP_SECONDS = 30.0
 
-ALLOCATE_MODES = frozenset({"capacity", "quota", "auth", "error", "timeout"})
+ALLOCATE_MODES = frozenset({"capacity", "quota", "auth", "error", "timeout", "refuse"})
 LIST_OFFERS_MODES = frozenset({"error", "timeout"})
 TERMINATE_MODES = frozenset({"error"})
 
@@ -42,9 +45,15 @@ TERMINATE_MODES = frozenset({"error"})
 class Knobs:
     """Fault switches. ``None`` is normal behaviour."""
 
-    allocate: str | None = None  # capacity | quota | auth | error | timeout
+    allocate: str | None = None  # capacity | quota | auth | error | timeout | refuse
+    # allocate="refuse": the provider's refusal, in its own error envelope, with this code
+    # (vast `error`, Lambda `error.code`; RunPod has none) and these words.
+    refusal_code: str | None = None
+    refusal_text: str = "Refused."
     list_offers: str | None = None  # error | timeout
     terminate: str | None = None  # error
+    # vast: a search answers at most this many offers whatever `limit` asks (None: no cap)
+    search_cap: int | None = 64
     latency_seconds: float = 0.0  # added to every provider request
     hang_seconds: float = 15.0  # how long a "timeout" mode holds the answer back (≤ 30 s)
 
@@ -55,6 +64,18 @@ class Knobs:
                 if value is not None and value not in allowed[key]:
                     raise ValueError(f"{key} must be one of {sorted(allowed[key])} or null")
                 setattr(self, key, value)
+            elif key == "search_cap":
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                    raise ValueError("search_cap must be an integer ≥ 1 or null")
+                self.search_cap = value
+            elif key == "refusal_code":
+                if value is not None and not isinstance(value, str):
+                    raise ValueError("refusal_code must be a string or null")
+                self.refusal_code = value
+            elif key == "refusal_text":
+                if not isinstance(value, str) or not value:
+                    raise ValueError("refusal_text must be a non-empty string")
+                self.refusal_text = value
             elif key in ("latency_seconds", "hang_seconds"):
                 if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                     raise ValueError(f"{key} must be a number ≥ 0")
@@ -75,6 +96,10 @@ class SimInstance:
     crashed: bool = False
     stopped: bool = False
     terminated_at: float | None = None
+    # A raw provider status forced by a test (stuck, unknown, rebooting, preempted …) and
+    # its message; the simulator reports it as the provider would, with no SSH endpoint.
+    forced_status: str | None = None
+    forced_message: str | None = None
 
     def phase(self, now: float) -> Phase:
         if self.terminated_at is not None:
@@ -184,6 +209,15 @@ class SimulatorBase:
             inst.crashed = True
             return True
 
+    def set_status(self, instance_id: str, status: str | None, message: str | None = None) -> bool:
+        """Force the provider's raw status of an instance (None: back to its own life)."""
+        with self.lock:
+            inst = self.instances.get(instance_id)
+            if inst is None:
+                return False
+            inst.forced_status, inst.forced_message = status, message
+            return True
+
     def vanish(self, instance_id: str) -> bool:
         with self.lock:
             inst = self.instances.pop(instance_id, None)
@@ -263,7 +297,7 @@ class SimulatorBase:
         self.pause(latency)
         return self.route(req)
 
-    _INSTANCE_ACTION = re.compile(r"^/_sim/instances/([^/]+)/(crash|vanish)$")
+    _INSTANCE_ACTION = re.compile(r"^/_sim/instances/([^/]+)/(crash|vanish|status)$")
 
     def _control(self, req: Request) -> Reply:
         if req.path == "/_sim/knobs":
@@ -284,6 +318,12 @@ class SimulatorBase:
             self.reset()
             return Reply(200, {"ok": True})
         m = self._INSTANCE_ACTION.match(req.path)
+        if m and req.method == "POST" and m.group(2) == "status":
+            body = req.json() if req.body else {}
+            if not isinstance(body, dict):
+                return Reply(400, {"error": "the body must be a JSON object"})
+            done = self.set_status(m.group(1), body.get("status"), body.get("message"))
+            return Reply(200 if done else 404, {"ok": done})
         if m and req.method == "POST":
             done = self.crash(m.group(1)) if m.group(2) == "crash" else self.vanish(m.group(1))
             return Reply(200 if done else 404, {"ok": done})

@@ -45,6 +45,8 @@ INSTANCE_TYPES: tuple[tuple[str, str, int, int, int, int, bool], ...] = (
     ("gpu_1x_a100_sxm4", "1x A100 (40 GB SXM4)", 129, 30, 200, 512, False),
     ("gpu_1x_h100_pcie", "1x H100 (80 GB PCIe)", 249, 26, 200, 1024, False),
     ("gpu_1x_gh200", "1x GH200 (96 GB)", 149, 64, 432, 4096, False),
+    # Appended last so the capacity seeded for the types above stays what it was.
+    ("gpu_4x_h100_sxm5", "4x H100 (80 GB SXM5)", 1276, 104, 900, 11264, True),
 )
 
 _INSTANCE = re.compile(rf"^{PREFIX}/instances/([^/]+)$")
@@ -166,6 +168,10 @@ class LambdaSimulator(SimulatorBase):
                           "Contact support to reactivate your account.")
         if mode == "error":
             return _error(500, "global/unknown", "An unexpected error occurred.")
+        if mode == "refuse":
+            with self.lock:
+                code, text = self.knobs.refusal_code, self.knobs.refusal_text
+            return _error(400, code or "global/invalid-parameters", text)
         invalid = self._invalid_launch(body)
         if invalid is not None:
             return _error(400, "global/invalid-parameters", invalid)
@@ -232,8 +238,10 @@ class LambdaSimulator(SimulatorBase):
         phase = inst.phase(self.now())
         status = {"provisioning": "booting", "running": "active", "crashed": "unhealthy",
                   "stopped": "unhealthy", "terminated": "terminated"}[phase]
+        if inst.forced_status is not None and phase != "terminated":  # terminating, preempted, unhealthy, …
+            status = inst.forced_status
         d = inst.details
-        up = phase == "running"
+        up = status == "active"
         return {
             "id": inst.id, "name": inst.label, "status": status,
             "ip": inst.host if up else None, "private_ip": "10.19.0.2" if up else None,

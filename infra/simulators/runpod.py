@@ -297,9 +297,9 @@ SCHEMA: dict[str, dict[str, str | None]] = {
     "User": {**_scalars("id pubKey"), "networkVolumes": "NetworkVolume", "pods": "Pod"},
     "NetworkVolume": _scalars("id name size dataCenterId"),
     "Pod": {
-        **_scalars("id name desiredStatus lastStatusChange imageName env machineId costPerHr gpuCount "
-                   "containerDiskInGb volumeInGb volumeMountPath memoryInGb vcpuCount dockerArgs dockerId podType "
-                   "port ports uptimeSeconds"),
+        **_scalars("id name desiredStatus lastStatusChange imageName env machineId costPerHr adjustedCostPerHr "
+                   "gpuCount containerDiskInGb volumeInGb volumeMountPath memoryInGb vcpuCount dockerArgs dockerId "
+                   "podType port ports uptimeSeconds"),
         "runtime": "PodRuntime", "machine": "Machine",
     },
     "PodRuntime": {"uptimeInSeconds": None, "ports": "PodRuntimePorts", "gpus": "PodRuntimeGpus",
@@ -341,10 +341,21 @@ DATA_CENTERS: tuple[tuple[str, str, bool, str], ...] = (
     ("AP-JP-1", "Japan", True, "JP"),
     ("US-DE-1", "Delaware", False, "US"),
 )
+# Secure-cloud data centres do not all charge the list price: a GPU type costs this much
+# more (per GPU) in these. A pod is billed its data centre's per-GPU price × its GPU count.
+DC_PRICE_FACTOR: dict[str, float] = {"AP-JP-1": 1.1, "EU-SE-1": 1.05}
+# RunPod's capacity refusals, in its own words: a deploy where nothing fits, and the
+# capacity knob (both are `capacity`, so failover tries the next listing).
 NO_CAPACITY = ("There are no longer any instances available with the requested specifications. "
                "Please refresh and try again.")
+NONE_AVAILABLE = "There are no instances currently available"
 QUOTA = "Insufficient balance: your account balance is too low to deploy this pod. Please add funds."
 SOMETHING_WENT_WRONG = "Something went wrong. Please try again later or contact support."
+
+
+def per_gpu_price(list_price: float, data_center: str) -> float:
+    """What one GPU of a type costs per hour in a secure data centre (RunPod prices per GPU)."""
+    return round(list_price * DC_PRICE_FACTOR.get(data_center, 1.0), 2)
 
 
 def _stock_status(available: int, wanted: int) -> str | None:
@@ -421,13 +432,17 @@ class RunPodSimulator(SimulatorBase):
     def _allocate_fault(self, mode: str) -> Reply | None:
         path = ["podFindAndDeployOnDemand"]
         if mode == "capacity":
-            return Reply(200, {"errors": [{"message": NO_CAPACITY, "path": path}], "data": None})
+            return Reply(200, {"errors": [{"message": NONE_AVAILABLE, "path": path}], "data": None})
         if mode == "quota":
             return Reply(200, {"errors": [{"message": QUOTA, "path": path}], "data": None})
         if mode == "auth":
             return Reply(401, {"errors": [{"message": "Unauthorized"}]})
         if mode == "error":
             return Reply(500, {"errors": [{"message": SOMETHING_WENT_WRONG, "path": path}], "data": None})
+        if mode == "refuse":  # RunPod's GraphQL refusals are text only, answered with 200
+            with self.lock:
+                text = self.knobs.refusal_text
+            return Reply(200, {"errors": [{"message": text, "path": path}], "data": None})
         return None
 
     # --- the graph -----------------------------------------------------------------
@@ -459,6 +474,8 @@ class RunPodSimulator(SimulatorBase):
 
     def _gpu_types(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         flt = args.get("input") or {}
+        if flt.get("cluster") is True:
+            return []  # RunPod's instant clusters are not simulated: no cluster-capable type
         out = []
         for type_id, display, memory, secure, community in GPU_TYPES:
             if flt.get("id") and flt["id"] != type_id:
@@ -492,7 +509,7 @@ class RunPodSimulator(SimulatorBase):
                 free = self.stock.get((type_id, dc), 0)
                 if free < count:
                     continue
-                price = secure if want_secure is not False or community is None else community
+                price = per_gpu_price(secure, dc) if want_secure is not False or community is None else community
                 if want_secure is False and community is None:
                     continue
                 if best is None or price < best[0]:
@@ -502,6 +519,7 @@ class RunPodSimulator(SimulatorBase):
                     "stockStatus": None, "minVcpu": None, "minMemory": None, "countryCode": None,
                     "compliance": None, "maxUnreservedGpuCount": 0, "rentedCount": 0, "totalCount": 0}
         price, cc, free = best
+        # Every price here is per GPU (the pod's costPerHr is the one for the whole pod).
         return {"__typename": "LowestPrice", "minimumBidPrice": round(price * 0.6, 3), "uninterruptablePrice": price,
                 "stockStatus": _stock_status(free, count), "minVcpu": 8 * count, "minMemory": 62 * count,
                 "countryCode": cc, "compliance": [], "maxUnreservedGpuCount": free, "rentedCount": 0,
@@ -529,7 +547,8 @@ class RunPodSimulator(SimulatorBase):
             self.stock[(type_id, where)] -= count
             pod_id = "".join(self._rng.choice(string.ascii_lowercase + string.digits) for _ in range(14))
             env = [f"{e.get('key')}={e.get('value')}" for e in inp.get("env") or [] if isinstance(e, dict)]
-            price = known[type_id][3] if inp.get("cloudType") != "COMMUNITY" else (known[type_id][4] or 0.0)
+            secure_price = per_gpu_price(known[type_id][3], where)
+            price = secure_price if inp.get("cloudType") != "COMMUNITY" else (known[type_id][4] or 0.0)
             inst = self.new_instance(pod_id, inp.get("name") if isinstance(inp.get("name"), str) else None, {
                 "gpuTypeId": type_id, "dataCenterId": where, "gpuCount": count, "imageName": image, "env": env,
                 "containerDiskInGb": inp.get("containerDiskInGb", 10), "volumeInGb": inp.get("volumeInGb", 0),
@@ -588,6 +607,9 @@ class RunPodSimulator(SimulatorBase):
             "crashed": "Exited by Runpod: container exited with code 137",
             "stopped": "Exited by User", "terminated": "Terminated by User",
         }[phase]
+        if inst.forced_status is not None:  # an undocumented state, a pod without its port, …
+            desired, change = inst.forced_status, inst.forced_message or change
+            phase = "provisioning"  # no runtime: no port known
         runtime = None
         if phase == "running":
             uptime = int(now - inst.created_at - inst.boot_seconds)
@@ -603,7 +625,8 @@ class RunPodSimulator(SimulatorBase):
         return {
             "__typename": "Pod", "id": inst.id, "name": inst.label, "desiredStatus": desired,
             "lastStatusChange": change, "imageName": d["imageName"], "env": d["env"],
-            "machineId": d["machineId"], "costPerHr": d["costPerHr"], "gpuCount": d["gpuCount"],
+            "machineId": d["machineId"], "costPerHr": d["costPerHr"], "adjustedCostPerHr": d["costPerHr"],
+            "gpuCount": d["gpuCount"],
             "containerDiskInGb": d["containerDiskInGb"], "volumeInGb": d["volumeInGb"],
             "volumeMountPath": "/workspace", "memoryInGb": 62 * d["gpuCount"], "vcpuCount": 8 * d["gpuCount"],
             "dockerArgs": d["dockerArgs"], "dockerId": None, "podType": "RESERVED", "port": None,

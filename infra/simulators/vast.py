@@ -8,6 +8,10 @@ instance row has ``start_date`` and ``extra_env`` (pairs); errors carry ``error`
 
 An ask is one machine: once rented it leaves the search and renting it again answers
 410 ``no_such_ask``; destroying the instance puts it back.
+
+A search answers at most ``search_cap`` offers (knob, default 64: what a public
+integration observed whatever ``limit`` asked), after its filters and order; the seeded
+market has more RTX 4090 offers than that, as the real one does.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ GEOLOCATIONS = (
     "Oregon, US", "Texas, US", "Virginia, US", "California, US", "Quebec, CA", "Germany, DE",
     "Netherlands, NL", "Romania, RO", "Sweden, SE", "Japan, JP", "Singapore, SG",
 )
+MANY_RTX_4090 = 90
 GPU_NAMES_UNIQUE = sorted({g[0] for g in GPUS} | {"RTX A6000", "Tesla V100", "L40S", "RTX 3060"})
 
 _ASK = re.compile(r"^/api/v0/asks/(\d+)/?$")
@@ -111,6 +116,11 @@ class VastSimulator(SimulatorBase):
         self.offers[ask] = self._offer(rng, ask, "RTX 4090", 24564, 3, 0.33, "Texas, US")
         ask += 1
         self.offers[ask] = self._offer(rng, ask, "RTX 4090", 24564, 1, 0.29, None)
+        # A deep market: more single RTX 4090s than one capped answer holds, some at one price.
+        for i in range(MANY_RTX_4090):
+            ask += rng.randint(1, 900)
+            per_gpu = 0.40 if i % 10 == 0 else round(rng.uniform(0.33, 0.60), 4)
+            self.offers[ask] = self._offer(rng, ask, "RTX 4090", 24564, 1, per_gpu, rng.choice(GEOLOCATIONS))
 
     @staticmethod
     def _offer(rng: random.Random, ask: int, gpu_name: str, gpu_ram: int, count: int, per_gpu: float,
@@ -139,6 +149,12 @@ class VastSimulator(SimulatorBase):
     def route(self, req: Request) -> Reply:
         if req.path == "/api/v0/gpu_names/unique/" and req.method == "GET":
             return Reply(200, {"gpu_names": GPU_NAMES_UNIQUE})
+        if req.path == "/api/v0/bundles/" and req.method == "POST" and not req.headers.get("authorization"):
+            # The market is public: gpuhunt searches it without a key.
+            try:
+                return self._search(req.json() or {})
+            except (ValueError, json.JSONDecodeError) as e:
+                return _fail(400, "invalid_args", str(e))
         if not self.bearer_ok(req):
             return _fail(401, "auth_error", "Invalid user key")
         try:
@@ -202,6 +218,10 @@ class VastSimulator(SimulatorBase):
         limit = _number(q.get("limit"))
         if limit is not None:
             out = out[: int(limit)]
+        with self.lock:
+            cap = self.knobs.search_cap
+        if cap is not None:
+            out = out[:cap]
         return Reply(200, {"offers": out})
 
     def _create(self, ask: int, body: dict[str, Any]) -> Reply:
@@ -215,6 +235,10 @@ class VastSimulator(SimulatorBase):
             return _fail(403, "auth_error", "This account may not rent instances.")
         if mode == "error":
             return _fail(500, "server_error", "Internal error, please retry.")
+        if mode == "refuse":
+            with self.lock:
+                code, text = self.knobs.refusal_code, self.knobs.refusal_text
+            return Reply(400, {"success": False, "msg": text, **({"error": code} if code else {})})
         image = body.get("image")
         if not isinstance(image, str) or not image:
             return _fail(400, "invalid_args", "image is required")
@@ -299,6 +323,9 @@ class VastSimulator(SimulatorBase):
             actual, msg = "exited", "Error: container exited unexpectedly (code 137)"
         else:
             actual = "stopped"
+        if inst.forced_status is not None:  # stuck, rebooting, unknown, … as a test asks
+            actual, msg = inst.forced_status, inst.forced_message or ""
+            phase = "running" if actual == "running" else "provisioning"
         up = phase == "running"
         env = d.get("env") or {}
         return {

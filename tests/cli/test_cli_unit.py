@@ -594,6 +594,23 @@ def test_launch_maps_options_to_the_body(run: Callable[..., Result], api: respx.
     assert RID in r.out and "$0.65/hr" in r.out
 
 
+def test_launch_and_preview_offer_a_price_tolerance(run: Callable[..., Result], api: respx.MockRouter,
+                                                    signed_in: Credential) -> None:
+    placed = LAUNCHED | {"pricePerHourCents": 72, "quotedPricePerHourCents": 65,
+                         "warnings": ["Placed at 72 cents per hour instead of the quoted 65"]}
+    route = api.post("/v1/rentals").respond(200, json=placed)
+    r = run("launch", "rtx-4090", "--max-price", "0.80")
+    assert r.code == 0
+    assert json.loads(route.calls.last.request.content) == {"familyId": "rtx-4090", "gpuCount": 1,
+                                                           "maxPricePerHourCents": 80}
+    assert "instead of the quoted 65" in r.err and "$0.72/hr" in r.out
+    preview = api.post("/v1/rentals/preview").respond(200, json={
+        "pricePerHourCents": 65, "estimatedProvisionSeconds": 60,
+        "matchedListing": {"id": "lst_x", "providerCode": "vast", "region": "US-West", "model": "RTX_4090"}})
+    assert run("preview", "rtx-4090", "--max-price", "1").code == 0
+    assert json.loads(preview.calls.last.request.content)["maxPricePerHourCents"] == 100
+
+
 def test_launch_wait_polls_until_running_then_prints_ssh(run: Callable[..., Result], api: respx.MockRouter,
                                                          signed_in: Credential, sleeps: list[float]) -> None:
     api.post("/v1/rentals").respond(200, json=LAUNCHED)

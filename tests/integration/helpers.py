@@ -36,3 +36,17 @@ def envelope(reply: Any, status: int, code: str) -> dict[str, Any]:
     assert isinstance(body["message"], str) and body["message"]
     assert set(body) <= {"error", "message", "details"}
     return dict(body)
+
+
+def reconcile_through_health_grace(clock: Any) -> None:
+    """Reconcile as often, and over as long, as it takes a pod that stays bad to be declared
+    failed (a running pod is degraded, not failed, until `HEALTH_BAD_CHECKS` bad checks
+    spanning `HEALTH_GRACE_SECONDS`)."""
+    from gpurent import rentals
+    from gpurent.rentals import lifecycle
+
+    step = lifecycle.HEALTH_GRACE_SECONDS / (lifecycle.HEALTH_BAD_CHECKS - 1)
+    for i in range(lifecycle.HEALTH_BAD_CHECKS):
+        if i:
+            clock.advance(step)
+        rentals.reconcile()

@@ -16,6 +16,7 @@ from gpurent.records import Rental
 from gpurent.store import dynamo
 from infra.simulators import start_simulators
 from tests.conftest import Api, sent_mail
+from tests.integration.helpers import reconcile_through_health_grace
 from tests.walletkit import check_invariants
 
 
@@ -254,7 +255,7 @@ def test_a_crash_reported_after_a_tick_charged_past_it_gives_the_excess_back(api
     assert stored is not None
     sim = {"vast": world.vast, "runpod": world.runpod, "lambda": world.lambdacloud}[stored.provider]
     assert sim.crash(str(stored.instance_id))
-    rentals.reconcile()
+    reconcile_through_health_grace(clock)
     got = rental_store.get(user["id"], r["id"])
     assert got is not None and got.status == "failed"
     rate = int(got.price_per_hour_cents)

@@ -23,7 +23,7 @@ from gpurent.store import rentals as rental_store
 from tests.conftest import Api
 from tests.integration.conftest import BOOT_SECONDS, Fund, Locking, World
 from tests.integration.conftest import state as snapshot
-from tests.integration.helpers import envelope
+from tests.integration.helpers import envelope, reconcile_through_health_grace
 from tests.walletkit import check_invariants
 
 RENTAL_ID = re.compile(r"rent_[0-9A-HJKMNP-TV-Z]{26}")
@@ -629,7 +629,7 @@ def test_a_crash_within_a_minute_is_refunded_in_full(
     (inst,) = world.labelled(rid)
     assert world.sims.vast.crash(inst["id"])
     clock.advance(45)
-    rentals.reconcile()
+    reconcile_through_health_grace(clock)
     failed = get(api, rid)
     assert failed["status"] == "failed" and failed["error"] and failed["totalChargedCents"] == 0
     rows = [r for r in ledger(funded_user["id"]) if r.get("rentalId") == rid]
@@ -654,7 +654,7 @@ def test_a_crash_is_billed_up_to_the_last_moment_known_healthy(
     (inst,) = world.labelled(rid)
     world.sims.vast.crash(inst["id"])
     clock.advance(300)
-    rentals.reconcile()
+    reconcile_through_health_grace(clock)
     failed = get(api, rid)
     assert failed["status"] == "failed" and failed["totalChargedCents"] == charge(1777, rate)
     assert "exited" in failed["error"] or "crash" in failed["error"].lower() or failed["error"]

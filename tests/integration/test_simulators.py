@@ -81,9 +81,10 @@ def expected_cents(sims: Simulators, offer: Offer) -> int:
         dollars = raw["dph_base"] + raw["storage_cost"] * 50 / 720
         return math.ceil(Decimal(str(dollars)) * 100)
     if offer.provider == "runpod":
-        type_id, _cloud, _dc, n = offer.offer_key.split("|")
+        type_id, _cloud, dc, n = offer.offer_key.split("|")
         secure = next(t[3] for t in runpod_sim.GPU_TYPES if t[0] == type_id)
-        dollars = Decimal(str(secure)) * int(n) + Decimal(50) * Decimal("0.10") / 730
+        per_gpu = runpod_sim.per_gpu_price(secure, dc)  # RunPod prices per GPU, per data centre
+        dollars = Decimal(str(per_gpu)) * int(n) + Decimal(50) * Decimal("0.10") / 730
         return math.ceil(dollars * 100)
     from infra.simulators.lambdacloud import INSTANCE_TYPES
 
@@ -104,6 +105,63 @@ def test_offers_cover_every_family_at_cents_up(sims, code):
         assert isinstance(o.price_cents_per_hour, int) and o.price_cents_per_hour > 0
         assert o.price_cents_per_hour == expected_cents(sims, o), o
     assert len({o.offer_key for o in offers}) == len(offers)
+
+
+@pytest.mark.parametrize("code", PROVIDERS)
+def test_every_gpu_count_is_billed_what_it_was_quoted(sims, code):
+    """Quote = bill: for 1, 2, 4 and 8 GPUs the instance the provider starts bills exactly
+    the offer's price (RunPod: the pod's costPerHr + its disk; vast: dph_total; Lambda: the
+    instance type's price)."""
+    a = adapter(sims, code)
+    offers = run(a.list_offers())
+    counts = sorted({o.gpu_count for o in offers})
+    assert counts == [1, 2, 4, 8]
+    for n in counts:
+        offer = min((o for o in offers if o.gpu_count == n), key=lambda o: (o.price_cents_per_hour, o.offer_key))
+        iid = run(a.allocate(AllocateRequest(f"rent_bill{n}", offer, "ubuntu:24.04", None, KEYS)))
+        inst = run(a.get_instance(iid))
+        assert inst is not None and inst.cost_cents_per_hour == offer.price_cents_per_hour, (n, offer, inst)
+        run(a.terminate(iid))
+    if code == "runpod":  # a dearer data centre quotes and bills its own per-GPU price
+        jp = [o for o in offers if "|AP-JP-1|" in o.offer_key]
+        assert jp and all(o.price_cents_per_hour == expected_cents(sims, o) for o in jp)
+
+
+def ours_at_vast(sims: Simulators) -> set[str]:
+    """The ask ids of every offer the vast simulator has that the adapter should list."""
+    from gpurent.providers.vast_names import region_from_vast, vast_family
+
+    return {str(ask) for ask, o in sims.vast.offers.items()
+            if not o["rented"] and o["num_gpus"] in (1, 2, 4, 8) and vast_family(o["gpu_name"], o["gpu_ram"])
+            and region_from_vast(o["geolocation"])}
+
+
+@pytest.mark.parametrize("cap", [64, 20, None])
+def test_vast_the_whole_market_under_a_search_cap(sims, cap):
+    """vast caps a search's answer (64 seen in the wild); the adapter searches per GPU name in
+    price bands, so it lists every offer whatever the cap."""
+    sims.vast.set_knobs(search_cap=cap)
+    one_search = httpx.post(f"{sims.vast.origin}/api/v0/bundles/",
+                            headers={"Authorization": f"Bearer {sims.vast.api_key}"},
+                            json={"limit": 3000, "order": [["dph_total", "asc"]]}, timeout=5.0).json()["offers"]
+    if cap is not None:
+        assert len(one_search) == cap < len(sims.vast.offers)  # one search over the market is cut off
+    before = len(sims.vast.requests)
+    offers = run(adapter(sims, "vast").list_offers())
+    assert {o.offer_key for o in offers} == ours_at_vast(sims)
+    searches = len(sims.vast.requests) - before
+    assert searches >= 12  # two per GPU name at least: the last band proves the answer complete
+    if cap == 20:
+        assert searches > 12  # RTX 4090 alone needs several price bands
+
+
+def test_vast_a_search_still_full_after_its_bands_is_reported_truncated(sims, caplog):
+    sims.vast.set_knobs(search_cap=3)
+    a = VastAdapter(sims.vast.api_key, sims.vast.base_url, sleep=no_sleep, search_page=3, max_bands=2)
+    with caplog.at_level("WARNING", logger="gpurent.providers"):
+        offers = run(a.list_offers())
+    assert "'RTX 4090' still brought new offers after 2 price bands" in caplog.text
+    assert 0 < len(offers) < len(ours_at_vast(sims))
 
 
 @pytest.mark.parametrize("code", PROVIDERS)
@@ -172,6 +230,36 @@ def test_allocate_knobs(sims, code, knob, value, kind):
         run(a.allocate(AllocateRequest(RID, offer, "img", None, KEYS)))
     assert e.value.kind == kind and e.value.provider == code
     assert control(sim_of(sims, code), "GET", "/_sim/instances").json()["instances"] == []
+
+
+@pytest.mark.parametrize(("code", "refusal_code", "text", "kind"), [
+    # RunPod's own wordings (GraphQL text only)
+    ("runpod", None, "There are no instances currently available", "capacity"),
+    ("runpod", None, "There are no longer any instances available with the request specifications. Please try "
+                     "again later.", "capacity"),
+    ("runpod", None, "There are not enough free GPUs on the host machine to start this pod.", "capacity"),
+    ("runpod", None, "Insufficient balance", "quota"),
+    ("runpod", None, "The flux capacitor is misaligned", "transient"),
+    # vast: the code decides; without a known one, the words
+    ("vast", "no_such_ask", "Instance type by id 1 is not available.", "capacity"),
+    ("vast", None, "Your credit balance is too low.", "quota"),
+    ("vast", "brand_new_code", "Something we never saw", "transient"),
+    # Lambda: the code only, never the words
+    ("lambda", "instance-operations/launch/insufficient-capacity", "Not enough capacity.", "capacity"),
+    ("lambda", "global/quota-exceeded", "Quota exceeded.", "quota"),
+    ("lambda", "global/account-inactive", "Your account is inactive.", "auth"),
+    ("lambda", "global/invalid-parameters", "Bad region.", "invalid"),
+    ("lambda", "instance-operations/launch/brand-new", "insufficient capacity", "transient"),
+])
+def test_refusals_in_the_providers_own_words(sims, code, refusal_code, text, kind, caplog):
+    a = adapter(sims, code)
+    offer = cheapest(run(a.list_offers()))
+    sim_of(sims, code).set_knobs(allocate="refuse", refusal_code=refusal_code, refusal_text=text)
+    with caplog.at_level("WARNING", logger="gpurent.providers"), pytest.raises(ProviderError) as e:
+        run(a.allocate(AllocateRequest(RID, offer, "img", None, KEYS)))
+    assert e.value.kind == kind, e.value
+    assert text in e.value.message
+    assert ("words we do not know" in caplog.text) == (kind == "transient")
 
 
 @pytest.mark.parametrize("code", PROVIDERS)

@@ -201,12 +201,16 @@ def check_family(family_id: str) -> families.Family:
     return fam
 
 
-def preview(family_id: str, gpu_count: int, region: str | None) -> dict[str, Any]:
+def preview(family_id: str, gpu_count: int, region: str | None, max_price: int | None = None) -> dict[str, Any]:
     found = candidates(family_id, gpu_count, region)
     if not found:
         raise ApiError("model_unavailable", "No provider available for this config. Try again in 30 s, "
                        "another region or another family.")
     best = found[0]
+    if max_price is not None and max_price < best.price_per_hour_cents:
+        raise ApiError("model_unavailable", f"No listing at or below maxPricePerHourCents ({max_price}); the "
+                       f"cheapest is {best.price_per_hour_cents} cents per hour.",
+                       {"cheapestPricePerHourCents": best.price_per_hour_cents})
     return {
         "pricePerHourCents": best.price_per_hour_cents,
         "estimatedProvisionSeconds": registry.provision_seconds(best.provider),

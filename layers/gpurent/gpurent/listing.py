@@ -101,6 +101,7 @@ def select(listings: Iterable[Listing], family_id: str, gpu_count: int, region: 
     return out
 
 
-def failover(candidates: Iterable[Listing], quoted_cents: int, attempts: int) -> list[Listing]:
-    """The listings a launch tries, in order: never dearer than the price it quoted, at most `attempts`."""
-    return [li for li in candidates if li.price_per_hour_cents <= quoted_cents][:attempts]
+def failover(candidates: Iterable[Listing], ceiling_cents: int, attempts: int) -> list[Listing]:
+    """The listings a launch tries, in order: never dearer than its ceiling (the quote, or the
+    launch's `maxPricePerHourCents`), at most `attempts`."""
+    return [li for li in candidates if li.price_per_hour_cents <= ceiling_cents][:attempts]

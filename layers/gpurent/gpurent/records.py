@@ -9,7 +9,7 @@ whole seconds. A field that is `None` is absent from the item.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict, get_args
 
 if TYPE_CHECKING:  # only a type here: the wallet's import of this module stays light (cold start)
     from gpurent.listing import Listing
@@ -30,6 +30,7 @@ class LaunchAnswer(TypedDict):
     pricePerHourCents: int
     startedAt: str
     warnings: list[str]
+    quotedPricePerHourCents: NotRequired[int]  # absent from answers stored before it existed
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,11 @@ class Rental:
     running_at: float | None = None  # billing starts
     last_checked_at: float | None = None  # a provisioning rental last asked its provider
     last_healthy_at: float | None = None  # a running rental last seen running
+    unhealthy_since: float | None = None  # degraded: the first bad health check since then
+    bad_checks: int = 0  # consecutive bad health checks (0: healthy)
+    provider_cost_cents_per_hour: int | None = None  # what the provider bills for the instance
+    max_price_per_hour_cents: int | None = None  # the launch's price tolerance (None: the quote)
+    quoted_price_per_hour_cents: int | None = None  # the price quoted at launch, when placed elsewhere
     stopped_at: float | None = None
     stop_reason: str | None = None
     error: str | None = None
@@ -115,6 +121,11 @@ class RentalChanges(TypedDict, total=False):
     running_at: float
     last_checked_at: float
     last_healthy_at: float
+    unhealthy_since: float | None
+    bad_checks: int
+    provider_cost_cents_per_hour: int
+    price_per_hour_cents: int
+    quoted_price_per_hour_cents: int
     stopped_at: float
     stop_reason: str
     error: str

@@ -124,13 +124,22 @@ def test_launch_errors_by_code(lam, fx, status, fixture, kind):
 
 
 @respx.mock
-def test_unknown_code_falls_back_to_status(lam):
+def test_unknown_code_is_transient_and_logged_raw(lam, caplog):
     respx.post(f"{BASE}/instance-operations/launch").mock(return_value=httpx.Response(
         400, json={"error": {"code": "instance-operations/launch/brand-new-reason",
                              "message": "insufficient capacity"}}))
+    with caplog.at_level(logging.WARNING, logger="gpurent.providers"), pytest.raises(ProviderError) as e:
+        run(lam.allocate(request()))
+    assert e.value.kind == "transient"  # never classified by the text
+    assert "brand-new-reason: insufficient capacity" in caplog.text and "words we do not know" in caplog.text
+
+
+@respx.mock
+def test_an_answer_without_a_code_falls_back_to_status(lam):
+    respx.post(f"{BASE}/instance-operations/launch").mock(return_value=httpx.Response(403, text="Forbidden"))
     with pytest.raises(ProviderError) as e:
         run(lam.allocate(request()))
-    assert e.value.kind == "invalid"  # never classified by the text
+    assert e.value.kind == "auth"
 
 
 @respx.mock
@@ -157,7 +166,7 @@ def test_launch_without_ids(lam):
     ("lambda/instance_active_no_ip.json", "provisioning", None, None),
     ("lambda/instance_booting.json", "provisioning", None, None),
     ("lambda/instance_unhealthy.json", "failed", None, None),
-    ("lambda/instance_preempted.json", "failed", None, None),
+    ("lambda/instance_preempted.json", "terminated", None, None),
     ("lambda/instance_terminating.json", "stopped", None, None),
     ("lambda/instance_terminated.json", "terminated", None, None),
 ])
@@ -166,6 +175,10 @@ def test_get_instance_states(lam, fx, fixture, status, host, port):
     inst = run(lam.get_instance(LID))
     assert inst is not None and (inst.instance_id, inst.label) == (LID, RID)
     assert (inst.status, inst.host, inst.ssh_port) == (status, host, port)
+    # preempted / terminating: Lambda is ending it on its own; no grace period for those
+    assert inst.ending == (fixture in ("lambda/instance_preempted.json", "lambda/instance_terminating.json"))
+    if inst.ending:
+        assert inst.error and "lambda reports the instance" in inst.error
 
 
 @respx.mock

@@ -48,7 +48,8 @@ def catalog(fx):
         if "dataCenters" in q:
             return httpx.Response(200, json=fx("runpod/data_centers.json"))
         n = int(re.search(r"gpuCount: (\d+)", q).group(1))  # type: ignore[union-attr]
-        name = {1: "runpod/gpu_types_x1.json", 8: "runpod/gpu_types_x8.json"}.get(n, "runpod/gpu_types_none.json")
+        name = {1: "runpod/gpu_types_x1.json", 2: "runpod/gpu_types_x2.json",
+                8: "runpod/gpu_types_x8.json"}.get(n, "runpod/gpu_types_none.json")
         return httpx.Response(200, json=fx(name))
     return answer
 
@@ -77,6 +78,8 @@ def test_offers_queries_and_mapping(runpod, fx, caplog):
 
     by_key = {o.offer_key: o for o in offers}
     assert set(by_key) == {
+        "NVIDIA GeForce RTX 4090|SECURE|US-OR-1|2",
+        "NVIDIA H100 80GB HBM3|SECURE|AP-JP-1|2",
         "NVIDIA GeForce RTX 4090|SECURE|US-OR-1|1",
         "NVIDIA GeForce RTX 4090|SECURE|EU-RO-1|1",
         "NVIDIA H100 80GB HBM3|SECURE|US-OR-1|1",
@@ -95,6 +98,37 @@ def test_offers_queries_and_mapping(runpod, fx, caplog):
     assert (b200.price_cents_per_hour, b200.interconnect, b200.model) == (4793, "NVLink", "B200")
     assert "NVIDIA GeForce RTX 3090" in caplog.text and "NVIDIA H100 PCIe" in caplog.text
     assert "malformed gpu type" in caplog.text
+
+
+@respx.mock
+def test_multi_gpu_listings_are_priced_per_gpu_times_count(runpod, fx, caplog):
+    """RunPod's GPU-type prices are per GPU: a 2-GPU pod is twice the data centre's
+    per-GPU price plus the pod's disk, and a price that looks like a whole pod's is left out."""
+    respx.post(URL).mock(side_effect=catalog(fx))
+    with caplog.at_level(logging.WARNING, logger="gpurent.providers"):
+        offers = {o.offer_key: o for o in run(runpod.list_offers()) if o.gpu_count == 2}
+    assert set(offers) == {"NVIDIA GeForce RTX 4090|SECURE|US-OR-1|2", "NVIDIA H100 80GB HBM3|SECURE|AP-JP-1|2"}
+    # 2 × $0.69 + 50 GB × $0.10 / 730 h = 1.38685 → 139
+    assert offers["NVIDIA GeForce RTX 4090|SECURE|US-OR-1|2"].price_cents_per_hour == 139
+    # Japan's own per-GPU price (2.96, not the 2.69 list price) × 2 + disk = 5.92685 → 593
+    assert offers["NVIDIA H100 80GB HBM3|SECURE|AP-JP-1|2"].price_cents_per_hour == 593
+    # EU-RO-1 answered 1.38 for an RTX 4090 whose list price is 0.69: a whole pod's figure, not per GPU
+    assert "NVIDIA GeForce RTX 4090|SECURE|EU-RO-1|2" not in offers
+    assert "not a per-GPU price" in caplog.text and "EU-RO-1" in caplog.text
+
+
+@pytest.mark.parametrize(("per_gpu", "list_price", "count", "pod"), [
+    ("0.69", "0.69", 1, "0.69"), ("0.69", "0.69", 8, "5.52"), ("2.96", "2.69", 2, "5.92"),
+    ("0.35", "0.69", 2, "0.70"), ("0.34", "0.69", 2, None), ("1.38", "0.69", 2, None), ("0.69", None, 4, "2.76"),
+    ("0", "0.69", 1, None),
+])
+def test_pod_price_from_a_per_gpu_price(per_gpu, list_price, count, pod):
+    from decimal import Decimal
+
+    from gpurent.providers.runpod import pod_price_dollars
+
+    got = pod_price_dollars(Decimal(per_gpu), Decimal(list_price) if list_price else None, count)
+    assert got == (Decimal(pod) if pod else None)
 
 
 @respx.mock
@@ -123,7 +157,7 @@ def test_offers_503_then_success(runpod, fx, sleeps):
         return httpx.Response(503) if calls["n"] == 1 else answer(request)
 
     respx.post(URL).mock(side_effect=flaky)
-    assert len(run(runpod.list_offers())) == 5
+    assert len(run(runpod.list_offers())) == 7
     assert len(sleeps.calls) == 1
 
 
@@ -233,6 +267,32 @@ def test_get_pod_states(runpod, fx, fixture, status, host, port):
 
 
 @respx.mock
+def test_an_undocumented_pod_status_is_logged_and_not_running(runpod, fx, caplog):
+    answer = fx("runpod/pod_running.json")
+    answer["data"]["pod"]["desiredStatus"] = "RESTARTING"
+    respx.post(URL).mock(return_value=httpx.Response(200, json=answer))
+    with caplog.at_level(logging.WARNING, logger="gpurent.providers"):
+        inst = run(runpod.get_instance("sim0pod0abc123"))
+    assert inst is not None and (inst.status, inst.host, inst.ssh_port) == ("provisioning", None, None)
+    assert "unknown desiredStatus 'RESTARTING'" in caplog.text
+
+
+@respx.mock
+def test_a_pod_says_what_it_bills(runpod, fx):
+    """costPerHr is the whole pod's: 0.69 + the 50 GB container disk = 70 cents, as its offer was quoted."""
+    answer = fx("runpod/pod_running.json")
+    respx.post(URL).mock(return_value=httpx.Response(200, json=answer))
+    assert run(runpod.get_instance("sim0pod0abc123")).cost_cents_per_hour == 70  # type: ignore[union-attr]
+    answer["data"]["pod"].update(costPerHr="1.38", gpuCount=2, containerDiskInGb=100)
+    respx.post(URL).mock(return_value=httpx.Response(200, json=answer))
+    # 1.38 + 100 GB × 0.10 / 730 = 1.3937 → 140
+    assert run(runpod.get_instance("sim0pod0abc123")).cost_cents_per_hour == 140  # type: ignore[union-attr]
+    answer["data"]["pod"]["costPerHr"] = None
+    respx.post(URL).mock(return_value=httpx.Response(200, json=answer))
+    assert run(runpod.get_instance("sim0pod0abc123")).cost_cents_per_hour is None  # type: ignore[union-attr]
+
+
+@respx.mock
 @pytest.mark.parametrize("answer", ["runpod/pod_null.json", "runpod/error_pod_not_found.json"])
 def test_get_pod_gone(runpod, fx, answer):
     respx.post(URL).mock(return_value=httpx.Response(200, json=fx(answer)))
@@ -281,11 +341,36 @@ def test_terminate_retries_then_gives_up(runpod, sleeps):
 
 @pytest.mark.parametrize(("message", "code", "kind"), [
     ("There are no longer any instances available with enough disk space.", None, "capacity"),
+    ("There are no longer any instances available with the requested specifications. Please refresh and try "
+     "again.", None, "capacity"),
+    ("There are no longer any instances available with the request specifications. Please try again later.", None,
+     "capacity"),
+    ("There are no instances currently available", None, "capacity"),
+    ("There are not enough free GPUs on the host machine to start this pod.", None, "capacity"),
+    ("this machine does not have the resources to deploy this pod", None, "capacity"),
     ("Your balance is too low", None, "quota"),
+    ("Insufficient balance", None, "quota"),
     ("whatever", "UNAUTHENTICATED", "auth"),
     ("Pod not found", None, "not_found"),
+    ("pod not found to terminate", None, "not_found"),
     ('Cannot query field "foo" on type "Pod".', None, "invalid"),
     ("Something went wrong. Please try again later or contact support.", None, "transient"),
+    ("The flux capacitor is misaligned", None, None),
 ])
 def test_message_classification(message, code, kind):
     assert classify_message(message, code) == kind
+
+
+@respx.mock
+@pytest.mark.parametrize(("message", "kind"), [
+    ("There are no instances currently available", "capacity"),
+    ("Insufficient balance", "quota"),
+    ("The flux capacitor is misaligned", "transient"),
+])
+def test_deploy_refusals_by_their_words(runpod, message, kind, caplog):
+    respx.post(URL).mock(return_value=httpx.Response(200, json={
+        "errors": [{"message": message, "path": ["podFindAndDeployOnDemand"]}], "data": None}))
+    with caplog.at_level(logging.WARNING, logger="gpurent.providers"), pytest.raises(ProviderError) as e:
+        run(runpod.allocate(AllocateRequest(RID, offer(), "ubuntu:24.04", None, KEYS)))
+    assert e.value.kind == kind and message in e.value.message
+    assert ("words we do not know" in caplog.text) == (kind == "transient")

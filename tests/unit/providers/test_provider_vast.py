@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 
 import httpx
 import pytest
@@ -39,22 +40,34 @@ def request(start: str | None = "python -m http.server 8080") -> AllocateRequest
 # --- offers ---------------------------------------------------------------------------
 
 
+def first_band_only(fx):
+    """The recorded search answer for a name's first band; later bands (``dph_total``) are empty."""
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        return httpx.Response(200, json={"offers": []} if "dph_total" in body else fx("vast/search_offers.json"))
+    return answer
+
+
 @respx.mock
 def test_search_request_and_mapping(vast, fx, caplog):
-    route = respx.post(f"{BASE}/api/v0/bundles/").mock(
-        return_value=httpx.Response(200, json=fx("vast/search_offers.json")))
+    route = respx.post(f"{BASE}/api/v0/bundles/").mock(side_effect=first_band_only(fx))
     with caplog.at_level(logging.INFO, logger="gpurent.providers"):
         offers = run(vast.list_offers())
 
-    req = route.calls.last.request
-    assert req.headers["authorization"] == "Bearer vk-123"
-    body = json.loads(req.content)
-    assert body["verified"] == {"eq": True} and body["rentable"] == {"eq": True} and body["rented"] == {"eq": False}
-    assert body["type"] == "on-demand"
-    assert body["allocated_storage"] == 50.0  # so dph_total includes our disk
-    assert body["order"] == [["dph_total", "asc"]]
-    assert set(body["gpu_name"]["in"]) == set(VAST_NAMES)
-    assert isinstance(body["limit"], int)
+    bodies = [json.loads(c.request.content) for c in route.calls]
+    assert route.calls.last.request.headers["authorization"] == "Bearer vk-123"
+    # one search per GPU name, then one more band per name that proves the answer complete
+    assert len(bodies) == 2 * len(VAST_NAMES)
+    assert sorted(b["gpu_name"]["eq"] for b in bodies if "dph_total" not in b) == sorted(VAST_NAMES)
+    for body in bodies:
+        assert body["verified"] == {"eq": True} and body["rentable"] == {"eq": True}
+        assert body["rented"] == {"eq": False} and body["type"] == "on-demand"
+        assert body["allocated_storage"] == 50.0  # so dph_total includes our disk
+        assert body["order"] == [["dph_total", "asc"]] and body["limit"] == 64
+        assert body["num_gpus"] == {"in": [1, 2, 4, 8]}
+    band = next(b for b in bodies if "dph_total" in b)
+    # the next band starts at the dearest price seen, without the offers seen at exactly that price
+    assert band["dph_total"] == {"gte": 36.00694444444444} and band["id"] == {"notin": [12346007]}
 
     by_key = {o.offer_key: o for o in offers}
     assert set(by_key) == {"12345678", "12345901", "12346002", "12346007", "12346008", "12346009"}
@@ -73,22 +86,55 @@ def test_search_request_and_mapping(vast, fx, caplog):
 
 
 @respx.mock
+def test_search_pages_by_price_band_through_a_cap(vast, caplog):
+    """An answer cut by the provider's cap is continued from its dearest price, ties included."""
+    def offer_row(ask: int, price: float) -> dict:
+        return {"id": ask, "gpu_name": "RTX 4090", "num_gpus": 1, "gpu_ram": 24564, "dph_total": price,
+                "geolocation": "Oregon, US", "rentable": True, "rented": False}
+
+    market = [offer_row(100 + i, p) for i, p in enumerate([0.30, 0.31, 0.31, 0.31, 0.35, 0.40, 0.41])]
+    cap = 3
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if body["gpu_name"]["eq"] != "RTX 4090":
+            return httpx.Response(200, json={"offers": []})
+        lo = body.get("dph_total", {}).get("gte", 0.0)
+        skip = set(body.get("id", {}).get("notin", []))
+        rows = [r for r in market if r["dph_total"] >= lo and r["id"] not in skip]
+        return httpx.Response(200, json={"offers": rows[:cap]})
+
+    respx.post(f"{BASE}/api/v0/bundles/").mock(side_effect=answer)
+    with caplog.at_level(logging.INFO, logger="gpurent.providers"):
+        offers = run(vast.list_offers())
+    assert sorted(int(o.offer_key) for o in offers) == [r["id"] for r in market]
+    assert "'RTX 4090' was cut at 3 offers" in caplog.text
+
+
+@respx.mock
 def test_search_skips_malformed_offers_keeps_good_ones(vast, fx, caplog):
-    respx.post(f"{BASE}/api/v0/bundles/").mock(return_value=httpx.Response(200, json=fx("vast/search_offers.json")))
+    respx.post(f"{BASE}/api/v0/bundles/").mock(side_effect=first_band_only(fx))
     with caplog.at_level(logging.WARNING, logger="gpurent.providers"):
         offers = run(vast.list_offers())
     assert len(offers) == 6
-    assert caplog.text.count("malformed offer") == 2  # the string id and the missing dph_total
+    # the string id and the missing dph_total, in each name's answer
+    assert caplog.text.count("malformed offer") == 2 * len(VAST_NAMES)
 
 
 @respx.mock
 def test_search_429_then_success(vast, fx, sleeps):
-    route = respx.post(f"{BASE}/api/v0/bundles/").mock(side_effect=[
-        httpx.Response(429, headers={"Retry-After": "1"}, json={"error": "too_many_requests"}),
-        httpx.Response(200, json=fx("vast/search_offers.json")),
-    ])
+    answer = first_band_only(fx)
+    calls = {"n": 0}
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return httpx.Response(429, headers={"Retry-After": "1"}, json={"error": "too_many_requests"})
+        return answer(request)
+
+    route = respx.post(f"{BASE}/api/v0/bundles/").mock(side_effect=flaky)
     assert len(run(vast.list_offers())) == 6
-    assert route.call_count == 2 and sleeps.calls == [1.0]
+    assert route.call_count == 2 * len(VAST_NAMES) + 1 and sleeps.calls == [1.0]
 
 
 @respx.mock
@@ -97,7 +143,8 @@ def test_search_quota_is_not_retried(vast, fx):
         return_value=httpx.Response(429, json=fx("vast/search_quota_exceeded.json")))
     with pytest.raises(ProviderError) as e:
         run(vast.list_offers())
-    assert e.value.kind == "quota" and route.call_count == 1
+    names = [json.loads(c.request.content)["gpu_name"]["eq"] for c in route.calls]
+    assert e.value.kind == "quota" and len(names) == len(set(names))  # never retried
 
 
 @respx.mock
@@ -105,7 +152,8 @@ def test_search_5xx_exhausts(vast, sleeps):
     route = respx.post(f"{BASE}/api/v0/bundles/").mock(return_value=httpx.Response(502, text="Bad Gateway"))
     with pytest.raises(ProviderError) as e:
         run(vast.list_offers())
-    assert e.value.kind == "transient" and route.call_count == 4 and len(sleeps.calls) == 3
+    tries = Counter(json.loads(c.request.content)["gpu_name"]["eq"] for c in route.calls)
+    assert e.value.kind == "transient" and max(tries.values()) == 4 and all(n <= 4 for n in tries.values())
 
 
 @respx.mock
@@ -191,6 +239,34 @@ def test_create_429_then_success(vast, fx):
 
 
 @respx.mock
+@pytest.mark.parametrize(("body", "kind", "logged"), [
+    ({"success": False, "error": "ask_gone", "msg": "This offer is no longer available."}, "capacity", False),
+    ({"success": False, "msg": "Your credit balance is too low to rent this instance."}, "quota", False),
+    ({"success": False, "error": "weird_new_thing", "msg": "The host asked for a llama"}, "transient", True),
+])
+def test_create_refusals_by_code_then_words(vast, body, kind, logged, caplog):
+    respx.put(f"{BASE}/api/v0/asks/12345678/").mock(return_value=httpx.Response(400, json=body))
+    with caplog.at_level(logging.WARNING, logger="gpurent.providers"), pytest.raises(ProviderError) as e:
+        run(vast.allocate(request()))
+    assert e.value.kind == kind
+    assert ("words we do not know" in caplog.text) == logged
+    if logged:
+        assert "weird_new_thing: The host asked for a llama" in caplog.text
+
+
+@respx.mock
+def test_a_refused_create_that_made_an_instance_destroys_it(vast):
+    """vast may answer a refusal and still have created the instance (new_contract)."""
+    respx.put(f"{BASE}/api/v0/asks/12345678/").mock(return_value=httpx.Response(200, json={
+        "success": False, "error": "insufficient_credit", "msg": "bid too low", "new_contract": 7835699}))
+    destroy = respx.delete(f"{BASE}/api/v0/instances/7835699/").mock(
+        return_value=httpx.Response(200, json={"success": True}))
+    with pytest.raises(ProviderError) as e:
+        run(vast.allocate(request()))
+    assert e.value.kind == "quota" and destroy.call_count == 1
+
+
+@respx.mock
 def test_create_success_without_contract_is_transient(vast):
     respx.put(f"{BASE}/api/v0/asks/12345678/").mock(return_value=httpx.Response(200, json={"success": True}))
     with pytest.raises(ProviderError) as e:
@@ -235,6 +311,15 @@ def test_get_instance_states(vast, fx, fixture, status, host, port):
     assert route.calls.last.request.url.params["owner"] == "me"
     if status == "failed":
         assert inst.error
+
+
+@respx.mock
+def test_a_start_that_failed_for_good_is_failed_though_vast_says_created(vast, fx):
+    respx.get(f"{BASE}/api/v0/instances/7835610/").mock(
+        return_value=httpx.Response(200, json=fx("vast/instance_created_oci_failed.json")))
+    inst = run(vast.get_instance("7835610"))
+    assert inst is not None and inst.status == "failed" and inst.host is None
+    assert inst.error and "OCI runtime create failed" in inst.error
 
 
 @respx.mock

@@ -22,8 +22,10 @@ says it runs **and** a host and an SSH port are known. Otherwise it is still
 ==========  =========================================  ===================================
 provider    provider state                             InstanceStatus
 ==========  =========================================  ===================================
-vast        actual_status null, created, loading,      provisioning
-            rebooting
+vast        actual_status null, created, loading,      provisioning (failed when its status_msg
+            rebooting                                  says "OCI runtime create failed" or
+                                                       "Error", as dstack and vast's own
+                                                       machine tester read it)
 vast        running (+ ssh host/port known)            running (else provisioning)
 vast        stopped, frozen                            stopped
 vast        exited, offline, unknown (no heartbeat)    failed
@@ -35,17 +37,23 @@ runpod      EXITED                                     failed (gpurent never sto
                                                        an exited pod died or was stopped
                                                        by RunPod)
 runpod      TERMINATED                                 terminated
+runpod      any other desiredStatus                    provisioning (logged: not documented)
 runpod      ``pod: null``                              ``None``
 lambda      booting                                    provisioning
 lambda      active (+ ip known)                        running (else provisioning)
-lambda      unhealthy, preempted                       failed
-lambda      terminating                                stopped (billing until terminated)
+lambda      unhealthy                                  failed (may recover: callers give grace)
+lambda      preempted                                  terminated, ``ending``
+lambda      terminating                                stopped, ``ending`` (billing until
+                                                       terminated)
 lambda      terminated                                 terminated
 lambda      object-does-not-exist / 404                ``None``
 ==========  =========================================  ===================================
 
 vast ``unknown``/``offline`` are mapped to ``failed`` because the machine cannot be
-reached; whether a short heartbeat loss deserves a grace period is the caller's policy.
+reached; a short heartbeat loss gets a grace period from the caller (the rentals' health
+check), except for instances marked ``ending``. Any status an adapter does not know is
+logged and reported ``provisioning``: never running, and bounded by the provider's
+provisioning deadline (`registry.Provider.provision_deadline_seconds`).
 """
 
 from __future__ import annotations
@@ -113,6 +121,13 @@ class Instance:
     host: str | None
     ssh_port: int | None
     error: str | None = None
+    # What the provider bills for this instance, integer cents per hour rounded up, on the
+    # same footing as `Offer.price_cents_per_hour` (storage included where the offer's
+    # price includes it); None when the provider's answer does not say.
+    cost_cents_per_hour: int | None = None
+    # The provider has ended (or is ending) this instance for good on its own (Lambda
+    # `preempted`, `terminating`): no grace period, it will not come back.
+    ending: bool = False
 
 
 class ProviderAdapter(Protocol):

@@ -211,6 +211,14 @@ class JsonHttp:
             ) from e
 
 
+def unrecognised_refusal(provider: str, what: str, raw: str) -> ProviderError:
+    """A refusal in words (or a code) we do not know: ``transient``, logged with its raw
+    text so the wording can be added to the adapter's table."""
+    text = " ".join(str(raw).split())[:300]
+    log.warning("%s: %s refused in words we do not know (treated as transient): %r", provider, what, text)
+    return ProviderError(provider, "transient", f"{what} failed: {text}")
+
+
 # --- reading fields out of decoded JSON ------------------------------------------------
 
 

@@ -9,7 +9,8 @@
 - terminate  ``POST /instance-operations/terminate``
 
 Errors are ``{"error": {"code", "message", "suggestion"}}``: classified by ``code``, never
-by the text; an unknown code falls back to the HTTP status.
+by the text; a code we do not know is ``transient``, logged with the raw text; an answer
+without a code falls back to the HTTP status.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from gpurent.providers.http import (
     obj,
     req_str,
     status_kind,
+    unrecognised_refusal,
 )
 from gpurent.providers.lambdacloud_names import lambda_family, parse_lambda_description, region_from_lambda
 from gpurent.providers.spec import BuildContext, ProviderConfig, ProviderSpec
@@ -66,11 +68,12 @@ ERROR_CODES: dict[str, ErrorKind] = {
 
 _STATES: dict[str, InstanceStatus] = {
     "booting": "provisioning",
-    "unhealthy": "failed",
-    "preempted": "failed",
-    "terminating": "stopped",
+    "unhealthy": "failed",  # may recover (SkyPilot keeps it as INIT): callers give grace
+    "preempted": "terminated",  # Lambda took it back; billing stopped
+    "terminating": "stopped",  # going away; billing until terminated
     "terminated": "terminated",
 }
+_ENDING = frozenset({"preempted", "terminating"})
 
 
 class LambdaAdapter:
@@ -103,12 +106,15 @@ class LambdaAdapter:
         code = err.get("code") if isinstance(err, dict) else None
         message = err.get("message") if isinstance(err, dict) else None
         kind = ERROR_CODES.get(code) if isinstance(code, str) else None
+        detail = f"{code}: {message}" if code else f"HTTP {response.status_code}"
+        if kind is None and isinstance(code, str) and code:
+            # A code we do not know (Lambda adds them): never guessed from its text.
+            return unrecognised_refusal(self.code, what, detail)
         if kind is None:
             # Only object-does-not-exist proves an object gone; a bare 404 (wrong base URL,
             # a proxy) must not make a billing instance look terminated.
             status = response.status_code
             kind = "transient" if status == 404 else status_kind(status)
-        detail = f"{code}: {message}" if code else f"HTTP {response.status_code}"
         return ProviderError(self.code, kind, f"{what} failed: {detail}")
 
     async def _call(self, what: str, method: str, path: str, *, json: Any = None, idempotent: bool) -> Any:
@@ -225,13 +231,17 @@ class LambdaAdapter:
             status = reachable_status(True, ip, 22)
         elif state in _STATES:
             status = _STATES[state]
-            if status == "failed":
+            if status == "failed" or state in _ENDING:
                 error = f"lambda reports the instance {state}"
         else:
             log.warning("lambda: instance %s has an unknown status %r", iid, state)
             status = "provisioning"
         running = status == "running"
-        return Instance(iid, name, status, ip if running else None, 22 if running else None, error)
+        it = row.get("instance_type")
+        price = it.get("price_cents_per_hour") if isinstance(it, dict) else None
+        cost = price if isinstance(price, int) and not isinstance(price, bool) and price > 0 else None
+        return Instance(iid, name, status, ip if running else None, 22 if running else None, error, cost,
+                        ending=state in _ENDING)
 
 
 class LambdaConfig(ProviderConfig):

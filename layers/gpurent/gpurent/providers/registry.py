@@ -22,6 +22,12 @@ PROVIDERS, PROVIDER_*               shared settings: `gpurent.config.ProviderSet
 
 In a deployment the API keys are SSM SecureString parameters named by
 ``<CODE>_API_KEY_PARAM`` (`env_settings` reads them).
+
+A provider without an API key is **off**, not an error: no key in the settings, an empty
+``<CODE>_API_KEY_PARAM``, or a parameter that does not exist in SSM. Off providers are left
+out of `adapters()`, so the catalog refresh and the reconciler skip them; each is logged
+once per process, and a missing parameter is looked up again only every
+`OFF_RECHECK_SECONDS` (a provider configured later turns on without a redeploy).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import importlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -51,13 +58,16 @@ class Provider:
     code: str  # listings' `provider`, and the prefix of its settings (`VAST_…`)
     module: str  # its adapter module (which has `SPEC`), imported only to build the adapter
     provision_seconds: int  # typical launch → running, quoted by the launch preview
+    # A rental not running this long after its launch fails (reserve back, machine
+    # terminated): dstack's per-backend provisioning timeouts (image pull included).
+    provision_deadline_seconds: int = 600
 
 
 # Adding a provider: its adapter module (+ its `_names` module), a simulator, and one line here.
 PROVIDERS: tuple[Provider, ...] = (
-    Provider("vast", "gpurent.providers.vast", provision_seconds=60),
-    Provider("runpod", "gpurent.providers.runpod", provision_seconds=45),
-    Provider("lambda", "gpurent.providers.lambdacloud", provision_seconds=60),
+    Provider("vast", "gpurent.providers.vast", provision_seconds=60, provision_deadline_seconds=600),
+    Provider("runpod", "gpurent.providers.runpod", provision_seconds=45, provision_deadline_seconds=1200),
+    Provider("lambda", "gpurent.providers.lambdacloud", provision_seconds=60, provision_deadline_seconds=1800),
 )
 
 
@@ -72,6 +82,11 @@ def provider(code: str) -> Provider | None:
 def provision_seconds(code: str) -> int:
     found = provider(code)
     return found.provision_seconds if found else 60
+
+
+def provision_deadline(code: str) -> int:
+    found = provider(code)
+    return found.provision_deadline_seconds if found else 600
 
 
 def spec(code: str) -> ProviderSpec[Any]:
@@ -141,7 +156,7 @@ def build_adapters(
             continue
         prefix = f"{code.upper()}_"
         if f"{prefix}API_KEY" not in s:
-            log.info("provider %s has no API key configured; not built", code)
+            _report_off(code, "no API key is configured")
             continue
         found = spec(code)
         own = {k.removeprefix(prefix).lower(): v for k, v in s.items() if k.startswith(prefix)}
@@ -149,20 +164,63 @@ def build_adapters(
     return adapters
 
 
+OFF_RECHECK_SECONDS = 600.0
+
+_off_reported: set[str] = set()
+_missing_params: dict[str, float] = {}  # SSM parameter name → when it was found missing
+_off_lock = threading.Lock()
+
+
+def _report_off(code: str, why: str) -> None:
+    """Log that a provider is off, once per process."""
+    with _off_lock:
+        if code in _off_reported:
+            return
+        _off_reported.add(code)
+    log.info("provider %s is off on this deployment: %s", code, why)
+
+
+def _param_value(code: str, param: str) -> str | None:
+    """The API key in SSM parameter `param`, or None when the parameter does not exist
+    (remembered for `OFF_RECHECK_SECONDS`, so an off provider costs no SSM call a minute)."""
+    with _off_lock:
+        missing_since = _missing_params.get(param)
+    if missing_since is not None and time.monotonic() - missing_since < OFF_RECHECK_SECONDS:
+        return None
+    from gpurent.store import secrets
+
+    value = secrets.get_secret_if_set(param)
+    with _off_lock:
+        if value is None:
+            _missing_params[param] = time.monotonic()
+        else:
+            _missing_params.pop(param, None)
+    if value is None:
+        _report_off(code, f"its API key parameter {param} does not exist")
+    return value
+
+
 def env_settings(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The providers' settings from the environment: ``<CODE>_*`` for every provider,
     ``PROVIDERS`` and ``PROVIDER_*``; an API key given as ``<CODE>_API_KEY_PARAM`` is
-    read from SSM."""
+    read from SSM (a parameter that does not exist leaves that provider off)."""
     e = os.environ if env is None else env
     prefixes = (*(f"{code.upper()}_" for code in codes()), "PROVIDER_")
     out = {k: v for k, v in e.items() if v and (k == "PROVIDERS" or k.startswith(prefixes))}
     for code in codes():
         name, param = f"{code.upper()}_API_KEY", out.pop(f"{code.upper()}_API_KEY_PARAM", None)
         if not out.get(name) and param:
-            from gpurent.store import secrets
-
-            out[name] = secrets.get_secret(param)
+            value = _param_value(code, param)
+            if value:
+                out[name] = value
     return out
+
+
+def reset_off() -> None:
+    """Forget which providers were found off (tests)."""
+    with _off_lock:
+        _off_reported.clear()
+        _missing_params.clear()
 
 
 # ---------------------------------------------------------------- the process's adapters

@@ -3,22 +3,29 @@
 The body is ``{"query": ...}`` only, every argument an inline literal (strings escaped as
 JSON strings, which GraphQL's string syntax accepts), enums bare (provider-wire.md §2).
 
-Offers: RunPod prices are per GPU and the same GPU type can be in stock in one data
-centre and not in another, so the catalog asks, per GPU count N in 1, 2, 4, 8, for each
-listed secure-cloud data centre's ``lowestPrice`` in one query (one aliased
-``lowestPrice`` field per data centre: ``dc0``, ``dc1``, …). A null ``stockStatus`` means
-none there. Community cloud is left out: its hosts are less reliable and its price is not
-the one a secure deploy bills (dstack #1886).
+Offers: the same GPU type can be in stock in one data centre and not in another, so the
+catalog asks, per GPU count N in 1, 2, 4, 8, for each listed secure-cloud data centre's
+``lowestPrice`` in one query (one aliased ``lowestPrice`` field per data centre: ``dc0``,
+``dc1``, …). A null ``stockStatus`` means none there. Community cloud is left out: its
+hosts are less reliable and its price is not the one a secure deploy bills (dstack #1886).
 
-Price = ``uninterruptablePrice`` × N + the container disk, which RunPod bills with the
-pod (``storage_dollars_per_gb_month``, default $0.10/GB/month over 730 h).
+Prices: every GPU-type price RunPod publishes is **per GPU per hour** (``securePrice``,
+``communityPrice``, the spot prices, and ``lowestPrice``'s ``uninterruptablePrice`` and
+``minimumBidPrice``); only a pod's ``costPerHr`` is for the whole pod. An N-GPU listing
+is priced as RunPod bills the pod: ``uninterruptablePrice`` (that data centre's per-GPU
+price for a machine with N free GPUs) × N, plus the container disk, which RunPod bills
+with the pod (``storage_dollars_per_gb_month``, default $0.10/GB/month over 730 h).
+An ``uninterruptablePrice`` that does not look per-GPU (under half, or at least twice, the
+type's per-GPU list price ``securePrice``) leaves that listing out with a warning: we do
+not quote a pod whose bill we cannot predict. docs/decisions.md has the sources.
 
 The SSH keys go in ``env.PUBLIC_KEY`` (newline-separated), which RunPod's base images
 append to ``authorized_keys``. A start command replaces the image's command
 (``dockerArgs``), so then our own script installs the keys, starts sshd and stays up.
 
 Errors: RunPod answers top-level ``errors`` with text only; ``extensions.code`` is used
-when present, otherwise the text is matched against the patterns below.
+when present, otherwise the text is matched against the patterns below (RunPod's real
+wordings); words we do not know are ``transient`` and logged with the raw text.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ from gpurent.providers.http import (
     obj,
     req_str,
     status_kind,
+    unrecognised_refusal,
 )
 from gpurent.providers.runpod_names import region_from_runpod, runpod_family
 from gpurent.providers.spec import BuildContext, ProviderConfig, ProviderSpec
@@ -70,7 +78,7 @@ GPU_COUNTS = (1, 2, 4, 8)
 HOURS_PER_MONTH = Decimal(730)
 
 POD_FIELDS = (
-    "id name desiredStatus lastStatusChange imageName costPerHr gpuCount machineId "
+    "id name desiredStatus lastStatusChange imageName costPerHr gpuCount machineId containerDiskInGb "
     "runtime { uptimeInSeconds ports { ip isIpPublic privatePort publicPort type } }"
 )
 
@@ -82,14 +90,27 @@ _EXTENSION_CODES: dict[str, ErrorKind] = {
     "GRAPHQL_PARSE_FAILED": "invalid",
     "NOT_FOUND": "not_found",
 }
+# RunPod's refusals as its API words them (GraphQL answers carry text only). Seen in the
+# wild: "There are no longer any instances available with the requested specifications.
+# Please refresh and try again." (runpod-python, runpodctl #189), "... with the request
+# specifications. Please try again later." (dstack #1740), "There are no instances
+# currently available", "There are not enough free GPUs on the host machine to start this
+# pod." (runpod-python #168), "this machine does not have the resources to deploy this pod",
+# "pod not found to terminate" (dstack's RunPod backend), "Something went wrong. Please try
+# again later or contact support." (pulumi-runpod-native #18), "Insufficient balance" (the
+# v2 API's 402). Balance and spend-limit refusals are `quota` (the next listing may be at
+# another provider).
 _MESSAGE_PATTERNS: tuple[tuple[re.Pattern[str], ErrorKind], ...] = (
-    (re.compile(r"no longer any instances available|no (gpus?|instances?|machines?) available|"
-                r"not enough (free )?gpus|out of stock", re.I), "capacity"),
-    (re.compile(r"insufficient (funds|balance|credit)|balance is too low|not enough (funds|balance|credit)|"
-                r"spend limit|quota", re.I), "quota"),
+    (re.compile(r"no (longer )?(any )?(gpus?|instances?|machines?|pods?) (currently )?available|"
+                r"not enough (free )?gpus|does not have the resources|out of stock|no capacity|"
+                r"insufficient capacity", re.I), "capacity"),
+    (re.compile(r"insufficient (funds|balance|credit)|balance (is )?too low|not enough (funds|balance|credit)|"
+                r"low balance|add (more )?funds|spend(ing)? limit|quota", re.I), "quota"),
     (re.compile(r"unauthori[sz]ed|api key|authenticat|forbidden|permission denied", re.I), "auth"),
     (re.compile(r"not found|does not exist", re.I), "not_found"),
-    (re.compile(r"invalid|must be|cannot be|is required|cannot query field|syntax error", re.I), "invalid"),
+    (re.compile(r"invalid|must be|cannot be|is required|cannot query field|syntax error|"
+                r"unknown argument|expected type", re.I), "invalid"),
+    (re.compile(r"something went wrong|try again later|internal server error|timed? ?out", re.I), "transient"),
 )
 
 
@@ -98,13 +119,14 @@ def gql_string(value: str) -> str:
     return json.dumps(value)
 
 
-def classify_message(message: str, code: str | None = None) -> ErrorKind:
+def classify_message(message: str, code: str | None = None) -> ErrorKind | None:
+    """The kind a RunPod error says, or None when neither its code nor its words are known."""
     if code and code.upper() in _EXTENSION_CODES:
         return _EXTENSION_CODES[code.upper()]
     for pattern, kind in _MESSAGE_PATTERNS:
         if pattern.search(message):
             return kind
-    return "transient"
+    return None
 
 
 def offers_query(gpu_count: int, data_centers: list[str]) -> str:
@@ -114,6 +136,16 @@ def offers_query(gpu_count: int, data_centers: list[str]) -> str:
         for i, dc in enumerate(data_centers)
     )
     return f"query GpuTypes {{ gpuTypes {{ id displayName memoryInGb securePrice communityPrice {prices} }} }}"
+
+
+def pod_price_dollars(per_gpu: Decimal, list_per_gpu: Decimal | None, gpu_count: int) -> Decimal | None:
+    """What an N-GPU secure pod costs per hour (GPU part), from a data centre's per-GPU price;
+    None when that price does not look like a per-GPU price (see the module doc)."""
+    if per_gpu <= 0:
+        return None
+    if list_per_gpu is not None and list_per_gpu > 0 and not (list_per_gpu / 2 <= per_gpu < list_per_gpu * 2):
+        return None
+    return per_gpu * gpu_count
 
 
 def docker_args(keys: tuple[str, ...], start_command: str) -> str:
@@ -158,7 +190,10 @@ class RunPodAdapter:
             message = str(first.get("message") or "unknown error")
             ext = first.get("extensions")
             code = ext.get("code") if isinstance(ext, dict) and isinstance(ext.get("code"), str) else None
-            raise ProviderError(self.code, classify_message(message, code), f"{what} failed: {message}")
+            kind = classify_message(message, code)
+            if kind is None:
+                raise unrecognised_refusal(self.code, what, message)
+            raise ProviderError(self.code, kind, f"{what} failed: {message}")
         if not response.is_success:
             kind = status_kind(response.status_code)
             raise ProviderError(self.code, "transient" if kind == "not_found" else kind,
@@ -216,6 +251,8 @@ class RunPodAdapter:
         if fam is None:
             unknown.add(type_id)
             return []
+        list_price = get_num(raw, "securePrice", optional=True)
+        list_per_gpu = Decimal(str(list_price)) if list_price is not None else None
         out: list[Offer] = []
         for i, (dc, region) in enumerate(dcs):
             lp = raw.get(f"dc{i}")
@@ -228,8 +265,12 @@ class RunPodAdapter:
                 per_gpu = get_num(lp, "uninterruptablePrice", optional=True)
                 if per_gpu is None or per_gpu <= 0:
                     continue
-                total = Decimal(str(per_gpu)) * n + self._storage_dollars()
-                cents = dollars_to_cents_up(total)
+                pod = pod_price_dollars(Decimal(str(per_gpu)), list_per_gpu, n)
+                if pod is None:
+                    log.warning("runpod: %s x%d in %s: uninterruptablePrice %s is not a per-GPU price next to "
+                                "securePrice %s; left out", type_id, n, dc, per_gpu, list_price)
+                    continue
+                cents = dollars_to_cents_up(pod + self._storage_dollars())
             except (Malformed, ValueError) as e:
                 log.warning("runpod: skipping %s in %s: %s", type_id, dc, e)
                 continue
@@ -328,11 +369,28 @@ class RunPodAdapter:
             status = "failed"
             error = get_str(pod, "lastStatusChange", optional=True) or "pod exited"
         else:  # RUNNING, or a state RunPod has not documented: not reachable until proven
+            if desired != "RUNNING":
+                log.warning("runpod: pod %s has an unknown desiredStatus %r (%r); taken as not running", iid,
+                            desired, get_str(pod, "lastStatusChange", optional=True))
             host, port = _public_ssh(pod.get("runtime"))
             status = reachable_status(desired == "RUNNING", host, port)
             if status != "running":
                 host, port = None, None
-        return Instance(iid, name, status, host, port, error)
+        return Instance(iid, name, status, host, port, error, self._billed_cents(pod))
+
+    def _billed_cents(self, pod: dict[str, Any]) -> int | None:
+        """The pod's ``costPerHr`` (the whole pod, a number or a numeric string) plus the
+        container disk, as its offer was priced; None when absent or unreadable."""
+        raw = pod.get("costPerHr")
+        if raw is None or isinstance(raw, bool):
+            return None
+        try:
+            dollars = Decimal(str(raw))
+            disk = pod.get("containerDiskInGb")
+            gb = Decimal(int(disk)) if isinstance(disk, int) and not isinstance(disk, bool) else Decimal(self.disk_gb)
+            return dollars_to_cents_up(dollars + gb * self.storage_rate / HOURS_PER_MONTH)
+        except (ArithmeticError, ValueError):
+            return None
 
 
 def _public_ssh(runtime: Any) -> tuple[str | None, int | None]:

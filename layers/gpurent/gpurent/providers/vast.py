@@ -1,7 +1,8 @@
 """vast.ai adapter: the wire form of the ``vastai`` 1.9 SDK (provider-wire.md §1).
 
 - search   ``POST /api/v0/bundles/`` (flat filters; ``allocated_storage`` = our disk, so
-           ``dph_total`` already includes the storage we will be billed for)
+           ``dph_total`` already includes the storage we will be billed for), one query
+           per GPU name, paged by price band (below)
 - create   ``PUT /api/v0/asks/{ask id}/`` (label = our rental id)
 - get      ``GET /api/v0/instances/{id}/?owner=me`` → ``{"instances": {...} | null}``
 - list     ``GET /api/v1/instances/`` paged by ``next_token`` → ``after_token``
@@ -9,6 +10,17 @@
 
 A logical failure is ``{"success": false, "error": <code>, "msg": <text>}`` (with a 2xx
 or a 4xx status); the ``error`` code decides the kind.
+
+Search answers are capped: a public integration saw 64 offers whatever ``limit`` asked,
+and one search over the whole market returns only its cheapest part (SkyPilot #4904: its
+vast catalog missed cheaper live offers). So the market is fetched per GPU name (our six,
+``num_gpus`` in 1, 2, 4, 8), cheapest first, in price bands: after each answer the next
+band is asked for (``dph_total >= `` the dearest price seen, the offers already seen at
+exactly that price excluded by id) until a band brings no new offer. This holds whatever
+the cap is, even one below the ``search_page`` we ask for (a cap we cannot see): a
+complete name costs two searches. An answer a later band proved cut off is logged (info,
+with the size it was cut at); a name still bringing new offers after ``max_bands`` bands
+is logged as truncated (warning: its dearest offers are missing).
 
 "Gone" is believed only when vast says so: ``{"instances": null}``, or the error code
 ``no_such_instance``. A bare 404 (a wrong base URL, a proxy) is ``transient``: taking it
@@ -20,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from typing import Any
 
 import httpx
@@ -51,6 +64,7 @@ from gpurent.providers.http import (
     req_num,
     req_str,
     status_kind,
+    unrecognised_refusal,
 )
 from gpurent.providers.spec import BuildContext, ProviderConfig, ProviderSpec
 from gpurent.providers.vast_names import VAST_NAMES, region_from_vast, vast_family
@@ -60,6 +74,9 @@ log = logging.getLogger("gpurent.providers")
 DEFAULT_BASE_URL = "https://console.vast.ai"
 GPU_COUNTS = frozenset({1, 2, 4, 8})
 MAX_PAGES = 200
+SEARCH_PAGE = 64  # offers asked for per search: the cap vast was seen to apply
+MAX_BANDS = 12  # price bands per GPU name before the answer is reported truncated
+SEARCH_CONCURRENCY = 3  # searches in flight at once (vast rate-limits searches)
 
 ERROR_CODES: dict[str, ErrorKind] = {
     "no_such_ask": "capacity",  # the ask was rented by someone else or withdrawn
@@ -67,12 +84,29 @@ ERROR_CODES: dict[str, ErrorKind] = {
     "search_quota_exceeded": "quota",
     "invalid_args": "invalid",
     "no_such_instance": "not_found",
+    "auth_error": "auth",
+    "server_error": "transient",
 }
+# A refusal whose code we do not know is read by its words (vast's `msg`); words we do not
+# know either are `transient`, logged with the raw text.
+_MESSAGE_PATTERNS: tuple[tuple[re.Pattern[str], ErrorKind], ...] = (
+    (re.compile(r"not available|no longer available|already rented|no such ask|is rented|out of stock", re.I),
+     "capacity"),
+    (re.compile(r"credit|balance|insufficient funds|payment|spend limit", re.I), "quota"),
+    (re.compile(r"api key|unauthori[sz]ed|not authori[sz]ed|authenticat|forbidden|permission", re.I), "auth"),
+    (re.compile(r"invalid|is required|must be|malformed", re.I), "invalid"),
+    (re.compile(r"internal error|try again|timed? ?out|unavailable", re.I), "transient"),
+)
 
 # Without the no_such_instance code a 404 proves nothing about the instance.
 _UNPROVEN_404: dict[int, ErrorKind] = {404: "transient", 410: "transient"}
 
 _PROVISIONING = frozenset({"created", "loading", "rebooting", "scheduling"})
+_STUCK_STATES = frozenset({"created", "loading"})
+# A start that failed for good while vast still says created/loading: dstack reads
+# ": OCI runtime create failed:" in status_msg as failed; vast's own machine tester any
+# "Error" in it.
+_START_FAILED = re.compile(r"OCI runtime create failed|Error")
 _STOPPED = frozenset({"stopped", "frozen"})
 _FAILED = frozenset({"exited", "offline", "unknown"})
 
@@ -97,11 +131,13 @@ class VastAdapter:
         policy: HttpPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
         client: httpx.AsyncClient | None = None,
-        search_limit: int = 3000,
+        search_page: int = SEARCH_PAGE,
+        max_bands: int = MAX_BANDS,
         page_size: int = 25,
     ) -> None:
         self.disk_gb = disk_gb  # the storage the offer prices include (allocated_storage)
-        self.search_limit = search_limit
+        self.search_page = search_page
+        self.max_bands = max_bands
         self.page_size = page_size
         self.http = JsonHttp(
             self.code, base_url, {"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
@@ -119,53 +155,110 @@ class VastAdapter:
                 body = None
         code = body.get("error") if isinstance(body, dict) else None
         text = (body.get("msg") or body.get("message")) if isinstance(body, dict) else None
-        kind: ErrorKind | None = ERROR_CODES.get(code) if isinstance(code, str) else None
-        if kind is None:
-            status = response.status_code
-            kind = (fallback or {}).get(status) or ("transient" if status < 300 else status_kind(status))
+        code = code if isinstance(code, str) and code else None
+        text = text if isinstance(text, str) and text else None
         detail = f"{code}: {text}" if code and text else str(text or code or f"HTTP {response.status_code}")
+        kind: ErrorKind | None = ERROR_CODES.get(code) if code else None
+        if kind is None and text:
+            kind = next((k for pattern, k in _MESSAGE_PATTERNS if pattern.search(text)), None)
+        status = response.status_code
+        if kind is None and fallback and status in fallback:
+            kind = fallback[status]
+        if kind is None:
+            if code or text:
+                return unrecognised_refusal(self.code, what, detail)
+            kind = "transient" if status < 300 else status_kind(status)
         return ProviderError(self.code, kind, f"{what} failed: {detail}")
 
     # --- offers --------------------------------------------------------------------
 
-    def search_body(self) -> dict[str, Any]:
-        return {
+    def search_body(self, gpu_name: str, above: float | None = None,
+                    seen_at_edge: tuple[int, ...] = ()) -> dict[str, Any]:
+        """One price band of one GPU name: offers from `above` $/h up (cheapest first),
+        except those already seen at exactly that price."""
+        body: dict[str, Any] = {
             "verified": {"eq": True},
             "external": {"eq": False},
             "rentable": {"eq": True},
             "rented": {"eq": False},
-            "gpu_name": {"in": sorted(VAST_NAMES)},
+            "gpu_name": {"eq": gpu_name},
+            "num_gpus": {"in": sorted(GPU_COUNTS)},
             "order": [["dph_total", "asc"]],
             "type": "on-demand",
-            "limit": self.search_limit,
+            "limit": self.search_page,
             "allocated_storage": float(self.disk_gb),
         }
+        if above is not None:
+            body["dph_total"] = {"gte": above}
+        if seen_at_edge:
+            body["id"] = {"notin": list(seen_at_edge)}
+        return body
 
-    async def list_offers(self) -> list[Offer]:
+    async def _search(self, body: dict[str, Any]) -> list[Any]:
         response = await self.http.send(
-            "POST", "/api/v0/bundles/", json=self.search_body(), idempotent=True, retryable=_not_search_quota
+            "POST", "/api/v0/bundles/", json=body, idempotent=True, retryable=_not_search_quota
         )
         if not response.is_success:
             raise self._error("search offers", response)
-        body = self.http.decode(response)
-        raw_offers = body.get("offers") if isinstance(body, dict) else None
+        answer = self.http.decode(response)
+        raw_offers = answer.get("offers") if isinstance(answer, dict) else None
         if not isinstance(raw_offers, list):
             raise ProviderError(self.code, "transient", "search offers: answer has no 'offers' list")
-        if len(raw_offers) >= self.search_limit:
-            log.warning("vast: search hit its limit of %d offers; the dearest are cut off", self.search_limit)
-        offers: list[Offer] = []
+        return raw_offers
+
+    async def _search_name(self, gpu_name: str, gate: asyncio.Semaphore) -> list[Any]:
+        """Every offer of one GPU name, band by band (see the module doc)."""
+        found: dict[Any, Any] = {}
+        above: float | None = None
+        edge: tuple[int, ...] = ()
+        cut_at: int | None = None
+        for _ in range(self.max_bands):
+            async with gate:
+                rows = await self._search(self.search_body(gpu_name, above, edge))
+            new = [r for r in rows if not (isinstance(r, dict) and r.get("id") in found)]
+            if not new:
+                if cut_at is not None:
+                    log.info("vast: the search for %r was cut at %d offers; %d found in price bands", gpu_name,
+                             cut_at, len(found))
+                return list(found.values())
+            if found and cut_at is None:
+                cut_at = len(found)
+            for r in new:
+                found[r.get("id") if isinstance(r, dict) else id(r)] = r
+            prices = [p for r in rows if isinstance(r, dict)
+                      and isinstance(p := r.get("dph_total"), int | float) and not isinstance(p, bool)]
+            if not prices:
+                return list(found.values())
+            top = max(prices)
+            edge = tuple(sorted(int(r["id"]) for r in found.values() if isinstance(r, dict)
+                                and r.get("dph_total") == top and isinstance(r.get("id"), int)))
+            above = top
+        log.warning("vast: the search for %r still brought new offers after %d price bands; the answers look "
+                    "truncated and its dearest offers are missing", gpu_name, self.max_bands)
+        return list(found.values())
+
+    async def list_offers(self) -> list[Offer]:
+        gate = asyncio.Semaphore(SEARCH_CONCURRENCY)
+        try:
+            async with asyncio.TaskGroup() as group:  # one failure cancels the other searches
+                tasks = [group.create_task(self._search_name(name, gate)) for name in sorted(VAST_NAMES)]
+        except BaseExceptionGroup as eg:
+            raise eg.exceptions[0] from None
+        answers = [t.result() for t in tasks]
+        offers: dict[str, Offer] = {}
         unknown: set[str] = set()
-        for raw in raw_offers:
-            try:
-                offer = self._offer(obj(raw, "offer"), unknown)
-            except Malformed as e:
-                log.warning("vast: skipping a malformed offer: %s", e)
-                continue
-            if offer is not None:
-                offers.append(offer)
+        for raw_offers in answers:
+            for raw in raw_offers:
+                try:
+                    offer = self._offer(obj(raw, "offer"), unknown)
+                except Malformed as e:
+                    log.warning("vast: skipping a malformed offer: %s", e)
+                    continue
+                if offer is not None:
+                    offers[offer.offer_key] = offer
         for name in sorted(unknown):
             log.info("vast: GPU %r is not one of our families; its offers are left out", name)
-        return offers
+        return list(offers.values())
 
     def _offer(self, raw: dict[str, Any], unknown: set[str]) -> Offer | None:
         ask_id = req_int(raw, "id")
@@ -213,11 +306,18 @@ class VastAdapter:
         }
         response = await self.http.send("PUT", f"/api/v0/asks/{ask_id}/", json=body, idempotent=False)
         if not response.is_success:
+            try:
+                refused = response.json()
+            except ValueError:
+                refused = None
+            if isinstance(refused, dict):
+                await self._destroy_refused(refused.get("new_contract"))
             raise self._error("create instance", response, fallback={404: "capacity", 410: "capacity"})
         data = self.http.decode(response)
         if not isinstance(data, dict):
             raise ProviderError(self.code, "transient", "create instance: answer is not an object")
         if data.get("success") is not True:
+            await self._destroy_refused(data.get("new_contract"))
             raise self._error("create instance", response, data)
         contract = data.get("new_contract")
         if isinstance(contract, bool) or not isinstance(contract, int | str) or not str(contract).isdigit():
@@ -225,6 +325,17 @@ class VastAdapter:
                 self.code, "transient", "create instance: success without a new_contract (reconcile by label)"
             )
         return str(contract)
+
+    async def _destroy_refused(self, contract: Any) -> None:
+        """vast can create an instance and still answer a refusal (dstack's vast backend saw
+        it with bids): one named in the refusal is destroyed at once, or left to the
+        reconciler (it carries our label) when that fails."""
+        if isinstance(contract, bool) or not isinstance(contract, int | str) or not str(contract).isdigit():
+            return
+        try:
+            await self.terminate(str(contract))
+        except ProviderError as e:
+            log.warning("vast: could not destroy instance %s created by a refused create: %s", contract, e)
 
     async def get_instance(self, instance_id: str) -> Instance | None:
         response = await self.http.send(
@@ -301,7 +412,11 @@ class VastAdapter:
         host, port = _ssh_endpoint(row)
         status: InstanceStatus
         error: str | None = None
-        if actual is None or actual in _PROVISIONING:
+        msg = get_str(row, "status_msg", optional=True) or ""
+        if (actual is None or actual in _STUCK_STATES) and _START_FAILED.search(msg):
+            status = "failed"  # it will never start: vast leaves it in `created`/`loading` for ever
+            error = msg.strip()[:300]
+        elif actual is None or actual in _PROVISIONING:
             status = "provisioning"
         elif actual == "running":
             status = reachable_status(True, host, port)
@@ -309,13 +424,24 @@ class VastAdapter:
             status = "stopped"
         elif actual in _FAILED:
             status = "failed"
-            error = get_str(row, "status_msg", optional=True) or f"vast reports the instance {actual}"
+            error = f"vast reports the instance {actual}" + (f": {msg.strip()[:300]}" if msg.strip() else "")
         else:
             log.warning("vast: instance %s has an unknown actual_status %r", iid, actual)
             status = "provisioning"
         if status != "running":  # a host is given out only once it is reachable
             host, port = None, None
-        return Instance(iid, label, status, host, port, error)
+        return Instance(iid, label, status, host, port, error, _billed_cents(row))
+
+
+def _billed_cents(row: dict[str, Any]) -> int | None:
+    """The instance's ``dph_total`` (GPU + the storage of its disk) in cents, rounded up."""
+    raw = row.get("dph_total")
+    if raw is None or isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        return None
+    try:
+        return dollars_to_cents_up(raw)
+    except ValueError:
+        return None
 
 
 def _ssh_endpoint(row: dict[str, Any]) -> tuple[str | None, int | None]:

@@ -18,7 +18,7 @@ from gpurent.errors import ApiError
 from gpurent.listing import Listing, failover
 from gpurent.providers import registry
 from gpurent.providers.base import AllocateRequest, Instance, ProviderError
-from gpurent.records import Rental
+from gpurent.records import Rental, RentalChanges
 from gpurent.rentals import instances, settlement, views
 from gpurent.store import money as money_store
 from gpurent.store import rentals as store
@@ -39,6 +39,9 @@ class Launch(BaseModel):
     name: str | None = Field(default=None, max_length=64)
     autoStopAfterHours: float | None = Field(default=None, gt=0, le=720)
     maxTotalCents: int | None = Field(default=None, ge=1, le=100_000_000)
+    # Price tolerance: failover may place the rental on any listing up to this (default:
+    # the quote). The rate charged and reserved is the one obtained.
+    maxPricePerHourCents: int | None = Field(default=None, ge=1, le=100_000_000)
 
 
 def launch(user_id: str, body: Launch, idempotency_key: str | None) -> tuple[dict[str, Any], int]:
@@ -67,6 +70,10 @@ def launch(user_id: str, body: Launch, idempotency_key: str | None) -> tuple[dic
                        "another region or another family.")
     listing = found[0]
     price = listing.price_per_hour_cents
+    if body.maxPricePerHourCents is not None and body.maxPricePerHourCents < price:
+        raise ApiError("model_unavailable", f"No listing at or below maxPricePerHourCents "
+                       f"({body.maxPricePerHourCents}); the cheapest is {price} cents per hour.",
+                       {"cheapestPricePerHourCents": price})
     keys = ssh_keys.public_keys(user_id)
     now = clock.now()
     record = Rental(
@@ -76,7 +83,7 @@ def launch(user_id: str, body: Launch, idempotency_key: str | None) -> tuple[dic
         model=listing.model, offer=listing.snapshot(), created_at=now, reserve_cents=price,
         auto_stop_after_hours=body.autoStopAfterHours, max_total_cents=body.maxTotalCents,
         ssh_key_count=len(keys), version=1, idempotency_key=idempotency_key,
-        allocating_until=now + ALLOCATION_LEASE,
+        allocating_until=now + ALLOCATION_LEASE, max_price_per_hour_cents=body.maxPricePerHourCents,
     )
 
     def planner(w: wallet.Wallet) -> list[wallet.Step]:
@@ -95,11 +102,17 @@ def launch(user_id: str, body: Launch, idempotency_key: str | None) -> tuple[dic
     return _finish_launch(record, _allocate(record, keys, found))
 
 
-def _warnings(ssh_key_count: int) -> list[str]:
-    if ssh_key_count:
-        return []
-    return ["No SSH key on file: the pod will not be reachable over SSH. Add one with POST /v1/ssh-keys "
-            "before launching."]
+def _warnings(r: Rental) -> list[str]:
+    out = []
+    if not r.ssh_key_count:
+        out.append("No SSH key on file: the pod will not be reachable over SSH. Add one with POST /v1/ssh-keys "
+                   "before launching.")
+    quoted = r.quoted_price_per_hour_cents
+    if quoted is not None and quoted != r.price_per_hour_cents:
+        out.append(f"Placed at {r.price_per_hour_cents} cents per hour instead of the quoted {quoted} (the "
+                   f"quoted listing was unavailable; your maxPricePerHourCents is {r.max_price_per_hour_cents}). "
+                   "That rate is the one charged and reserved.")
+    return out
 
 
 def _unavailable(r: Rental) -> tuple[dict[str, Any], int]:
@@ -110,7 +123,7 @@ def _unavailable(r: Rental) -> tuple[dict[str, Any], int]:
 def _finish_launch(record: Rental, final: Rental) -> tuple[dict[str, Any], int]:
     if final.status == "failed":
         return _unavailable(final)
-    answer = views.launch_answer(final, _warnings(record.ssh_key_count))
+    answer = views.launch_answer(final, _warnings(final))
     try:
         store.update(record.user_id, record.id, {"launch_answer": answer}, ())
     except store.StaleRental:
@@ -130,11 +143,11 @@ def _resume(user_id: str, rental_id: str) -> tuple[dict[str, Any], int]:
         return _unavailable(r)
     now = clock.now()
     if r.status != "provisioning" or r.instance_id or now < r.allocating_until:
-        return dict(views.launch_answer(r, _warnings(r.ssh_key_count))), 200
+        return dict(views.launch_answer(r, _warnings(r))), 200
     return _finish_launch(r, continue_launch(r))
 
 
-def continue_launch(r: Rental) -> Rental:
+def continue_launch(r: Rental, listed: instances.Listed | None = None) -> Rental:
     """Finish a launch whose first attempt died before recording an instance (its lease
     expired): take the lease, adopt an instance found under our label, else allocate."""
     try:
@@ -143,7 +156,7 @@ def continue_launch(r: Rental) -> Rental:
     except store.StaleRental as exc:
         return exc.current or r
     try:
-        inst = instances.find_by_label(r)
+        inst = instances.find_by_label(r, listed)
     except ProviderError:
         return r
     if inst is not None:
@@ -162,6 +175,53 @@ def adopt(r: Rental, inst: Instance) -> Rental:
         return exc.current or r
 
 
+def _move_to(r: Rental, listing: Listing, tried: tuple[str, ...]) -> Rental | None:
+    """The rental, now on `listing`; None when the wallet cannot cover the reserve at its price.
+
+    At the same price only the listing changes. At another price (within the launch's
+    `maxPricePerHourCents`) the rate and the one-hour reserve change with it, in one
+    transaction: the difference moves between available and the reserve, the rental row
+    is written conditioned on its version, and the quote is kept
+    (`quotedPricePerHourCents`).
+    """
+    changes: RentalChanges = {
+        "listing_id": listing.id, "provider": listing.provider, "region": listing.region,
+        "region_code": listing.region_code, "model": listing.model, "offer": listing.snapshot(),
+        "attempts": tried,
+    }
+    new_price = listing.price_per_hour_cents
+    if new_price == r.price_per_hour_cents:
+        return store.update(r.user_id, r.id, changes, ("provisioning",))
+    delta = new_price - r.reserve_cents
+    changes.update({"price_per_hour_cents": new_price, "reserve_cents": new_price,
+                    "quoted_price_per_hour_cents": r.quoted_price_per_hour_cents or r.price_per_hour_cents})
+
+    def planner(w: wallet.Wallet) -> list[wallet.Step]:
+        if delta > 0:
+            return [wallet.plan_reserve(w, delta)]
+        if delta < 0:
+            return [wallet.plan_release(w, -delta)]
+        return []
+
+    try:
+        wallet.apply(
+            r.user_id, f"reprice:{r.id}:{listing.id}",
+            {"op": "reprice", "rental": r.id, "listing": listing.id, "from": r.reserve_cents, "to": new_price},
+            planner, extras=lambda w, steps: [store.update_item(r.user_id, r.id, changes, ("provisioning",),
+                                                                r.version)])
+    except wallet.InsufficientBalance:
+        logger.info("failover listing too dear for the wallet", extra={"rentalId": r.id, "listingId": listing.id})
+        return None
+    except (wallet.BusinessConditionFailed, wallet.IdempotencyMismatch):
+        found = store.get(r.user_id, r.id)
+        assert found is not None
+        return found
+    count("LaunchReprices")
+    found = store.get(r.user_id, r.id)
+    assert found is not None
+    return found
+
+
 def _allocate(record: Rental, public_keys: list[str], candidates: list[Listing]) -> Rental:
     """Allocate at the provider, failing over on capacity-like refusals; returns the rental."""
     user_id, rental_id = record.user_id, record.id
@@ -170,14 +230,20 @@ def _allocate(record: Rental, public_keys: list[str], candidates: list[Listing])
     tried: list[str] = []
     current = record
     last_error = "No provider available for this config"
-    for listing in failover(candidates, record.price_per_hour_cents, MAX_ATTEMPTS):
+    ceiling = record.max_price_per_hour_cents or record.quoted_price_per_hour_cents or record.price_per_hour_cents
+    for listing in failover(candidates, ceiling, MAX_ATTEMPTS):
         if listing.id != current.listing_id:
-            # Record the next attempt before calling its provider.
-            current = store.update(user_id, rental_id, {
-                "listing_id": listing.id, "provider": listing.provider, "region": listing.region,
-                "region_code": listing.region_code, "model": listing.model, "offer": listing.snapshot(),
-                "attempts": tuple(tried),
-            }, ("provisioning",))
+            # Record the next attempt before calling its provider (at another price: the
+            # rental's rate and reserve move with it, in one money transaction).
+            moved = _move_to(current, listing, tuple(tried))
+            if moved is None:
+                tried.append(listing.id)
+                last_error = ("Provision failed: available balance does not cover the 1-hour reserve at "
+                              f"{listing.price_per_hour_cents} cents per hour")
+                continue
+            current = moved
+            if current.status != "provisioning":
+                return current  # stopped meanwhile: nothing allocated
         req = AllocateRequest(rental_id=rental_id, offer=current.offer.to_offer(), image=template.image,
                               start_command=template.start_command, ssh_public_keys=tuple(public_keys))
         try:

@@ -11,43 +11,49 @@ from __future__ import annotations
 from gpurent import clock, ids, timers, wallet
 from gpurent.providers import registry
 from gpurent.providers.base import Instance, ProviderError
-from gpurent.records import Rental
+from gpurent.records import Rental, RentalChanges
 from gpurent.rentals import instances, launching, settlement
 from gpurent.rentals.settlement import FOLLOW_UP
 from gpurent.store import rentals as store
 from gpurent.telemetry import count, logger
 
 ADOPT_GRACE = 300  # a provisioning rental with no instance found by label after this long fails
+# A running pod is degraded, not failed, until this many consecutive bad health checks
+# spanning at least this long (vast `rebooting`/`unknown`, Lambda `unhealthy`, a RunPod pod
+# whose port is gone for a while): one miss never terminates a machine.
+HEALTH_BAD_CHECKS = 3
+HEALTH_GRACE_SECONDS = 120
 POLL_EVERY = 2.0  # GET refreshes a provisioning rental from its provider at most this often
 FOLLOW_UP_FOR = 600  # … and again every FOLLOW_UP seconds for this long; then the reconciler's minute is enough
 
 
-def advance(r: Rental) -> Rental:
-    """Move one live rental forward from what its provider says."""
+def advance(r: Rental, listed: instances.Listed | None = None) -> Rental:
+    """Move one live rental forward from what its provider says (`listed`: what this
+    reconcile pass's list of its provider showed; None: ask the provider)."""
     status = r.status
     try:
         if status == "provisioning":
-            return _advance_provisioning(r)
+            return _advance_provisioning(r, listed)
         if status == "running":
-            return _check_running(r)
+            return _check_running(r, listed)
         if status == "stopping":
-            return _finish_stopping(r)
+            return _finish_stopping(r, listed)
     except ProviderError as exc:
         logger.warning("provider check failed", extra={"rentalId": r.id, "kind": exc.kind})
     return r
 
 
-def _advance_provisioning(r: Rental) -> Rental:
+def _advance_provisioning(r: Rental, listed: instances.Listed | None = None) -> Rental:
     now = clock.now()
     inst: Instance | None
     if r.instance_id:
-        inst = instances.run(registry.adapter(r.provider).get_instance(r.instance_id))
+        inst = instances.current(r, listed)
     else:
         if now < r.allocating_until:
             return r  # a launch is calling the provider right now
         if not r.allocation_uncertain:
-            return launching.continue_launch(r)  # its launch died before the provider call finished
-        inst = instances.find_by_label(r)
+            return launching.continue_launch(r, listed)  # its launch died before the provider call finished
+        inst = instances.find_by_label(r, listed)
         if inst is not None:
             r = launching.adopt(r, inst)
             if r.status != "provisioning":
@@ -68,16 +74,36 @@ def _advance_provisioning(r: Rental) -> Rental:
         return found
     if inst.status == "running":
         return mark_running(r, inst)
+    deadline = registry.provision_deadline(r.provider)
+    if now - r.created_at > deadline:
+        # Stuck before running (an image that never pulls, a status we do not know):
+        # never billed, the reserve back, the machine terminated.
+        logger.warning("provisioning deadline passed", extra={"rentalId": r.id, "provider": r.provider,
+                                                              "deadlineSeconds": deadline})
+        count("ProvisionDeadlines")
+        found = settlement.fail(r, f"Provision failed: the instance was not running {deadline // 60} minutes "
+                                   "after launch")
+        instances.terminate_quietly(found)
+        return found
     return store.get(r.user_id, r.id) or r
 
 
 def mark_running(r: Rental, inst: Instance) -> Rental:
     now = clock.now()
+    changes: RentalChanges = {
+        "status": "running", "host": inst.host, "port": inst.ssh_port, "running_at": now,
+        "metered_until": now, "last_healthy_at": now, "instance_id": inst.instance_id,
+    }
+    if inst.cost_cents_per_hour is not None:
+        changes["provider_cost_cents_per_hour"] = inst.cost_cents_per_hour
+        if inst.cost_cents_per_hour > r.offer.cost_cents_per_hour:
+            # The provider bills more than it quoted: our margin pays; the user keeps the locked price.
+            logger.warning("provider bills more than its quote", extra={
+                "rentalId": r.id, "provider": r.provider, "quotedCents": r.offer.cost_cents_per_hour,
+                "billedCents": inst.cost_cents_per_hour})
+            count("ProviderPriceDrift")
     try:
-        found = store.update(r.user_id, r.id, {
-            "status": "running", "host": inst.host, "port": inst.ssh_port, "running_at": now,
-            "metered_until": now, "last_healthy_at": now, "instance_id": inst.instance_id,
-        }, ("provisioning",), r.version)
+        found = store.update(r.user_id, r.id, changes, ("provisioning",), r.version)
     except store.StaleRental as exc:
         return exc.current or r
     # Billing starts: have the wallet looked at now, so a deadline before the next sweep
@@ -86,18 +112,37 @@ def mark_running(r: Rental, inst: Instance) -> Rental:
     return found
 
 
-def _check_running(r: Rental) -> Rental:
+def _check_running(r: Rental, listed: instances.Listed | None = None) -> Rental:
     now = clock.now()
     deadline = settlement.limit_deadline(r)
     if deadline is not None and now >= deadline[0]:
         return settlement.enforce_limit(r)
-    inst = instances.run(registry.adapter(r.provider).get_instance(str(r.instance_id)))
+    inst = instances.current(r, listed)
     if inst is not None and inst.status == "running":
+        healthy: RentalChanges = {"last_healthy_at": now}
+        if r.bad_checks or r.unhealthy_since is not None:
+            logger.info("pod healthy again", extra={"rentalId": r.id, "badChecks": r.bad_checks})
+            healthy.update({"bad_checks": 0, "unhealthy_since": None})
         try:
-            return store.update(r.user_id, r.id, {"last_healthy_at": now}, ("running",))
+            return store.update(r.user_id, r.id, healthy, ("running",))
         except store.StaleRental as exc:
             return exc.current or r
-    # The provider lost it or it crashed: billed up to the last moment it was known healthy.
+    lost = inst is None or inst.status == "terminated" or inst.ending
+    if not lost:
+        # Degraded: not failed until HEALTH_BAD_CHECKS bad checks in a row spanning
+        # HEALTH_GRACE_SECONDS; metered as usual meanwhile (see docs/decisions.md).
+        assert inst is not None
+        since = r.unhealthy_since if r.unhealthy_since is not None else now
+        bad = r.bad_checks + 1
+        if bad < HEALTH_BAD_CHECKS or now - since < HEALTH_GRACE_SECONDS:
+            logger.warning("pod degraded", extra={"rentalId": r.id, "provider": r.provider, "status": inst.status,
+                                                  "badChecks": bad, "error": inst.error})
+            try:
+                return store.update(r.user_id, r.id, {"bad_checks": bad, "unhealthy_since": since}, ("running",))
+            except store.StaleRental as exc:
+                return exc.current or r
+    # The provider lost it, or it stayed bad through the grace period: billed up to the
+    # last moment it was known healthy.
     error = f"The provider reported the pod {inst.status if inst else 'gone'}"
     if inst is not None and inst.error:
         error += f": {inst.error}"
@@ -110,14 +155,17 @@ def _check_running(r: Rental) -> Rental:
     return found
 
 
-def _finish_stopping(r: Rental) -> Rental:
+def _finish_stopping(r: Rental, listed: instances.Listed | None = None) -> Rental:
     adapter = registry.adapter(r.provider)
     inst: Instance | None
-    if r.instance_id:
+    seen = listed.get(r.instance_id) if listed is not None and r.instance_id else None
+    if seen is not None and seen.status == "terminated":
+        inst = seen  # the list confirms it: no call needed
+    elif r.instance_id:  # terminate (again), then confirm: a stopping rental costs two calls
         instances.run(adapter.terminate(r.instance_id))
         inst = instances.run(adapter.get_instance(r.instance_id))
     else:
-        inst = instances.find_by_label(r)
+        inst = instances.find_by_label(r, listed)
         if inst is not None:
             instances.run(adapter.terminate(inst.instance_id))
             inst = instances.run(adapter.get_instance(inst.instance_id))
@@ -152,25 +200,35 @@ def refresh_if_provisioning(r: Rental) -> Rental:
 
 
 def reconcile() -> dict[str, int]:
-    """One pass: advance every live rental, then terminate labelled instances with no live rental."""
+    """One pass: list every provider's instances once (all providers at once), advance every
+    live rental from those lists (one get only where a list is silent about a rental's
+    instance, or where a provider's list failed), then terminate labelled instances with no
+    live rental. Provider calls scale with providers and pages, not with rentals."""
     counts = {"advanced": 0, "orphansTerminated": 0, "errors": 0}
+    live = store.live()
+    lists = instances.list_all()
+    listed: dict[str, instances.Listed] = {}
+    for code, found in lists.items():
+        if isinstance(found, ProviderError):
+            counts["errors"] += 1
+            logger.warning("listing instances failed", extra={"provider": code, "kind": found.kind})
+        else:
+            listed[code] = instances.index(found)
     live_ids: set[str] = set()
-    for r in store.live():
+    for r in live:
         live_ids.add(r.id)
         try:
-            advance(r)
+            advance(r, listed.get(r.provider))
             counts["advanced"] += 1
         except Exception:
             counts["errors"] += 1
             logger.exception("reconcile failed for a rental", extra={"rentalId": r.id})
-    for code, adapter in registry.adapters().items():
-        try:
-            found_instances = instances.run(adapter.list_instances())
-        except ProviderError as exc:
-            counts["errors"] += 1
-            logger.warning("listing instances failed", extra={"provider": code, "kind": exc.kind})
+    adapters = registry.adapters()
+    for code, found in lists.items():
+        if isinstance(found, ProviderError):
             continue
-        for inst in found_instances:
+        adapter = adapters[code]
+        for inst in found:
             if not inst.label or inst.status == "terminated" or inst.label in live_ids:
                 continue
             owner = _owner_of(inst.label)

@@ -71,6 +71,7 @@ def launch_answer(r: Rental, warnings: list[str]) -> LaunchAnswer:
         "pricePerHourCents": r.price_per_hour_cents,
         "startedAt": clock.iso(r.created_at),
         "warnings": warnings,
+        "quotedPricePerHourCents": r.quoted_price_per_hour_cents or r.price_per_hour_cents,
     }
 
 

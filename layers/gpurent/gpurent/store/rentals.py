@@ -91,6 +91,10 @@ def rental_from_item(item: Mapping[str, Any]) -> Rental:
         launch_answer=cast(LaunchAnswer, dict(answer)) if answer else None,
         host=_opt_str(g("host")), port=_opt_int(g("port")), running_at=_opt_float(g("runningAt")),
         last_checked_at=_opt_float(g("lastCheckedAt")), last_healthy_at=_opt_float(g("lastHealthyAt")),
+        unhealthy_since=_opt_float(g("unhealthySince")), bad_checks=int(g("badChecks", 0)),
+        provider_cost_cents_per_hour=_opt_int(g("providerCostCentsPerHour")),
+        max_price_per_hour_cents=_opt_int(g("maxPricePerHourCents")),
+        quoted_price_per_hour_cents=_opt_int(g("quotedPricePerHourCents")),
         stopped_at=_opt_float(g("stoppedAt")), stop_reason=cast(StopReason | None, g("stopReason")),
         error=_opt_str(g("error")), terminated_at=_opt_float(g("terminatedAt")),
     )

@@ -58,6 +58,16 @@ def get_secret(param_name: str) -> str:
     return value
 
 
+def get_secret_if_set(param_name: str) -> str | None:
+    """Like `get_secret`, but a parameter that does not exist is None (a setting left
+    unconfigured, e.g. a provider this deployment does not use), not an error. Other SSM
+    errors (access denied, throttling) still propagate."""
+    try:
+        return get_secret(param_name)
+    except _ssm().exceptions.ParameterNotFound:
+        return None
+
+
 def reset_client() -> None:
     """Drop the cached client and every cached value (tests switch mocks and endpoints)."""
     global _client
