@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gpurent import auth, oauth
 from gpurent.api import Request, Response, Router, redirect
 from gpurent.clock import iso
+from gpurent.telemetry import API, lambda_handler
 
 router = Router()
 
@@ -94,4 +95,4 @@ def revoke_token(req: Request) -> dict[str, Any]:
     return {"ok": True}
 
 
-handler = router.handler
+handler = lambda_handler(router.handler, API)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import subprocess
@@ -122,5 +123,5 @@ def test_every_template_route_is_served_by_its_function_and_vice_versa() -> None
     assert by_function
     for code_uri, keys in by_function.items():
         handler = load_handler(code_uri)
-        router = handler.__self__  # type: ignore[attr-defined]
+        router = inspect.unwrap(handler).__self__  # type: ignore[attr-defined]
         assert set(router.routes) == keys, code_uri

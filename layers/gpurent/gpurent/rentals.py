@@ -65,25 +65,29 @@ class Launch(BaseModel):
 # ---------------------------------------------------------------- providers
 
 _adapters: dict[str, ProviderAdapter] | None = None
+_adapters_from: dict[str, str] | None = None  # the settings they were built from; None: installed
 _adapters_lock = threading.Lock()
 
 
 def adapters() -> dict[str, ProviderAdapter]:
-    global _adapters
+    """The adapters, built from settings again when those changed (a provider key rotated in SSM)."""
+    global _adapters, _adapters_from
     with _adapters_lock:
-        if _adapters is None:
+        if _adapters is None or _adapters_from is not None:
             from gpurent.providers.registry import build_adapters
             from gpurent.providers.settings import adapter_settings
 
-            _adapters = build_adapters(adapter_settings())
+            current = adapter_settings()
+            if _adapters is None or current != _adapters_from:
+                _adapters, _adapters_from = build_adapters(current), current
         return _adapters
 
 
 def set_adapters(value: dict[str, ProviderAdapter] | None) -> None:
     """Tests and the local stack install adapters (None: build from settings again)."""
-    global _adapters
+    global _adapters, _adapters_from
     with _adapters_lock:
-        _adapters = value
+        _adapters, _adapters_from = value, None
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
