@@ -124,6 +124,7 @@ class Stack:
 
     template: dict[str, Any]
     overrides: dict[str, str] = field(default_factory=dict)  # parameter values (a deployment's)
+    stack_name: str = STACK
     _decisions: dict[Any, Decision] = field(default_factory=dict, repr=False)
 
     @property
@@ -175,7 +176,7 @@ class Stack:
     def without(self, function: str, where: str, action: str, resource: Any) -> Stack:
         """A copy of this stack whose `function` role lacks one grant: `action` on `resource`
         in the statement `where` (as `role_statements` names it)."""
-        clone = Stack(copy.deepcopy(self.template), dict(self.overrides))
+        clone = Stack(copy.deepcopy(self.template), dict(self.overrides), self.stack_name)
         role_id = clone.role_of(function)
         props = clone.resources[role_id]["Properties"]
         for policy in props.get("Policies") or []:
@@ -255,16 +256,17 @@ class Stack:
 class Resolver:
     """Resolves CloudFormation intrinsics for one function in a deployment described by `env`."""
 
-    def __init__(self, stack: Stack, function: str, env: Mapping[str, str]) -> None:
+    def __init__(self, stack: Stack, function: str | None, env: Mapping[str, str]) -> None:
         self.stack = stack
         self.function = function
+        self.name = stack.stack_name
         self.region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
         template = stack.template
         self.parameters: dict[str, str] = {
             k: str(v.get("Default", "")) for k, v in (template.get("Parameters") or {}).items()}
         self.physical: dict[str, str] = {}
         # What each `!Ref` of the function's environment became is in the environment itself.
-        for var, value in stack.environment(function).items():
+        for var, value in (stack.environment(function) if function else {}).items():
             if isinstance(value, dict) and "Ref" in value and var in env:
                 name = value["Ref"]
                 if name in self.parameters:
@@ -280,14 +282,15 @@ class Resolver:
             self.conditions[name] = self._condition(name)
 
     def role_arn(self) -> str:
-        return f"arn:{PARTITION}:iam::{ACCOUNT}:role/{STACK}-{self.stack.role_of(self.function)}"
+        assert self.function is not None
+        return f"arn:{PARTITION}:iam::{ACCOUNT}:role/{self.name}-{self.stack.role_of(self.function)}"
 
     # ------------------------------------------------------------ refs and attributes
 
     def ref(self, name: str) -> Any:
         pseudo = {"AWS::Partition": PARTITION, "AWS::Region": self.region, "AWS::AccountId": ACCOUNT,
-                  "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": STACK,
-                  "AWS::StackId": f"arn:aws:cloudformation:{self.region}:{ACCOUNT}:stack/{STACK}/0",
+                  "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": self.name,
+                  "AWS::StackId": f"arn:aws:cloudformation:{self.region}:{ACCOUNT}:stack/{self.name}/0",
                   "AWS::NoValue": _NO_VALUE}
         if name in pseudo:
             return pseudo[name]
@@ -301,10 +304,10 @@ class Resolver:
         if name in self.physical:
             return self.physical[name]
         if rtype == "AWS::SQS::Queue":
-            return f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT}/{STACK}-{name}"
+            return f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT}/{self.name}-{name}"
         if rtype in ("AWS::SecretsManager::Secret", "AWS::SNS::Topic"):
             return self.get_att(name, "Arn")
-        return f"{STACK}-{name}"
+        return f"{self.name}-{name}"
 
     def get_att(self, name: str, attribute: str) -> str:
         if name not in self.stack.resources:
@@ -320,11 +323,11 @@ class Resolver:
         if rtype == "AWS::SecretsManager::Secret" and attribute in ("Arn", "Id"):
             return self.physical.get(name) or f"arn:{p}:secretsmanager:{r}:{a}:secret:{name}-AbCdEf"
         if rtype == "AWS::SNS::Topic" and attribute in ("TopicArn", "Arn"):
-            return self.physical.get(name) or f"arn:{p}:sns:{r}:{a}:{STACK}-{name}"
+            return self.physical.get(name) or f"arn:{p}:sns:{r}:{a}:{self.name}-{name}"
         if rtype == "AWS::Lambda::Function" and attribute == "Arn":
             return f"arn:{p}:lambda:{r}:{a}:function:{self.ref(name)}"
         if rtype == "AWS::IAM::Role" and attribute == "Arn":
-            return f"arn:{p}:iam::{a}:role/{STACK}-{name}"
+            return f"arn:{p}:iam::{a}:role/{self.name}-{name}"
         return f"{name}.{attribute}"  # an attribute no statement of ours compares against
 
     # ------------------------------------------------------------ intrinsics
