@@ -59,6 +59,8 @@ class Checker:
     usage: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     checked: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # While `recording()`: every authorization, with the environment it was decided in.
+    trace: list[tuple[str, Request, dict[str, str]]] | None = None
 
     def current_stack(self) -> Stack:
         return self.stack or deployed()
@@ -79,9 +81,20 @@ class Checker:
             with self.lock:
                 self.checked += 1
                 self.usage[(function, request.action, request.resource)] += 1
+                if self.trace is not None:
+                    self.trace.append((function, request, dict(os.environ)))
             if not decision.allowed:
                 return Violation(function, f"{service}:{operation}", request, decision.reason)
         return None
+
+    @contextmanager
+    def recording(self) -> Iterator[list[tuple[str, Request, dict[str, str]]]]:
+        """Every authorization made inside the block: (function, request, its environment)."""
+        self.trace = []
+        try:
+            yield self.trace
+        finally:
+            self.trace = None
 
     @contextmanager
     def using(self, stack: Stack) -> Iterator[list[Violation]]:

@@ -223,7 +223,11 @@ class Stack:
                 if s["Effect"] == "Deny":
                     return Decision(False, f"explicit Deny in {where}")
                 allow = allow or where
-        for where, _table, s in self.resource_policies():
+        for where, table, s in self.resource_policies():
+            # A resource policy governs its own resource only (its "*" is that table and its indexes).
+            arn = r.get_att(table, "Arn")
+            if request.resource != arn and not request.resource.startswith(arn + "/"):
+                continue
             resolved = r.resolve(s)
             if principal_matches(resolved.get("Principal"), r.role_arn()) and statement_matches(resolved, request):
                 if s["Effect"] == "Deny":

@@ -117,6 +117,8 @@ def test_a_table_resource_policy_denies_every_principal() -> None:
     assert s.decide("Fn", PUT, ENV).allowed
     d = s.decide("Fn", UPDATE, ENV)
     assert not d.allowed and "LedgerTable/ResourcePolicy" in d.reason
+    # It governs its own table only.
+    assert s.decide("Fn", Request("dynamodb:UpdateItem", TABLE + "t-money"), ENV).allowed
 
 
 def test_conditions_on_the_from_address() -> None:
