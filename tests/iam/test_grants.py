@@ -280,8 +280,9 @@ def test_every_grant_is_used_and_its_removal_is_reported(deployment: dict[str, s
 def test_a_grant_removed_from_the_template_is_reported(aws: None, clock: Any) -> None:
     text = TEMPLATE.read_text()
     auth = text.index("\n  AuthFunction:\n")
-    ses = text.index("              Action: [ses:SendEmail]\n", auth)
-    cut = text[:ses] + "              Action: [ses:SendRawEmail]\n" + text[ses + len("              Action: [ses:SendEmail]\n"):]
+    grant = "              Action: [ses:SendEmail]\n"
+    ses = text.index(grant, auth)
+    cut = text[:ses] + grant.replace("SendEmail", "SendRawEmail") + text[ses + len(grant):]
     stack = Stack(expand(cut))
     with CHECKER.using(stack) as denied:
         r = Api().post("/v1/auth/request-code", {"email": "bob@example.com"})
@@ -290,5 +291,5 @@ def test_a_grant_removed_from_the_template_is_reported(aws: None, clock: Any) ->
         ("AuthFunction", "ses:SendEmail")], denied
     assert "no statement of AuthFunctionRole allows it" in denied[0].reason
     # The template as it is allows it.
-    assert deployed().decide("AuthFunction", denied[0].request or Request("", ""), {"MAIL_FROM": "no-reply@gpurent.test"}
-                             ).allowed
+    env = {"MAIL_FROM": "no-reply@gpurent.test"}
+    assert deployed().decide("AuthFunction", denied[0].request or Request("", ""), env).allowed

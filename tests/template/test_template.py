@@ -63,6 +63,49 @@ def test_sam_build_without_docker(tmp_path: Path) -> None:
         assert (build / logical_id / "app.py").exists(), logical_id
         # Functions hold only their handler: the domain comes from the layer.
         assert not (build / logical_id / "gpurent").exists()
+    # Every module ships its bytecode for CPython 3.13, hash-based and never re-validated
+    # (/opt is read-only: without it every cold start compiles), with /opt/python as its path.
+    sources = sorted(layer.rglob("*.py"))
+    assert len(sources) > 1000
+    for src in sources:
+        pyc = src.parent / "__pycache__" / f"{src.stem}.cpython-313.pyc"
+        assert pyc.exists(), src
+    header = (layer / "gpurent" / "__pycache__" / "api.cpython-313.pyc").read_bytes()
+    assert int.from_bytes(header[4:8], "little") == 0b01  # hash-based, unchecked
+    assert b"/opt/python/gpurent/api.py" in header
+    # python-ulid is no longer shipped (the product mints its own ULIDs).
+    assert not list(layer.glob("ulid*")) and not list(layer.glob("python_ulid*"))
+    # A second build, by the layer's Makefile alone, is byte for byte the same.
+    again = tmp_path / "again"
+    r = subprocess.run(["make", "-s", "-C", "layers/gpurent", "build-DomainLayer", f"ARTIFACTS_DIR={again}"],
+                       cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _tree(again / "python") == _tree(layer)
+
+
+def _tree(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_the_layer_lock_pins_every_dependency_with_hashes_in_step_with_pyproject() -> None:
+    import re
+    import tomllib
+
+    text = (ROOT / "layers" / "gpurent" / "requirements.txt").read_text()
+    entries = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\\n((?:\s+--hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)", text, re.M)
+    pins = {name.lower().replace("_", "-"): version for name, version, _ in entries}
+    assert len(entries) == text.count("=="), "every pinned line carries its hashes"
+    assert {"botocore", "pydantic-core", "urllib3", "typing-extensions"} <= set(pins)  # transitive ones too
+    direct = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in direct:
+        name, version = dep.split("==")
+        assert pins.get(name.lower()) == version, (dep, pins.get(name.lower()))
+    wanted = [line for line in (ROOT / "layers" / "gpurent" / "requirements.in").read_text().splitlines()
+              if line and not line.startswith("#")]
+    assert sorted(wanted) == sorted(direct), "requirements.in is pyproject's runtime dependencies"
 
 
 def test_runtime_and_architecture() -> None:
@@ -70,7 +113,7 @@ def test_runtime_and_architecture() -> None:
     assert g["Runtime"] == "python3.13"
     assert g["Architectures"] == ["arm64"]
     layer = template.load()["Resources"]["DomainLayer"]
-    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+    assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": "arm64"}
 
 
 def _statements(fn: dict) -> list[dict]:
