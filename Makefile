@@ -13,7 +13,7 @@ PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)
 PY313_BIN := $(firstword $(wildcard $(PYENV_ROOT)/versions/3.13*/bin))
 PYTEST_ARGS ?=
 
-.PHONY: all dev test lint unit integration conformance e2e template deps fmt clean bench fuzz clients clients-deps
+.PHONY: all dev test lint unit integration conformance e2e template deps fmt clean bench fuzz clients clients-deps lock py313 layer
 
 all: test
 
@@ -60,7 +60,17 @@ $(LAMBDA_VENV)/.installed:
 
 clients-deps: $(CLIENTS_VENV)/.installed $(RUNPOD_VENV)/.installed $(LAMBDA_VENV)/.installed
 
-deps: $(VENV)/.installed $(SAM_VENV)/.installed node_modules/.installed clients-deps
+
+# The unit and integration tiers also run on Python 3.13, the Lambda runtime's (make py313).
+VENV313 := .venv313
+$(VENV313)/.installed: pyproject.toml
+	@test -n "$(PY313_BIN)" || { echo "no Python 3.13 (pyenv versions 3.13.*)" >&2; exit 1; }
+	$(PY313_BIN)/python3.13 -m venv $(VENV313)
+	$(VENV313)/bin/python -m pip install --quiet --upgrade pip 2>/dev/null
+	set -o pipefail; $(VENV313)/bin/python -m pip install --quiet -e ".[dev]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	touch $@
+
+deps: $(VENV)/.installed $(SAM_VENV)/.installed node_modules/.installed clients-deps $(VENV313)/.installed
 
 dev: $(VENV)/.installed
 	$(PY) -m infra.local.dev
@@ -75,8 +85,16 @@ define run_pytest
 	if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 endef
 
+# The Python 3.13 run goes alongside the main one (its log: .py313.log, printed at the end).
 test: deps lint
-	$(call run_pytest,tests)
+	@{ $(MAKE) --no-print-directory py313 > .py313.log 2>&1; echo $$? > .py313.rc; } & \
+	SAM_CLI=$(abspath $(SAM)) SAM_PYTHON_BIN=$(PY313_BIN) $(PY) -m pytest tests $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then rc=0; fi; wait; echo "== Python 3.13: unit + integration (.py313.log)"; \
+	tail -n 3 .py313.log; [ "$$(cat .py313.rc)" = 0 ] || rc=1; exit $$rc
+
+py313: $(VENV313)/.installed
+	SAM_CLI=$(abspath $(SAM)) SAM_PYTHON_BIN=$(PY313_BIN) $(VENV313)/bin/python -m pytest tests/unit tests/integration \
+		-p no:cacheprovider $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 unit: $(VENV)/.installed
 	$(call run_pytest,tests/unit)
@@ -96,14 +114,26 @@ clients: $(VENV)/.installed clients-deps
 template: $(VENV)/.installed $(SAM_VENV)/.installed
 	$(call run_pytest,tests/template)
 
-bench: $(VENV)/.installed
+# The layer as `sam build` builds it (layers/gpurent/Makefile), into .aws-sam/layer: bench/coldstart.py measures it.
+layer:
+	PATH="$(PY313_BIN):$$PATH" $(MAKE) --no-print-directory -C layers/gpurent build-DomainLayer \
+		ARTIFACTS_DIR=$(abspath .aws-sam/layer)
+
+# Re-lock the layer's dependencies (layers/gpurent/requirements.in → requirements.txt, hashes,
+# resolved for CPython 3.13 on arm64 Linux, whatever machine runs it).
+lock: $(VENV)/.installed
+	$(PY) -m pip install --quiet uv==0.13.9
+	$(VENV)/bin/uv pip compile layers/gpurent/requirements.in --generate-hashes --python-version 3.13 \
+		--python-platform aarch64-manylinux2014 --custom-compile-command "make lock" -o layers/gpurent/requirements.txt
+
+bench: $(VENV)/.installed layer
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 fmt: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(CLIENTS_VENV) $(RUNPOD_VENV) $(LAMBDA_VENV) .clients-home node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV313) $(SAM_VENV) $(CLIENTS_VENV) $(RUNPOD_VENV) $(LAMBDA_VENV) .clients-home node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 # A longer contract fuzz run against the local stack (make test runs a bounded one).
 fuzz: $(VENV)/.installed node_modules/.installed

@@ -1,15 +1,28 @@
-"""Cold-start proxy: the import time of each function's handler module in a fresh
-process (median of several), beside the floor of `import boto3` alone.
-Prints milliseconds and the ratio to the floor; asserts nothing.
+"""Cold-start proxy, in the built layout: the import time of each function's handler module
+in a fresh CPython 3.13 process whose path is what Lambda gives it (the layer as
+`layers/gpurent/Makefile` builds it; the function's own folder), beside the floor of
+`import boto3` from that same layer. Median of several runs; prints milliseconds and the
+ratio to the floor; asserts nothing.
 
     .venv/bin/python bench/coldstart.py [runs]
+
+The layer is built for this machine's platform (x86_64 wheels of the same locked pins, the
+same compiled bytecode) into .aws-sam/layer-bench: Lambda's arm64 wheels of pydantic-core
+cannot load here.
+
+A second set of rows imports the same layer with no usable bytecode (an empty
+`sys.pycache_prefix`, nothing written): what every cold start paid when the layer shipped
+only sources.
 """
 
 from __future__ import annotations
 
+import glob
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,42 +30,80 @@ sys.path[:0] = [str(ROOT)]
 
 from infra.local import template  # noqa: E402
 
-RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 7
+RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 9
+LAYER = Path(os.environ.get("LAYER_DIR") or ROOT / ".aws-sam" / "layer-bench" / "python")
 
 PROBE = """
 import sys, time, importlib.util
-sys.path[:0] = [{layer!r}]
+sys.path[:0] = [{layer!r}, {task!r}]
 t = time.perf_counter()
 {body}
 print((time.perf_counter() - t) * 1000)
 """
 
+ENV = {"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+       "POWERTOOLS_SERVICE_NAME": "gpurent", "POWERTOOLS_METRICS_NAMESPACE": "gpurent", "STAGE": "prod",
+       "PYTHONDONTWRITEBYTECODE": "1"}
 
-def timed(body: str) -> float:
-    code = PROBE.format(layer=str(ROOT / "layers" / "gpurent"), body=body)
+
+def python313() -> str:
+    found = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.13*/bin/python3.13")))
+    pyenv = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=False).stdout.strip()
+    found += sorted(glob.glob(f"{pyenv}/versions/3.13*/bin/python3.13")) if pyenv else []
+    if not found:
+        sys.exit("no CPython 3.13 (pyenv versions 3.13.*)")
+    return found[-1]
+
+
+def timed(body: str, task: Path, no_bytecode: bool = False) -> float:
+    code = PROBE.format(layer=str(LAYER), task=str(task), body=body)
     samples = []
-    for _ in range(RUNS):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                             env={"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1"})
-        samples.append(float(out.stdout.strip().splitlines()[-1]))
+    with tempfile.TemporaryDirectory() as empty:
+        env = {**ENV, **({"PYTHONPYCACHEPREFIX": empty} if no_bytecode else {})}
+        for _ in range(RUNS):
+            out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True, env=env)
+            samples.append(float(out.stdout.strip().splitlines()[-1]))
     return statistics.median(samples)
 
 
+def handler_body(path: Path) -> str:
+    return (f"spec = importlib.util.spec_from_file_location('app', {str(path)!r})\n"
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)")
+
+
 def main() -> None:
-    floor = timed("import boto3")
-    print(f"{'function':<26} {'import ms':>10} {'× boto3':>8}")
-    print(f"{'(import boto3 alone)':<26} {floor:>10.1f} {1.0:>8.2f}")
+    if not (LAYER / "gpurent").exists():
+        import platform
+
+        env = {**os.environ, "PATH": f"{Path(PY).parent}:{os.environ['PATH']}"}
+        subprocess.run(["make", "-s", "-C", "layers/gpurent", "build-DomainLayer", f"ARTIFACTS_DIR={LAYER.parent}",
+                        f"PLATFORM=manylinux2014_{platform.machine()}"], cwd=ROOT, check=True, env=env)
+    print(f"CPython {subprocess.run([PY, '-V'], capture_output=True, text=True).stdout.split()[1]}, "
+          f"layer {LAYER.relative_to(ROOT) if LAYER.is_relative_to(ROOT) else LAYER}, median of {RUNS}")
+    floor = timed("import boto3", ROOT)
+    print(f"{'function':<30} {'import ms':>10} {'× boto3':>8}")
+    print(f"{'(import boto3 alone)':<30} {floor:>10.1f} {1.0:>8.2f}")
+    rows = []
     for logical_id, fn in sorted(template.functions().items()):
-        path = ROOT / fn["Properties"]["CodeUri"] / "app.py"
-        body = (f"spec = importlib.util.spec_from_file_location('app', {str(path)!r})\n"
-                "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)")
-        ms = timed(body)
-        print(f"{logical_id:<26} {ms:>10.1f} {ms / floor:>8.2f}")
+        task = ROOT / fn["Properties"]["CodeUri"]
+        body = handler_body(task / "app.py")
+        rows.append((logical_id, body, task))
+        ms = timed(body, task)
+        print(f"{logical_id:<30} {ms:>10.1f} {ms / floor:>8.2f}")
         if logical_id == "WebhookFunction":
             # The gateway imports stripe on first use: the first event pays for it too.
-            ms = timed(body + "\nimport stripe")
-            print(f"{'  + stripe (first event)':<26} {ms:>10.1f} {ms / floor:>8.2f}")
+            ms = timed(body + "\nimport stripe", task)
+            print(f"{'  + stripe (first event)':<30} {ms:>10.1f} {ms / floor:>8.2f}")
+    print("\nwithout bytecode (every module compiled at import, as from a layer of sources only):")
+    bare = timed("import boto3", ROOT, no_bytecode=True)
+    print(f"{'(import boto3 alone)':<30} {bare:>10.1f} {bare / floor:>8.2f}")
+    for logical_id, body, task in rows:
+        if logical_id in ("RentalsFunction", "BillingFunction", "CatalogRefreshFunction"):
+            ms = timed(body, task, no_bytecode=True)
+            print(f"{logical_id:<30} {ms:>10.1f} {ms / floor:>8.2f}")
 
+
+PY = python313()
 
 if __name__ == "__main__":
     main()

@@ -18,6 +18,7 @@ Sources, so the document cannot drift from what is deployed and served:
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import sys
@@ -92,7 +93,7 @@ def function_routes() -> dict[str, Route]:
     out: dict[str, Route] = {}
     for r in routes():
         handler = load_handler(r.code_uri, r.handler)
-        router = cast(Router, getattr(handler, "__self__", None))
+        router = cast(Router, getattr(inspect.unwrap(handler), "__self__", None))
         if not isinstance(router, Router):
             raise TypeError(f"{r.code_uri}{r.handler} is not a Router's handler")
         if r.route_key not in router.routes:

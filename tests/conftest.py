@@ -43,8 +43,9 @@ from gpurent.store import dynamo, secrets, ses  # noqa: E402
 from infra.local import template  # noqa: E402
 from infra.local.client import Reply, invoke  # noqa: E402
 
-# The local Stripe (one per process: localstripe keeps its state in module globals).
-pytest_plugins = ["tests.stripe_fixtures"]
+# The local Stripe (one per process: localstripe keeps its state in module globals); the IAM
+# check of every AWS call a function makes (tests/iam/plugin.py).
+pytest_plugins = ["tests.stripe_fixtures", "tests.iam.plugin"]
 
 MAIL_FROM = "no-reply@gpurent.test"
 TEST_ENV = {

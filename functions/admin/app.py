@@ -6,6 +6,7 @@ from typing import Any
 
 from gpurent import admin
 from gpurent.api import Request, Router, idempotency_key
+from gpurent.telemetry import API, lambda_handler
 
 router = Router()
 
@@ -31,4 +32,4 @@ def void_invoice(req: Request) -> dict[str, Any]:
     return admin.void_invoice(req.user_id, req.path_params["id"])
 
 
-handler = router.handler
+handler = lambda_handler(router.handler, API)

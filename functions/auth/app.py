@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gpurent import auth, oauth
 from gpurent.api import Request, Response, Router, redirect
 from gpurent.clock import iso
+from gpurent.telemetry import API, lambda_handler
 
 router = Router()
 
@@ -132,4 +133,4 @@ def revoke_others(req: Request) -> dict[str, Any]:
     return auth.revoke_others(req.principal, body.tokens)
 
 
-handler = router.handler
+handler = lambda_handler(router.handler, API)

@@ -8,6 +8,7 @@ from gpurent import ledger
 from gpurent.api import CURSOR_QUERY, Request, Router, idempotency_key, page_size_query, query_int
 from gpurent.billing import autotopup, cards, invoices, topups
 from gpurent.ledger import LEDGER_TYPES
+from gpurent.telemetry import API, lambda_handler
 
 router = Router()
 
@@ -80,4 +81,4 @@ def pay_url(req: Request) -> dict[str, Any]:
     return invoices.pay_url(req.user_id, req.path_params["id"])
 
 
-handler = router.handler
+handler = lambda_handler(router.handler, API)

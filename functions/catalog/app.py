@@ -11,6 +11,7 @@ import gpurent
 from gpurent import catalog, templates
 from gpurent.api import CURSOR_QUERY, Request, Response, Router, page_size_query, query_int
 from gpurent.errors import ApiError
+from gpurent.telemetry import API, lambda_handler
 
 router = Router()
 
@@ -106,4 +107,4 @@ def openapi(req: Request) -> Response:
     return Response(200, raw_body=_openapi, headers={"content-type": "application/json"})
 
 
-handler = router.handler
+handler = lambda_handler(router.handler, API)

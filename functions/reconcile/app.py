@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from gpurent import rentals
-from gpurent.telemetry import flush, logger
+from gpurent.telemetry import SCHEDULE, lambda_handler, logger
 
 
-def handler(event: dict[str, Any], context: Any = None) -> dict[str, int]:
+def reconcile(event: dict[str, Any], context: Any) -> dict[str, int]:
     counts = rentals.reconcile()
     logger.info("reconciled", extra=counts)
-    flush()
     return counts
+
+
+handler = lambda_handler(reconcile, SCHEDULE)

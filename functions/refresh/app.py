@@ -6,11 +6,13 @@ from typing import Any
 
 from gpurent import catalog_refresh
 from gpurent.providers.registry import build_adapters, env_settings
-from gpurent.telemetry import flush, logger
+from gpurent.telemetry import SCHEDULE, lambda_handler, logger
 
 
-def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+def refresh(event: dict[str, Any], context: Any) -> dict[str, Any]:
     report = catalog_refresh.refresh(build_adapters(env_settings()))
     logger.info("catalog refreshed", extra=report.as_dict())
-    flush()
     return report.as_dict()
+
+
+handler = lambda_handler(refresh, SCHEDULE)

@@ -6,6 +6,7 @@ from typing import Any
 
 from gpurent import rentals
 from gpurent.api import CURSOR_QUERY, Request, Response, Router, idempotency_key, page_size_query, query_int
+from gpurent.telemetry import API, lambda_handler
 
 router = Router()
 
@@ -44,4 +45,4 @@ def meter(req: Request) -> dict[str, Any]:
     return rentals.meter(rentals.get_owned(req.user_id, req.path_params.get("id", "")))
 
 
-handler = router.handler
+handler = lambda_handler(router.handler, API)

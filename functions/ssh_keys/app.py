@@ -6,6 +6,7 @@ from typing import Any
 
 from gpurent import ssh_keys
 from gpurent.api import Request, Router
+from gpurent.telemetry import API, lambda_handler
 
 router = Router()
 
@@ -28,4 +29,4 @@ def delete_key(req: Request) -> dict[str, Any]:
     return {"ok": True}
 
 
-handler = router.handler
+handler = lambda_handler(router.handler, API)

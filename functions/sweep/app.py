@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from gpurent import metering
-from gpurent.telemetry import flush, logger
+from gpurent.telemetry import SCHEDULE, lambda_handler, logger
 
 
-def handler(event: dict[str, Any], context: Any = None) -> dict[str, int]:
+def sweep(event: dict[str, Any], context: Any) -> dict[str, int]:
     report = metering.sweep()
     logger.info("metering sweep", extra=report)
-    flush()
     return report
+
+
+handler = lambda_handler(sweep, SCHEDULE)

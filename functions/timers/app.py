@@ -14,10 +14,10 @@ from typing import Any
 
 from gpurent import metering, rentals
 from gpurent.billing import autotopup
-from gpurent.telemetry import flush, logger
+from gpurent.telemetry import count, lambda_handler, logger
 
 
-def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+def due(event: dict[str, Any], context: Any) -> dict[str, Any]:
     failures = []
     for record in event.get("Records", []):
         try:
@@ -33,5 +33,9 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         except Exception:
             logger.exception("timer failed; SQS redelivers it", extra={"messageId": record.get("messageId")})
             failures.append({"itemIdentifier": record.get("messageId", "")})
-    flush()
+    if failures:
+        count("TimerFailures", len(failures))  # each redelivered; the fifth failure goes to the DLQ
     return {"batchItemFailures": failures}
+
+
+handler = lambda_handler(due)

@@ -11,6 +11,7 @@ from typing import Any
 
 from gpurent.api import Request, Router
 from gpurent.billing import webhook
+from gpurent.telemetry import API, lambda_handler
 
 router = Router()
 
@@ -25,4 +26,4 @@ router.route("POST /v1/webhooks/stripe", auth=False, rate_limited=False, summary
 router.route("POST /v1/billing/stripe/webhook", auth=False, rate_limited=False,
              summary="Stripe webhook (alias of /v1/webhooks/stripe)", **_DOC)(_receive)
 
-handler = router.handler
+handler = lambda_handler(router.handler, API)

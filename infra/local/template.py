@@ -158,15 +158,27 @@ def default_table_names(prefix: str = "gpurent") -> dict[str, str]:
     return {logical_id: f"{prefix}-{logical_id.removesuffix('Table').lower()}" for logical_id in TABLE_ENV}
 
 
+def _logical(ref: Any) -> str:
+    """The logical id a `!GetAtt X.Arn` / `!Ref X` names."""
+    if isinstance(ref, dict):
+        ref = ref.get("GetAtt") or ref.get("Fn::GetAtt") or ref.get("Ref") or ""
+    return str(ref[0] if isinstance(ref, list) else str(ref).split(".")[0])
+
+
 def queue_consumers() -> dict[str, str]:
-    """Queue logical id → code uri of the function its SQS event source mapping invokes."""
+    """Queue logical id → code uri of the function its SQS event source mapping invokes
+    (an SQS event of the function, or an `AWS::Lambda::EventSourceMapping` resource)."""
     out: dict[str, str] = {}
-    for fn in functions().values():
+    fns = functions()
+    for fn in fns.values():
         props = fn.get("Properties", {})
         for event in (props.get("Events") or {}).values():
             if event.get("Type") == "SQS":
-                queue = event["Properties"]["Queue"]
-                att = (queue.get("GetAtt") or queue.get("Fn::GetAtt") or "") if isinstance(queue, dict) else queue
-                logical = att[0] if isinstance(att, list) else str(att).split(".")[0]
-                out[str(logical)] = str(props["CodeUri"])
+                out[_logical(event["Properties"]["Queue"])] = str(props["CodeUri"])
+    for res in load()["Resources"].values():
+        if res.get("Type") == "AWS::Lambda::EventSourceMapping":
+            p = res["Properties"]
+            target = fns.get(_logical(p["FunctionName"]))
+            if target is not None:
+                out[_logical(p["EventSourceArn"])] = str(target["Properties"]["CodeUri"])
     return out

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from gpurent import auth, clock
 from gpurent.config import settings
 from gpurent.errors import ApiError
-from gpurent.telemetry import count, flush, logger
+from gpurent.telemetry import count, logger
 
 MAX_BODY_BYTES = 64 * 1024
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -205,7 +205,6 @@ class Router:
             count("ServerErrors")
         elif resp.status == 429:
             count("RateLimited")
-        flush()
         logger.info(
             "request",
             extra={

@@ -3,6 +3,12 @@
 A cursor is base64url(JSON) plus an HMAC over the caller's user id, the list
 it belongs to and the JSON, so it cannot be forged, edited, or replayed by
 another user or on another list; any such cursor is a 400 `validation_failed`.
+
+The HMAC key is a Secrets Manager secret whose ARN a deployment passes as
+`CURSOR_KEY_SECRET_ARN`: read at run time through `gpurent.store.secrets` (cached a few
+minutes), so it is in no function's configuration and a rotation needs no deploy (cursors
+signed with the old key are refused once it has expired from the cache). The local stack
+and the tests may give the key itself (`CURSOR_KEY`), or none: a random one per process.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import os
 import secrets
 from typing import Any
 
@@ -22,6 +29,11 @@ _fallback_key = secrets.token_bytes(32)
 
 
 def _key() -> bytes:
+    arn = os.environ.get("CURSOR_KEY_SECRET_ARN")
+    if arn:
+        from gpurent.store.secrets import get_secret_value
+
+        return get_secret_value(arn).encode()
     configured = settings().cursor_key
     return configured.encode() if configured else _fallback_key
 

@@ -142,7 +142,7 @@ class InvoiceMirror:
 
 _lock = threading.Lock()
 _client_cache: stripe.StripeClient | None = None
-_secrets: dict[str, str] = {}
+_client_key: str | None = None  # the secret key _client_cache was built with
 
 
 def _configured(name: str) -> tuple[str, str | None]:
@@ -154,22 +154,17 @@ def _configured(name: str) -> tuple[str, str | None]:
 
 
 def _setting(name: str) -> str:
-    """`name` as the settings give it, or from SSM when they name a parameter for it (cached)."""
+    """`name` as the settings give it, or from SSM when they name a parameter for it (cached a few
+    minutes by `gpurent.store.secrets`, so a rotated key is picked up without a cold start)."""
     value, param = _configured(name)
     if not param:
         return value
-    cached = _secrets.get(name)
-    if cached is not None:
-        return cached
     from gpurent.store.secrets import get_secret
 
     try:
-        value = get_secret(param)
+        return get_secret(param)
     except Exception as exc:  # botocore's errors: throttling, access denied, missing parameter
         raise StripeUnavailable(f"cannot read {name} from SSM: {type(exc).__name__}") from exc
-    with _lock:
-        _secrets[name] = value
-    return value
 
 
 def enabled() -> bool:
@@ -190,16 +185,15 @@ def reset() -> None:
     global _client_cache
     with _lock:
         _client_cache = None
-        _secrets.clear()
     config.reset()
 
 
 def _client() -> stripe.StripeClient:
-    global _client_cache
-    client = _client_cache
-    if client is not None:
-        return client
+    global _client_cache, _client_key
     key = _setting("STRIPE_SECRET_KEY")
+    client = _client_cache
+    if client is not None and _client_key == key:
+        return client
     if not key:
         raise StripeError("Stripe is not configured (no STRIPE_SECRET_KEY)", code="billing_disabled")
     import stripe
@@ -212,8 +206,8 @@ def _client() -> stripe.StripeClient:
         http_client=stripe.RequestsClient(timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)),
     )
     with _lock:
-        if _client_cache is None:
-            _client_cache = client
+        if _client_cache is None or _client_key != key:  # a rotated key gets a client of its own
+            _client_cache, _client_key = client, key
         return _client_cache
 
 

@@ -226,23 +226,27 @@ def reset_off() -> None:
 # ---------------------------------------------------------------- the process's adapters
 
 _adapters: dict[str, ProviderAdapter] | None = None
+_adapters_from: dict[str, str] | None = None  # the settings they were built from; None: installed
 _adapters_lock = threading.Lock()
 
 
 def adapters() -> dict[str, ProviderAdapter]:
-    """This process's adapters, built from the environment on first use."""
-    global _adapters
+    """This process's adapters, built from the environment, and built again when those
+    settings changed (a provider key rotated in SSM is picked up within the secrets' cache age)."""
+    global _adapters, _adapters_from
     with _adapters_lock:
-        if _adapters is None:
-            _adapters = build_adapters(env_settings())
+        if _adapters is None or _adapters_from is not None:
+            current = env_settings()
+            if _adapters is None or current != _adapters_from:
+                _adapters, _adapters_from = build_adapters(current), current
         return _adapters
 
 
 def set_adapters(value: dict[str, ProviderAdapter] | None) -> None:
     """Tests and the local stack install adapters (None: build from settings again)."""
-    global _adapters
+    global _adapters, _adapters_from
     with _adapters_lock:
-        _adapters = value
+        _adapters, _adapters_from = value, None
 
 
 def adapter(code: str) -> ProviderAdapter:
