@@ -34,7 +34,7 @@ def main(paths: list[str]) -> None:
                 used.setdefault(row["function"], set()).add((row["action"], _shape(row["resource"])))
     stack = deployed()
     env = {"IDENTITY_TABLE": "x-identity", "MONEY_TABLE": "x-money", "LEDGER_TABLE": "x-ledger",
-           "CATALOG_TABLE": "x-catalog"}
+           "CATALOG_TABLE": "x-catalog", "MAIL_FROM": "no-reply@gpurent.test"}
     for fn in stack.functions():
         unused = []
         for where, action, _, resource in stack.grants(fn, env):

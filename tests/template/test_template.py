@@ -46,6 +46,7 @@ def test_sam_validate_lint_passes() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.timeout(1200)  # two builds of the layer (sam build, then its Makefile alone), pip downloads
 def test_sam_build_without_docker(tmp_path: Path) -> None:
     py313 = os.environ.get("SAM_PYTHON_BIN") or ""
     if not py313:
