@@ -91,7 +91,7 @@ def rental_from_item(item: Mapping[str, Any]) -> Rental:
         launch_answer=cast(LaunchAnswer, dict(answer)) if answer else None,
         host=_opt_str(g("host")), port=_opt_int(g("port")), running_at=_opt_float(g("runningAt")),
         last_checked_at=_opt_float(g("lastCheckedAt")), last_healthy_at=_opt_float(g("lastHealthyAt")),
-        unhealthy_since=_opt_float(g("unhealthySince")), bad_checks=int(g("badChecks", 0)),
+        unhealthy_since=_opt_float(g("unhealthySince")), bad_checks=int(g("badChecks") or 0),
         provider_cost_cents_per_hour=_opt_int(g("providerCostCentsPerHour")),
         max_price_per_hour_cents=_opt_int(g("maxPricePerHourCents")),
         quoted_price_per_hour_cents=_opt_int(g("quotedPricePerHourCents")),
@@ -113,13 +113,21 @@ def _attribute(value: Any) -> Any:
     return value
 
 
+# Counters stored only while they are not zero (a healthy rental carries no `badChecks`).
+_ZERO_IS_ABSENT = frozenset({"badChecks"})
+
+
+def _stored(name: str, value: Any) -> Any:
+    return None if name in _ZERO_IS_ABSENT and value == 0 else _attribute(value)
+
+
 def _changes(changes: RentalChanges) -> Item:
-    return {_camel(k): _attribute(v) for k, v in changes.items()}
+    return {_camel(k): _stored(_camel(k), v) for k, v in changes.items()}
 
 
 def rental_item(r: Rental) -> Item:
     """The whole rental as its item's attributes (None values are left out when written)."""
-    return {_camel(f.name): _attribute(getattr(r, f.name)) for f in fields(Rental)}
+    return {_camel(f.name): _stored(_camel(f.name), getattr(r, f.name)) for f in fields(Rental)}
 
 
 def _rental(item: Mapping[str, Any] | None) -> Rental | None:
