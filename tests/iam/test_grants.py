@@ -66,6 +66,9 @@ COVERED_ELSEWHERE = {
     ("RentalsFunction", "ses:SendEmail", "identity/"): "gpurent.billing.autotopup: a launch or stop debit that fires "
                                                        "an auto-topup the card declines mails the user (no test "
                                                        "reaches it from this function yet)",
+    ("RentalsFunction", "dynamodb:Query", "index/ActiveIndex"): "tests/integration/test_rental_faults.py runs the "
+                                                                "reconciler inside a stop (to be attributed to the "
+                                                                "reconciler; then this grant goes)",
     ("TimerFunction", "*", "*"): "tests/crashpoints 'stop (autoStopAfterHours timer)', 'stop (empty wallet, …)': a "
                                  "timer that meters, stops and mails (here SQS holds a delayed message until its "
                                  "delay has passed in real time)",
