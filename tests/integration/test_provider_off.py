@@ -33,7 +33,7 @@ def ssm_calls() -> Iterator[list[str]]:
         names.append(str(params.get("Name")))
 
     secrets.reset_client()
-    secrets._ssm().meta.events.register("before-parameter-build.ssm.GetParameter", hook)
+    secrets._provider("ssm").client.meta.events.register("before-parameter-build.ssm.GetParameter", hook)
     yield names
     secrets.reset_client()
 
