@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,6 +32,7 @@ from infra.local.events import schedule_event, sqs_event
 from infra.local.functions import load_handler
 
 MAX_RUNS_PER_JUMP = 240
+LOG_SIZE = 10_000
 SNAPSHOT_JOBS = ("CatalogRefreshFunction",)  # no history to catch up on: once per jump
 
 
@@ -75,29 +78,41 @@ class LocalScheduler:
         ]
         consumers = template.queue_consumers()
         self.timer_fn = load_handler(consumers["TimerQueue"])
-        self.log: list[tuple[float, str]] = []  # (clock time, what ran): tests read the order
+        # (clock time, what ran), the latest LOG_SIZE: tests read the order; bounded so a
+        # stack left running for days does not grow.
+        self.log: deque[tuple[float, str]] = deque(maxlen=LOG_SIZE)
+        self.stats: dict[str, list[float]] = {}  # what → [runs, seconds of real time]
         self._stop = threading.Event()
 
     # -------------------------------------------------------------- running one thing
 
+    def _count(self, what: str, began: float) -> None:
+        entry = self.stats.setdefault(what, [0, 0.0])
+        entry[0] += 1
+        entry[1] += time.perf_counter() - began
+
     def _run_job(self, job: Job) -> None:
         self.log.append((self.clock.now(), job.name))
+        began = time.perf_counter()
         try:
             job.fn(schedule_event(f"arn:aws:events:us-east-1:123456789012:rule/local-{job.name}"), None)
         except Exception as exc:  # a failing job must not kill the stack
             print(f"[schedule] {job.name} failed: {exc!r}", file=sys.stderr, flush=True)
+        self._count(job.name, began)
 
     def _run_timers(self, now: float) -> int:
         due = timers.due(now)
         if not due:
             return 0
         self.log.append((self.clock.now(), f"timers:{len(due)}"))
+        began = time.perf_counter()
         try:
             result = self.timer_fn(sqs_event([t.body() for t in due]), None)
             for failure in result.get("batchItemFailures", []):
                 print(f"[timers] a timer failed: {failure}", file=sys.stderr, flush=True)
         except Exception as exc:
             print(f"[timers] failed: {exc!r}", file=sys.stderr, flush=True)
+        self._count("timers", began)
         return len(due)
 
     # -------------------------------------------------------------- real time

@@ -527,14 +527,15 @@ def _terminate_quietly(r: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------- advancing (reconciler, GET)
 
-def advance(r: dict[str, Any]) -> dict[str, Any]:
-    """Move one live rental forward from what its provider says."""
+def advance(r: dict[str, Any], listed: Instance | None = None) -> dict[str, Any]:
+    """Move one live rental forward from what its provider says (`listed`: its instance as a
+    listing of this reconcile pass showed it, if it did)."""
     status = r["status"]
     try:
         if status == "provisioning":
             return _advance_provisioning(r)
         if status == "running":
-            return _check_running(r)
+            return _check_running(r, listed)
         if status == "stopping":
             return _finish_stopping(r)
     except ProviderError as exc:
@@ -616,12 +617,15 @@ def enforce_limit(r: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def _check_running(r: dict[str, Any]) -> dict[str, Any]:
+def _check_running(r: dict[str, Any], listed: Instance | None = None) -> dict[str, Any]:
     now = clock.now()
     deadline = limit_deadline(r)
     if deadline is not None and now >= deadline[0]:
         return enforce_limit(r)
-    inst = _run(_adapter(r["provider"]).get_instance(str(r["instanceId"])))
+    # A listing of this pass that shows it running is enough (one provider call per provider,
+    # not per pod); anything else is confirmed with the provider: a listing alone never fails a pod.
+    inst = listed if listed is not None and listed.status == "running" else \
+        _run(_adapter(r["provider"]).get_instance(str(r["instanceId"])))
     if inst is not None and inst.status == "running":
         try:
             return store.update(r["userId"], r["id"], {"lastHealthyAt": now}, ("running",))
@@ -683,25 +687,27 @@ def refresh_if_provisioning(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def reconcile() -> dict[str, int]:
-    """One pass: advance every live rental, then terminate labelled instances with no live rental."""
+    """One pass: list every provider's instances (at once), advance every live rental, then
+    terminate labelled instances with no live rental."""
     counts = {"advanced": 0, "orphansTerminated": 0, "errors": 0}
-    live_ids: set[str] = set()
-    for r in store.live():
-        live_ids.add(str(r["id"]))
+    live = store.live()
+    live_ids = {str(r["id"]) for r in live}
+    listings = _list_everywhere()
+    seen = {(code, i.instance_id): i for code, found in listings.items() if isinstance(found, list) for i in found}
+    for r in live:
         try:
-            advance(r)
+            advance(r, seen.get((str(r.get("provider")), str(r.get("instanceId")))))
             counts["advanced"] += 1
         except Exception:
             counts["errors"] += 1
             logger.exception("reconcile failed for a rental", extra={"rentalId": r["id"]})
-    for code, adapter in adapters().items():
-        try:
-            instances = _run(adapter.list_instances())
-        except ProviderError as exc:
+    for code, found in listings.items():
+        if isinstance(found, ProviderError):
             counts["errors"] += 1
-            logger.warning("listing instances failed", extra={"provider": code, "kind": exc.kind})
+            logger.warning("listing instances failed", extra={"provider": code, "kind": found.kind})
             continue
-        for inst in instances:
+        adapter = adapters()[code]
+        for inst in found:
             if not inst.label or inst.status == "terminated" or inst.label in live_ids:
                 continue
             owner = _owner_of(inst.label)
@@ -714,6 +720,25 @@ def reconcile() -> dict[str, int]:
             except ProviderError:
                 counts["errors"] += 1
     return counts
+
+
+def _list_everywhere() -> dict[str, list[Instance] | ProviderError]:
+    """Every provider's instances, the providers asked concurrently."""
+    found = adapters()
+
+    async def all_of() -> list[list[Instance] | BaseException]:
+        return await asyncio.gather(*(a.list_instances() for a in found.values()), return_exceptions=True)
+
+    out: dict[str, list[Instance] | ProviderError] = {}
+    for code, result in zip(found, _run(all_of()), strict=True):
+        if isinstance(result, ProviderError | list):
+            out[code] = result
+        elif isinstance(result, Exception):  # a bug in one adapter must not stop the others
+            logger.error("listing instances crashed", exc_info=result, extra={"provider": code})
+            out[code] = ProviderError(code, "transient", f"listing failed: {type(result).__name__}")
+        else:
+            raise result
+    return out
 
 
 def _owner_of(label: str) -> dict[str, Any] | None:
