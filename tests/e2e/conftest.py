@@ -26,6 +26,8 @@ def stack_env() -> dict[str, str]:
     env = dict(os.environ)
     for name in ("DYNAMODB_ENDPOINT", "PORT", *TEST_ENV, *template.TABLE_ENV.values()):
         env.pop(name, None)
+    if os.environ.get("E2E_DYNAMODB_ENDPOINT"):  # to try the tier against another store (e.g. moto)
+        env["DYNAMODB_ENDPOINT"] = os.environ["E2E_DYNAMODB_ENDPOINT"]
     return env
 
 
