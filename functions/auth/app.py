@@ -79,7 +79,7 @@ def oauth_callback(req: Request) -> Response:
               response="NewTokenAnswer")
 def create_token(req: Request) -> dict[str, Any]:
     body = req.parse(NewToken)
-    return auth.create_token(req.user_id, body.name.strip() or "token", body.expiresInDays)
+    return auth.create_token(req.user_id, body.name, body.expiresInDays)
 
 
 @router.route("GET /v1/auth/tokens", summary="Live personal API tokens, newest first", response="TokenList")

@@ -173,7 +173,10 @@ def test_webhook_refuses_tampered_stale_and_unsigned_events(api: Api, user, loca
         tampered = d.body.replace(b"1000", b"9999", 1)
     stale = sign(stripe_fixtures.WEBHOOK_SECRET, d.body, timestamp=int(time.time()) - 3600)
     wrong = sign("whsec_someone_else", d.body)
-    for raw, sig in [(tampered, d.signature), (d.body, stale), (d.body, wrong), (d.body, ""), (b"{}", d.signature)]:
+    # Correctly signed but dated 6 minutes ahead: valid for longer than the tolerance, so refused too.
+    future = sign(stripe_fixtures.WEBHOOK_SECRET, d.body, timestamp=int(time.time()) + 360)
+    for raw, sig in [(tampered, d.signature), (d.body, stale), (d.body, wrong), (d.body, ""), (b"{}", d.signature),
+                     (d.body, future)]:
         r = invoke("POST", "/v1/webhooks/stripe", raw=raw, headers={"stripe-signature": sig} if sig else {})
         assert r.status == 400 and json.loads(r.body)["error"] == "invalid_signature"
     r = invoke("POST", "/v1/webhooks/stripe", raw=d.body)  # no header at all

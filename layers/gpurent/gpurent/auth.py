@@ -22,8 +22,9 @@ CODE_REQUEST_INTERVAL = 30
 SESSION_TTL = 30 * 86400
 SLIDE_EVERY = 3600
 TOKEN_PREFIX = "gpr_"  # noqa: S105 - a public prefix, not a secret
-_EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,63}$")
+EMAIL_PATTERN = (r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                 r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,63}$")  # also the contract's
+_EMAIL_RE = re.compile(EMAIL_PATTERN.removesuffix("$") + r"\Z")
 
 
 @dataclass
@@ -230,7 +231,8 @@ def enforce_rate_limit(bucket: str, per_minute: int, per_hour: int) -> dict[str,
 # ---------------------------------------------------------------- API tokens
 
 def create_token(user_id: str, name: str, expires_in_days: int | None) -> dict[str, Any]:
-    if not text.is_printable(name):
+    name = name.strip()
+    if not name or not text.is_printable(name):
         raise ApiError("validation_failed", "name must be 1-64 printable characters",
                        {"name": "must be 1-64 printable characters"})
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
