@@ -53,6 +53,20 @@ TEST_ENV = {
 }
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's `--dist loadgroup` (`make test`): a test file runs on one worker
+    (its module fixtures are built once), and the e2e tier's files run together on one worker, so
+    they share that worker's local stack (a session fixture); the contract fuzz run has a stack of
+    its own (it is the longest e2e file)."""
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        if path.startswith("tests/e2e/"):
+            group = "e2e-fuzz" if path.endswith("test_contract_fuzz.py") else "e2e"
+        else:
+            group = path
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def table_env(names: dict[str, str]) -> dict[str, str]:
     return {template.TABLE_ENV[k]: v for k, v in names.items()}
 

@@ -83,8 +83,20 @@ class LocalStackProcess:
     def start(cls, env: dict[str, str] | None = None, *, port: int | None = None, timeout: float = 120.0,
               stderr_path: Path | None = None) -> LocalStackProcess:
         """Start the stack with this environment (default: ours, without DYNAMODB_ENDPOINT) on a
-        free port, and wait for its ready line."""
-        port = port or free_port()
+        free port, and wait for its ready line. A free port taken by someone else before the
+        stack bound it (parallel test workers) is retried with another."""
+        attempts = 1 if port else 3
+        for attempt in range(attempts):
+            try:
+                return cls._start(env, port=port or free_port(), timeout=timeout, stderr_path=stderr_path)
+            except StackError as exc:
+                if attempt == attempts - 1 or "Address already in use" not in str(exc):
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _start(cls, env: dict[str, str] | None, *, port: int, timeout: float,
+               stderr_path: Path | None) -> LocalStackProcess:
         child_env = dict(os.environ if env is None else env)
         if env is None:
             child_env.pop("DYNAMODB_ENDPOINT", None)
