@@ -56,12 +56,13 @@ TEST_ENV = {
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Groups for pytest-xdist's `--dist loadgroup` (`make test`): a test file runs on one worker
     (its module fixtures are built once), and the e2e tier's files run together on one worker, so
-    they share that worker's local stack (a session fixture); the contract fuzz run has a stack of
-    its own (it is the longest e2e file)."""
+    they share that worker's local stack (a session fixture)."""
     for item in items:
         path = item.nodeid.split("::", 1)[0]
         if path.startswith("tests/e2e/"):
-            group = "e2e-fuzz" if path.endswith("test_contract_fuzz.py") else "e2e"
+            # The fuzz run and the README have stacks of their own (and are the longest e2e files).
+            own = path.endswith(("test_contract_fuzz.py", "test_readme.py"))
+            group = path if own else "e2e"
         else:
             group = path
         item.add_marker(pytest.mark.xdist_group(group))
