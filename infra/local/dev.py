@@ -175,7 +175,7 @@ def start_schedules(stack: Stack) -> Callable[[], None]:
     scheduler = LocalScheduler(stack.clock, float(override) if override else None)
     scheduler.run_due()
     stack.scheduler = scheduler
-    stack.on_advance.append(scheduler.advance)
+    stack.on_advance.append(lambda seconds: scheduler.advance(seconds, progress=lambda line: say(line)))
     return scheduler.start()
 
 

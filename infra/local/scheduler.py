@@ -33,6 +33,7 @@ from infra.local.functions import load_handler
 
 MAX_RUNS_PER_JUMP = 240
 LOG_SIZE = 10_000
+PROGRESS_EVERY = 2.0  # seconds of real time between progress lines of a long jump
 SNAPSHOT_JOBS = ("CatalogRefreshFunction",)  # no history to catch up on: once per jump
 
 
@@ -137,12 +138,15 @@ class LocalScheduler:
 
     # -------------------------------------------------------------- the test clock
 
-    def advance(self, seconds: float) -> None:
+    def advance(self, seconds: float, progress: Callable[[str], None] | None = None) -> None:
         """Move the clock exactly `seconds` forward, running everything that falls due on the
         way, in order, each at its own moment. (Real time keeps flowing meanwhile; only our
-        own moves count towards `seconds`.)"""
+        own moves count towards `seconds`.) `progress` hears how far a long jump got, every
+        PROGRESS_EVERY seconds of real time, and how long it took."""
         with self.lock:
             moved = 0.0
+            began = last_said = time.perf_counter()
+            runs_before = sum(int(n) for n, _ in self.stats.values())
 
             def move_to(t: float) -> None:
                 nonlocal moved
@@ -168,6 +172,10 @@ class LocalScheduler:
                         break
                     moment = min(candidates)
                     move_to(moment)
+                    if progress is not None and time.perf_counter() - last_said >= PROGRESS_EVERY:
+                        last_said = time.perf_counter()
+                        progress(f"advancing the clock: {moved:,.0f} of {seconds:,.0f} s "
+                                 f"({moved / seconds:.0%}) in {last_said - began:.1f} s")
                     if timer_due is not None and timer_due == moment:
                         self._run_timers(self.clock.now())
                     else:
@@ -183,6 +191,10 @@ class LocalScheduler:
                 if job.name in SNAPSHOT_JOBS and job.next_due <= self.clock.now():
                     self._run_job(job)
                     job.next_due = self.clock.now() + job.every
+            took = time.perf_counter() - began
+            if progress is not None and (took >= PROGRESS_EVERY or seconds >= 3600):
+                runs = sum(int(n) for n, _ in self.stats.values()) - runs_before
+                progress(f"advanced the clock {seconds:,.0f} s in {took:.1f} s ({runs} scheduled runs)")
 
     def stop(self) -> None:
         self._stop.set()
