@@ -687,8 +687,9 @@ def refresh_if_provisioning(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def reconcile() -> dict[str, int]:
-    """One pass: list every provider's instances (at once), advance every live rental, then
-    terminate labelled instances with no live rental."""
+    """One pass: list every provider's instances, advance every live rental (a running one the
+    listing shows running needs no call of its own), then terminate labelled instances with no
+    live rental."""
     counts = {"advanced": 0, "orphansTerminated": 0, "errors": 0}
     live = store.live()
     live_ids = {str(r["id"]) for r in live}
@@ -723,21 +724,14 @@ def reconcile() -> dict[str, int]:
 
 
 def _list_everywhere() -> dict[str, list[Instance] | ProviderError]:
-    """Every provider's instances, the providers asked concurrently."""
-    found = adapters()
-
-    async def all_of() -> list[list[Instance] | BaseException]:
-        return await asyncio.gather(*(a.list_instances() for a in found.values()), return_exceptions=True)
-
+    """Every provider's instances, one listing per provider (one after the other: the order of
+    provider calls stays the same from one pass to the next)."""
     out: dict[str, list[Instance] | ProviderError] = {}
-    for code, result in zip(found, _run(all_of()), strict=True):
-        if isinstance(result, ProviderError | list):
-            out[code] = result
-        elif isinstance(result, Exception):  # a bug in one adapter must not stop the others
-            logger.error("listing instances crashed", exc_info=result, extra={"provider": code})
-            out[code] = ProviderError(code, "transient", f"listing failed: {type(result).__name__}")
-        else:
-            raise result
+    for code, adapter in adapters().items():
+        try:
+            out[code] = _run(adapter.list_instances())
+        except ProviderError as exc:
+            out[code] = exc
     return out
 
 

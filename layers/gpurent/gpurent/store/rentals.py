@@ -11,7 +11,6 @@ then by wallet.
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gpurent.config import settings
@@ -157,11 +156,9 @@ def list_for_user(
 
 
 def live(status: str | None = None) -> list[dict[str, Any]]:
-    """Live rentals from the sparse index (all statuses, or one), grouped by user. The shards
-    are queried concurrently: one round trip's latency rather than ACTIVE_SHARDS'."""
-
-    def one_shard(n: int) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    """Live rentals from the sparse index (all statuses, or one), grouped by user."""
+    out: list[dict[str, Any]] = []
+    for n in range(ACTIVE_SHARDS):
         values: dict[str, Any] = {":k": f"A#{n}"}
         kwargs: dict[str, Any] = {"TableName": _table(), "IndexName": "ActiveIndex",
                                   "KeyConditionExpression": "activeKey = :k"}
@@ -173,12 +170,9 @@ def live(status: str | None = None) -> list[dict[str, Any]]:
             r = client().query(**kwargs)
             out.extend(i for i in (from_item(x) for x in r.get("Items", [])) if i is not None)
             if "LastEvaluatedKey" not in r:
-                return out
+                break
             kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
-
-    client()  # created once, before the threads share it
-    with ThreadPoolExecutor(ACTIVE_SHARDS, thread_name_prefix="live-shard") as pool:
-        return [item for shard in pool.map(one_shard, range(ACTIVE_SHARDS)) for item in shard]
+    return out
 
 
 def put_plain(record: dict[str, Any]) -> TransactItem:
