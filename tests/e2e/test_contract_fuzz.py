@@ -162,7 +162,7 @@ def _check_envelope(response: Any) -> None:
 # the user has not saved. Any other 400 to schema-valid data is a constraint the document lacks.
 BUSINESS_400 = {"model_unavailable", "weak_key", "duplicate_key", "card_declined", "billing_disabled",
                 "invalid_signature"}
-MEANING_FIELDS = {"publicKey", "card"}
+MEANING_FIELDS = {"publicKey", "card", "cursor", "idempotencyKey"}  # content, state, our own tokens, a key reused
 
 
 def _excused(response: Any) -> bool:

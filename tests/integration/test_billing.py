@@ -164,6 +164,15 @@ def test_checkout_is_limited_to_ten_an_hour(api: Api, user, local_stripe, clock)
     assert api.post("/v1/billing/checkout", {"amountCents": 1000}).status == 200
 
 
+def test_a_reused_idempotency_key_with_another_amount_is_a_400_not_a_500(api: Api, user, local_stripe) -> None:
+    """Regression (found by the contract fuzz run once amounts had their documented range): Stripe's
+    IdempotencyError went untranslated and the API answered 500."""
+    assert api.post("/v1/billing/checkout", {"amountCents": 1000}, headers={"idempotency-key": "k"}).status == 200
+    r = api.post("/v1/billing/checkout", {"amountCents": 499999}, headers={"idempotency-key": "k"})
+    assert r.status == 400, r.body
+    assert r.json()["error"] == "validation_failed" and "idempotencyKey" in r.json()["details"]
+
+
 def test_webhook_refuses_tampered_stale_and_unsigned_events(api: Api, user, local_stripe) -> None:
     session = api.post("/v1/billing/checkout", {"amountCents": 1000}).json()
     local_stripe.complete_checkout(session["sessionId"])
