@@ -22,7 +22,7 @@ def mailed_code(http: httpx.Client, email: str) -> str:
     raise AssertionError(f"no mail to {email}")
 
 
-def sign_in(base: str, email: str, *, source: str | None = None, timeout: float = 120) -> httpx.Client:
+def sign_in(base: str, email: str, *, source: str | None = None, timeout: float = 600) -> httpx.Client:
     """A client signed in as `email` (its cookie jar holds the session)."""
     transport = httpx.HTTPTransport(local_address=source) if source else None
     http = httpx.Client(base_url=base, timeout=timeout, transport=transport)

@@ -117,7 +117,7 @@ def _stripe_event(http: httpx.Client, type_: str, object_id: str) -> dict[str, A
 def _deliver(stack: str, event: dict[str, Any]) -> httpx.Response:
     body = json.dumps(event).encode()
     headers = {"content-type": "application/json", "stripe-signature": sign(DEFAULT_WEBHOOK_SECRET, body)}
-    return httpx.post(f"{stack}/v1/webhooks/stripe", content=body, timeout=60, headers=headers)
+    return httpx.post(f"{stack}/v1/webhooks/stripe", content=body, timeout=600, headers=headers)
 
 
 def test_twenty_parallel_deliveries_of_one_stripe_event_credit_once(stack: str, member) -> None:
