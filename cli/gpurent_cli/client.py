@@ -4,6 +4,7 @@ envelope, exit codes and bounded retries on 429 (honouring `Retry-After`)."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,6 +31,14 @@ USER_AGENT = "gpurent-cli/0.1.0"
 
 # Indirection so tests can make retries instant.
 sleep: Callable[[float], None] = time.sleep
+
+
+def _to_stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# Every wait is said out loud (stderr, so stdout stays what a script captures).
+notify: Callable[[str], None] = _to_stderr
 
 
 class CliError(Exception):
@@ -138,6 +147,9 @@ class Client:
                 wait = retry_after(resp)
                 if wait <= MAX_RETRY_WAIT:
                     attempt += 1
+                    told = "Retry-After" if resp.headers.get("retry-after") is not None else "no Retry-After given"
+                    notify(f"Rate limited on {method} {path}: waiting {wait:g} s ({told}) before retry "
+                           f"{attempt} of {MAX_RETRIES}…")
                     sleep(wait)
                     continue
             break

@@ -195,8 +195,9 @@ def cmd_login(ctx: Ctx) -> int:
 
     email = args.email or read_line("Email: ")
     c = ctx.client(anonymous=True)
-    c.post("/v1/auth/request-code", {"email": email}, auth=False)
-    ctx.note(f"A sign-in code was emailed to {email}.")
+    if not args.code:  # a code given is used as it is: asking for a new one would invalidate it
+        c.post("/v1/auth/request-code", {"email": email}, auth=False)
+        ctx.note(f"A sign-in code was emailed to {email}.")
     attempts = 1 if args.code or not sys.stdin.isatty() else 3
     for attempt in range(attempts):
         code = args.code or read_line("Code: ")
@@ -491,6 +492,8 @@ def wait_running(ctx: Ctx, rid: str, timeout: float, every: float) -> dict[str, 
     c = ctx.client()
     started = monotonic()
     tty = sys.stderr.isatty() and not ctx.json
+    ctx.note(f"Waiting up to {timeout:g} s for {rid} to be running (checking every {every:g} s; Ctrl-C stops "
+             "waiting, not the pod).")
     last_status: str | None = None
     tick = 0
     while True:
@@ -500,12 +503,12 @@ def wait_running(ctx: Ctx, rid: str, timeout: float, every: float) -> dict[str, 
         done = status != "provisioning" and (status != "running" or rental.get("host"))
         if tty:
             mark = "✔" if status == "running" else ("✘" if done else SPINNER[tick % len(SPINNER)])
-            sys.stderr.write(f"\r\033[K{mark} {rid} {status} · {elapsed:4.0f} s")
+            sys.stderr.write(f"\r\033[K{mark} {rid} {status} · {elapsed:4.0f} s of {timeout:g} s")
             if done:
                 sys.stderr.write("\n")
             sys.stderr.flush()
         elif status != last_status:
-            ctx.note(f"{rid}: {status} ({elapsed:.0f} s)")
+            ctx.note(f"{rid}: {status} ({elapsed:.0f} s of {timeout:g} s)")
         last_status = status
         tick += 1
         if done:

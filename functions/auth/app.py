@@ -92,7 +92,7 @@ def oauth_callback(req: Request) -> Response:
 def create_token(req: Request) -> dict[str, Any]:
     assert req.principal is not None
     body = req.parse(NewToken)
-    return auth.create_token(req.principal, body.name.strip() or "token", body.expiresInDays)
+    return auth.create_token(req.principal, body.name, body.expiresInDays)
 
 
 @router.route("GET /v1/auth/tokens", session_only=True, summary="Live personal API tokens, newest first",

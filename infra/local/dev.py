@@ -2,7 +2,8 @@
 that runs in Lambda.
 
 - HTTP on 127.0.0.1:$PORT (default 3000), routed as template.yaml declares;
-- DynamoDB embedded (moto, in-process) unless DYNAMODB_ENDPOINT is given;
+- DynamoDB Local (Java, in memory, started and stopped with the stack) unless
+  DYNAMODB_ENDPOINT is given;
 - emails printed to the console and listed at GET /dev/mailbox;
 - a test clock: GET /dev/clock, POST /dev/clock/advance {"seconds": n};
 - later capabilities plug in through `SERVICES` (provider simulators, Stripe,
@@ -16,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,8 @@ from infra.local import template  # noqa: E402
 from infra.local.server import LocalServer  # noqa: E402
 from infra.local.stripe_local import start_stripe  # noqa: E402 - cheap: localstripe is imported lazily
 
+STOP_SECONDS = 4.0
+
 
 @dataclass
 class Stack:
@@ -38,6 +42,9 @@ class Stack:
     clock: clock.OffsetClock
     env: dict[str, str]
     stops: list[Callable[[], None]] = field(default_factory=list)
+    children: list[int] = field(default_factory=list)  # pids of child processes (GET /dev/stats)
+    serving: bool = False
+    scheduler: Any = None  # infra.local.scheduler.LocalScheduler, once started
     # Work to run when the test clock moves (scheduled functions register here).
     on_advance: list[Callable[[float], None]] = field(default_factory=list)
 
@@ -66,21 +73,27 @@ def local_env(port: int) -> dict[str, str]:
     return env
 
 
+def say(message: str) -> None:
+    """A progress line of `make dev` (stdout, so a person sees what it is doing)."""
+    print(f"[dev] {message}", flush=True)
+
+
 def start_dynamodb(stack: Stack) -> Callable[[], None]:
+    """DynamoDB Local (in memory, on a free loopback port, stopped with the stack), unless
+    DYNAMODB_ENDPOINT names another endpoint; then every table of template.yaml."""
     endpoint = os.environ.get("DYNAMODB_ENDPOINT")
     stop: Callable[[], None] = lambda: None  # noqa: E731
     if not endpoint:
-        import logging
+        from infra.local import dynamodb_local
 
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-
-        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        moto.start()
-        host, port = moto.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        stop = moto.stop
+        say("starting DynamoDB Local (Java, in memory)")
+        db = dynamodb_local.start()
+        stack.children.extend(db.pids)
+        endpoint = db.endpoint
+        stop = db.stop
+        say(f"DynamoDB Local on {endpoint} ({db.started_seconds:.1f} s)")
+    else:
+        say(f"DynamoDB at {endpoint} (DYNAMODB_ENDPOINT)")
     os.environ["DYNAMODB_ENDPOINT"] = endpoint
     config.reset()
     dynamo.reset_client()
@@ -115,7 +128,23 @@ def add_dev_routes(stack: Stack) -> None:
             stack.clock.advance(seconds)
         return show_clock(path, headers, body)
 
+    def stats(path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        from gpurent import timers
+        from infra.local.process import rss_bytes
+
+        jobs = stack.scheduler.stats if stack.scheduler is not None else {}
+        return 200, {
+            "rssBytes": rss_bytes(os.getpid()),
+            "childrenRssBytes": sum(rss_bytes(p) for p in stack.children),
+            "threads": threading.active_count(),
+            "mailbox": len(notify.mailbox()),
+            "timersPending": timers.pending_count(),
+            "jobs": {name: {"runs": int(n), "seconds": round(t, 3), "databaseCpuSeconds": round(c, 3)}
+                     for name, (n, t, c) in sorted(jobs.items())},
+        }
+
     stack.server.add_dev_route("GET", "/dev/mailbox", mailbox)
+    stack.server.add_dev_route("GET", "/dev/stats", stats)
     stack.server.add_dev_route("GET", "/dev/clock", show_clock)
     stack.server.add_dev_route("POST", "/dev/clock/advance", advance)
 
@@ -145,8 +174,10 @@ def start_schedules(stack: Stack) -> Callable[[], None]:
 
     override = os.environ.get("LOCAL_SCHEDULE_SECONDS")
     scheduler = LocalScheduler(stack.clock, float(override) if override else None)
+    scheduler.database_pids = list(stack.children)
     scheduler.run_due()
-    stack.on_advance.append(scheduler.advance)
+    stack.scheduler = scheduler
+    stack.on_advance.append(lambda seconds: scheduler.advance(seconds, progress=lambda line: say(line)))
     return scheduler.start()
 
 
@@ -161,6 +192,7 @@ SERVICES: list[tuple[str, Callable[[Stack], Callable[[], None]]]] = [
 
 
 def main() -> None:
+    began = time.monotonic()
     port = int(os.environ.get("PORT", "3000"))
     server = LocalServer("127.0.0.1", port)
     port = int(server.server_address[1])
@@ -170,25 +202,54 @@ def main() -> None:
     test_clock = clock.OffsetClock()
     clock.set_clock(test_clock)
     stack = Stack(server=server, clock=test_clock, env=dict(os.environ))
-    for _name, start in SERVICES:
-        stack.stops.append(start(stack))
-    add_dev_routes(stack)
 
     done = threading.Event()
 
     def shutdown(signum: int, frame: Any) -> None:
         done.set()
 
-    signal.signal(signal.SIGINT, shutdown)
     signal.signal(signal.SIGTERM, shutdown)
-    server.start()
-    print(f"gpurent local stack listening on {server.url}", flush=True)
-    done.wait()
-    print("gpurent local stack stopping", flush=True)
-    server.shutdown()
-    for stop in reversed(stack.stops):
-        stop()
-    server.server_close()
+    try:
+        for name, start in SERVICES:
+            t = time.monotonic()
+            stack.stops.append(start(stack))
+            say(f"{name} ready ({time.monotonic() - t:.1f} s)")
+            if done.is_set():  # SIGTERM while starting: stop what started
+                raise KeyboardInterrupt
+        add_dev_routes(stack)
+        signal.signal(signal.SIGINT, shutdown)
+        server.start()
+        stack.serving = True
+        say(f"ready in {time.monotonic() - began:.1f} s; Ctrl-C stops everything")
+        print(f"gpurent local stack listening on {server.url}", flush=True)
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("gpurent local stack stopping", flush=True)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        stop_all(stack)
+        # Every service is stopped (or was given its time): leave now, without waiting for a
+        # request still in flight (a long clock jump, a retrying DynamoDB call) to notice.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def stop_all(stack: Stack) -> None:
+    """Stop the server and every service at once (they are independent), within STOP_SECONDS
+    in all: a stuck one is reported and left to the process exit (its threads are daemons,
+    DynamoDB Local's JVM has a watchdog that ends it when this process ends)."""
+    deadline = time.monotonic() + STOP_SECONDS
+    work = ([stack.server.shutdown] if stack.serving else []) + list(reversed(stack.stops))
+    workers = [threading.Thread(target=stop, daemon=True) for stop in work]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+    if any(w.is_alive() for w in workers):
+        print("[dev] a service did not stop in time; leaving it to the exit", file=sys.stderr, flush=True)
+    stack.server.server_close()
 
 
 if __name__ == "__main__":

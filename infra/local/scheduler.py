@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,6 +32,8 @@ from infra.local.events import schedule_event, sqs_event
 from infra.local.functions import load_handler
 
 MAX_RUNS_PER_JUMP = 240
+LOG_SIZE = 10_000
+PROGRESS_EVERY = 2.0  # seconds of real time between progress lines of a long jump
 SNAPSHOT_JOBS = ("CatalogRefreshFunction",)  # no history to catch up on: once per jump
 
 
@@ -75,29 +79,48 @@ class LocalScheduler:
         ]
         consumers = template.queue_consumers()
         self.timer_fn = load_handler(consumers["TimerQueue"])
-        self.log: list[tuple[float, str]] = []  # (clock time, what ran): tests read the order
+        # (clock time, what ran), the latest LOG_SIZE: tests read the order; bounded so a
+        # stack left running for days does not grow.
+        self.log: deque[tuple[float, str]] = deque(maxlen=LOG_SIZE)
+        self.stats: dict[str, list[float]] = {}  # what → [runs, seconds of real time, database CPU seconds]
+        self.database_pids: list[int] = []  # DynamoDB Local's processes, to charge each job its CPU
         self._stop = threading.Event()
 
     # -------------------------------------------------------------- running one thing
 
+    def _database_cpu(self) -> float:
+        from infra.local.process import cpu_seconds
+
+        return sum(cpu_seconds(p) for p in self.database_pids)
+
+    def _count(self, what: str, began: float, cpu_began: float) -> None:
+        entry = self.stats.setdefault(what, [0, 0.0, 0.0])
+        entry[0] += 1
+        entry[1] += time.perf_counter() - began
+        entry[2] += self._database_cpu() - cpu_began
+
     def _run_job(self, job: Job) -> None:
         self.log.append((self.clock.now(), job.name))
+        began, cpu_began = time.perf_counter(), self._database_cpu()
         try:
             job.fn(schedule_event(f"arn:aws:events:us-east-1:123456789012:rule/local-{job.name}"), None)
         except Exception as exc:  # a failing job must not kill the stack
             print(f"[schedule] {job.name} failed: {exc!r}", file=sys.stderr, flush=True)
+        self._count(job.name, began, cpu_began)
 
     def _run_timers(self, now: float) -> int:
         due = timers.due(now)
         if not due:
             return 0
         self.log.append((self.clock.now(), f"timers:{len(due)}"))
+        began, cpu_began = time.perf_counter(), self._database_cpu()
         try:
             result = self.timer_fn(sqs_event([t.body() for t in due]), None)
             for failure in result.get("batchItemFailures", []):
                 print(f"[timers] a timer failed: {failure}", file=sys.stderr, flush=True)
         except Exception as exc:
             print(f"[timers] failed: {exc!r}", file=sys.stderr, flush=True)
+        self._count("timers", began, cpu_began)
         return len(due)
 
     # -------------------------------------------------------------- real time
@@ -122,12 +145,15 @@ class LocalScheduler:
 
     # -------------------------------------------------------------- the test clock
 
-    def advance(self, seconds: float) -> None:
+    def advance(self, seconds: float, progress: Callable[[str], None] | None = None) -> None:
         """Move the clock exactly `seconds` forward, running everything that falls due on the
         way, in order, each at its own moment. (Real time keeps flowing meanwhile; only our
-        own moves count towards `seconds`.)"""
+        own moves count towards `seconds`.) `progress` hears how far a long jump got, every
+        PROGRESS_EVERY seconds of real time, and how long it took."""
         with self.lock:
             moved = 0.0
+            began = last_said = time.perf_counter()
+            runs_before = sum(int(s[0]) for s in self.stats.values())
 
             def move_to(t: float) -> None:
                 nonlocal moved
@@ -153,6 +179,10 @@ class LocalScheduler:
                         break
                     moment = min(candidates)
                     move_to(moment)
+                    if progress is not None and time.perf_counter() - last_said >= PROGRESS_EVERY:
+                        last_said = time.perf_counter()
+                        progress(f"advancing the clock: {moved:,.0f} of {seconds:,.0f} s "
+                                 f"({moved / seconds:.0%}) in {last_said - began:.1f} s")
                     if timer_due is not None and timer_due == moment:
                         self._run_timers(self.clock.now())
                     else:
@@ -168,6 +198,10 @@ class LocalScheduler:
                 if job.name in SNAPSHOT_JOBS and job.next_due <= self.clock.now():
                     self._run_job(job)
                     job.next_due = self.clock.now() + job.every
+            took = time.perf_counter() - began
+            if progress is not None and (took >= PROGRESS_EVERY or seconds >= 3600):
+                runs = sum(int(s[0]) for s in self.stats.values()) - runs_before
+                progress(f"advanced the clock {seconds:,.0f} s in {took:.1f} s ({runs} scheduled runs)")
 
     def stop(self) -> None:
         self._stop.set()

@@ -23,6 +23,7 @@ import json
 import logging
 import re
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,6 +36,7 @@ Clock = Callable[[], float]
 Phase = Literal["provisioning", "running", "crashed", "stopped", "terminated"]
 
 MAX_SLEEP_SECONDS = 30.0
+REQUEST_LOG = 10_000
 
 ALLOCATE_MODES = frozenset({"capacity", "quota", "auth", "error", "timeout", "refuse"})
 LIST_OFFERS_MODES = frozenset({"error", "timeout"})
@@ -155,7 +157,9 @@ class SimulatorBase:
         self.lock = threading.RLock()
         self.knobs = Knobs()
         self.instances: dict[str, SimInstance] = {}
-        self.requests: list[tuple[str, str]] = []  # (method, path) of provider calls, for tests
+        # (method, path) of the latest provider calls, for tests (bounded: a simulator serving a
+        # long-running local stack must not grow).
+        self.requests: deque[tuple[str, str]] = deque(maxlen=REQUEST_LOG)
         self._stopping = threading.Event()
         self._counter = 0
         self.reset()

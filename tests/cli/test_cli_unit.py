@@ -200,6 +200,21 @@ def test_login_with_a_wrong_code_is_exit_3_with_the_message_verbatim(
     assert Store().get(API) is None
 
 
+def test_login_with_a_code_uses_it_without_asking_for_a_new_one(
+        run: Callable[..., Result], api: respx.MockRouter) -> None:
+    """Regression: `--code C` used to request a new code first, which invalidated C."""
+    req = api.post("/v1/auth/request-code").respond(200, json={"ok": True, "created": False})
+    verify = api.post("/v1/auth/verify-code").respond(
+        200, json={"user": {"id": "usr_1", "email": "me@example.com"}, "expiresAt": "2026-02-01T00:00:00Z"},
+        headers={"set-cookie": "sid=s3cret; HttpOnly; SameSite=Lax; Path=/; Max-Age=2592000"})
+    r = run("login", "me@example.com", "--code", "654321")
+    assert r.code == 0, r.err
+    assert not req.called
+    assert json.loads(verify.calls.last.request.content) == {"email": "me@example.com", "code": "654321"}
+    assert "emailed" not in r.err
+    assert Store().get(API) == Credential("session", "s3cret", "me@example.com")
+
+
 def test_login_with_a_token_sends_it_as_bearer(run: Callable[..., Result], api: respx.MockRouter) -> None:
     me = api.get("/v1/auth/me").respond(200, json={"user": {"id": "usr_1", "email": "bot@example.com"},
                                                    "expiresAt": None})
@@ -342,6 +357,10 @@ def test_429_is_retried_after_retry_after(run: Callable[..., Result], api: respx
     assert route.call_count == 3
     assert sleeps == [2.0, 2.0]
     assert "$50.00" in r.out
+    # Each wait says what it waits for, for how long, and which retry follows (stderr).
+    waits = [line for line in r.err.splitlines() if line.startswith("Rate limited")]
+    assert waits == ["Rate limited on GET /v1/billing/balance: waiting 2 s (Retry-After) before retry 1 of 3…",
+                     "Rate limited on GET /v1/billing/balance: waiting 2 s (Retry-After) before retry 2 of 3…"]
 
 
 def test_429_retries_are_bounded(run: Callable[..., Result], api: respx.MockRouter,
@@ -360,8 +379,10 @@ def test_429_without_retry_after_waits_the_documented_30s(run: Callable[..., Res
     api.get("/v1/billing/balance").mock(side_effect=[
         httpx.Response(429, json=err_body("rate_limited", "Too many requests")),
         httpx.Response(200, json={"availableCents": 1})])
-    assert run("balance").code == 0
+    r = run("balance")
+    assert r.code == 0
     assert sleeps == [30.0]
+    assert "waiting 30 s (no Retry-After given)" in r.err
 
 
 def test_429_asking_for_an_hour_is_not_waited_for(run: Callable[..., Result], api: respx.MockRouter,
@@ -622,6 +643,7 @@ def test_launch_wait_polls_until_running_then_prints_ssh(run: Callable[..., Resu
     assert get.call_count == 3 and sleeps == [2.0, 2.0]
     assert r.out.strip() == "ssh -p 22001 root@203.0.113.12"
     assert "provisioning" in r.err and "running" in r.err
+    assert f"Waiting up to 600 s for {RID} to be running (checking every 2 s" in r.err
 
 
 def test_launch_wait_json_prints_the_rental(run: Callable[..., Result], api: respx.MockRouter,

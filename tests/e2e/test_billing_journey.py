@@ -29,7 +29,7 @@ NO_CARD = {"brand": None, "last4": None, "expMonth": None, "expYear": None, "pmI
 
 @pytest.fixture
 def http(stack: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack, timeout=30) as client:
+    with httpx.Client(base_url=stack, timeout=600) as client:  # a hang guard, not a speed limit
         yield client
 
 

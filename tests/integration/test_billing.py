@@ -164,6 +164,15 @@ def test_checkout_is_limited_to_ten_an_hour(api: Api, user, local_stripe, clock)
     assert api.post("/v1/billing/checkout", {"amountCents": 1000}).status == 200
 
 
+def test_a_reused_idempotency_key_with_another_amount_is_a_400_not_a_500(api: Api, user, local_stripe) -> None:
+    """Regression (found by the contract fuzz run once amounts had their documented range): Stripe's
+    IdempotencyError went untranslated and the API answered 500."""
+    assert api.post("/v1/billing/checkout", {"amountCents": 1000}, headers={"idempotency-key": "k"}).status == 200
+    r = api.post("/v1/billing/checkout", {"amountCents": 499999}, headers={"idempotency-key": "k"})
+    assert r.status == 400, r.body
+    assert r.json()["error"] == "validation_failed" and "idempotencyKey" in r.json()["details"]
+
+
 def test_webhook_refuses_tampered_stale_and_unsigned_events(api: Api, user, local_stripe) -> None:
     session = api.post("/v1/billing/checkout", {"amountCents": 1000}).json()
     local_stripe.complete_checkout(session["sessionId"])
@@ -173,7 +182,10 @@ def test_webhook_refuses_tampered_stale_and_unsigned_events(api: Api, user, loca
         tampered = d.body.replace(b"1000", b"9999", 1)
     stale = sign(stripe_fixtures.WEBHOOK_SECRET, d.body, timestamp=int(time.time()) - 3600)
     wrong = sign("whsec_someone_else", d.body)
-    for raw, sig in [(tampered, d.signature), (d.body, stale), (d.body, wrong), (d.body, ""), (b"{}", d.signature)]:
+    # Correctly signed but dated 6 minutes ahead: valid for longer than the tolerance, so refused too.
+    future = sign(stripe_fixtures.WEBHOOK_SECRET, d.body, timestamp=int(time.time()) + 360)
+    for raw, sig in [(tampered, d.signature), (d.body, stale), (d.body, wrong), (d.body, ""), (b"{}", d.signature),
+                     (d.body, future)]:
         r = invoke("POST", "/v1/webhooks/stripe", raw=raw, headers={"stripe-signature": sig} if sig else {})
         assert r.status == 400 and json.loads(r.body)["error"] == "invalid_signature"
     r = invoke("POST", "/v1/webhooks/stripe", raw=d.body)  # no header at all

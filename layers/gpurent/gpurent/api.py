@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from gpurent import auth, clock
+from gpurent import auth, clock, text
 from gpurent.config import settings
 from gpurent.errors import ApiError
 from gpurent.telemetry import count, logger
@@ -28,6 +29,19 @@ MAX_BODY_BYTES = 64 * 1024
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 M = TypeVar("M", bound=BaseModel)
+
+
+_IDEMPOTENCY_KEY = re.compile(text.IDEMPOTENCY_KEY_PATTERN.removeprefix("^").removesuffix("$"))
+
+
+def _json_number(raw: str) -> int | float:
+    """A JSON number written with a fraction or exponent. JSON Schema's `integer` is any number
+    with a zero fraction (`55714.0`, `1e3`), so those are integers here too (up to 2**53,
+    where a double is still exact); anything else stays a float."""
+    value = float(raw)
+    if value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return value
 
 
 @dataclass
@@ -54,7 +68,7 @@ class Request:
         if not self.body:
             return {}
         try:
-            return json.loads(self.body)
+            return json.loads(self.body, parse_float=_json_number)
         except (ValueError, RecursionError) as exc:
             raise ApiError("validation_failed", "Body is not valid JSON", {"body": "not valid JSON"}) from exc
 
@@ -104,9 +118,9 @@ def idempotency_key(req: Request) -> str | None:
     key = req.headers.get("idempotency-key")
     if key is None:
         return None
-    if not 1 <= len(key) <= 255 or not key.isprintable():
-        raise ApiError("validation_failed", "Idempotency-Key must be 1-255 printable characters",
-                       {"Idempotency-Key": "must be 1-255 printable characters"})
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise ApiError("validation_failed", "Idempotency-Key must be 1-255 printable ASCII characters",
+                       {"Idempotency-Key": "must be 1-255 printable ASCII characters"})
     return key
 
 

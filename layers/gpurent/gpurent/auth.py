@@ -34,8 +34,9 @@ TOKEN_TOUCH_EVERY = 3600  # a token's `lastUsedAt` is recorded at most once an h
 # USER_RATE_LIMIT_PER_MINUTE / _PER_HOUR set them directly.
 USER_RATE_LIMIT_FACTOR = 2
 TOKEN_PREFIX = "gpr_"  # noqa: S105 - a public prefix, not a secret
-_EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,63}$")
+EMAIL_PATTERN = (r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                 r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,63}$")  # also the contract's
+_EMAIL_RE = re.compile(EMAIL_PATTERN.removesuffix("$") + r"\Z")
 
 
 @dataclass
@@ -480,7 +481,8 @@ def revoke_others(principal: Principal, tokens: bool) -> dict[str, Any]:
 
 def create_token(principal: Principal, name: str, expires_in_days: int | None) -> dict[str, Any]:
     require_session(principal)
-    if not text.is_printable(name):
+    name = name.strip()
+    if not name or not text.is_printable(name):
         raise ApiError("validation_failed", "name must be 1-64 printable characters",
                        {"name": "must be 1-64 printable characters"})
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)

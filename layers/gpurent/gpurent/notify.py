@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections import deque
 from typing import Any
 
 from gpurent import clock
 from gpurent.config import settings
 
-_mailbox: list[dict[str, Any]] = []
+MAILBOX_SIZE = 1000  # the newest; a local stack left running for days must not grow
+_mailbox: deque[dict[str, Any]] = deque(maxlen=MAILBOX_SIZE)
 _lock = threading.Lock()
 
 

@@ -28,6 +28,7 @@ import hashlib
 import itertools
 import re
 import struct
+import unicodedata
 from dataclasses import dataclass
 
 __all__ = ["MAX_INPUT_BYTES", "InvalidKey", "ParsedKey", "WeakKey", "parse_public_key"]
@@ -258,7 +259,8 @@ def _refuse_control_characters(text: str) -> None:
         code = ord(ch)
         if ch == "\t":
             continue  # treated as a field separator / space
-        if code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF or ch in _BIDI_CONTROLS or ch == _BOM:
+        if code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF or ch in _BIDI_CONTROLS or ch == _BOM \
+                or unicodedata.category(ch) == "Cf":  # zero-width and other invisible format characters
             raise InvalidKey("The public key contains control or invisible characters.")
 
 

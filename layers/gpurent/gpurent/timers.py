@@ -85,6 +85,11 @@ def next_due() -> float | None:
         return _pending[0].due if _pending else None
 
 
+def pending_count() -> int:
+    with _lock:
+        return len(_pending)
+
+
 def clear() -> None:
     with _lock:
         _pending.clear()

@@ -244,6 +244,10 @@ def _translate(exc: Exception) -> Exception:
     message = exc.user_message or str(exc) or type(exc).__name__
     if isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError):
         return StripeUnavailable(message, code=exc.code, http_status=status)
+    if isinstance(exc, stripe.IdempotencyError):  # the client reused its Idempotency-Key for another request
+        from gpurent.wallet import IdempotencyMismatch
+
+        return IdempotencyMismatch()
     if isinstance(exc, stripe.CardError):
         body = exc.json_body
         return _card_error(body if isinstance(body, Mapping) else None, message)

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,8 +29,20 @@ from gpurent.telemetry import count, logger
 Event = dict[str, Any]
 
 
+def _dated_ahead(signature: str | None) -> bool:
+    """Stripe's library refuses a signature older than the tolerance, not one dated ahead of us; such
+    a delivery would stay valid for longer than the tolerance, so it is refused too."""
+    for part in (signature or "").split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t" and value.isascii() and value.isdigit():
+            return int(value) > time.time() + gateway.WEBHOOK_TOLERANCE_SECONDS
+    return False
+
+
 def handle(payload: bytes, signature: str | None) -> dict[str, Any]:
     try:
+        if _dated_ahead(signature):
+            raise gateway.InvalidSignature("signature dated in the future")
         event = gateway.verify_event(payload, signature)
     except gateway.InvalidSignature:
         count("WebhookInvalidSignature")
