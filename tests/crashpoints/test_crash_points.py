@@ -522,6 +522,14 @@ def schedule_recover(ctx: Ctx, st: dict[str, Any]) -> None:
     ctx.schedule()
 
 
+def health_grace_recover(ctx: Ctx, st: dict[str, Any]) -> None:
+    """Long enough for a crashed pod to be declared failed: a running pod is degraded until
+    `HEALTH_BAD_CHECKS` bad checks spanning `HEALTH_GRACE_SECONDS` (one reconcile a minute)."""
+    from gpurent.rentals import lifecycle
+
+    ctx.schedule(130.0 + lifecycle.HEALTH_GRACE_SECONDS + 60.0)
+
+
 def empty_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
     out = stopped_check(st, "insufficient_balance")
     w = wallet.get(st["uid"])
@@ -734,7 +742,7 @@ PATHS = [
     Path("stop (autoStopAfterHours timer)", timed_setup, timed_act, timed_recover, timed_check),
     Path("stop (empty wallet, sweep)", empty_setup, sweep_act, schedule_recover, empty_check),
     Path("metering sweep (3 wallets)", sweep3_setup, sweep_act, schedule_recover, sweep3_check),
-    Path("reconcile pass", reconcile_setup, reconcile_act, schedule_recover, reconcile_check),
+    Path("reconcile pass", reconcile_setup, reconcile_act, health_grace_recover, reconcile_check),
     Path("checkout webhook", checkout_setup, webhook_act, webhook_recover, checkout_check),
     Path("saved-card top-up", saved_card_setup, saved_card_act, saved_card_recover, saved_card_check),
     Path("auto-topup (success)", auto_setup, sweep_act, auto_recover, auto_success_check),

@@ -156,7 +156,9 @@ def test_launch_takes_the_reserve_with_the_row_before_calling_the_provider(
     r = launch(api)
     assert r.status == 200, r.body
     answer = r.json()
-    assert set(answer) == {"id", "status", "host", "port", "pricePerHourCents", "startedAt", "warnings"}
+    assert set(answer) == {"id", "status", "host", "port", "pricePerHourCents", "startedAt", "warnings",
+                           "quotedPricePerHourCents"}
+    assert answer["quotedPricePerHourCents"] == answer["pricePerHourCents"]  # placed at the quote
     assert RENTAL_ID.fullmatch(answer["id"])
     assert answer["status"] == "provisioning" and answer["host"] is None and answer["port"] is None
     assert answer["pricePerHourCents"] == best["pricePerHourCents"]
