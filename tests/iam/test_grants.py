@@ -22,8 +22,9 @@ from typing import Any
 import boto3
 import pytest
 
-from gpurent import catalog, notify, rentals
+from gpurent import catalog, notify
 from gpurent.billing import gateway
+from gpurent.providers import registry
 from infra.local.client import invoke
 from infra.local.events import schedule_event, sqs_event
 from infra.local.functions import load_handler
@@ -112,11 +113,11 @@ def deployment(aws: None, clock: Any, simulator_servers: Simulators,  # noqa: F8
 
     reset_clients()
     gateway.reset()
-    rentals.set_adapters(None)  # built from the settings above, keys from SSM
+    registry.set_adapters(None)  # built from the settings above, keys from SSM
     catalog.invalidate()
     notify.clear_mailbox()
     yield {**env, "queue": queue}
-    rentals.set_adapters(None)
+    registry.set_adapters(None)
     catalog.invalidate()
     simulator_servers.reset()
 
@@ -132,7 +133,7 @@ def _cold_start() -> None:
 
     secrets.reset_client()
     gateway.reset()
-    rentals.set_adapters(None)
+    registry.set_adapters(None)
     catalog.invalidate()
 
 

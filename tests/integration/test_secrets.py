@@ -11,9 +11,10 @@ from typing import Any
 import boto3
 import pytest
 
-from gpurent import cursor, rentals
+from gpurent import cursor
 from gpurent.billing import gateway
 from gpurent.errors import ApiError
+from gpurent.providers import registry
 from gpurent.store import secrets
 
 
@@ -70,20 +71,20 @@ def test_the_stripe_client_and_the_provider_adapters_follow_a_rotated_key(later:
     monkeypatch.setenv("LAMBDA_SSH_KEY_NAME", "gpurent-platform")
     monkeypatch.setenv("PROVIDERS", "lambda")
     gateway.reset()
-    rentals.set_adapters(None)
+    registry.set_adapters(None)
     try:
         first = gateway._client()
-        adapters = rentals.adapters()
-        assert gateway._client() is first and rentals.adapters() is adapters  # cached while the keys are
+        adapters = registry.adapters()
+        assert gateway._client() is first and registry.adapters() is adapters  # cached while the keys are
         ssm.put_parameter(Name="/gpurent/stripe-secret-key", Value="sk_test_two", Type="SecureString", Overwrite=True)
         ssm.put_parameter(Name="/gpurent/lambda-api-key", Value="lam-two", Type="SecureString", Overwrite=True)
         later.ahead = secrets.max_age() + 1
         second = gateway._client()
         assert second is not first and gateway._client_key == "sk_test_two"
-        assert rentals.adapters() is not adapters
+        assert registry.adapters() is not adapters
     finally:
         gateway.reset()
-        rentals.set_adapters(None)
+        registry.set_adapters(None)
 
 
 def test_the_cursor_key_comes_from_secrets_manager_and_rotates(later: type[Later],
