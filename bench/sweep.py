@@ -55,7 +55,7 @@ os.environ.update({"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_
 
 from moto import mock_aws  # noqa: E402
 
-from gpurent import catalog_refresh, clock, config, ids, metering, rentals, timers, wallet  # noqa: E402
+from gpurent import catalog_refresh, clock, config, ids, metering, rentals, sweep, timers, wallet  # noqa: E402
 from gpurent.money import charge_for_seconds  # noqa: E402
 from gpurent.providers import registry  # noqa: E402
 from gpurent.providers.registry import build_adapters  # noqa: E402
@@ -460,7 +460,7 @@ def run_tick(label: str, n: int, u: int, manual: clock.ManualClock, interval: fl
     t, c = time.perf_counter(), time.thread_time()
     try:
         with quiet():
-            report = metering.sweep()
+            report = sweep.start().as_dict()
     finally:
         wall = time.perf_counter() - t
         cpu = time.thread_time() - c

@@ -1,17 +1,41 @@
-"""Scheduled (every minute): charge every running rental up to now, one transaction per wallet."""
+"""The metering sweep (`gpurent.sweep`).
+
+Scheduled every minute: the coordinator hands each `ActiveIndex` shard to a worker
+through the sweep queue (without a queue it charges every shard itself). From the
+sweep queue: a worker charges one part's wallets, handing on what it has no time
+for. A failed part is reported back alone (partial batch response) so SQS
+redelivers just that one; charging is idempotent, so a redelivery charges nothing twice.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from gpurent import metering
-from gpurent.telemetry import SCHEDULE, lambda_handler, logger
+from gpurent import sweep
+from gpurent.telemetry import SCHEDULE, count, lambda_handler, logger
 
 
-def sweep(event: dict[str, Any], context: Any) -> dict[str, int]:
-    report = metering.sweep()
-    logger.info("metering sweep", extra=report)
-    return report
+def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if "Records" not in event:
+        report = sweep.start()
+        logger.info("metering sweep", extra=report.as_dict())
+        return report.as_dict()
+    failures = []
+    total = sweep.Report()
+    for record in event["Records"]:
+        try:
+            part = sweep.Part.from_body(json.loads(record["body"]))
+            report = sweep.run_part(part, sweep.time_left_of(context))
+            total.add(report)
+        except Exception:
+            logger.exception("sweep part failed; SQS redelivers it", extra={"messageId": record.get("messageId")})
+            failures.append({"itemIdentifier": record.get("messageId", "")})
+    count("RentalsMetered", total.rentals)
+    logger.info("metering sweep part", extra=total.as_dict())
+    if failures:
+        count("SweepPartFailures", len(failures))
+    return {"batchItemFailures": failures}
 
 
-handler = lambda_handler(sweep, SCHEDULE)
+handler = lambda_handler(run, SCHEDULE)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
-from gpurent.records import LIVE, Rental, RentalChanges, RentalStatus
+from gpurent.records import LIVE, Rental, RentalChanges, RentalStatus, active_shard
 from gpurent.store import rentals as real
 from tests.fakes.writes import FakeWrite, item
 
@@ -51,6 +51,9 @@ class FakeRentalStore:
 
     def live(self, status: RentalStatus | None = None) -> list[Rental]:
         return [r for r in self.rows.values() if r.is_live and (status is None or r.status == status)]
+
+    def live_in_shard(self, n: int, status: RentalStatus | None = None) -> list[Rental]:
+        return sorted((r for r in self.live(status) if active_shard(r.user_id) == n), key=lambda r: r.user_id)
 
     def live_for_user(self, user_id: str, status: RentalStatus) -> list[Rental]:
         return [r for r in self.live(status) if r.user_id == user_id]

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from gpurent import catalog_refresh, metering, rentals
+from gpurent import catalog_refresh, metering, rentals, sweep
 from gpurent.money import charge_for_seconds
 from gpurent.providers import registry
 from gpurent.providers.registry import build_adapters
@@ -56,7 +56,7 @@ def test_thirty_days_in_random_ticks_charge_exactly_the_formula(api: Api, user, 
         step = rng.choice([1, 7, 59, 61, 3599, 7201, 43_200, 86_399])
         clock.advance(step)
         elapsed += step
-        metering.sweep()
+        sweep.start()
     api.sign_in("alice@example.com")  # the session expired during the 30 days
     reply = api.post(f"/v1/rentals/{r['id']}/stop")
     assert reply.status == 200, reply.body
@@ -82,13 +82,13 @@ def test_the_reserve_rolls_and_one_transaction_charges_a_wallet(api: Api, user, 
     clock.advance(1800)
     calls: list[str] = []
     dynamo.client().meta.events.register("before-call.dynamodb.TransactWriteItems", lambda **kw: calls.append("tx"))
-    metering.sweep()
+    sweep.start()
     assert calls == ["tx"]  # two rentals, one wallet: one transaction
     bal = api.get("/v1/billing/balance").json()
     assert bal["reservedCents"] == a["pricePerHourCents"] + b["pricePerHourCents"]  # topped back up to an hour
     charged = api.get(f"/v1/rentals/{a['id']}").json()["totalChargedCents"]
     assert bal["totalCents"] == 100_000 - charged - api.get(f"/v1/rentals/{b['id']}").json()["totalChargedCents"]
-    metering.sweep()  # nothing new to charge: no rows
+    sweep.start()  # nothing new to charge: no rows
     check_invariants(user["id"])
 
 
@@ -97,7 +97,7 @@ def test_an_empty_wallet_stops_every_running_rental(api: Api, user, world, clock
     fund(user["id"], r0["pricePerHourCents"] + 10, clock)
     r = launch_running(api, clock)
     clock.advance(2 * 3600)
-    metering.sweep()
+    sweep.start()
     got = api.get(f"/v1/rentals/{r['id']}").json()
     assert got["status"] in ("stopping", "stopped") and got["stopReason"] == "insufficient_balance"
     bal = api.get("/v1/billing/balance").json()
@@ -161,7 +161,7 @@ def test_the_usage_beyond_the_money_becomes_one_overage_invoice(api: Api, user, 
     fund(user["id"], money, clock)
     launched = launch_running(api, clock)
     clock.advance(2 * 3600)  # no sweep, no timer for two hours (an outage of both): a real overage
-    metering.sweep()
+    sweep.start()
     r = rental_store.get(user["id"], launched["id"])
     assert r is not None and r.stop_reason == "insufficient_balance"
     owed = charge_for_seconds(int(r.billed_seconds), int(r.price_per_hour_cents)) - money
@@ -174,7 +174,7 @@ def test_the_usage_beyond_the_money_becomes_one_overage_invoice(api: Api, user, 
     assert invoice_store.owner_of(invoice["id"]) == user["id"]
     bal = api.get("/v1/billing/balance").json()
     assert (bal["openInvoicesCents"], bal["openInvoiceCount"]) == (owed, 1)
-    metering.sweep()  # nothing more to do: no second invoice
+    sweep.start()  # nothing more to do: no second invoice
     assert api.get("/v1/billing/balance").json()["openInvoiceCount"] == 1
     check_invariants(user["id"])
 
@@ -250,7 +250,7 @@ def test_a_crash_reported_after_a_tick_charged_past_it_gives_the_excess_back(api
     clock.advance(120)
     rentals.reconcile()  # healthy at +120
     clock.advance(1800)
-    metering.sweep()  # charged to +1920
+    sweep.start()  # charged to +1920
     stored = rental_store.get(user["id"], r["id"])
     assert stored is not None
     sim = {"vast": world.vast, "runpod": world.runpod, "lambda": world.lambdacloud}[stored.provider]
@@ -275,7 +275,7 @@ def test_a_metering_ticks_marker_expires_and_money_operations_markers_do_not(api
     fund(user["id"], 100_000, clock)
     launch_running(api, clock)
     clock.advance(600)
-    metering.sweep()
+    sweep.start()
     items = dynamo.client().scan(TableName=dynamo.settings().money_table)["Items"]
     markers = {i["pk"]["S"]: i for i in items if i["pk"]["S"].startswith("OP#")}
     meter = [m for k, m in markers.items() if k.startswith("OP#meter:")]

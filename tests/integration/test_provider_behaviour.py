@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gpurent import catalog
+from gpurent import catalog, sweep
 from gpurent.listing import Listing
 from gpurent.store import rentals as rental_store
 from tests.conftest import Api
@@ -156,7 +156,7 @@ def test_one_bad_check_never_fails_a_running_pod(
 ) -> None:
     """vast rebooting / no heartbeat, a RunPod pod whose port is not known, Lambda unhealthy:
     degraded, then healthy again; never terminated, billed throughout."""
-    from gpurent import metering, rentals
+    from gpurent import rentals
     from tests.integration.test_rentals import charge
 
     got = running_on(api, sim_world, clock, provider)
@@ -176,7 +176,7 @@ def test_one_bad_check_never_fails_a_running_pod(
     rentals.reconcile()
     row = rental_store.get(funded_user["id"], rid)
     assert row is not None and row.status == "running" and row.bad_checks == 0 and row.unhealthy_since is None
-    metering.sweep()
+    sweep.start()
     seconds = int(clock.now() - float(row.running_at or 0))
     assert get(api, rid)["totalChargedCents"] == charge(seconds, rate)  # the degraded minutes are billed
     check_invariants(funded_user["id"])
@@ -185,7 +185,7 @@ def test_one_bad_check_never_fails_a_running_pod(
 def test_a_pod_that_stays_bad_fails_after_the_grace_billed_to_its_last_healthy_moment(
     api: Api, funded_user: dict[str, Any], sim_world: World, aws: None, clock: Any,
 ) -> None:
-    from gpurent import metering, rentals
+    from gpurent import rentals
     from gpurent.rentals import lifecycle
     from tests.integration.test_rentals import charge
 
@@ -199,7 +199,7 @@ def test_a_pod_that_stays_bad_fails_after_the_grace_billed_to_its_last_healthy_m
         clock.advance(10)
         rentals.reconcile()
     assert rental_store.get(funded_user["id"], rid).status == "running"  # type: ignore[union-attr]
-    metering.sweep()  # billed while degraded …
+    sweep.start()  # billed while degraded …
     assert get(api, rid)["totalChargedCents"] > charge(300, rate)
     clock.advance(lifecycle.HEALTH_GRACE_SECONDS)
     rentals.reconcile()
@@ -269,7 +269,6 @@ def test_a_tolerance_places_the_launch_on_a_dearer_listing_at_the_rate_obtained(
     """RunPod says "There are no instances currently available" (capacity): within
     maxPricePerHourCents the launch goes on to Lambda, dearer; that rate is charged and
     reserved (the reserve moved in one transaction, no ledger row), and the answer says so."""
-    from gpurent import metering
     from tests.integration.conftest import BOOT_SECONDS
     from tests.integration.test_rentals import charge, ledger
 
@@ -289,7 +288,7 @@ def test_a_tolerance_places_the_launch_on_a_dearer_listing_at_the_rate_obtained(
     clock.advance(BOOT_SECONDS + 1)
     assert get(api, answer["id"])["status"] == "running"
     clock.advance(3600)
-    metering.sweep()
+    sweep.start()
     assert get(api, answer["id"])["totalChargedCents"] == charge(3600, dear.price_per_hour_cents)
     check_invariants(funded_user["id"])
 

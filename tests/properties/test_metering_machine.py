@@ -55,7 +55,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from gpurent import catalog, catalog_refresh, config, metering, rentals, timers, wallet
+from gpurent import catalog, catalog_refresh, config, metering, rentals, sweep, timers, wallet
 from gpurent import clock as clock_mod
 from gpurent.errors import ApiError
 from gpurent.listing import Listing
@@ -176,7 +176,7 @@ class MeteringMachine(RuleBasedStateMachine):
         if inj.where == "before":
             raise inj.kind("the transaction never reached DynamoDB")
         if inj.where == "overlap":
-            metering.sweep()  # another sweep, between our read and our write
+            sweep.start()  # another sweep, between our read and our write
         self.real_transact(items, token)
         if inj.where == "after":
             raise inj.kind("the transaction committed but its answer was lost")
@@ -208,7 +208,7 @@ class MeteringMachine(RuleBasedStateMachine):
 
     def _sweep_and_check(self) -> None:
         """A normal sweep, then what a completed sweep promises at this moment."""
-        metering.sweep()
+        sweep.start()
         now = self.now()
         for u in USERS:
             user = self.uid(u)
@@ -344,7 +344,7 @@ class MeteringMachine(RuleBasedStateMachine):
         self.injection = Injection(nth, where, kind)
         try:
             if run == "sweep":
-                metering.sweep()
+                sweep.start()
             else:
                 for u in USERS:  # something for the timer run to do
                     timers.arm(self.uid(u), self.now())

@@ -78,6 +78,11 @@ class Settings(BaseModel):
     # The SQS queue that delivers timers (exhaustion and limit stops) to the timer
     # function; None outside AWS: timers are kept in process (`gpurent.timers`).
     timer_queue_url: str | None = None
+    # The SQS queue that hands the metering sweep's parts (one per ActiveIndex shard, and
+    # hand-offs) to sweep workers; None: the sweep runs every part in this process.
+    sweep_queue_url: str | None = None
+    # Wallets a sweep worker charges at once (threads); 1 charges them one after another.
+    sweep_concurrency: int = Field(default=1, ge=1, le=64)
 
     public_url: str
     stripe: StripeSettings = StripeSettings()
@@ -162,6 +167,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "ssm_endpoint": e.get("SSM_ENDPOINT") or None,
         "sqs_endpoint": e.get("SQS_ENDPOINT") or None,
         "timer_queue_url": e.get("TIMER_QUEUE_URL") or None,
+        "sweep_queue_url": e.get("SWEEP_QUEUE_URL") or None,
+        "sweep_concurrency": int(e.get("SWEEP_CONCURRENCY") or 1),
         "public_url": e["PUBLIC_URL"].rstrip("/"),
         "stripe": load_stripe_settings(e),
         "stripe_success_url": e.get("STRIPE_SUCCESS_URL") or None,

@@ -1,7 +1,8 @@
 """Metering: running time turned into ledger rows, and stops on time.
 
-**The sweep** (every minute) charges every running rental up to now, one
-transaction per wallet: its running rentals (read from the sparse
+**The sweep** (every minute, fanned out over the index shards by
+`gpurent.sweep`) charges every running rental up to now, one transaction per
+wallet: its running rentals (read from the sparse
 `ActiveIndex`, never a Scan) are charged in one `TransactWriteItems` (chunked
 under the 100-item limit): per rental, `round_half_up(billedSeconds × rate /
 3600)` minus what it was already charged, taken from its reserve, the reserve
@@ -28,7 +29,6 @@ one. `docs/metering.md` explains the mechanism.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -214,30 +214,6 @@ def arm_next(user_id: str, available: int, running: list[Rental], now: float) ->
     due = min(candidates)
     timers.arm(user_id, due)
     return due
-
-
-def sweep() -> dict[str, int]:
-    """One tick over every running rental."""
-    now = clock.now()
-    by_user: dict[str, list[Rental]] = defaultdict(list)
-    for r in store.live("running"):
-        if r.running_at is not None:
-            by_user[r.user_id].append(r)
-    report = {"wallets": 0, "rentals": 0, "chargedCents": 0, "conflicts": 0, "exhausted": 0}
-    for user_id, rs in by_user.items():
-        report["wallets"] += 1
-        try:
-            out = meter_wallet(user_id, rs, now)
-        except Exception:
-            # One wallet's failure must not starve the others; the next tick charges it.
-            logger.exception("metering a wallet failed", extra={"userId": user_id})
-            continue
-        report["rentals"] += len(out.rentals)
-        report["chargedCents"] += out.charged
-        report["conflicts"] += out.conflicts
-        report["exhausted"] += int(out.exhausted)
-    count("RentalsMetered", report["rentals"])
-    return report
 
 
 def on_timer(user_id: str) -> dict[str, int]:

@@ -8,6 +8,7 @@ whole seconds. A field that is `None` is absent from the item.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict, get_args
 
@@ -17,6 +18,15 @@ if TYPE_CHECKING:  # only a type here: the wallet's import of this module stays 
 RentalStatus = Literal["provisioning", "running", "stopping", "stopped", "failed"]
 STATUSES: tuple[RentalStatus, ...] = get_args(RentalStatus)
 LIVE: tuple[RentalStatus, ...] = ("provisioning", "running", "stopping")
+
+# A live rental sits in one of ACTIVE_SHARDS partitions of the sparse `ActiveIndex`, chosen by
+# its user, so one user's live rentals share a shard and the metering sweep hands out one shard
+# per worker. Changing the count moves rentals between shards: see docs/metering.md first.
+ACTIVE_SHARDS = 8
+
+
+def active_shard(user_id: str) -> int:
+    return int(hashlib.sha256(user_id.encode()).hexdigest(), 16) % ACTIVE_SHARDS
 StopReason = Literal["user", "insufficient_balance", "auto_stop", "max_total", "provider_failure"]
 
 

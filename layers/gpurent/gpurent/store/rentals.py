@@ -10,19 +10,26 @@ then by wallet.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, cast
 
 from gpurent.config import settings
 from gpurent.listing import Listing
-from gpurent.records import LIVE, LaunchAnswer, Rental, RentalChanges, RentalStatus, StopReason
+from gpurent.records import (
+    ACTIVE_SHARDS,
+    LIVE,
+    LaunchAnswer,
+    Rental,
+    RentalChanges,
+    RentalStatus,
+    StopReason,
+    active_shard,
+)
 from gpurent.store.catalog import listing_from_item, listing_item
 from gpurent.store.dynamo import ClientError, client, from_item, is_conditional_failure, key, to_values
 from gpurent.store.money import TransactItem, money_put
 
-ACTIVE_SHARDS = 8
 Item = dict[str, Any]
 
 
@@ -39,7 +46,7 @@ def _table() -> str:
 
 
 def shard(user_id: str) -> str:
-    return f"A#{int(hashlib.sha256(user_id.encode()).hexdigest(), 16) % ACTIVE_SHARDS}"
+    return f"A#{active_shard(user_id)}"
 
 
 def active_fields(user_id: str, rental_id: str, status: str) -> Item:
@@ -268,15 +275,20 @@ def live(status: RentalStatus | None = None) -> list[Rental]:
     """Live rentals from the sparse index (all statuses, or one), grouped by user."""
     out: list[Rental] = []
     for n in range(ACTIVE_SHARDS):
-        values: Item = {":k": f"A#{n}"}
-        kwargs: Item = {"TableName": _table(), "IndexName": "ActiveIndex",
-                        "KeyConditionExpression": "activeKey = :k"}
-        if status:
-            kwargs["KeyConditionExpression"] += " AND begins_with(activeSort, :p)"
-            values[":p"] = f"{status}#"
-        kwargs["ExpressionAttributeValues"] = to_values(values)
-        out.extend(_query_all(kwargs))
+        out.extend(live_in_shard(n, status))
     return out
+
+
+def live_in_shard(n: int, status: RentalStatus | None = None) -> list[Rental]:
+    """One `ActiveIndex` shard's live rentals (all statuses, or one), ordered by user."""
+    values: Item = {":k": f"A#{n}"}
+    kwargs: Item = {"TableName": _table(), "IndexName": "ActiveIndex",
+                    "KeyConditionExpression": "activeKey = :k"}
+    if status:
+        kwargs["KeyConditionExpression"] += " AND begins_with(activeSort, :p)"
+        values[":p"] = f"{status}#"
+    kwargs["ExpressionAttributeValues"] = to_values(values)
+    return _query_all(kwargs)
 
 
 def find_by_id(rental_id: str) -> Rental | None:

@@ -1,0 +1,208 @@
+"""The metering sweep, fanned out: every running rental charged each minute, however many.
+
+One worker charging one wallet after another does not scale: at one rental per
+wallet (the common case) 10,000 rentals are 20,000 sequential requests, far
+past a Lambda's timeout, and a sweep that times out starves the same tail
+wallets every minute. So the minute's schedule starts a **coordinator** that
+reads nothing: it hands each `ActiveIndex` shard to its own **worker** (a
+message on the sweep queue; without a queue, each part runs in this process).
+A worker reads its shard's running rentals (one paged query), groups them by
+wallet and charges `sweep_concurrency` wallets at once (`metering.meter_wallet`:
+charge, stop what is due, arm the next deadline's timer).
+
+**No wallet is always last.** A worker takes its wallets in an order drawn
+afresh each minute: by `sha256(tick:user)`, so a wallet's place is random and
+independent of its id, and the hand-off below can name "where it stopped" by
+that key, which stays right when wallets come and go.
+
+**A worker that runs out of time hands its remainder on** (a message naming
+the shard, the tick and the first order key it did not start) instead of
+dropping it. Nothing here is exactly-once, and nothing needs to be: metering a
+wallet charges up to now under a condition on each rental's version, so a
+redelivered part, a hand-off racing the next minute's worker, or a worker
+killed halfway charges nothing twice; a lost part or hand-off only means its
+wallets wait for the next minute, whose fresh order puts them anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from functools import partial
+from itertools import groupby
+from typing import Any
+
+from gpurent import clock, metering
+from gpurent.config import settings
+from gpurent.records import ACTIVE_SHARDS, Rental
+from gpurent.store import rentals as store
+from gpurent.store import timers as queue
+from gpurent.telemetry import count, logger
+
+KIND = "sweep"
+# A worker stops starting wallets when less than this is left of its invocation, hands the rest
+# on, and still has time to finish the wallets in flight (each a few requests, one may stop pods).
+HAND_OFF_MARGIN_SECONDS = 15.0
+MAX_HOPS = 5  # a remainder handed on more often than this waits for the next minute's part
+
+
+@dataclass(frozen=True)
+class Part:
+    """A shard's wallets for one tick, from the order key `after` on ("" = all of them)."""
+
+    shard: int
+    tick: float
+    after: str = ""
+    hops: int = 0
+
+    def body(self) -> dict[str, Any]:
+        return {"kind": KIND, "shard": self.shard, "tick": self.tick, "after": self.after, "hops": self.hops}
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Part:
+        shard = int(body["shard"])
+        if not 0 <= shard < ACTIVE_SHARDS:
+            raise ValueError(f"no shard {shard}")
+        return cls(shard, float(body["tick"]), str(body.get("after", "")), int(body.get("hops", 0)))
+
+
+@dataclass
+class Report:
+    parts: int = 0
+    wallets: int = 0
+    rentals: int = 0
+    charged_cents: int = 0
+    conflicts: int = 0
+    exhausted: int = 0
+    failed: int = 0
+    handed_off: int = 0
+
+    def add(self, other: Report) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "parts": self.parts, "wallets": self.wallets, "rentals": self.rentals,
+            "chargedCents": self.charged_cents, "conflicts": self.conflicts, "exhausted": self.exhausted,
+            "failed": self.failed, "handedOff": self.handed_off,
+        }
+
+
+def order_key(tick: float, user_id: str) -> str:
+    """The wallet's place in this tick's order (a fresh random permutation each minute)."""
+    return hashlib.sha256(f"{int(tick)}:{user_id}".encode()).hexdigest()
+
+
+def start(tick: float | None = None) -> Report:
+    """The minute's coordinator: one part per shard, to the queue or (no queue) run here."""
+    tick = clock.now() if tick is None else tick
+    parts = [Part(n, tick) for n in range(ACTIVE_SHARDS)]
+    # Rotate which shard goes first too, for the in-process run (the queue has no order).
+    first = int(order_key(tick, "")[:8], 16) % ACTIVE_SHARDS
+    parts = parts[first:] + parts[:first]
+    url = settings().sweep_queue_url
+    report = Report()
+    if url:
+        for part in parts:
+            queue.send(url, part.body(), 0)
+        report.parts = len(parts)
+        return report
+    for part in parts:
+        report.add(run_part(part))
+    count("RentalsMetered", report.rentals)
+    return report
+
+
+def wallets_of(part: Part) -> list[tuple[str, str, list[Rental]]]:
+    """The part's wallets as (order key, user, running rentals), in this tick's order."""
+    running = [r for r in store.live_in_shard(part.shard, "running") if r.running_at is not None]
+    wallets = []
+    for user_id, rs in groupby(sorted(running, key=lambda r: r.user_id), key=lambda r: r.user_id):
+        k = order_key(part.tick, user_id)
+        if k >= part.after:
+            wallets.append((k, user_id, list(rs)))
+    wallets.sort(key=lambda w: w[0])
+    return wallets
+
+
+def run_part(part: Part, time_left: Callable[[], float] | None = None) -> Report:
+    """Charge the part's wallets, `sweep_concurrency` at once. `time_left` (seconds of the
+    invocation left; None: no limit) decides when to stop starting wallets and hand on."""
+    report = Report(parts=1)
+    wallets = wallets_of(part)
+    concurrency = settings().sweep_concurrency
+    now = clock.now()
+
+    def one(user_id: str, rs: list[Rental]) -> metering.Charged:
+        return metering.meter_wallet(user_id, rs, now)
+
+    def record(user_id: str, outcome: Callable[[], metering.Charged]) -> None:
+        report.wallets += 1
+        try:
+            out = outcome()
+        except Exception:
+            # One wallet's failure must not starve the others; the next tick charges it.
+            report.failed += 1
+            logger.exception("metering a wallet failed", extra={"userId": user_id})
+            return
+        report.rentals += len(out.rentals)
+        report.charged_cents += out.charged
+        report.conflicts += out.conflicts
+        report.exhausted += int(out.exhausted)
+
+    def out_of_time() -> bool:
+        return time_left is not None and time_left() < HAND_OFF_MARGIN_SECONDS
+
+    stopped_at: str | None = None
+    if concurrency == 1:
+        for k, user_id, rs in wallets:
+            if out_of_time():
+                stopped_at = k
+                break
+            record(user_id, partial(one, user_id, rs))
+    else:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="sweep") as pool:
+            in_flight: dict[Future[metering.Charged], str] = {}
+            for k, user_id, rs in wallets:
+                if out_of_time():
+                    stopped_at = k
+                    break
+                if len(in_flight) >= concurrency:
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        record(in_flight.pop(f), f.result)
+                in_flight[pool.submit(one, user_id, rs)] = user_id
+            for f in list(in_flight):
+                record(in_flight.pop(f), f.result)
+    if stopped_at is not None:
+        hand_off(Part(part.shard, part.tick, stopped_at, part.hops + 1))
+        report.handed_off = 1
+    return report
+
+
+def hand_off(part: Part) -> None:
+    """Send a part's remainder on (to the queue; without one, run it here, at once)."""
+    count("SweepHandOffs")
+    logger.info("sweep hand-off", extra=part.body())
+    if part.hops > MAX_HOPS:
+        logger.warning("sweep remainder dropped after too many hand-offs; the next minute covers it",
+                       extra=part.body())
+        return
+    url = settings().sweep_queue_url
+    if url:
+        queue.send(url, part.body(), 0)
+    else:
+        run_part(part)
+
+
+def time_left_of(context: Any) -> Callable[[], float] | None:
+    """Seconds left of a Lambda invocation, from its context (None when there is no limit)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    began, millis = time.monotonic(), float(remaining())
+    return lambda: millis / 1000.0 - (time.monotonic() - began)
