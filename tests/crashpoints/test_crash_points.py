@@ -562,6 +562,28 @@ def sweep3_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
     return out
 
 
+def fanout_act(ctx: Ctx, st: dict[str, Any]) -> Any:
+    """The fanned-out sweep's workers with time for one wallet among them all: the first
+    wallet is metered, every other worker runs out of time and its hand-off is lost (the next
+    minute's parts cover those wallets)."""
+    from gpurent import sweep
+    from gpurent.records import ACTIVE_SHARDS
+
+    started = {"n": 0}
+
+    def time_left() -> float:
+        started["n"] += 1
+        return 60.0 if started["n"] == 1 else 0.0
+
+    real = sweep.hand_off
+    sweep.hand_off = lambda part: None  # type: ignore[assignment]
+    try:
+        for n in range(ACTIVE_SHARDS):
+            sweep.run_part(sweep.Part(n, clock_mod.now()), time_left)
+    finally:
+        sweep.hand_off = real  # type: ignore[assignment]
+
+
 # -- a reconcile pass with work of every kind
 
 def reconcile_setup(ctx: Ctx) -> dict[str, Any]:
@@ -742,6 +764,7 @@ PATHS = [
     Path("stop (autoStopAfterHours timer)", timed_setup, timed_act, timed_recover, timed_check),
     Path("stop (empty wallet, sweep)", empty_setup, sweep_act, schedule_recover, empty_check),
     Path("metering sweep (3 wallets)", sweep3_setup, sweep_act, schedule_recover, sweep3_check),
+    Path("sweep workers out of time (hand-offs lost)", sweep3_setup, fanout_act, schedule_recover, sweep3_check),
     Path("reconcile pass", reconcile_setup, reconcile_act, health_grace_recover, reconcile_check),
     Path("checkout webhook", checkout_setup, webhook_act, webhook_recover, checkout_check),
     Path("saved-card top-up", saved_card_setup, saved_card_act, saved_card_recover, saved_card_check),

@@ -47,6 +47,10 @@ ARMED = ("timers.arm in process in the crash points and the integration tier; de
          "{}")
 COVERED_ELSEWHERE = {
     ("TimerFunction", "sqs:ReceiveMessage", "TimerQueue"): f"{SERVICE} (the event source mapping polls)",
+    ("MeteringSweepFunction", "sqs:ReceiveMessage", "SweepQueue"): f"{SERVICE} (the event source mapping polls)",
+    ("MeteringSweepFunction", "sqs:DeleteMessage*", "SweepQueue"): f"{SERVICE} (the event source mapping deletes)",
+    ("MeteringSweepFunction", "sqs:ChangeMessageVisibility*", "SweepQueue"): f"{SERVICE} (the event source mapping)",
+    ("MeteringSweepFunction", "sqs:GetQueueAttributes", "SweepQueue"): f"{SERVICE} (the event source mapping)",
     ("TimerFunction", "sqs:DeleteMessage*", "TimerQueue"): f"{SERVICE} (the event source mapping deletes)",
     ("TimerFunction", "sqs:ChangeMessageVisibility*", "TimerQueue"): f"{SERVICE} (the event source mapping)",
     ("TimerFunction", "sqs:GetQueueAttributes", "TimerQueue"): f"{SERVICE} (the event source mapping)",
@@ -99,8 +103,10 @@ def deployment(aws: None, clock: Any, simulator_servers: Simulators,  # noqa: F8
         monkeypatch.setenv(f"{var}_PARAM", name)
     cursor = sm.create_secret(Name="CursorKeySecret", SecretString="k" * 48)["ARN"]
     queue = sqs.create_queue(QueueName="gpurent-test-TimerQueue")["QueueUrl"]
+    sweep_queue = sqs.create_queue(QueueName="gpurent-test-SweepQueue")["QueueUrl"]
     settings = {k: v for k, v in simulator_servers.settings().items() if not k.endswith("_API_KEY")}
-    env = {**settings, "CURSOR_KEY_SECRET_ARN": cursor, "TIMER_QUEUE_URL": queue, "GOOGLE_CLIENT_ID": "google-id",
+    env = {**settings, "CURSOR_KEY_SECRET_ARN": cursor, "TIMER_QUEUE_URL": queue, "SWEEP_QUEUE_URL": sweep_queue,
+           "GOOGLE_CLIENT_ID": "google-id",
            "GITHUB_CLIENT_ID": "github-id", "PROVIDER_READ_TIMEOUT_SECONDS": "0.5"}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -116,7 +122,7 @@ def deployment(aws: None, clock: Any, simulator_servers: Simulators,  # noqa: F8
     registry.set_adapters(None)  # built from the settings above, keys from SSM
     catalog.invalidate()
     notify.clear_mailbox()
-    yield {**env, "queue": queue}
+    yield {**env, "queue": queue, "sweep_queue": sweep_queue}
     registry.set_adapters(None)
     catalog.invalidate()
     simulator_servers.reset()
@@ -153,6 +159,19 @@ def isolated(code_uri: str, handler: str = "app.handler") -> Any:
 def _scheduled(name: str) -> Any:
     code_uri = {n: c for n, c, _ in __import__("infra.local.template", fromlist=["x"]).schedules()}[name]
     return isolated(code_uri)(schedule_event(f"arn:aws:events:us-east-1:123456789012:rule/{name}"), None)
+
+
+def _sweep(queue: str) -> None:
+    """The minute's coordinator, then each part it queued delivered to a worker (batch size 1),
+    as the sweep queue's event source mapping does."""
+    import json
+
+    _scheduled("MeteringSweepFunction")
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    handler = isolated("functions/sweep/")
+    while got := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=1).get("Messages", []):
+        assert handler(sqs_event([json.loads(got[0]["Body"])]), None) == {"batchItemFailures": []}
+        sqs.delete_message(QueueUrl=queue, ReceiptHandle=got[0]["ReceiptHandle"])
 
 
 def _timers(queue: str) -> Any:
@@ -234,7 +253,7 @@ def journey(env: dict[str, str], clock: Any, ls: LocalStripe) -> None:
     assert api.get(f"/v1/rentals/{rid}/meter").status == 200
     for _ in range(3):
         clock.advance(310)  # past the auto-topup cooldown
-        _scheduled("MeteringSweepFunction")
+        _sweep(env["sweep_queue"])
         _scheduled("ReconcileFunction")
         _timers(env["queue"])
     clock.advance(310)  # a minute of use to settle, past the cooldown: the stop's debit fires an auto-topup

@@ -231,3 +231,21 @@ def test_a_part_delivered_twice_charges_once(pods, clock) -> None:
     again = sweep.start(tick)  # SQS redelivers every part of the same minute
     assert first.charged_cents > 0 and again.charged_cents == 0
     charges_are_the_formula(pods)
+
+
+def test_a_crowded_shard_is_split_among_workers_by_order_key(pods, sweep_queue, clock, monkeypatch) -> None:
+    monkeypatch.setattr(sweep, "WALLETS_PER_WORKER", 1)
+    clock.advance(300)
+    tick = clock.now()
+    part = max((sweep.Part(n, tick) for n in range(ACTIVE_SHARDS)), key=lambda p: len(sweep.wallets_of(p)))
+    wallets = sweep.wallets_of(part)
+    first = sweep.run_part(part)
+    assert first.wallets == 1  # it kept one wallet and sent the others out
+    slices = [sweep.Part.from_body(b) for b in receive_all(sweep_queue)]
+    assert [p.after for p in slices] == [w[0] for w in wallets[1:]]
+    assert [p.before for p in slices] == [w[0] for w in wallets[2:]] + [""]
+    clock.advance(1)
+    assert sum(sweep.run_part(p).wallets for p in slices) == len(wallets) - 1  # each wallet in one slice
+    after = metered(pods)
+    assert after[wallets[0][1]] == tick and all(after[w[1]] == tick + 1 for w in wallets[1:])
+    charges_are_the_formula(pods)

@@ -63,6 +63,7 @@ from gpurent.money import charge_for_seconds, whole_seconds
 from gpurent.providers import registry
 from gpurent.providers.base import ProviderAdapter
 from gpurent.providers.registry import build_adapters
+from gpurent.records import ACTIVE_SHARDS
 from gpurent.store import dynamo
 from gpurent.store import money as money_store
 from gpurent.store import rentals as rental_store
@@ -326,6 +327,33 @@ class MeteringMachine(RuleBasedStateMachine):
 
     @rule()
     def sweep(self) -> None:
+        self._sweep_and_check()
+
+    @rule(shards=st.sets(st.integers(0, ACTIVE_SHARDS - 1), max_size=ACTIVE_SHARDS),
+          wallets=st.integers(0, 2), hand_off=st.sampled_from(["lost", "delivered", "twice"]))
+    def a_fanned_out_sweep_partly(self, shards: set[int], wallets: int, hand_off: str) -> None:
+        """Some shards' workers run (the others' parts lost), each out of time after `wallets`
+        wallets; its hand-off is lost, delivered, or delivered twice (two workers on the same
+        wallets). Whatever ran must be whole; the next normal sweep makes every wallet right."""
+        handed: list[sweep.Part] = []
+        budget = {"left": wallets}
+
+        def time_left() -> float:
+            budget["left"] -= 1
+            return 60.0 if budget["left"] >= 0 else 0.0
+
+        real = sweep.hand_off
+        sweep.hand_off = handed.append  # type: ignore[assignment]
+        try:
+            for n in sorted(shards):
+                budget["left"] = wallets
+                sweep.run_part(sweep.Part(n, self.now()), time_left)
+        finally:
+            sweep.hand_off = real  # type: ignore[assignment]
+        if hand_off != "lost":
+            for part in handed * (2 if hand_off == "twice" else 1):
+                sweep.run_part(part)
+        self.check()
         self._sweep_and_check()
 
     @rule()

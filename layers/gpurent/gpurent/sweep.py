@@ -47,26 +47,36 @@ KIND = "sweep"
 # on, and still has time to finish the wallets in flight (each a few requests, one may stop pods).
 HAND_OFF_MARGIN_SECONDS = 15.0
 MAX_HOPS = 5  # a remainder handed on more often than this waits for the next minute's part
+# A worker keeps at most this many wallets and hands the rest of its shard out at once, as
+# parts of their own (order-key ranges), so a crowded shard is charged by several workers at
+# the same time: at ~6 ms of CPU per wallet on a 1,024 MB Lambda, 2,000 wallets fit in 35 s.
+WALLETS_PER_WORKER = 2000
 
 
 @dataclass(frozen=True)
 class Part:
-    """A shard's wallets for one tick, from the order key `after` on ("" = all of them)."""
+    """A shard's wallets for one tick whose order key is in [after, before) ("": unbounded)."""
 
     shard: int
     tick: float
     after: str = ""
     hops: int = 0
+    before: str = ""
 
     def body(self) -> dict[str, Any]:
-        return {"kind": KIND, "shard": self.shard, "tick": self.tick, "after": self.after, "hops": self.hops}
+        return {"kind": KIND, "shard": self.shard, "tick": self.tick, "after": self.after, "hops": self.hops,
+                "before": self.before}
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Part:
         shard = int(body["shard"])
         if not 0 <= shard < ACTIVE_SHARDS:
             raise ValueError(f"no shard {shard}")
-        return cls(shard, float(body["tick"]), str(body.get("after", "")), int(body.get("hops", 0)))
+        return cls(shard, float(body["tick"]), str(body.get("after", "")), int(body.get("hops", 0)),
+                   str(body.get("before", "")))
+
+    def covers(self, key: str) -> bool:
+        return key >= self.after and (not self.before or key < self.before)
 
 
 @dataclass
@@ -123,7 +133,7 @@ def wallets_of(part: Part) -> list[tuple[str, str, list[Rental]]]:
     wallets = []
     for user_id, rs in groupby(sorted(running, key=lambda r: r.user_id), key=lambda r: r.user_id):
         k = order_key(part.tick, user_id)
-        if k >= part.after:
+        if part.covers(k):
             wallets.append((k, user_id, list(rs)))
     wallets.sort(key=lambda w: w[0])
     return wallets
@@ -134,6 +144,9 @@ def run_part(part: Part, time_left: Callable[[], float] | None = None) -> Report
     invocation left; None: no limit) decides when to stop starting wallets and hand on."""
     report = Report(parts=1)
     wallets = wallets_of(part)
+    url = settings().sweep_queue_url
+    if url and len(wallets) > WALLETS_PER_WORKER:
+        wallets = split(part, wallets, url)
     concurrency = settings().sweep_concurrency
     now = clock.now()
 
@@ -179,9 +192,20 @@ def run_part(part: Part, time_left: Callable[[], float] | None = None) -> Report
             for f in list(in_flight):
                 record(in_flight.pop(f), f.result)
     if stopped_at is not None:
-        hand_off(Part(part.shard, part.tick, stopped_at, part.hops + 1))
+        hand_off(Part(part.shard, part.tick, stopped_at, part.hops + 1, part.before))
         report.handed_off = 1
     return report
+
+
+def split(part: Part, wallets: list[tuple[str, str, list[Rental]]], url: str) -> list[tuple[str, str, list[Rental]]]:
+    """Keep the first WALLETS_PER_WORKER wallets; send each further slice of the order as a
+    part of its own (its key range), so the queue starts a worker for each at once."""
+    starts = [wallets[i][0] for i in range(WALLETS_PER_WORKER, len(wallets), WALLETS_PER_WORKER)]
+    bounds = [*starts, part.before]
+    for lo, hi in zip(starts, bounds[1:], strict=True):
+        queue.send(url, Part(part.shard, part.tick, lo, part.hops, hi).body(), 0)
+    count("SweepSplits", len(starts))
+    return wallets[:WALLETS_PER_WORKER]
 
 
 def hand_off(part: Part) -> None:
