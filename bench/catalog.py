@@ -1,11 +1,17 @@
 """What a catalog refresh costs for 3 providers × 1,000 offers, and what a listings
-request reads, against moto in-process. Prints figures; asserts nothing.
+request reads, against DynamoDB Local (or moto in-process: `--moto`). Prints figures;
+asserts nothing.
 
 The providers are in-memory adapters whose `list_offers` waits 0.2, 0.5 and 0.8 s
 (their simulated upstream latency) and then returns 1,000 offers each: a spread of
 families, GPU counts, regions and prices like the simulators'.
 
-    .venv/bin/python bench/catalog.py
+A refresh's efficiency is the slowest provider's fetch over the whole refresh: 1.0 when
+reading and writing the catalog costs no time of its own (it all happens while some
+provider is still being fetched).
+
+    .venv/bin/python bench/catalog.py            # DynamoDB Local
+    .venv/bin/python bench/catalog.py --moto     # moto in-process (its Query is slow: see docs)
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +121,8 @@ def refresh_row(name: str, adapters: dict[str, Any]) -> None:
     wall = time.perf_counter() - t
     written = sum(o.written for o in report.outcomes)
     deleted = sum(o.deleted for o in report.outcomes)
-    print(f"{name:<28} {wall:7.2f} s {report.fetch_seconds:7.2f} s {written:>7} {deleted:>7}   {detail(calls)}")
+    print(f"{name:<28} {wall:7.2f} s {report.fetch_seconds:7.2f} s {report.efficiency:10.2f} {written:>7} "
+          f"{deleted:>7}   {detail(calls)}", flush=True)
 
 
 def read_row(name: str, fn: Callable[[], Any], cold: bool) -> None:
@@ -137,22 +144,43 @@ def read_row(name: str, fn: Callable[[], Any], cold: bool) -> None:
           f"{statistics.median(times):8.2f} ms   {detail(typical)}")
 
 
+@contextlib.contextmanager
+def store(use_moto: bool) -> Iterator[str]:
+    """The tables, on DynamoDB Local (started here) or moto."""
+    if use_moto:
+        with mock_aws():
+            yield "moto in-process"
+        return
+    from infra.local import dynamodb_local
+
+    db = dynamodb_local.start()
+    os.environ["DYNAMODB_ENDPOINT"] = db.endpoint
+    try:
+        yield f"DynamoDB Local (started in {db.started_seconds:.1f} s)"
+    finally:
+        db.stop()
+
+
 def main() -> None:
-    with mock_aws():
-        names = template.default_table_names("bench")
+    use_moto = "--moto" in sys.argv[1:]
+    with store(use_moto) as where:
+        print(f"store: {where}")
+        names = template.default_table_names(f"bench{random.randrange(10**6)}")
         os.environ.update({template.TABLE_ENV[k]: v for k, v in names.items()})
         config.reset()
+        dynamo.reset_client()
         template.create_tables(dynamo.client(), names)
         dynamo.client().meta.events.register("before-call.dynamodb.*", count)
         dynamo.client().meta.events.register("after-call.dynamodb.Query", query_size)
-        manual = clock.ManualClock()
+        manual = clock.ManualClock(time.time())  # DynamoDB Local expires items (TTL) by the wall clock
         clock.set_clock(manual)
 
         rng = random.Random(2026)
         adapters = {code: SlowProvider(code, make_offers(code, rng), latency) for code, latency in LATENCY.items()}
         print(f"{len(adapters)} providers × {OFFERS_PER_PROVIDER:,} offers; fetch latency "
               + ", ".join(f"{c} {s} s" for c, s in LATENCY.items()))
-        print(f"{'refresh':<28} {'wall':>9} {'fetch':>9} {'written':>7} {'deleted':>7}   DynamoDB requests")
+        print(f"{'refresh':<28} {'wall':>9} {'fetch':>9} {'efficiency':>10} {'written':>7} {'deleted':>7}   "
+              "DynamoDB requests")
         refresh_row("first (all new)", adapters)
         manual.advance(60)
         refresh_row("unchanged", adapters)
