@@ -56,12 +56,11 @@ COVERED_ELSEWHERE = {
     ("ReconcileWorkerFunction", "sqs:SendMessage*", "ReconcileQueue"): "tests/integration/test_reconcile_scale.py: "
                                                                         "a worker hands chunks of its changed rentals "
                                                                         "on (more than LOCAL_WORK of them)",
-    ("ReconcileWorkerFunction", "sqs:ReceiveMessage", "ReconcileQueue"): f"{SERVICE} (the event source mapping polls)",
-    ("ReconcileWorkerFunction", "sqs:DeleteMessage*", "ReconcileQueue"): f"{SERVICE} (the event source mapping deletes)",
-    ("ReconcileWorkerFunction", "sqs:ChangeMessageVisibility*", "ReconcileQueue"): f"{SERVICE} (the event source "
+    ("ReconcileWorkerFunction", "sqs:ReceiveMessage", "ReconcileQueue"): f"{SERVICE} (its event source mapping)",
+    ("ReconcileWorkerFunction", "sqs:DeleteMessage*", "ReconcileQueue"): f"{SERVICE} (its event source mapping)",
+    ("ReconcileWorkerFunction", "sqs:ChangeMessageVisibility*", "ReconcileQueue"): f"{SERVICE} (its event source "
                                                                                     "mapping)",
-    ("ReconcileWorkerFunction", "sqs:GetQueueAttributes", "ReconcileQueue"): f"{SERVICE} (the event source mapping)",
-    ("TimerFunction", "sqs:SendMessage*", "TimerQueue"): ARMED.format("the next timer, armed by the one that ran"),
+    ("ReconcileWorkerFunction", "sqs:GetQueueAttributes", "ReconcileQueue"): f"{SERVICE} (its event source mapping)",
     ("ReconcileWorkerFunction", "dynamodb:*", "table/"): "tests/crashpoints 'reconcile pass', 'launch (failover)': "
                                                   "settling a crashed rental, resuming a launch (its SSH keys, "
                                                   "the catalog's next listing)",

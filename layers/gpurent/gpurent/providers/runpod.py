@@ -6,8 +6,9 @@ JSON strings, which GraphQL's string syntax accepts), enums bare (provider-wire.
 Offers: the same GPU type can be in stock in one data centre and not in another, so the
 catalog asks, per GPU count N in 1, 2, 4, 8, for each listed secure-cloud data centre's
 ``lowestPrice`` in one query (one aliased ``lowestPrice`` field per data centre: ``dc0``,
-``dc1``, …); the four queries go out at once, after the one that lists the data centres. A null ``stockStatus`` means none there. Community cloud is left out: its
-hosts are less reliable and its price is not the one a secure deploy bills (dstack #1886).
+``dc1``, …); the four queries go out at once, after the one that lists the data centres.
+A null ``stockStatus`` means none there. Community cloud is left out: its hosts are less
+reliable and its price is not the one a secure deploy bills (dstack #1886).
 
 Prices: every GPU-type price RunPod publishes is **per GPU per hour** (``securePrice``,
 ``communityPrice``, the spot prices, and ``lowestPrice``'s ``uninterruptablePrice`` and
