@@ -208,6 +208,8 @@ def journey(env: dict[str, str], clock: Any, ls: LocalStripe) -> None:
     # The catalog, refreshed by its schedule (provider keys from SSM), then read.
     report = _scheduled("CatalogRefreshFunction")
     assert len(report["providers"]) == 3 and all(o["ok"] for o in report["providers"]), report
+    clock.advance(60)
+    assert all(o["ok"] for o in _scheduled("CatalogRefreshFunction")["providers"])  # from each provider's digest
     assert api.get("/v1/catalog/listings?pageSize=2").json()["nextCursor"]
     assert api.post("/v1/rentals/preview", {"familyId": "rtx-4090", "gpuCount": 1}).status == 200
     # Money in: an admin adjustment, then a manual invoice (Stripe) voided.
