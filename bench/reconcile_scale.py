@@ -49,7 +49,7 @@ READS = ("GetItem", "Query", "BatchGetItem", "Scan")
 AWS_QUERY_PAGE_S = 0.030  # one 1 MB Query page of the ProviderIndex
 AWS_REQUEST_S = {"GetItem": 0.004, "PutItem": 0.006, "UpdateItem": 0.006, "TransactWriteItems": 0.012,
                  "Query": 0.010}
-LAMBDA_CPU_SHARE = 1024 / 1769  # a 1,024 MB function gets this share of one vCPU (1,769 MB = 1 vCPU)
+LAMBDA_CPU_SHARE = 1.0  # the worker has 1,769 MB: one whole vCPU (template.yaml)
 PROVIDER_CALL_S = {"vast": 0.20, "runpod": 0.30, "lambda": 0.25}  # one request, answered (its own latency)
 LIST_BYTES_PER_INSTANCE = {"vast": 1900, "runpod": 1000, "lambda": 900}  # what one listed instance weighs
 PROVIDER_BYTES_PER_S = 20e6  # a list answer streaming in (20 MB/s)
@@ -303,7 +303,7 @@ def model(seeded: Seeded, steady: dict[str, list[PassFigures]], changed: dict[st
     print(f"\nModel: {target:,} live rentals on AWS (assumptions: a 1 MB ProviderIndex page "
           f"{AWS_QUERY_PAGE_S * 1000:.0f} ms; DynamoDB requests " + ", ".join(
               f"{k} {v * 1000:.0f} ms" for k, v in AWS_REQUEST_S.items())
-          + f"; a 1,024 MB worker has {LAMBDA_CPU_SHARE:.2f} of a vCPU, CPU per rental as measured here "
+          + f"; a 1,769 MB worker has {LAMBDA_CPU_SHARE:.2f} vCPU, CPU per rental as measured here "
           "(the simulators' share taken out); provider requests " + ", ".join(
               f"{k} {v:.2f} s" for k, v in PROVIDER_CALL_S.items())
           + f", list answers streaming at {PROVIDER_BYTES_PER_S / 1e6:.0f} MB/s; vast.ai lists 25 instances a "
