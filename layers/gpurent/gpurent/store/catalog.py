@@ -124,8 +124,10 @@ def put_status(provider: str, record: dict[str, Any]) -> None:
     client().put_item(TableName=_table(), Item=to_item({"pk": "STATUS", "sk": provider, **item}))
 
 
-# A provider's digest: listing id → (offer hash, first seen). One item: ~60 bytes a listing,
-# so up to about 6,000 listings; a larger one is not kept (the refresh reads the listings).
+# A provider's digest: listing id → (offer hash, first seen). One item holding one string (a line
+# per listing: ~50 bytes), so up to about 7,000 listings; a larger one is not kept (the refresh
+# reads the listings). One string, not a map: a map of 1,000 entries costs the client far more to
+# build and to parse.
 Digest = dict[str, tuple[str, float | None]]
 DIGEST_MAX_BYTES = 350_000
 
@@ -136,15 +138,17 @@ def get_digest(provider: str) -> Digest | None:
     if raw is None:
         return None
     out: Digest = {}
-    for lid, value in raw["M"].items():
-        digest, _, first = value["S"].partition(":")
-        out[lid] = (digest, float(first) if first else None)
+    for line in raw["S"].splitlines():
+        if not line.strip():
+            continue  # an empty digest is stored as " " (no listings)
+        lid, digest, first = line.split(" ")
+        out[lid] = (digest, float(first) if first != "-" else None)
     return out
 
 
 def put_digest(provider: str, digest: Digest) -> None:
-    entries = {lid: {"S": f"{h}:{'' if first is None else repr(first)}"} for lid, (h, first) in digest.items()}
-    if sum(len(k) + len(v["S"]) + 8 for k, v in entries.items()) > DIGEST_MAX_BYTES:
+    text = "\n".join(f"{lid} {h} {'-' if first is None else repr(first)}" for lid, (h, first) in digest.items())
+    if len(text) > DIGEST_MAX_BYTES:
         client().put_item(TableName=_table(), Item={**key("DIGEST", provider), "tooLarge": {"BOOL": True}})
         return
-    client().put_item(TableName=_table(), Item={**key("DIGEST", provider), "entries": {"M": entries}})
+    client().put_item(TableName=_table(), Item={**key("DIGEST", provider), "entries": {"S": text or " "}})
