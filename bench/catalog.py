@@ -122,9 +122,10 @@ def refresh_row(name: str, adapters: dict[str, Any]) -> float:
     wall = time.perf_counter() - t
     written = sum(o.written for o in report.outcomes)
     deleted = sum(o.deleted for o in report.outcomes)
-    print(f"{name:<28} {wall:7.2f} s {report.fetch_seconds:7.2f} s {report.efficiency:10.2f} {written:>7} "
+    efficiency = report.fetch_seconds / wall  # the slowest fetch over the whole refresh
+    print(f"{name:<28} {wall:7.2f} s {report.fetch_seconds:7.2f} s {efficiency:10.2f} {written:>7} "
           f"{deleted:>7}   {detail(calls)}", flush=True)
-    return report.efficiency
+    return efficiency
 
 
 def round_trip() -> float:

@@ -38,7 +38,6 @@ from gpurent.store import dynamo  # noqa: E402
 from gpurent.store import rentals as rental_store  # noqa: E402
 from infra.local import dynamodb_local, template  # noqa: E402
 from infra.simulators import Simulators, start_simulators  # noqa: E402
-from infra.simulators.common import Request  # noqa: E402
 
 PER_WALLET = 10
 CHANGED = 0.01  # the share of rentals the "changed" pass finds changed
@@ -163,41 +162,45 @@ class PassFigures:
     query_items: int
 
 
+_loop_cpu: list[float] = []
+
+
+def _record_loop_cpu() -> None:
+    """Count the CPU of each provider loop's thread (its provider calls: requests, answers
+    parsed) just before it stops: with the calling thread's, that is the worker's own CPU,
+    without the simulators' (threads of this process too)."""
+    real_exit = instances.ProviderLoop.__exit__
+
+    def exit_(self: instances.ProviderLoop, *exc: object) -> None:
+        ident = self._thread.ident
+        if ident is not None:
+            _loop_cpu.append(time.clock_gettime(time.pthread_getcpuclockid(ident)))
+        real_exit(self, *exc)
+
+    instances.ProviderLoop.__exit__ = exit_  # type: ignore[method-assign]
+
+
 def one_pass(sims: Simulators, code: str) -> PassFigures:
     calls.clear()
     query_bytes.clear()
+    _loop_cpu.clear()
     before = provider_calls(sims)
-    cpu, t = time.process_time(), time.perf_counter()
+    cpu, t = time.thread_time(), time.perf_counter()
     counts = reconciler.reconcile_provider(code)
-    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    wall, cpu = time.perf_counter() - t, time.thread_time() - cpu + sum(_loop_cpu)
     return PassFigures(code, wall, cpu, Counter(counts), Counter(calls), provider_calls(sims) - before,
                        query_bytes["bytes"], query_bytes["items"])
-
-
-def simulator_cpu(sims: Simulators, code: str, pages: int) -> float:
-    """The CPU the simulator (a thread of this process) spends building one pass's list answers."""
-    sim = sims[code]
-    req = {"vast": Request("GET", "/api/v1/instances/", {"limit": ["25"]}, {}, b""),
-           "runpod": Request("POST", "/graphql", {}, {}, b'{"query": "query myPods { myself { pods { id name '
-                             b'desiredStatus lastStatusChange imageName costPerHr gpuCount machineId '
-                             b'containerDiskInGb runtime { uptimeInSeconds ports { ip isIpPublic privatePort '
-                             b'publicPort type } } } } }"}'),
-           "lambda": Request("GET", "/instances", {}, {}, b"")}[code]
-    cpu = time.process_time()
-    for _ in range(pages):
-        sim.route(req)
-    return time.process_time() - cpu
 
 
 def detail(c: Counter[str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(c.items())) or "-"
 
 
-def print_pass(f: PassFigures, sim_cpu: float) -> None:
+def print_pass(f: PassFigures) -> None:
     reads = sum(v for k, v in f.ddb.items() if k in READS)
     writes = sum(v for k, v in f.ddb.items() if k in WRITES)
     print(f"  {f.provider:<7} {f.counts['checked']:>7,} {f.counts['changed']:>6,} {f.wall:8.2f} s "
-          f"{max(0.0, f.cpu - sim_cpu):7.2f} s {reads:>6} {writes:>6} {sum(f.http.values()):>5}   "
+          f"{f.cpu:7.2f} s {reads:>6} {writes:>6} {sum(f.http.values()):>5}   "
           f"{detail(f.ddb)} | {detail(f.http)}", flush=True)
 
 
@@ -261,9 +264,7 @@ def run(n: int) -> None:
 
 def measure(seeded: Seeded, sims: Simulators, manual: clock.ManualClock, n: int) -> None:
     codes = list(seeded.by_provider)
-    pages = {c: 1 for c in codes}
-    pages["vast"] = -(-len(seeded.by_provider["vast"]) // 25)
-    sim_cpu = {c: simulator_cpu(sims, c, pages[c]) for c in codes}
+    _record_loop_cpu()
     steady: dict[str, list[PassFigures]] = {c: [] for c in codes}
     for i in range(3):
         manual.advance(60)
@@ -271,7 +272,7 @@ def measure(seeded: Seeded, sims: Simulators, manual: clock.ManualClock, n: int)
         for c in codes:
             f = one_pass(sims, c)
             steady[c].append(f)
-            print_pass(f, sim_cpu[c])
+            print_pass(f)
     manual.advance(60)
     header("steady state: the three workers at once (threads of one process: they share its CPU)")
     t = time.perf_counter()
@@ -288,23 +289,22 @@ def measure(seeded: Seeded, sims: Simulators, manual: clock.ManualClock, n: int)
            "(terminated, confirmed)")
     changed = {c: one_pass(sims, c) for c in codes}
     for c in codes:
-        print_pass(changed[c], sim_cpu[c])
+        print_pass(changed[c])
     manual.advance(60)
     header("the pass after: steady again")
     for c in codes:
-        print_pass(one_pass(sims, c), sim_cpu[c])
-    model(seeded, steady, changed, sim_cpu, n)
+        print_pass(one_pass(sims, c))
+    model(seeded, steady, changed, n)
 
 
-def model(seeded: Seeded, steady: dict[str, list[PassFigures]], changed: dict[str, PassFigures],
-          sim_cpu: dict[str, float], n: int) -> None:
+def model(seeded: Seeded, steady: dict[str, list[PassFigures]], changed: dict[str, PassFigures], n: int) -> None:
     """100,000 live rentals on AWS, a third at each provider (and all of them at one)."""
     target = 100_000
     print(f"\nModel: {target:,} live rentals on AWS (assumptions: a 1 MB ProviderIndex page "
           f"{AWS_QUERY_PAGE_S * 1000:.0f} ms; DynamoDB requests " + ", ".join(
               f"{k} {v * 1000:.0f} ms" for k, v in AWS_REQUEST_S.items())
           + f"; a 1,769 MB worker has {LAMBDA_CPU_SHARE:.2f} vCPU, CPU per rental as measured here "
-          "(the simulators' share taken out); provider requests " + ", ".join(
+          "(the worker's own threads); provider requests " + ", ".join(
               f"{k} {v:.2f} s" for k, v in PROVIDER_CALL_S.items())
           + f", list answers streaming at {PROVIDER_BYTES_PER_S / 1e6:.0f} MB/s; vast.ai lists 25 instances a "
           "page, one page after another (vast/500: VAST_PAGE_SIZE=500, if vast.ai honours it: not verified); "
@@ -324,7 +324,7 @@ def model(seeded: Seeded, steady: dict[str, list[PassFigures]], changed: dict[st
             index_s = index_pages * AWS_QUERY_PAGE_S
             pages = -(-r // page_size) if c == "vast" else 1
             list_s = pages * PROVIDER_CALL_S[c] + r * LIST_BYTES_PER_INSTANCE[c] / PROVIDER_BYTES_PER_S
-            cpu_per_rental = max(0.0, best.cpu - sim_cpu[c]) / here
+            cpu_per_rental = best.cpu / here
             cpu_s = cpu_per_rental * r / LAMBDA_CPU_SHARE
             ch = changed[c]
             per_change_calls = sum(ch.http.values()) - sum(best.http.values())
