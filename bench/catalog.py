@@ -1,11 +1,17 @@
 """What a catalog refresh costs for 3 providers × 1,000 offers, and what a listings
-request reads, against moto in-process. Prints figures; asserts nothing.
+request reads, against DynamoDB Local (or moto in-process: `--moto`). Prints figures;
+asserts nothing.
 
 The providers are in-memory adapters whose `list_offers` waits 0.2, 0.5 and 0.8 s
 (their simulated upstream latency) and then returns 1,000 offers each: a spread of
 families, GPU counts, regions and prices like the simulators'.
 
-    .venv/bin/python bench/catalog.py
+A refresh's efficiency is the slowest provider's fetch over the whole refresh: 1.0 when
+reading and writing the catalog costs no time of its own (it all happens while some
+provider is still being fetched).
+
+    .venv/bin/python bench/catalog.py            # DynamoDB Local
+    .venv/bin/python bench/catalog.py --moto     # moto in-process (its Query is slow: see docs)
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +50,7 @@ from infra.local.client import invoke  # noqa: E402
 OFFERS_PER_PROVIDER = 1_000
 LATENCY = {"vast": 0.2, "runpod": 0.5, "lambda": 0.8}
 CHANGED_FRACTION = 0.10
+REFRESH_RUNS = 5
 RUNS = 30
 COLD_RUNS = 3  # a cold read queries 3,000 items, which moto serializes slowly (see docs/performance.md)
 READS = ("GetItem", "Query", "BatchGetItem", "Scan")
@@ -108,14 +115,36 @@ def detail(counter: Counter[str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counter.items())) or "none"
 
 
-def refresh_row(name: str, adapters: dict[str, Any]) -> None:
+def refresh_row(name: str, adapters: dict[str, Any]) -> float:
     calls.clear()
     t = time.perf_counter()
     report = catalog_refresh.refresh(adapters)
     wall = time.perf_counter() - t
     written = sum(o.written for o in report.outcomes)
     deleted = sum(o.deleted for o in report.outcomes)
-    print(f"{name:<28} {wall:7.2f} s {report.fetch_seconds:7.2f} s {written:>7} {deleted:>7}   {detail(calls)}")
+    efficiency = report.fetch_seconds / wall  # the slowest fetch over the whole refresh
+    print(f"{name:<28} {wall:7.2f} s {report.fetch_seconds:7.2f} s {efficiency:10.2f} {written:>7} "
+          f"{deleted:>7}   {detail(calls)}", flush=True)
+    return efficiency
+
+
+def round_trip() -> float:
+    """The store's round trip now (median of 20 small reads): what each write after the slowest
+    fetch costs the refresh on this machine."""
+    times = []
+    for _ in range(20):
+        t = time.perf_counter()
+        dynamo.client().get_item(TableName=os.environ["CATALOG_TABLE"], Key={"pk": {"S": "STATUS"},
+                                                                           "sk": {"S": "vast"}})
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def change_prices(adapters: dict[str, Any], rng: random.Random) -> None:
+    for a in adapters.values():
+        for i in rng.sample(range(len(a.offers)), int(len(a.offers) * CHANGED_FRACTION)):
+            o = a.offers[i]
+            a.offers[i] = dataclasses.replace(o, price_cents_per_hour=o.price_cents_per_hour + rng.randint(1, 25))
 
 
 def read_row(name: str, fn: Callable[[], Any], cold: bool) -> None:
@@ -137,31 +166,68 @@ def read_row(name: str, fn: Callable[[], Any], cold: bool) -> None:
           f"{statistics.median(times):8.2f} ms   {detail(typical)}")
 
 
+@contextlib.contextmanager
+def store(use_moto: bool) -> Iterator[str]:
+    """The tables, on DynamoDB Local (started here) or moto."""
+    if use_moto:
+        with mock_aws():
+            yield "moto in-process"
+        return
+    from infra.local import dynamodb_local
+
+    db = dynamodb_local.start()
+    os.environ["DYNAMODB_ENDPOINT"] = db.endpoint
+    try:
+        yield f"DynamoDB Local (started in {db.started_seconds:.1f} s)"
+    finally:
+        db.stop()
+
+
 def main() -> None:
-    with mock_aws():
-        names = template.default_table_names("bench")
+    use_moto = "--moto" in sys.argv[1:]
+    with store(use_moto) as where:
+        print(f"store: {where}")
+        names = template.default_table_names(f"bench{random.randrange(10**6)}")
         os.environ.update({template.TABLE_ENV[k]: v for k, v in names.items()})
         config.reset()
+        dynamo.reset_client()
         template.create_tables(dynamo.client(), names)
         dynamo.client().meta.events.register("before-call.dynamodb.*", count)
         dynamo.client().meta.events.register("after-call.dynamodb.Query", query_size)
-        manual = clock.ManualClock()
+        manual = clock.ManualClock(time.time())  # DynamoDB Local expires items (TTL) by the wall clock
         clock.set_clock(manual)
 
         rng = random.Random(2026)
         adapters = {code: SlowProvider(code, make_offers(code, rng), latency) for code, latency in LATENCY.items()}
         print(f"{len(adapters)} providers × {OFFERS_PER_PROVIDER:,} offers; fetch latency "
               + ", ".join(f"{c} {s} s" for c, s in LATENCY.items()))
-        print(f"{'refresh':<28} {'wall':>9} {'fetch':>9} {'written':>7} {'deleted':>7}   DynamoDB requests")
+        print(f"{'refresh':<28} {'wall':>9} {'fetch':>9} {'efficiency':>10} {'written':>7} {'deleted':>7}   "
+              "DynamoDB requests")
         refresh_row("first (all new)", adapters)
-        manual.advance(60)
-        refresh_row("unchanged", adapters)
-        manual.advance(60)
-        for a in adapters.values():
-            for i in rng.sample(range(len(a.offers)), int(len(a.offers) * CHANGED_FRACTION)):
-                o = a.offers[i]
-                a.offers[i] = dataclasses.replace(o, price_cents_per_hour=o.price_cents_per_hour + rng.randint(1, 25))
-        refresh_row(f"{CHANGED_FRACTION:.0%} of prices changed", adapters)
+        unchanged, changed, trips = [], [], []
+        for _ in range(REFRESH_RUNS):
+            manual.advance(60)
+            trips.append(round_trip())
+            unchanged.append(refresh_row("unchanged", adapters))
+            manual.advance(60)
+            change_prices(adapters, rng)
+            changed.append(refresh_row(f"{CHANGED_FRACTION:.0%} of prices changed", adapters))
+        rt = statistics.median(trips)
+        slowest = max(LATENCY.values())
+        per_provider = int(OFFERS_PER_PROVIDER * CHANGED_FRACTION)
+        batches = -(-per_provider // 25)
+        # After the slowest provider's fetch: its status (unchanged); its batch writes (8 at once), its
+        # digest and its status (changed). Everything else happens while some provider is still fetched.
+        after = {"unchanged": 1, "changed": -(-batches // 8) + 2}
+        print(f"\nefficiency, median of {REFRESH_RUNS}: unchanged {statistics.median(unchanged):.2f} "
+              f"({min(unchanged):.2f}-{max(unchanged):.2f}), {CHANGED_FRACTION:.0%} changed "
+              f"{statistics.median(changed):.2f} ({min(changed):.2f}-{max(changed):.2f}); "
+              f"a round trip to the store here: {rt * 1000:.0f} ms (median)")
+        print("model: the slowest fetch over itself plus the round trips after it "
+              f"({after['unchanged']} unchanged, {after['changed']} changed): "
+              + ", ".join(f"at {ms} ms a round trip {slowest / (slowest + after['unchanged'] * ms / 1000):.2f} / "
+                          f"{slowest / (slowest + after['changed'] * ms / 1000):.2f}"
+                          for ms in (10, 25, round(rt * 1000))))
 
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             invoke("POST", "/v1/auth/request-code", body={"email": "bench@bench.test"})

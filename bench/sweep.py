@@ -1,5 +1,5 @@
 """What one metering sweep costs: N running rentals across U wallets, metered
-by `gpurent.metering.sweep()` against moto in-process, for two sizes so the
+by `gpurent.sweep.start()` against moto in-process, for two sizes so the
 growth is visible. Prints figures; asserts nothing about time.
 
     .venv/bin/python bench/sweep.py                      # N=1,000/U=100 and N=10,000/U=1,000

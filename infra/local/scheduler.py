@@ -1,4 +1,5 @@
-"""The local stand-in for EventBridge schedules and the SQS timer queue, on the test clock.
+"""The local stand-in for EventBridge schedules and the SQS queues (timers, the reconciler's
+hand-offs), on the test clock.
 
 Scheduled functions of template.yaml run at their rate (or every
 LOCAL_SCHEDULE_SECONDS of real time); timers (`gpurent.timers`, kept in
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gpurent import timers
+from gpurent import reconciler, timers
 from infra.local import template
 from infra.local.events import schedule_event, sqs_event
 from infra.local.functions import load_handler
@@ -35,6 +36,7 @@ MAX_RUNS_PER_JUMP = 240
 LOG_SIZE = 10_000
 PROGRESS_EVERY = 2.0  # seconds of real time between progress lines of a long jump
 SNAPSHOT_JOBS = ("CatalogRefreshFunction",)  # no history to catch up on: once per jump
+RECONCILE_QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:local-reconcile"
 
 
 class MovableClock(Protocol):
@@ -79,6 +81,7 @@ class LocalScheduler:
         ]
         consumers = template.queue_consumers()
         self.timer_fn = load_handler(consumers["TimerQueue"])
+        self.reconcile_fn = load_handler(consumers["ReconcileQueue"])
         # (clock time, what ran), the latest LOG_SIZE: tests read the order; bounded so a
         # stack left running for days does not grow.
         self.log: deque[tuple[float, str]] = deque(maxlen=LOG_SIZE)
@@ -107,6 +110,23 @@ class LocalScheduler:
         except Exception as exc:  # a failing job must not kill the stack
             print(f"[schedule] {job.name} failed: {exc!r}", file=sys.stderr, flush=True)
         self._count(job.name, began, cpu_began)
+        self._run_handoffs()
+
+    def _run_handoffs(self) -> None:
+        """What the reconcile queue would deliver: each hand-off a job made (in process: no
+        queue), to its worker function, one message at a time as the queue's mapping does,
+        including the hand-offs a worker makes in turn."""
+        while True:
+            bodies = reconciler.pending()
+            if not bodies:
+                return
+            for body in bodies:
+                began, cpu_began = time.perf_counter(), self._database_cpu()
+                try:
+                    self.reconcile_fn(sqs_event([body], RECONCILE_QUEUE_ARN), None)
+                except Exception as exc:  # the queue would drop it; the next pass does its work
+                    print(f"[reconcile] a hand-off failed: {exc!r}", file=sys.stderr, flush=True)
+                self._count("ReconcileWorkerFunction", began, cpu_began)
 
     def _run_timers(self, now: float) -> int:
         due = timers.due(now)

@@ -10,7 +10,8 @@ Ports intercepted (each intercepted call is one numbered *call*):
 - Stripe: `gpurent.billing.gateway._call` (one Stripe API request; the gateway's public
   functions make one or more);
 - the mailer: `gpurent.notify.send`;
-- timers: `gpurent.timers.arm` (an SQS `SendMessage` in AWS; in process here).
+- timers: `gpurent.timers.arm` (an SQS `SendMessage` in AWS; in process here);
+- the reconciler's hand-offs: `gpurent.reconciler.send` (an SQS `SendMessage` in AWS).
 
 A run is armed with `(k, mode)`: calls 1…k−1 happen; call k raises `Crash` just before
 it is made (`before`) or just after it returned or raised (`after`: its effect, if any,
@@ -172,6 +173,16 @@ def install_ports(monkeypatch: Any) -> None:
         HARNESS.around("mail:send", lambda: real_send(to, subject, body))
 
     monkeypatch.setattr(notify, "send", send)
+
+    from gpurent import reconciler
+
+    real_hand_off = reconciler.send
+
+    def hand_off(body: dict[str, Any]) -> None:
+        what = "chunk" if "rentals" in body else "pass"
+        HARNESS.around(f"reconcile:send {what}", lambda: real_hand_off(body))
+
+    monkeypatch.setattr(reconciler, "send", hand_off)
 
     real_arm = timers.arm
 

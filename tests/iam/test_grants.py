@@ -58,12 +58,21 @@ COVERED_ELSEWHERE = {
     ("TimerFunction", "sqs:ChangeMessageVisibility*", "TimerQueue"): f"{SERVICE} (the event source mapping)",
     ("TimerFunction", "sqs:GetQueueAttributes", "TimerQueue"): f"{SERVICE} (the event source mapping)",
     ("*", "sqs:SendMessage", "FailedRunQueue"): f"{SERVICE} (Lambda's on-failure destination)",
-    ("ReconcileFunction", "sqs:SendMessage*", "TimerQueue"): ARMED.format("a stop's follow-up from the reconciler"),
-    ("TimerFunction", "sqs:SendMessage*", "TimerQueue"): ARMED.format("the next timer, armed by the one that ran"),
-    ("ReconcileFunction", "dynamodb:*", "table/"): "tests/crashpoints 'reconcile pass', 'launch (failover)': "
+    ("ReconcileWorkerFunction", "sqs:SendMessage*", "TimerQueue"): ARMED.format(
+        "a rental turning running, a stop's follow-up, from the reconciler"),
+    ("ReconcileWorkerFunction", "sqs:SendMessage*", "ReconcileQueue"): "tests/integration/test_reconcile_scale.py: "
+                                                                        "a worker hands chunks of its changed rentals "
+                                                                        "on (more than LOCAL_WORK of them)",
+    ("ReconcileWorkerFunction", "sqs:ReceiveMessage", "ReconcileQueue"): f"{SERVICE} (its event source mapping)",
+    ("ReconcileWorkerFunction", "sqs:DeleteMessage*", "ReconcileQueue"): f"{SERVICE} (its event source mapping)",
+    ("ReconcileWorkerFunction", "sqs:ChangeMessageVisibility*", "ReconcileQueue"): f"{SERVICE} (its event source "
+                                                                                    "mapping)",
+    ("ReconcileWorkerFunction", "sqs:GetQueueAttributes", "ReconcileQueue"): f"{SERVICE} (its event source mapping)",
+    ("ReconcileWorkerFunction", "dynamodb:*", "table/"): "tests/crashpoints 'reconcile pass', 'launch (failover)': "
                                                   "settling a crashed rental, resuming a launch (its SSH keys, "
                                                   "the catalog's next listing)",
-    ("ReconcileFunction", "ses:SendEmail", "identity/"): "gpurent.billing.autotopup: a settlement debit that fires an "
+    ("ReconcileWorkerFunction", "ses:SendEmail", "identity/"): "gpurent.billing.autotopup: a settlement debit that "
+                                                               "fires an "
                                                          "auto-topup the card declines mails the user (no test "
                                                          "reaches it from this function yet)",
     ("*", "ssm:GetParameter", "stripe-secret-key"): "tests/crashpoints 'auto-topup (…)': a debit that fires an "
@@ -74,9 +83,6 @@ COVERED_ELSEWHERE = {
     ("RentalsFunction", "ses:SendEmail", "identity/"): "gpurent.billing.autotopup: a launch or stop debit that fires "
                                                        "an auto-topup the card declines mails the user (no test "
                                                        "reaches it from this function yet)",
-    ("RentalsFunction", "dynamodb:Query", "index/ActiveIndex"): "tests/integration/test_rental_faults.py runs the "
-                                                                "reconciler inside a stop (to be attributed to the "
-                                                                "reconciler; then this grant goes)",
     ("TimerFunction", "*", "*"): "tests/crashpoints 'stop (autoStopAfterHours timer)', 'stop (empty wallet, …)': a "
                                  "timer that meters, stops and mails (here SQS holds a delayed message until its "
                                  "delay has passed in real time)",
@@ -107,8 +113,10 @@ def deployment(aws: None, clock: Any, simulator_servers: Simulators,  # noqa: F8
     cursor = sm.create_secret(Name="CursorKeySecret", SecretString="k" * 48)["ARN"]
     queue = sqs.create_queue(QueueName="gpurent-test-TimerQueue")["QueueUrl"]
     sweep_queue = sqs.create_queue(QueueName="gpurent-test-SweepQueue")["QueueUrl"]
+    handoffs = sqs.create_queue(QueueName="gpurent-test-ReconcileQueue")["QueueUrl"]
     settings = {k: v for k, v in simulator_servers.settings().items() if not k.endswith("_API_KEY")}
     env = {**settings, "CURSOR_KEY_SECRET_ARN": cursor, "TIMER_QUEUE_URL": queue, "SWEEP_QUEUE_URL": sweep_queue,
+           "RECONCILE_QUEUE_URL": handoffs,
            "GOOGLE_CLIENT_ID": "google-id",
            "GITHUB_CLIENT_ID": "github-id", "PROVIDER_READ_TIMEOUT_SECONDS": "0.5"}
     for k, v in env.items():
@@ -125,7 +133,7 @@ def deployment(aws: None, clock: Any, simulator_servers: Simulators,  # noqa: F8
     registry.set_adapters(None)  # built from the settings above, keys from SSM
     catalog.invalidate()
     notify.clear_mailbox()
-    yield {**env, "queue": queue, "sweep_queue": sweep_queue}
+    yield {**env, "queue": queue, "sweep_queue": sweep_queue, "handoffs": handoffs}
     registry.set_adapters(None)
     catalog.invalidate()
     simulator_servers.reset()
@@ -187,6 +195,20 @@ def _timers(queue: str) -> Any:
     return handler(sqs_event([json.loads(m["Body"]) for m in got]), None) if got else None
 
 
+def _reconcile(env: dict[str, str]) -> None:
+    """The reconciler as deployed: the coordinator's schedule, then its hand-offs delivered to
+    the worker function by the reconcile queue's mapping (one message at a time)."""
+    import json
+
+    _scheduled("ReconcileFunction")
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    handler = isolated("functions/reconcile_worker/")
+    while got := sqs.receive_message(QueueUrl=env["handoffs"], MaxNumberOfMessages=10).get("Messages", []):
+        for m in got:
+            handler(sqs_event([json.loads(m["Body"])]), None)
+            sqs.delete_message(QueueUrl=env["handoffs"], ReceiptHandle=m["ReceiptHandle"])
+
+
 def journey(env: dict[str, str], clock: Any, ls: LocalStripe) -> None:
     """Every function, through its handler, on the paths that need its grants."""
     api, admin = Api(), Api(source_ip="198.51.100.99")
@@ -218,6 +240,8 @@ def journey(env: dict[str, str], clock: Any, ls: LocalStripe) -> None:
     # The catalog, refreshed by its schedule (provider keys from SSM), then read.
     report = _scheduled("CatalogRefreshFunction")
     assert len(report["providers"]) == 3 and all(o["ok"] for o in report["providers"]), report
+    clock.advance(60)
+    assert all(o["ok"] for o in _scheduled("CatalogRefreshFunction")["providers"])  # from each provider's digest
     assert api.get("/v1/catalog/listings?pageSize=2").json()["nextCursor"]
     assert api.post("/v1/rentals/preview", {"familyId": "rtx-4090", "gpuCount": 1}).status == 200
     # Money in: an admin adjustment, then a manual invoice (Stripe) voided.
@@ -267,13 +291,13 @@ def journey(env: dict[str, str], clock: Any, ls: LocalStripe) -> None:
     for _ in range(3):
         clock.advance(310)  # past the auto-topup cooldown
         _sweep(env["sweep_queue"])
-        _scheduled("ReconcileFunction")
+        _reconcile(env)
         _timers(env["queue"])
     clock.advance(310)  # a minute of use to settle, past the cooldown: the stop's debit fires an auto-topup
     assert api.post(f"/v1/rentals/{rid}/stop").status == 200
     clock.advance(5)
     _timers(env["queue"])
-    _scheduled("ReconcileFunction")
+    _reconcile(env)
     assert sent_mail()
 
 

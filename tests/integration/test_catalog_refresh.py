@@ -127,7 +127,8 @@ def test_one_refresh_lists_all_three_providers(api: Api, user, fresh_sims: Simul
     assert len(ddb.puts) == total and ddb.deletes == []
     assert max(ddb.batch_sizes) <= 25
     assert ddb.ops["BatchWriteItem"] == sum(math.ceil(o.listings / 25) for o in report.outcomes)
-    assert ddb.ops["PutItem"] == 3  # one status item per provider
+    # Per provider: its status marked `writing` (while it fetches), its digest, its status.
+    assert ddb.ops["PutItem"] == 9
     items = walk(api)
     assert len(items) == total
     assert Counter(li["providerCode"] for li in items) == {o.provider: o.listings for o in report.outcomes}
@@ -147,7 +148,9 @@ def test_ids_are_stable_and_an_unchanged_refresh_writes_no_listings(
     report = catalog_refresh.refresh(adapters)
     assert ddb.ops["BatchWriteItem"] == 0 and ddb.puts == [] and ddb.deletes == []
     assert all(o.ok and o.written == 0 and o.deleted == 0 for o in report.outcomes)
-    assert ddb.ops["PutItem"] == 3
+    # The stored listings are known from each provider's digest (one GetItem), not read (the one
+    # Query is of the status items); nothing changed, so no digest is written.
+    assert (ddb.ops["GetItem"], ddb.ops["Query"], ddb.ops["PutItem"]) == (3, 1, 6)
     assert shown(api) == first
     # Re-seeded simulators (same offers) and newly built adapters: the same lst_ ids.
     fresh_sims.reset()
@@ -177,6 +180,43 @@ def test_a_price_change_rewrites_only_that_listing(api: Api, user, fresh_sims: S
     assert {k: v for k, v in after.items() if k != target["id"]} == \
         {k: v for k, v in before.items() if k != target["id"]}
     assert stored("vast")[target["id"]]["firstSeenAt"] == target["firstSeenAt"]
+
+
+def test_a_refresh_that_died_while_writing_is_not_trusted_by_the_next_one(
+        api: Api, user, fresh_sims: Simulators, ddb: Requests, clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refresh wrote a new price and died before its digest: the next refresh finds the status
+    still marked `writing`, so it diffs against the listings themselves, and the price that went
+    back to what the old digest says is written back (trusting the digest would skip it)."""
+    adapters = build_adapters(fresh_sims.settings())
+    catalog_refresh.refresh(adapters)
+    target = next(i for i in by_offer("vast").values() if i["family"] == "h100-80gb")
+    offers = fresh_sims.vast.offers[int(target["offerKey"])]
+    with fresh_sims.vast.lock:
+        offers["dph_base"] += 0.5
+    clock.advance(60)
+
+    def dies(provider: str, digest: Any) -> None:
+        raise RuntimeError("the Lambda timed out here")
+
+    real = store.put_digest
+    monkeypatch.setattr(store, "put_digest", dies)
+    with pytest.raises(RuntimeError):
+        catalog_refresh.refresh(adapters)
+    monkeypatch.setattr(store, "put_digest", real)
+    assert stored("vast")[target["id"]]["pricePerHourCents"] != target["pricePerHourCents"]  # written
+    assert store.get_statuses()["vast"].get("writing") is not None  # … and the mark left behind
+    with fresh_sims.vast.lock:
+        offers["dph_base"] -= 0.5  # back to the price the old digest holds
+    clock.advance(60)
+    ddb.clear()
+    report = catalog_refresh.refresh(adapters)
+    assert outcome(report, "vast").written == 1 and ddb.puts == [target["id"]]
+    assert stored("vast")[target["id"]]["pricePerHourCents"] == target["pricePerHourCents"]
+    assert store.get_statuses()["vast"].get("writing") is None
+    clock.advance(60)
+    ddb.clear()
+    catalog_refresh.refresh(adapters)
+    assert ddb.puts == [] and ddb.ops["GetItem"] == 3  # the digest is trusted again
 
 
 def test_a_vanished_offer_disappears(api: Api, user, fresh_sims: Simulators, ddb: Requests, clock) -> None:
@@ -314,7 +354,7 @@ def test_the_scheduled_function_refreshes_from_the_simulators(
         monkeypatch.setenv(name, value)
     handler = load_handler("functions/refresh/")
     result = handler(schedule_event("arn:aws:events:us-east-1:123456789012:rule/test-refresh"), None)
-    assert set(result) == {"fetchSeconds", "providers"}
+    assert set(result) == {"fetchSeconds", "seconds", "providers"}
     assert [p["provider"] for p in result["providers"]] == list(PROVIDERS)
     assert all(p["ok"] and p["listings"] > 0 for p in result["providers"]), result
     json.dumps(result)  # what the function returns is JSON

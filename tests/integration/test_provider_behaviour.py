@@ -335,9 +335,10 @@ def forget_requests(world: World) -> None:
 def test_a_reconcile_pass_lists_each_provider_once_instead_of_a_get_per_rental(
     api: Api, funded_user: dict[str, Any], sim_world: World, aws: None, clock: Any,
 ) -> None:
-    """Twelve running rentals on Lambda: the pass lists each configured provider once (all
-    at once) and asks for no instance one by one; a rental the list is silent about (its
-    instance vanished) costs one get, and is found gone."""
+    """Twelve running rentals on Lambda: the pass lists each configured provider once and asks
+    for no instance one by one, and writes no rental whose provider shows it as the store has
+    it (healthy: no `lastHealthyAt` write); a rental the list is silent about (its instance
+    vanished) costs one get, and is found gone, billed to the last pass that saw it running."""
     from gpurent import rentals
     from gpurent.providers import registry
     from gpurent.providers.registry import build_adapters
@@ -353,12 +354,15 @@ def test_a_reconcile_pass_lists_each_provider_once_instead_of_a_get_per_rental(
     assert {get(api, rid)["status"] for rid in ids} == {"running"}
     forget_requests(sim_world)
     clock.advance(60)
+    before = {rid: rental_store.get(funded_user["id"], rid) for rid in ids}
     counts = rentals.reconcile()
     calls = sim_world.requests()
-    assert counts["errors"] == 0 and counts["advanced"] == 12
+    assert counts["errors"] == 0 and counts["checked"] == 12 and counts["changed"] == 0, counts
     lists = [c for c in calls if c[1] == "GET" and c[2].rstrip("/").endswith("instances")] + [
         c for c in calls if c[0] == "runpod"]
     assert len(calls) == len(lists) == 3, calls  # vast, RunPod, Lambda: one list each, no get
+    assert {rid: rental_store.get(funded_user["id"], rid) for rid in ids} == before  # nothing written
+    seen_running = clock.now()
     assert {get(api, rid)["provider"] for rid in ids} == {"lambda"}
     gone = ids[0]
     (inst,) = sim_world.labelled(gone)
@@ -370,5 +374,8 @@ def test_a_reconcile_pass_lists_each_provider_once_instead_of_a_get_per_rental(
     # three lists, one get for the rental the list is silent about, one terminate (idempotent) of its machine
     assert sorted(c[1] for c in calls) == ["GET", "GET", "GET", "POST", "POST"], calls
     assert len([c for c in calls if c[0] == "lambda"]) == 3, calls
-    assert get(api, gone)["status"] == "failed"
+    failed = get(api, gone)
+    assert failed["status"] == "failed"
+    row = rental_store.get(funded_user["id"], gone)
+    assert row is not None and row.last_healthy_at == seen_running  # the previous pass saw it running
     check_invariants(funded_user["id"])

@@ -15,10 +15,10 @@ from typing import Any
 import boto3
 import pytest
 
-from gpurent import catalog, config, rentals
+from gpurent import catalog, config, reconciler, rentals
 from gpurent.providers import registry
 from gpurent.store import secrets
-from infra.local.events import schedule_event
+from infra.local.events import schedule_event, sqs_event
 from infra.local.functions import load_handler
 from infra.simulators import Simulators
 from tests.integration.conftest import World
@@ -79,9 +79,11 @@ def test_refresh_skips_unconfigured_providers_quietly(
 
 
 def test_reconciler_skips_unconfigured_providers(only_vast_in_ssm: Simulators, ssm_calls: list[str]) -> None:
-    handler = load_handler("functions/reconcile/")
-    counts = handler(schedule_event(), None)
-    assert counts["errors"] == 0
+    handed = load_handler("functions/reconcile/")(schedule_event(), None)
+    assert handed == {"handedOff": 3}  # the coordinator reads no key: each provider's worker finds out
+    worker = load_handler("functions/reconcile_worker/")
+    counts = [worker(sqs_event([body]), None) for body in reconciler.pending()]
+    assert len(counts) == 3 and not any(c.get("errors") for c in counts), counts
     assert list(registry.adapters()) == ["vast"]
     listed = [(m, p) for m, p in only_vast_in_ssm.vast.requests if p == "/api/v1/instances/"]
     assert listed  # the configured provider is listed; the others are not asked at all

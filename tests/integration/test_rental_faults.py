@@ -23,6 +23,7 @@ from gpurent import rentals
 from gpurent.records import Rental
 from gpurent.rentals import launching, views
 from gpurent.store import rentals as rental_store
+from infra.local.functions import CURRENT_FUNCTION
 from tests.conftest import Api
 from tests.integration.conftest import BOOT_SECONDS, Locking, World
 from tests.integration.helpers import envelope
@@ -432,7 +433,11 @@ def test_a_stop_whose_rental_the_reconciler_touched_meanwhile_still_succeeds(
         r = real_get_owned(user_id, rental_id)
         if not fired.is_set():
             fired.set()
-            rentals.reconcile()  # the scheduled pass runs right now, in another Lambda
+            token = CURRENT_FUNCTION.set("ReconcileWorkerFunction")  # the pass runs right now, in another Lambda
+            try:
+                rentals.reconcile()
+            finally:
+                CURRENT_FUNCTION.reset(token)
         return r
 
     monkeypatch.setattr(views, "get_owned", get_owned_then_reconcile)

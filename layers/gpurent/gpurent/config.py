@@ -83,6 +83,10 @@ class Settings(BaseModel):
     sweep_queue_url: str | None = None
     # Wallets a sweep worker charges at once (threads); 1 charges them one after another.
     sweep_concurrency: int = Field(default=1, ge=1, le=64)
+    # The SQS queue that hands each provider's reconcile pass (and chunks of its changed
+    # rentals) to a worker; None outside AWS: hand-offs wait in process (`gpurent.reconciler`).
+    reconcile_queue_url: str | None = None
+    reconcile_concurrency: int = 8  # rentals a reconcile worker moves at once (1: one after another)
 
     public_url: str
     stripe: StripeSettings = StripeSettings()
@@ -169,6 +173,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "timer_queue_url": e.get("TIMER_QUEUE_URL") or None,
         "sweep_queue_url": e.get("SWEEP_QUEUE_URL") or None,
         "sweep_concurrency": int(e.get("SWEEP_CONCURRENCY") or 1),
+        "reconcile_queue_url": e.get("RECONCILE_QUEUE_URL") or None,
         "public_url": e["PUBLIC_URL"].rstrip("/"),
         "stripe": load_stripe_settings(e),
         "stripe_success_url": e.get("STRIPE_SUCCESS_URL") or None,
@@ -190,8 +195,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     ):
         if e.get(key.upper()):
             values[key] = e[key.upper()]
-    for key in ("rate_limit_per_minute", "rate_limit_per_hour", "ip_rate_limit_per_minute", "ip_rate_limit_per_hour",
-                "user_rate_limit_per_minute", "user_rate_limit_per_hour"):
+    for key in ("reconcile_concurrency", "rate_limit_per_minute", "rate_limit_per_hour", "ip_rate_limit_per_minute",
+                "ip_rate_limit_per_hour", "user_rate_limit_per_minute", "user_rate_limit_per_hour"):
         if e.get(key.upper()):
             values[key] = int(e[key.upper()])
     return Settings.model_validate(values)

@@ -104,6 +104,40 @@ class Rental:
         return self.status in LIVE
 
 
+@dataclass(frozen=True)
+class LiveRental:
+    """What the reconciler reads of each live rental of one provider (the `ProviderIndex`
+    projection): enough to tell, against the provider's list, whether the rental needs any
+    work at all. A rental that does is read whole (`Rental`) before it is touched."""
+
+    id: str
+    user_id: str
+    status: RentalStatus
+    provider: str
+    created_at: float
+    instance_id: str | None = None
+    allocating_until: float = 0.0
+    allocation_uncertain: bool = False
+    running_at: float | None = None
+    last_healthy_at: float | None = None
+    unhealthy_since: float | None = None
+    bad_checks: int = 0
+    auto_stop_after_hours: float | None = None
+    max_total_cents: int | None = None
+    price_per_hour_cents: int = 0
+
+
+@dataclass(frozen=True)
+class PassRecord:
+    """What the last complete reconcile pass of a provider confirmed (`reconciler`): its list,
+    fetched from `listed_at` on, showed running every running rental it read (those that became
+    running before `cover_from`) unless the pass wrote that rental's health itself."""
+
+    provider: str
+    listed_at: float
+    cover_from: float
+
+
 class RentalChanges(TypedDict, total=False):
     """Fields a write sets; `None` removes the attribute. `store.rentals` maps the names."""
 

@@ -100,6 +100,32 @@ def test_offers_queries_and_mapping(runpod, fx, caplog):
     assert "malformed gpu type" in caplog.text
 
 
+def test_the_four_gpu_count_queries_are_in_flight_at_once(fx, sleeps):
+    """After the data-centre query, the four GPU-count queries go out together: every one of them
+    is in flight before the first answer comes back (counted at the transport, not timed)."""
+
+    class Overlap(httpx.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self.in_flight = self.most = 0
+            self.answer = catalog(fx)
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            await asyncio.sleep(0.2)  # an answer takes a moment: requests sent together overlap
+            self.in_flight -= 1
+            return self.answer(request)
+
+    transport = Overlap()
+
+    async def go() -> list[Offer]:
+        async with httpx.AsyncClient(transport=transport) as client:
+            return await RunPodAdapter("rp-key", BASE, sleep=sleeps, client=client).list_offers()
+
+    assert len(run(go())) == 7
+    assert transport.most == 4  # sequential queries would never have more than one in flight
+
+
 @respx.mock
 def test_multi_gpu_listings_are_priced_per_gpu_times_count(runpod, fx, caplog):
     """RunPod's GPU-type prices are per GPU: a 2-GPU pod is twice the data centre's

@@ -377,6 +377,22 @@ def test_list_instances_pages_and_keeps_ours(vast, fx):
 
 
 @respx.mock
+def test_the_list_page_size_is_a_setting(fx):
+    from gpurent.providers.registry import build_adapters
+
+    route = respx.get(f"{BASE}/api/v1/instances/").mock(return_value=httpx.Response(200, json={
+        "instances": [], "next_token": None}))
+    default = build_adapters({"VAST_API_KEY": "k", "VAST_BASE_URL": BASE, "PROVIDERS": "vast"})["vast"]
+    bigger = build_adapters({"VAST_API_KEY": "k", "VAST_BASE_URL": BASE, "PROVIDERS": "vast",
+                             "VAST_PAGE_SIZE": "200"})["vast"]
+    run(default.list_instances())
+    run(bigger.list_instances())
+    assert [c.request.url.params["limit"] for c in route.calls] == ["25", "200"]  # 25: what vast's client asks
+    with pytest.raises(ValueError):
+        build_adapters({"VAST_API_KEY": "k", "VAST_PAGE_SIZE": "0", "PROVIDERS": "vast"})
+
+
+@respx.mock
 def test_list_instances_refuses_a_paging_loop(vast, fx):
     respx.get(f"{BASE}/api/v1/instances/").mock(return_value=httpx.Response(200, json=fx("vast/instances_page1.json")))
     with pytest.raises(ProviderError) as e:

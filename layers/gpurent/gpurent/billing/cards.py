@@ -22,9 +22,10 @@ def require_enabled() -> None:
         raise ApiError("billing_disabled", "Stripe is not configured on this deployment")
 
 
-def ensure_customer(user_id: str) -> str:
-    """The user's Stripe customer, created once (a Stripe idempotency key guards the race)."""
-    current = store.wallet_item(user_id).get("stripeCustomerId")
+def ensure_customer(user_id: str, item: dict[str, Any] | None = None) -> str:
+    """The user's Stripe customer, created once (a Stripe idempotency key guards the race).
+    `item`: the wallet item when the caller has just read it (not read again)."""
+    current = (store.wallet_item(user_id) if item is None else item).get("stripeCustomerId")
     if current:
         return str(current)
     user = identity.get_user(user_id)

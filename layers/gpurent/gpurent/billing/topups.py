@@ -70,8 +70,9 @@ def checkout(user_id: str, body: Checkout, idempotency_key: str | None) -> dict[
                        {"amountCents": "must be between 100 and 500000"})
     cards.require_enabled()
     auth.enforce_rate_limit(f"CHECKOUT#{user_id}", CHECKOUTS_PER_HOUR, CHECKOUTS_PER_HOUR)
-    customer = cards.ensure_customer(user_id)
-    card = cards.card_of(store.wallet_item(user_id))
+    item = store.wallet_item(user_id)  # read once: the customer and the card on file are both on it
+    customer = cards.ensure_customer(user_id, item)
+    card = cards.card_of(item)
     key = idempotency_key or None
     if card is not None and not body.useCheckout:
         return _charge_saved_card(user_id, customer, str(card["pmId"]), body.amountCents, key)

@@ -19,12 +19,13 @@ provider's own error vocabulary (``status_kind`` is the fallback).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,27 @@ def _tls() -> ssl.SSLContext:
     if _tls_context is None:
         _tls_context = ssl.create_default_context(cafile=certifi.where())
     return _tls_context
+
+
+# One pooled client per event loop that asked for one (`pooled`): an invocation that makes many
+# provider calls (the reconciler, the catalog refresh) reuses connections (one TLS handshake per
+# provider host, not per request). Calls from a loop without one get a client of their own.
+_pools: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+POOL_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=30.0)
+
+
+@contextlib.asynccontextmanager
+async def pooled() -> AsyncIterator[httpx.AsyncClient]:
+    """Every provider call made in this event loop meanwhile shares one client (and its
+    connections); closed at the end."""
+    loop = asyncio.get_running_loop()
+    client = httpx.AsyncClient(trust_env=False, verify=_tls(), limits=POOL_LIMITS)
+    _pools[loop] = client
+    try:
+        yield client
+    finally:
+        _pools.pop(loop, None)
+        await client.aclose()
 
 
 def status_kind(status: int) -> ErrorKind:
@@ -128,10 +150,11 @@ class JsonHttp:
         kwargs: dict[str, Any] = {"headers": self.headers, "params": params, "timeout": timeout}
         if json is not None:
             kwargs["json"] = json
-        if self._client is not None:
-            return await self._client.request(method, url, **kwargs)
-        # A client per call: a Lambda may run each invocation in a new event loop, and a
-        # pooled client must not outlive the loop it was made in.
+        shared = self._client or _pools.get(asyncio.get_running_loop())
+        if shared is not None:
+            return await shared.request(method, url, **kwargs)
+        # No pool in this loop (one API request's call or two): a client for this call. A
+        # pooled client must not outlive the loop it was made in (`pooled`).
         async with httpx.AsyncClient(trust_env=False, verify=_tls()) as client:
             return await client.request(method, url, **kwargs)
 

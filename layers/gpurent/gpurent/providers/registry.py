@@ -79,6 +79,14 @@ def provider(code: str) -> Provider | None:
     return next((p for p in PROVIDERS if p.code == code), None)
 
 
+def wanted_codes(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The providers this deployment may use (``PROVIDERS``, else every one), read without
+    building an adapter or reading a key: whether each is on is its adapter's business."""
+    e = os.environ if env is None else env
+    shared = load_provider_settings({"PROVIDERS": e["PROVIDERS"]} if e.get("PROVIDERS") else {})
+    return tuple(c for c in codes() if shared.providers is None or c in shared.providers)
+
+
 def provision_seconds(code: str) -> int:
     found = provider(code)
     return found.provision_seconds if found else 60

@@ -6,8 +6,9 @@ JSON strings, which GraphQL's string syntax accepts), enums bare (provider-wire.
 Offers: the same GPU type can be in stock in one data centre and not in another, so the
 catalog asks, per GPU count N in 1, 2, 4, 8, for each listed secure-cloud data centre's
 ``lowestPrice`` in one query (one aliased ``lowestPrice`` field per data centre: ``dc0``,
-``dc1``, …). A null ``stockStatus`` means none there. Community cloud is left out: its
-hosts are less reliable and its price is not the one a secure deploy bills (dstack #1886).
+``dc1``, …); the four queries go out at once, after the one that lists the data centres.
+A null ``stockStatus`` means none there. Community cloud is left out: its hosts are less
+reliable and its price is not the one a secure deploy bills (dstack #1886).
 
 Prices: every GPU-type price RunPod publishes is **per GPU per hour** (``securePrice``,
 ``communityPrice``, the spot prices, and ``lowestPrice``'s ``uninterruptablePrice`` and
@@ -228,8 +229,15 @@ class RunPodAdapter:
             return []
         offers: list[Offer] = []
         unknown: set[str] = set()
-        for n in GPU_COUNTS:
-            data = await self._gql(f"gpu types x{n}", offers_query(n, [dc for dc, _ in dcs]), idempotent=True)
+        names = [dc for dc, _ in dcs]
+        try:
+            async with asyncio.TaskGroup() as group:  # the four GPU counts at once; one failure cancels the rest
+                tasks = [group.create_task(self._gql(f"gpu types x{n}", offers_query(n, names), idempotent=True))
+                         for n in GPU_COUNTS]
+        except BaseExceptionGroup as eg:
+            raise eg.exceptions[0] from None
+        for n, task in zip(GPU_COUNTS, tasks, strict=True):
+            data = task.result()
             types = data.get("gpuTypes")
             if not isinstance(types, list):
                 raise ProviderError(self.code, "transient", "gpu types: answer has no 'gpuTypes' list")

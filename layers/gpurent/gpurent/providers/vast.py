@@ -36,6 +36,7 @@ import re
 from typing import Any
 
 import httpx
+from pydantic import Field
 
 from gpurent.families import interconnect_for
 from gpurent.money import dollars_to_cents_up
@@ -467,9 +468,17 @@ def _ssh_endpoint(row: dict[str, Any]) -> tuple[str | None, int | None]:
     return None, None
 
 
-def _build(config: ProviderConfig, ctx: BuildContext) -> VastAdapter:
+class VastConfig(ProviderConfig):
+    """vast.ai's settings also say how many instances a page of its list asks for
+    (``VAST_PAGE_SIZE``): 25 is what vast.ai's own client asks; its list is paged by token, one
+    page after another, so the pages of a large account are what a reconcile pass waits on."""
+
+    page_size: int = Field(default=25, ge=1, le=1000)
+
+
+def _build(config: VastConfig, ctx: BuildContext) -> VastAdapter:
     return VastAdapter(config.api_key.get_secret_value(), config.base_url or DEFAULT_BASE_URL, disk_gb=ctx.disk_gb,
-                       policy=ctx.policy, sleep=ctx.sleep, client=ctx.client)
+                       policy=ctx.policy, sleep=ctx.sleep, client=ctx.client, page_size=config.page_size)
 
 
-SPEC = ProviderSpec("vast", ProviderConfig, _build)
+SPEC = ProviderSpec("vast", VastConfig, _build)

@@ -3,18 +3,83 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import concurrent.futures
+import contextlib
+import threading
+from collections.abc import Coroutine, Iterator
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from gpurent.providers import registry
 from gpurent.providers.base import Instance, ProviderError
+from gpurent.providers.http import pooled
 from gpurent.records import Rental
 from gpurent.telemetry import logger
 
 T = TypeVar("T")
 
 
+class ProviderLoop:
+    """One event loop, in a thread of its own, and one pooled HTTP client, for a whole
+    invocation: every provider call its threads make (`run`) goes through them, so a pass over
+    many rentals opens one connection per provider host instead of a loop, a client and a TLS
+    handshake per call."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="provider-loop", daemon=True)
+        self._closing: asyncio.Event | None = None
+        self._session: concurrent.futures.Future[None] | None = None
+
+    async def _hold(self, ready: threading.Event) -> None:
+        self._closing = asyncio.Event()
+        async with pooled():
+            ready.set()
+            await self._closing.wait()
+
+    def __enter__(self) -> ProviderLoop:
+        self._thread.start()
+        ready = threading.Event()
+        self._session = asyncio.run_coroutine_threadsafe(self._hold(ready), self.loop)
+        ready.wait()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        closing = self._closing
+        if closing is not None:
+            self.loop.call_soon_threadsafe(closing.set)
+        if self._session is not None:
+            with contextlib.suppress(BaseException):
+                self._session.result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+
+_loop: ContextVar[ProviderLoop | None] = ContextVar("gpurent_provider_loop", default=None)
+
+
+@contextlib.contextmanager
+def provider_loop() -> Iterator[ProviderLoop]:
+    """Route the provider calls made in this context (and in threads started with a copy of
+    it) through one loop and one pooled client until the block ends."""
+    with ProviderLoop() as found:
+        token = _loop.set(found)
+        try:
+            yield found
+        finally:
+            _loop.reset(token)
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a provider call: on this invocation's `ProviderLoop` when there is one, else in an
+    event loop of its own (an API request making one call or two)."""
+    found = _loop.get()
+    if found is not None:
+        return found.run(coro)
     return asyncio.run(coro)
 
 
@@ -43,24 +108,6 @@ def current(r: Rental, listed: Listed | None = None) -> Instance | None:
         if found is not None:
             return found
     return run(registry.adapter(r.provider).get_instance(r.instance_id))
-
-
-def list_all(codes: list[str] | None = None) -> dict[str, list[Instance] | ProviderError]:
-    """Each configured provider's instances (ours), every provider at once: one
-    list-instances answer each (paged where the provider pages)."""
-    adapters = registry.adapters()
-    wanted = [c for c in adapters if codes is None or c in codes]
-
-    async def one(code: str) -> list[Instance] | ProviderError:
-        try:
-            return await adapters[code].list_instances()
-        except ProviderError as exc:
-            return exc
-
-    async def every() -> list[list[Instance] | ProviderError]:
-        return list(await asyncio.gather(*(one(c) for c in wanted)))
-
-    return dict(zip(wanted, run(every()), strict=True))
 
 
 def index(found: list[Instance]) -> Listed:

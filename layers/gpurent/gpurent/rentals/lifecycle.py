@@ -2,13 +2,14 @@
 timers): provisioning → running (or failed), health checks and limit stops of running
 rentals, stopping → stopped once the provider confirms termination.
 
-The reconciler adopts an instance it finds by label (a crash between "allocated" and
-"recorded"), and terminates any labelled instance that has no live rental.
+A launch that died is finished from here: an instance found by label is adopted (a crash
+between "allocated" and "recorded"). The pass over every live rental, and the orphans it
+terminates, are `gpurent.reconciler`'s.
 """
 
 from __future__ import annotations
 
-from gpurent import clock, ids, timers, wallet
+from gpurent import clock, timers, wallet
 from gpurent.providers import registry
 from gpurent.providers.base import Instance, ProviderError
 from gpurent.records import Rental, RentalChanges
@@ -62,10 +63,6 @@ def _advance_provisioning(r: Rental, listed: instances.Listed | None = None) -> 
             return settlement.fail(r, "Provision failed: the provider never created the instance")
         else:
             return r
-    try:
-        r = store.update(r.user_id, r.id, {"last_checked_at": now}, ("provisioning",))
-    except store.StaleRental as exc:
-        return exc.current or r  # someone else moved it on meanwhile
     if inst is None or inst.status in ("failed", "terminated", "stopped"):
         why = inst.error if inst and inst.error else "the instance did not start"
         found = settlement.fail(r, f"Provision failed: {why}")
@@ -85,7 +82,10 @@ def _advance_provisioning(r: Rental, listed: instances.Listed | None = None) -> 
                                    "after launch")
         instances.terminate_quietly(found)
         return found
-    return store.get(r.user_id, r.id) or r
+    try:  # still booting: note the check (GET asks the provider at most every POLL_EVERY)
+        return store.update(r.user_id, r.id, {"last_checked_at": now}, ("provisioning",))
+    except store.StaleRental as exc:
+        return exc.current or r  # someone else moved it on meanwhile
 
 
 def mark_running(r: Rental, inst: Instance) -> Rental:
@@ -200,51 +200,8 @@ def refresh_if_provisioning(r: Rental) -> Rental:
 
 
 def reconcile() -> dict[str, int]:
-    """One pass: list every provider's instances once (all providers at once), advance every
-    live rental from those lists (one get only where a list is silent about a rental's
-    instance, or where a provider's list failed), then terminate labelled instances with no
-    live rental. Provider calls scale with providers and pages, not with rentals."""
-    counts = {"advanced": 0, "orphansTerminated": 0, "errors": 0}
-    live = store.live()
-    lists = instances.list_all()
-    listed: dict[str, instances.Listed] = {}
-    for code, found in lists.items():
-        if isinstance(found, ProviderError):
-            counts["errors"] += 1
-            logger.warning("listing instances failed", extra={"provider": code, "kind": found.kind})
-        else:
-            listed[code] = instances.index(found)
-    live_ids: set[str] = set()
-    for r in live:
-        live_ids.add(r.id)
-        try:
-            advance(r, listed.get(r.provider))
-            counts["advanced"] += 1
-        except Exception:
-            counts["errors"] += 1
-            logger.exception("reconcile failed for a rental", extra={"rentalId": r.id})
-    adapters = registry.adapters()
-    for code, found in lists.items():
-        if isinstance(found, ProviderError):
-            continue
-        adapter = adapters[code]
-        for inst in found:
-            if not inst.label or inst.status == "terminated" or inst.label in live_ids:
-                continue
-            owner = _owner_of(inst.label)
-            if owner is not None and owner.is_live:
-                continue  # became live after our read
-            try:
-                instances.run(adapter.terminate(inst.instance_id))
-                counts["orphansTerminated"] += 1
-                count("OrphansTerminated")
-            except ProviderError:
-                counts["errors"] += 1
-    return counts
+    """One whole reconcile pass in this process: every configured provider's
+    (`gpurent.reconciler`; deployed, the schedule hands each provider to a worker)."""
+    from gpurent import reconciler  # it moves rentals with this module
 
-
-def _owner_of(label: str) -> Rental | None:
-    """The rental a label names, wherever its owner is (labels are rental ids)."""
-    if not ids.is_id(label, "rent"):
-        return None
-    return store.find_by_id(label)
+    return dict(reconciler.run_all())

@@ -15,7 +15,7 @@ from gpurent import clock, timers, wallet
 from gpurent.billing import invoices
 from gpurent.errors import ApiError
 from gpurent.money import charge_for_seconds, seconds_within_cap, whole_seconds
-from gpurent.records import Rental, RentalChanges, StopReason
+from gpurent.records import LiveRental, Rental, RentalChanges, StopReason
 from gpurent.rentals import instances, views
 from gpurent.store import rentals as store
 from gpurent.store.money import TransactItem
@@ -57,7 +57,7 @@ def plan_settlement(r: Rental, seconds: int, split: wallet.ChargeSplit) -> Settl
     return Settlement(paid, excess - cut, overage - cut)
 
 
-def limit_deadline(r: Rental) -> tuple[float, StopReason] | None:
+def limit_deadline(r: Rental | LiveRental) -> tuple[float, StopReason] | None:
     """When a running rental must stop by its own limits: (moment, reason), or None.
 
     `autoStopAfterHours` counts from `runningAt`; `maxTotalCents` stops it at the

@@ -1,9 +1,14 @@
 """Catalog records: one item per listing under its provider's partition
-(`P#<provider>`, sk = listing id) and one status item per provider."""
+(`P#<provider>`, sk = listing id), one status item per provider (`STATUS`, sk = provider)
+and one digest item per provider (`DIGEST`, sk = provider): each of its listings' offer
+hash and first-seen time, so a refresh diffs against one item instead of reading every
+listing."""
 
 from __future__ import annotations
 
+import contextvars
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gpurent.config import settings
@@ -61,22 +66,34 @@ def provider_listings(provider: str) -> list[Listing]:
         kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
 
 
-def _batch(requests: list[dict[str, Any]]) -> int:
-    """BatchWriteItem in chunks of 25, re-sending unprocessed items with backoff. Returns request count."""
-    calls = 0
-    for start in range(0, len(requests), 25):
-        pending: dict[str, Any] = {_table(): requests[start:start + 25]}
-        attempt = 0
-        while pending:
-            calls += 1
-            r = client().batch_write_item(RequestItems=pending)
-            pending = r.get("UnprocessedItems") or {}
-            if pending:
-                attempt += 1
-                if attempt > 8:
-                    raise RuntimeError("catalog batch write kept coming back unprocessed")
-                time.sleep(min(1.0, 0.05 * 2**attempt))
+WRITERS = 8  # batch writes of one refresh in flight at once
+
+
+def _write_batch(batch: list[dict[str, Any]]) -> int:
+    """One BatchWriteItem of ≤ 25, re-sending unprocessed items with backoff. Returns request count."""
+    calls, attempt = 0, 0
+    pending: dict[str, Any] = {_table(): batch}
+    while pending:
+        calls += 1
+        r = client().batch_write_item(RequestItems=pending)
+        pending = r.get("UnprocessedItems") or {}
+        if pending:
+            attempt += 1
+            if attempt > 8:
+                raise RuntimeError("catalog batch write kept coming back unprocessed")
+            time.sleep(min(1.0, 0.05 * 2**attempt))
     return calls
+
+
+def _batch(requests: list[dict[str, Any]]) -> int:
+    """BatchWriteItem in chunks of 25, `WRITERS` at once. Returns the request count."""
+    batches = [requests[start:start + 25] for start in range(0, len(requests), 25)]
+    if len(batches) <= 1:
+        return sum(_write_batch(b) for b in batches)
+    with ThreadPoolExecutor(max_workers=min(WRITERS, len(batches)), thread_name_prefix="catalog-write") as pool:
+        # Each batch in a copy of this context, taken here (the caller's: which function is running).
+        return sum(f.result() for f in [pool.submit(contextvars.copy_context().run, _write_batch, b)
+                                        for b in batches])
 
 
 def write_listings(provider: str, puts: list[Listing], deletes: list[str]) -> int:
@@ -103,4 +120,35 @@ def get_statuses() -> dict[str, dict[str, Any]]:
 
 
 def put_status(provider: str, record: dict[str, Any]) -> None:
-    client().put_item(TableName=_table(), Item=to_item({"pk": "STATUS", "sk": provider, **record}))
+    item = {k: v for k, v in record.items() if k not in ("pk", "sk")}
+    client().put_item(TableName=_table(), Item=to_item({"pk": "STATUS", "sk": provider, **item}))
+
+
+# A provider's digest: listing id → (offer hash, first seen). One item holding one string (a line
+# per listing: ~50 bytes), so up to about 7,000 listings; a larger one is not kept (the refresh
+# reads the listings). One string, not a map: a map of 1,000 entries costs the client far more to
+# build and to parse.
+Digest = dict[str, tuple[str, float | None]]
+DIGEST_MAX_BYTES = 350_000
+
+
+def get_digest(provider: str) -> Digest | None:
+    r = client().get_item(TableName=_table(), Key=key("DIGEST", provider), ConsistentRead=True)
+    raw = r.get("Item", {}).get("entries")
+    if raw is None:
+        return None
+    out: Digest = {}
+    for line in raw["S"].splitlines():
+        if not line.strip():
+            continue  # an empty digest is stored as " " (no listings)
+        lid, digest, first = line.split(" ")
+        out[lid] = (digest, float(first) if first != "-" else None)
+    return out
+
+
+def put_digest(provider: str, digest: Digest) -> None:
+    text = "\n".join(f"{lid} {h} {'-' if first is None else repr(first)}" for lid, (h, first) in digest.items())
+    if len(text) > DIGEST_MAX_BYTES:
+        client().put_item(TableName=_table(), Item={**key("DIGEST", provider), "tooLarge": {"BOOL": True}})
+        return
+    client().put_item(TableName=_table(), Item={**key("DIGEST", provider), "entries": {"S": text or " "}})

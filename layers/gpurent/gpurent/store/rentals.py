@@ -6,6 +6,11 @@ reconciler and the metering sweep read live rentals from there, never by a
 Scan. `activeKey` is one of a few shards so no index partition is hot;
 `activeSort` = `<status>#<user>#<rental>` groups a shard's rentals by status,
 then by wallet.
+
+The reconciler reads them by provider instead, from the sparse `ProviderIndex`
+(key `provider`, `activeSort`: the same live rentals, no attribute of their own). It
+projects only what the reconciler compares with a provider's list (`LIVE_PROJECTION`),
+none of which a metering tick writes, so the sweep's per-minute updates never rewrite it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from gpurent.records import (
     ACTIVE_SHARDS,
     LIVE,
     LaunchAnswer,
+    LiveRental,
+    PassRecord,
     Rental,
     RentalChanges,
     RentalStatus,
@@ -27,9 +34,16 @@ from gpurent.records import (
     active_shard,
 )
 from gpurent.store.catalog import listing_from_item, listing_item
-from gpurent.store.dynamo import ClientError, client, from_item, is_conditional_failure, key, to_values
+from gpurent.store.dynamo import ClientError, client, from_item, is_conditional_failure, key, to_item, to_values
 from gpurent.store.money import TransactItem, money_put
 
+PROVIDER_INDEX = "ProviderIndex"
+# The ProviderIndex's projected attributes besides the keys (template.yaml must list the same:
+# tests/template checks it). None of them changes on a metering tick.
+LIVE_PROJECTION = (
+    "instanceId", "createdAt", "allocatingUntil", "allocationUncertain", "runningAt", "lastHealthyAt",
+    "unhealthySince", "badChecks", "autoStopAfterHours", "maxTotalCents", "pricePerHourCents",
+)
 Item = dict[str, Any]
 
 
@@ -289,6 +303,67 @@ def live_in_shard(n: int, status: RentalStatus | None = None) -> list[Rental]:
         values[":p"] = f"{status}#"
     kwargs["ExpressionAttributeValues"] = to_values(values)
     return _query_all(kwargs)
+
+
+def live_rental_from_item(item: Mapping[str, Any]) -> LiveRental:
+    """A `ProviderIndex` item (keys + `LIVE_PROJECTION`) → LiveRental."""
+    g = item.get
+    status = str(item["activeSort"]).split("#", 1)[0]
+    return LiveRental(
+        id=str(item["sk"]).removeprefix("RENTAL#"), user_id=str(item["pk"]).removeprefix("USER#"),
+        status=cast(RentalStatus, status), provider=str(item["provider"]), created_at=float(item["createdAt"]),
+        instance_id=_opt_str(g("instanceId")), allocating_until=float(g("allocatingUntil", 0)),
+        allocation_uncertain=bool(g("allocationUncertain")), running_at=_opt_float(g("runningAt")),
+        last_healthy_at=_opt_float(g("lastHealthyAt")), unhealthy_since=_opt_float(g("unhealthySince")),
+        bad_checks=int(g("badChecks") or 0), auto_stop_after_hours=_opt_float(g("autoStopAfterHours")),
+        max_total_cents=_opt_int(g("maxTotalCents")), price_per_hour_cents=int(g("pricePerHourCents", 0)),
+    )
+
+
+def provider_live(provider: str) -> list[LiveRental]:
+    """Every live rental placed on `provider`, from the `ProviderIndex` (eventually
+    consistent: a write of the last second may not show yet), page by page."""
+    kwargs: Item = {
+        "TableName": _table(), "IndexName": PROVIDER_INDEX, "KeyConditionExpression": "#p = :p",
+        "ExpressionAttributeNames": {"#p": "provider"}, "ExpressionAttributeValues": to_values({":p": provider}),
+    }
+    out: list[LiveRental] = []
+    while True:
+        r = client().query(**kwargs)
+        out.extend(live_rental_from_item(i) for i in (from_item(x) for x in r.get("Items", [])) if i is not None)
+        if "LastEvaluatedKey" not in r:
+            return out
+        kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
+
+
+def _pass_key(provider: str) -> Item:
+    return key(f"RECONCILE#{provider}", "PASS")
+
+
+def get_pass(provider: str) -> PassRecord | None:
+    """The record of `provider`'s last complete reconcile pass (`reconciler`)."""
+    r = client().get_item(TableName=_table(), Key=_pass_key(provider), ConsistentRead=True)
+    item = from_item(r.get("Item"))
+    if item is None:
+        return None
+    return PassRecord(provider, float(item["listedAt"]), float(item["coverFrom"]))
+
+
+def put_pass(record: PassRecord) -> bool:
+    """Record a pass; False when a later one is already recorded (records only move forward)."""
+    try:
+        client().put_item(
+            TableName=_table(),
+            Item=to_item({"pk": f"RECONCILE#{record.provider}", "sk": "PASS", "listedAt": record.listed_at,
+                            "coverFrom": record.cover_from}),
+            ConditionExpression="attribute_not_exists(pk) OR listedAt < :t",
+            ExpressionAttributeValues=to_values({":t": record.listed_at}),
+        )
+    except ClientError as exc:
+        if is_conditional_failure(exc):
+            return False
+        raise
+    return True
 
 
 def find_by_id(rental_id: str) -> Rental | None:
