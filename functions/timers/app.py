@@ -3,7 +3,9 @@
 Each message names a wallet (`gpurent.timers`); metering it stops whatever is
 due (an exhausted wallet, an `autoStopAfterHours` or `maxTotalCents` limit)
 and arms the next timer. A message that also names a rental follows up that
-rental (a stop waiting for the provider to confirm). A failed message is reported back alone (partial
+rental (a stop waiting for the provider to confirm). A message of kind `auto_topup` runs the
+auto-topup (`billing.autotopup.run`: finish a pending attempt, or claim and fire a due one): the
+only place the card is charged off-session. A failed message is reported back alone (partial
 batch response) so SQS redelivers just that one.
 """
 
@@ -22,9 +24,9 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     for record in event.get("Records", []):
         try:
             body = json.loads(record["body"])
+            report: dict[str, Any]
             if body.get("kind") == "auto_topup":
-                autotopup.resume(str(body["userId"]))
-                report = {"resumed": 1}
+                report = {"autoTopup": autotopup.run(str(body["userId"]))}
             elif body.get("rentalId"):
                 report = rentals.on_timer(str(body["userId"]), str(body["rentalId"]))
             else:

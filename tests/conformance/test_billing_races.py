@@ -3,8 +3,8 @@ not serialise concurrent writers) with the local Stripe (localstripe + its proxy
 
 - the same signed webhook event delivered 10 times at once credits exactly once;
 - a saved-card charge racing its own `payment_intent.succeeded` webhook credits once;
-- 20 debits racing past the auto-topup threshold fire exactly one auto-topup
-  (one `auto_topup` row, one PaymentIntent at Stripe).
+- 20 debits racing past the auto-topup threshold, then 20 auto-topup timers run at once,
+  fire exactly one auto-topup (one `auto_topup` row, one PaymentIntent at Stripe).
 
 Handlers run in-process (`infra.local.client.invoke`), each racer in its own thread,
 released together by a barrier. Every test ends with `check_invariants`."""
@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from gpurent import clock as clock_mod
-from gpurent import notify, wallet
-from gpurent.billing import gateway
+from gpurent import notify, timers, wallet
+from gpurent.billing import autotopup, gateway
 from gpurent.store import billing as billing_store
 from gpurent.store import money as money_store
 from infra.local import template
@@ -245,8 +245,12 @@ def test_twenty_debits_racing_past_the_threshold_fire_one_auto_topup(
     assert payment_intents_of(races, customer) == []
 
     clock_mod.set_clock(TickingClock(clock_mod.now()))  # the `clock` fixture puts the old one back
-    # Every one of the 20 debits leaves available below the threshold.
+    # Every one of the 20 debits leaves available below the threshold (each arms the auto-topup timer)…
     all_at_once(20, lambda i: wallet.debit(uid, 100, f"race-debit-{i}", {"description": "race"}))
+    assert {t.kind for t in timers.due(float("inf"))} == {timers.AUTO_TOPUP}
+    assert rows_of(uid, "auto_topup") == []  # …and none calls Stripe itself
+    # …and the timer function runs 20 times at once (duplicates, redeliveries): one claim wins.
+    all_at_once(20, lambda i: autotopup.run(uid))
 
     fired = rows_of(uid, "auto_topup")
     assert len(fired) == 1 and int(fired[0]["amountCents"]) == 2_000, fired

@@ -18,7 +18,7 @@ from gpurent.store import money as money_store
 from infra.local.client import invoke
 from infra.local.stripe_local import LocalStripe, sign
 from tests import stripe_fixtures
-from tests.conftest import Api, sent_mail
+from tests.conftest import Api, run_timers, sent_mail
 from tests.walletkit import check_invariants
 
 DECLINES_WHEN_CHARGED = "4000000000000341"
@@ -229,15 +229,18 @@ def test_auto_topup_fires_once_below_the_threshold_and_cools_down(api: Api, user
     assert api.post("/v1/billing/checkout", {"amountCents": 3000}).status == 200  # saved card: 3000 available
     assert api.put("/v1/billing/auto-topup",
                    {"enabled": True, "thresholdCents": 1000, "topupAmountCents": 2000}).status == 200
-    _debit(user["id"], 2500, "d1")  # 500 < 1000: fires
+    _debit(user["id"], 2500, "d1")  # 500 < 1000: fires (from the timer the debit armed)
+    run_timers()
     bal = api.get("/v1/billing/balance").json()
     assert bal["availableCents"] == 500 + 2000
     rows = [e for e in ledger(api) if e["type"] == "auto_topup"]
     assert len(rows) == 1 and rows[0]["amountCents"] == 2000
     _debit(user["id"], 2000, "d2")  # below again, inside the 5-minute cooldown: nothing
+    run_timers()
     assert api.get("/v1/billing/balance").json()["availableCents"] == 500
     clock.advance(301)
     _debit(user["id"], 100, "d3")
+    run_timers()
     assert api.get("/v1/billing/balance").json()["availableCents"] == 400 + 2000
     # The auto-topup's own webhook adds nothing.
     for d in local_stripe.deliveries():
@@ -247,12 +250,43 @@ def test_auto_topup_fires_once_below_the_threshold_and_cools_down(api: Api, user
     check_invariants(user["id"])
 
 
+def test_a_debit_crossing_the_threshold_only_enqueues_the_top_up(api: Api, user, local_stripe, monkeypatch) -> None:
+    """The wallet never calls Stripe: a debit below the threshold arms a timer and returns;
+    the timer function charges the card."""
+    from gpurent import timers
+    from gpurent.billing import gateway
+
+    add_card(api, local_stripe)
+    wallet.credit(user["id"], 3000, "adjustment", "seed", {"description": "seed"})
+    assert api.put("/v1/billing/auto-topup",
+                   {"enabled": True, "thresholdCents": 1000, "topupAmountCents": 2000}).status == 200
+    run_timers()
+    stripe_calls: list[str] = []
+    real_call = gateway._call
+
+    def counting(fn: Any) -> Any:
+        stripe_calls.append("call")
+        return real_call(fn)
+
+    monkeypatch.setattr(gateway, "_call", counting)
+    _debit(user["id"], 2500, "d1")  # 500 < 1000
+    assert stripe_calls == []  # the debit itself made no Stripe call
+    assert [t.kind for t in timers.due(float("inf"))] == [timers.AUTO_TOPUP]
+    assert api.get("/v1/billing/balance").json()["availableCents"] == 500
+    timers.arm(user["id"], 0, kind=timers.AUTO_TOPUP)  # due now
+    assert run_timers() >= 1
+    assert stripe_calls  # the timer function charged the card
+    assert api.get("/v1/billing/balance").json()["availableCents"] == 2500
+    check_invariants(user["id"])
+
+
 def test_a_declined_auto_topup_switches_off_and_invoices_with_a_pay_link(api: Api, user, local_stripe) -> None:
     add_card(api, local_stripe, DECLINES_WHEN_CHARGED)
     wallet.credit(user["id"], 1500, "adjustment", "seed", {"description": "seed"})
     assert api.put("/v1/billing/auto-topup",
                    {"enabled": True, "thresholdCents": 1000, "topupAmountCents": 2000}).status == 200
     _debit(user["id"], 1000, "d1")
+    run_timers()
     got = api.get("/v1/billing/auto-topup").json()
     assert got["enabled"] is False and got["disabledReason"] == "card_declined"
     listed = api.get("/v1/billing/invoices").json()["data"]
@@ -284,11 +318,13 @@ def test_many_debits_racing_past_the_threshold_fire_one_auto_topup(api: Api, use
     wallet.credit(user["id"], 10_000, "adjustment", "seed", {"description": "seed"})
     assert api.put("/v1/billing/auto-topup",
                    {"enabled": True, "thresholdCents": 20_000, "topupAmountCents": 2000}).status == 200
+    run_timers()
     fired = [e for e in ledger(api) if e["type"] == "auto_topup"]
     assert len(fired) == 1  # switching it on below the threshold fires at once
     for i in range(20):
-        autotopup.after_debit(user["id"], 100)
+        autotopup.run(user["id"])
         _debit(user["id"], 10, f"race{i}")
+        run_timers()
     assert len([e for e in ledger(api) if e["type"] == "auto_topup"]) == 1
     check_invariants(user["id"])
 

@@ -14,6 +14,11 @@ all, exactly once per key:
 
 Ledger rows carry `balanceAfterCents` = the wallet *total* after the entry;
 moving money between available and reserved is not a ledger entry.
+
+The wallet depends on nothing above `gpurent.store` (and the timer queue):
+whether an auto-topup is due is a *state* of the wallet item
+(`Wallet.auto_topup_state`), and a debit that leaves the wallet in that state
+only arms a timer (`timers.AUTO_TOPUP`); the timer function charges the card.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gpurent import clock, ids
+from gpurent import clock, ids, timers
 from gpurent.errors import ApiError, ConflictRetryExhausted
 from gpurent.store import money as store
 from gpurent.telemetry import logger
@@ -34,6 +39,13 @@ from gpurent.telemetry import logger
 LEDGER_TYPES = ("stripe_topup", "auto_topup", "rental_charge", "refund", "adjustment")
 CREDIT_TYPES = ("stripe_topup", "auto_topup", "refund", "adjustment")
 MAX_ATTEMPTS = 16
+
+# Auto-topup as a state of the wallet item (`spec/decisions.md` "Auto-topup"): every debit,
+# every metering sweep and every timer asks the same question, so no transition can be missed.
+AUTO_TOPUP_COOLDOWN = 300  # seconds between attempts, counted from the attempt
+AUTO_TOPUP_RESUME_AFTER = 60  # an attempt with no recorded outcome after this long is resumed
+AUTO_TOPUP_WINDOW = 120  # a claimed attempt holds off an exhaustion stop at most this long
+OFF, SATISFIED, PENDING, COOLING, DUE = "off", "satisfied", "pending", "cooling", "due"
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,8 @@ class Wallet:
     # Set only while auto-topup is on (billing keeps it here so the check after a
     # debit needs no extra read).
     auto_topup_threshold: int | None = None
+    auto_topup_attempt_at: float | None = None  # when the last attempt was claimed
+    auto_topup_pending: bool = False  # claimed, outcome not yet recorded
 
     @property
     def total(self) -> int:
@@ -69,7 +83,42 @@ class Wallet:
             open_invoice_count=int(record.get("openInvoiceCount", 0)),
             auto_topup_threshold=(int(record["autoTopupThresholdCents"])
                                   if record.get("autoTopupThresholdCents") is not None else None),
+            auto_topup_attempt_at=(float(record["autoTopupAttemptAt"])
+                                   if record.get("autoTopupAttemptAt") is not None else None),
+            auto_topup_pending=bool(record.get("autoTopupAttempt"))
+            and record.get("autoTopupAttemptDone") != record.get("autoTopupAttempt"),
         )
+
+    def auto_topup_state(self, now: float) -> str:
+        """Where the wallet stands with auto-topup at `now`:
+
+        - PENDING: an attempt was claimed and its outcome is not recorded (whatever the
+          settings now: the card may have been charged, so it must be finished);
+        - OFF: auto-topup is off (or has no card);
+        - SATISFIED: available is at or above the threshold;
+        - COOLING: below, but the last attempt was less than the cooldown ago;
+        - DUE: below the threshold, not cooling down, no attempt pending: fire.
+        """
+        if self.auto_topup_pending:
+            return PENDING
+        if self.auto_topup_threshold is None:
+            return OFF
+        if self.available >= self.auto_topup_threshold:
+            return SATISFIED
+        if self.auto_topup_attempt_at is not None and now - self.auto_topup_attempt_at < AUTO_TOPUP_COOLDOWN:
+            return COOLING
+        return DUE
+
+    def auto_topup_needs_timer(self, now: float) -> bool:
+        """DUE, or PENDING for longer than an attempt should take (its invocation died)."""
+        state = self.auto_topup_state(now)
+        if state == DUE:
+            return True
+        return state == PENDING and now - (self.auto_topup_attempt_at or 0.0) >= AUTO_TOPUP_RESUME_AFTER
+
+    def attempt_in_window(self, now: float) -> bool:
+        """A claimed attempt that may still succeed within its bounded window."""
+        return self.auto_topup_pending and now - (self.auto_topup_attempt_at or 0.0) < AUTO_TOPUP_WINDOW
 
 
 @dataclass(frozen=True)
@@ -206,6 +255,7 @@ class Result:
     reserved: int
     steps: list[dict[str, Any]]
     replayed: bool = False
+    wallet: Wallet | None = None  # the wallet right after the operation (None on a replay)
 
     @property
     def total(self) -> int:
@@ -260,7 +310,9 @@ def apply(
             if store.get_op(op_key) is not None:
                 return _replay(op_key, fp)
             raise
-        result = Result(rows, available, reserved, [_jsonable(s.info) for s in steps])
+        after = replace(wallet, available=available, reserved=reserved, version=wallet.version + 1,
+                        last_ledger_ulid=last, updated_at=now)
+        result = Result(rows, available, reserved, [_jsonable(s.info) for s in steps], wallet=after)
         state: dict[str, Any] = {
             "availableCents": available,
             "reservedCents": reserved,
@@ -307,25 +359,30 @@ def apply(
                 raise
         else:
             if available < wallet.available:
-                _after_debit(wallet, available)
+                after_debit(after)
             return result
         time.sleep(min(0.25, 0.005 * 2**attempt) * random.random())
     raise ConflictRetryExhausted(f"wallet {user_id}: {MAX_ATTEMPTS} attempts lost to concurrent writers")
 
 
-def _after_debit(before: Wallet, available: int) -> None:
-    """Every debit of available is followed by the auto-topup check (`spec/decisions.md`).
+def after_debit(after: Wallet) -> None:
+    """Every debit of available is followed by the auto-topup check (`spec/decisions.md`):
+    if the wallet is now in the DUE state (or an attempt is stuck), a timer is armed for
+    now and the timer function charges the card. Stripe is never called from here.
 
-    It never fails the operation that triggered it: the money moved already.
+    It never fails the operation that triggered it: the money moved already (and every
+    metering sweep and timer asks the same question again).
     """
-    if before.auto_topup_threshold is None or available >= before.auto_topup_threshold:
+    if after.auto_topup_threshold is None and not after.auto_topup_pending:
         return
-    from gpurent.billing import autotopup
-
+    now = clock.now()
+    if not after.auto_topup_needs_timer(now):
+        return
     try:
-        autotopup.after_debit(before.user_id, available)
+        timers.arm(after.user_id, now, kind=timers.AUTO_TOPUP)
     except Exception:
-        logger.exception("auto-topup check failed", extra={"userId": before.user_id})
+        logger.exception("arming the auto-topup timer failed; the next sweep or timer re-arms it",
+                         extra={"userId": after.user_id})
 
 
 def _ledger_rows(
