@@ -311,6 +311,38 @@ def test_a_declined_auto_topup_switches_off_and_invoices_with_a_pay_link(api: Ap
     check_invariants(user["id"])
 
 
+def test_a_permanent_stripe_refusal_ends_the_attempt_like_a_decline(api: Api, user, local_stripe) -> None:
+    """Regression (issue 15, item 3): a pending attempt that met a permanent refusal (here the
+    Stripe customer was deleted in Stripe's dashboard: 404 on every charge) was retried with the
+    old card forever and blocked every new attempt. Only "Stripe unreachable" keeps an attempt
+    pending; any other refusal ends it as a decline does: invoice, auto-topup off, email."""
+    import stripe
+
+    from infra.local.stripe_local import SECRET_KEY
+
+    add_card(api, local_stripe)
+    wallet.credit(user["id"], 1500, "adjustment", "seed", {"description": "seed"})
+    assert api.put("/v1/billing/auto-topup",
+                   {"enabled": True, "thresholdCents": 1000, "topupAmountCents": 2000}).status == 200
+    run_timers()
+    customer = str(billing_store.wallet_item(user["id"])["stripeCustomerId"])
+    stripe.StripeClient(SECRET_KEY, base_addresses={"api": local_stripe.api_base}).v1.customers.delete(customer)
+    _debit(user["id"], 1000, "d1")
+    run_timers()
+    got = api.get("/v1/billing/auto-topup").json()
+    assert got["enabled"] is False and got["disabledReason"] == "payment_failed", got
+    item = billing_store.wallet_item(user["id"])
+    assert item["autoTopupAttemptDone"] == item["autoTopupAttempt"]  # the attempt ended
+    listed = api.get("/v1/billing/invoices").json()["data"]
+    assert [(i["reason"], i["status"], i["amountCents"]) for i in listed] == [("topup_failed", "open", 2000)]
+    mail = [m for m in sent_mail() if "auto-topup failed" in m.subject]
+    assert len(mail) == 1
+    _debit(user["id"], 10, "d2")
+    run_timers()  # nothing is retried
+    assert len(api.get("/v1/billing/invoices").json()["data"]) == 1
+    check_invariants(user["id"])
+
+
 def test_many_debits_racing_past_the_threshold_fire_one_auto_topup(api: Api, user, local_stripe) -> None:
     """The cooldown claim is one conditional write: of racing checks exactly one fires (moto
     serialises the writes; the same claim on DynamoDB Local is in the conformance tier)."""

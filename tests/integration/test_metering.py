@@ -279,3 +279,122 @@ def test_a_metering_ticks_marker_expires_and_money_operations_markers_do_not(api
     assert meter and all(int(m["ttl"]["N"]) == int(clock.now()) + metering.METER_MARKER_TTL for m in meter)
     others = [m for k, m in markers.items() if not k.startswith("OP#meter:")]
     assert others and all("ttl" not in m for m in others)  # adjustments, reserves: kept
+
+
+# ---------------------------------------------------------------- auto-topup is a state (issue 15, item 1)
+
+def _auto_topup_on(api: Api, ls, threshold: int, amount: int) -> None:
+    from tests.integration.test_billing import add_card
+
+    add_card(api, ls)
+    r = api.put("/v1/billing/auto-topup", {"enabled": True, "thresholdCents": threshold, "topupAmountCents": amount})
+    assert r.status == 200, r.body
+
+
+def _auto_topups(api: Api) -> list[dict]:
+    return [e for e in api.get("/v1/billing/ledger?type=auto_topup&pageSize=200").json()["entries"]]
+
+
+def test_auto_topup_fires_again_after_available_hit_zero_inside_the_cooldown(
+        api: Api, user, world, clock, local_stripe) -> None:
+    """Regression (issue 15, item 1): once available reached 0 inside the 5-minute cooldown (an
+    admin debit), later ticks drew only on the reserve, no debit of available happened, nothing
+    asked again, and an hour later the pod was stopped for `insufficient_balance` with auto-topup
+    still on. The sweep now asks every minute: below the threshold, not cooling down, nothing
+    pending → fire."""
+    from gpurent.store import rentals as rental_store
+
+    preview = api.post("/v1/rentals/preview", {"familyId": "h100-80gb", "gpuCount": 1}).json()
+    fund(user["id"], preview["pricePerHourCents"] + 1500, clock)
+    r = launch_running(api, clock)
+    _auto_topup_on(api, local_stripe, 1000, 2000)
+    scheduler = _scheduler(clock)
+    admin = Api(source_ip="198.51.100.99")
+    admin.sign_in("admin@gpurent.test")
+    assert admin.post("/v1/admin/adjustments", {"userId": user["id"], "amountCents": -600, "reason": "t"}).status == 200
+    scheduler.advance(5)  # the auto-topup timer the debit armed
+    assert len(_auto_topups(api)) == 1
+    available = api.get("/v1/billing/balance").json()["availableCents"]
+    assert available >= 2000
+    # Inside the cooldown, available goes to 0: nothing can fire now.
+    assert admin.post("/v1/admin/adjustments", {"userId": user["id"], "amountCents": -available,
+                                                "reason": "t"}).status == 200
+    scheduler.advance(10)
+    assert len(_auto_topups(api)) == 1
+    for _ in range(16):  # two hours
+        scheduler.advance(450)
+    got = rental_store.get(user["id"], r["id"])
+    assert got is not None and got["status"] == "running", (got["status"], got.get("stopReason"))
+    assert len(_auto_topups(api)) >= 2
+    assert api.get("/v1/billing/auto-topup").json()["enabled"] is True
+    check_invariants(user["id"])
+
+
+def _running_dry_with_stripe_down(api: Api, user, clock, ls, monkeypatch) -> tuple[dict, float, dict, object]:
+    """A pod whose wallet runs dry at `ran_out`; auto-topup is switched on a minute before,
+    while Stripe cannot be reached (`outage["on"]`): the attempt is claimed and pending."""
+    from gpurent.billing import gateway
+    from gpurent.store import rentals as rental_store
+
+    preview = api.post("/v1/rentals/preview", {"familyId": "h100-80gb", "gpuCount": 1}).json()
+    money = preview["pricePerHourCents"] + 30
+    fund(user["id"], money, clock)
+    r = launch_running(api, clock)
+    ran_out = _money_ran_out_at(rental_store.get(user["id"], r["id"]), money)
+    scheduler = _scheduler(clock)
+    scheduler.advance(ran_out - 60 - clock.now())
+    outage = {"on": True}
+    real_call = gateway._call
+
+    def flaky(fn):
+        if outage["on"]:
+            raise gateway.StripeUnavailable("connection refused")
+        return real_call(fn)
+
+    from tests.integration.test_billing import add_card
+
+    add_card(api, ls)
+    monkeypatch.setattr(gateway, "_call", flaky)
+    api.sign_in("alice@example.com")
+    r2 = api.put("/v1/billing/auto-topup", {"enabled": True, "thresholdCents": 100, "topupAmountCents": 2000})
+    assert r2.status == 200, r2.body
+    assert api.get("/v1/billing/balance").json()["availableCents"] == 0
+    scheduler.advance(1)  # the timer claims the attempt; Stripe does not answer
+    assert api.get("/v1/billing/auto-topup").json()["lastAttemptAt"] is not None
+    return r, ran_out, outage, scheduler
+
+
+def test_a_pending_auto_topup_holds_the_exhaustion_stop_until_its_outcome(
+        api: Api, user, world, clock, local_stripe, monkeypatch) -> None:
+    """The money runs out while an auto-topup attempt is pending (Stripe unreachable): the stop
+    is held; Stripe answers again, the attempt goes through, the pod never stops."""
+    from gpurent.store import rentals as rental_store
+
+    r, ran_out, outage, scheduler = _running_dry_with_stripe_down(api, user, clock, local_stripe, monkeypatch)
+    scheduler.advance(ran_out + 10 - clock.now())  # past the moment the money ran out
+    got = rental_store.get(user["id"], r["id"])
+    assert got is not None and got["status"] == "running", got.get("stopReason")
+    outage["on"] = False
+    scheduler.advance(110)  # the attempt's timer tries again: it goes through
+    got = rental_store.get(user["id"], r["id"])
+    assert got is not None and got["status"] == "running", got.get("stopReason")
+    assert len(_auto_topups(api)) == 1
+    assert api.get("/v1/billing/balance").json()["availableCents"] > 1000
+    check_invariants(user["id"])
+
+
+def test_an_attempt_stuck_past_its_window_no_longer_holds_the_stop(
+        api: Api, user, world, clock, local_stripe, monkeypatch) -> None:
+    """Stripe stays unreachable: the stop is held only for the attempt's bounded window."""
+    from gpurent import wallet
+    from gpurent.store import rentals as rental_store
+
+    r, ran_out, _, scheduler = _running_dry_with_stripe_down(api, user, clock, local_stripe, monkeypatch)
+    claimed = ran_out - 59
+    scheduler.advance(ran_out + wallet.AUTO_TOPUP_WINDOW - clock.now())
+    got = rental_store.get(user["id"], r["id"])
+    assert got is not None and got["status"] in ("stopping", "stopped"), got["status"]
+    assert got["stopReason"] == "insufficient_balance"
+    assert ran_out < float(got["stoppedAt"]) <= claimed + wallet.AUTO_TOPUP_WINDOW + 2, (got["stoppedAt"], ran_out)
+    assert _auto_topups(api) == []
+    check_invariants(user["id"])

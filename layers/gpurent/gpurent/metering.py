@@ -14,7 +14,15 @@ nor skip.
 **Exhausted wallet.** A wallet that cannot pay (available 0 and a reserve
 that could not cover its charge) is exhausted: all of its running rentals are
 stopped with reason `insufficient_balance`; usage beyond the money becomes an
-overage invoice at settlement (`rentals.settle`).
+overage invoice at settlement (`rentals.settle`) — unless an auto-topup could
+still save it: an attempt claimed less than `AUTO_TOPUP_WINDOW` ago (or one
+due now, which the pass claims) holds the stop; the wallet is metered again
+right after the attempt's outcome, and at the latest when its window closes.
+
+**Auto-topup is a state.** Every pass (sweep or timer) asks the wallet it
+just charged whether an auto-topup is due (below the threshold, not cooling
+down, nothing pending) or stuck, and arms the auto-topup timer if so, whether
+or not this tick took anything from available.
 
 **On time, not once a minute.** After charging a wallet, its next deadline
 is computed: the earliest `autoStopAfterHours` / `maxTotalCents` moment of
@@ -121,6 +129,7 @@ class Charged:
     charged: int = 0
     exhausted: bool = False
     conflicts: int = 0
+    wallet_after: wallet.Wallet | None = None  # the wallet after the last charge (its auto-topup state)
 
 
 def charge_wallet(user_id: str, batch: list[dict[str, Any]], now: float) -> tuple[wallet.Result, list[dict[str, Any]]]:
@@ -148,7 +157,8 @@ def charge_wallet(user_id: str, batch: list[dict[str, Any]], now: float) -> tupl
         return items
 
     result = wallet.apply(user_id, f"meter:{user_id}:{uuid.uuid4().hex}", {"op": "meter"},
-                          lambda w: plan_charges(w, batch, now), extras, marker_ttl=METER_MARKER_TTL)
+                          lambda w: plan_charges(w, batch, now), extras, marker_ttl=METER_MARKER_TTL,
+                          check_auto_topup=False)
     return result, after
 
 
@@ -170,6 +180,7 @@ def _charge_all(user_id: str, running: list[dict[str, Any]], now: float) -> Char
                 continue
         splits = [s["split"] for s in result.steps]  # dicts: ChargeSplit as the operation stored it
         out.available = result.available
+        out.wallet_after = result.wallet
         out.rentals.extend(after)
         out.charged += sum(int(s["charged"]) for s in splits)
         out.exhausted = out.exhausted or is_exhausted(result.available, splits)
@@ -182,9 +193,14 @@ def meter_wallet(user_id: str, running: list[dict[str, Any]], now: float) -> Cha
     if not running:
         return Charged()
     out = _charge_all(user_id, running, now)
+    held_until = None
+    if out.wallet_after is not None:
+        ask_auto_topup(out.wallet_after, now)
     if out.exhausted:
-        stop_all(user_id)
-        return out
+        held_until = hold_for_auto_topup(user_id, out.wallet_after, now)
+        if held_until is None:
+            stop_all(user_id)
+            return out
     live = []
     for r in out.rentals:
         deadline = rentals.limit_deadline(r)
@@ -193,18 +209,55 @@ def meter_wallet(user_id: str, running: list[dict[str, Any]], now: float) -> Cha
         else:
             live.append(r)
     if out.available is not None:
-        arm_next(user_id, out.available, live, now)
+        arm_next(user_id, out.available, live, now, held_until)
     return out
 
 
-def arm_next(user_id: str, available: int, running: list[dict[str, Any]], now: float) -> float | None:
-    """Arm a timer for the wallet's next deadline if it falls before the next sweep."""
+def ask_auto_topup(w: wallet.Wallet, now: float) -> None:
+    """The auto-topup question, asked of the wallet as this pass left it: due (or stuck) → its timer."""
+    if w.auto_topup_needs_timer(now):
+        timers.arm(w.user_id, now, kind=timers.AUTO_TOPUP)
+
+
+def hold_for_auto_topup(user_id: str, w: wallet.Wallet | None, now: float) -> float | None:
+    """An exhausted wallet whose auto-topup could still save it is not stopped yet.
+
+    An attempt claimed less than `AUTO_TOPUP_WINDOW` ago holds the stop; one that is due
+    now is claimed here (one conditional write; the card is charged by its timer) and
+    holds it from now. Returns the moment the hold ends (the wallet is metered again
+    then, and right after the attempt's outcome), or None: stop now.
+    """
+    if w is None:
+        return None
+    if not w.attempt_in_window(now):
+        if w.auto_topup_state(now) != wallet.DUE:
+            return None
+        from gpurent.billing import autotopup
+        from gpurent.store import billing as billing_store
+
+        if not autotopup.claim(user_id, billing_store.wallet_item(user_id), now):
+            return None
+        timers.arm(user_id, now, kind=timers.AUTO_TOPUP)
+        started = now
+    else:
+        started = float(w.auto_topup_attempt_at or now)
+    count("ExhaustionHeldForAutoTopup")
+    return started + wallet.AUTO_TOPUP_WINDOW
+
+
+def arm_next(user_id: str, available: int, running: list[dict[str, Any]], now: float,
+             held_until: float | None = None) -> float | None:
+    """Arm a timer for the wallet's next deadline if it falls before the next sweep.
+
+    `held_until`: the wallet is exhausted but an auto-topup attempt holds the stop until
+    then; that moment replaces the predicted exhaustion (which is now)."""
     candidates = []
     for r in running:
         deadline = rentals.limit_deadline(r)
         if deadline is not None and deadline[0] <= now + timers.WINDOW:
             candidates.append(deadline[0])
-    exhaustion = predict_exhaustion(available, running, now, timers.WINDOW)
+    exhaustion = held_until if held_until is not None else predict_exhaustion(available, running, now,
+                                                                               timers.WINDOW)
     if exhaustion is not None:
         candidates.append(exhaustion)
     if not candidates:

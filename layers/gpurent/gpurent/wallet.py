@@ -285,6 +285,7 @@ def apply(
     extras: Extras | None = None,
     before_write: Callable[[], None] | None = None,
     marker_ttl: int | None = None,
+    check_auto_topup: bool = True,
 ) -> Result:
     """Plan against a fresh read and write it as one transaction, exactly once per `op_key`.
 
@@ -294,6 +295,8 @@ def apply(
 
     `description` names the operation and its parameters: a replay of the key
     with a different description is refused (IdempotencyMismatch).
+    `check_auto_topup=False`: the caller asks the auto-topup question itself (the
+    metering pass asks it once per wallet, whether or not available moved).
     `before_write` is a test seam (fault injection between read and write).
     """
     fp = fingerprint(description)
@@ -358,7 +361,7 @@ def apply(
             if exc.codes[0] != "ConditionalCheckFailed" and "TransactionConflict" not in exc.codes:
                 raise
         else:
-            if available < wallet.available:
+            if check_auto_topup and available < wallet.available:
                 after_debit(after)
             return result
         time.sleep(min(0.25, 0.005 * 2**attempt) * random.random())

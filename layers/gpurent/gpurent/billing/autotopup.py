@@ -17,10 +17,12 @@ inside a launch, a stop, a settlement or the sweep. Firing:
    claim is the durable intent: a timer (and every sweep) resumes an attempt
    whose outcome was not recorded, under the same key;
 3. success → an `auto_topup` credit under `deposit_<pi>` (the webhook for the
-   same payment replays it); decline or authentication required → auto-topup
+   same payment replays it); decline, authentication required or any other
+   refusal (a detached card, a deleted customer: `payment_failed`) → auto-topup
    off (`disabledReason`), a `topup_failed` invoice for the amount, an email
-   with its pay link. Stripe unreachable: the attempt stays pending and its
-   timer tries again a minute later.
+   with its pay link. Only "Stripe unreachable" (network, 5xx, 429, 409
+   idempotency-in-progress: `gateway.StripeUnavailable`) keeps the attempt
+   pending; its timer tries again 30 s later.
 
 After an outcome the wallet is metered again at once, so a stop that waited
 for the attempt (`metering.meter_wallet`) is decided on the new balance.
@@ -42,6 +44,7 @@ from gpurent.telemetry import count, logger
 
 COOLDOWN = wallet.AUTO_TOPUP_COOLDOWN
 RESUME_AFTER = wallet.AUTO_TOPUP_RESUME_AFTER  # an attempt with no recorded outcome by then is resumed
+RETRY_AFTER = 30  # Stripe unreachable: the attempt's timer tries again this much later
 MIN_THRESHOLD, MAX_THRESHOLD = 100, 100_000
 MIN_AMOUNT, MAX_AMOUNT = 1000, 500_000
 
@@ -165,10 +168,17 @@ def fire(user_id: str) -> None:
         _failed(user_id, attempt, amount, "authentication_required" if isinstance(
             exc, gateway.AuthenticationRequired) else "card_declined", exc.message)
         return
-    except gateway.StripeError:
+    except gateway.StripeUnavailable:
         logger.warning("auto-topup could not reach Stripe; its timer retries the attempt",
                        extra={"userId": user_id})
-        timers.arm(user_id, clock.now() + RESUME_AFTER, kind=timers.AUTO_TOPUP)
+        timers.arm(user_id, clock.now() + RETRY_AFTER, kind=timers.AUTO_TOPUP)
+        return
+    except gateway.StripeError as exc:
+        # A refusal that retrying cannot change (an invalid request, a missing card or customer):
+        # the attempt ends here, as a decline does.
+        logger.warning("auto-topup refused by Stripe", extra={"userId": user_id, "code": exc.code,
+                                                              "httpStatus": exc.http_status})
+        _failed(user_id, attempt, amount, "payment_failed", exc.message)
         return
     if payment.status == "succeeded":
         topups.deposit(user_id, payment.payment_intent_id, amount, "auto_topup", payment.charge_id)
@@ -181,7 +191,8 @@ def _failed(user_id: str, attempt: str, amount: int, reason: str, message: str) 
     """Invoice the amount (`topup_failed`), switch auto-topup off, email the pay link — in
     that order, each step idempotent, so a crash between them is finished by the resume."""
     count("AutoTopupsFailed")
-    what = "card declined" if reason == "card_declined" else "authentication required"
+    what = {"card_declined": "card declined", "authentication_required": "authentication required"}.get(
+        reason, "payment refused")
     record = invoices.new_record(user_id, "topup_failed", amount, f"Auto-topup of {dollars(amount)} ({what})")
     invoices.issue(record, f"autotopup_failed:{user_id}:{attempt}")
     mirrored = invoices.mirror_quietly(record)

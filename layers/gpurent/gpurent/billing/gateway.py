@@ -3,8 +3,9 @@
 Everything Stripe-shaped stays here; the billing domain sees small frozen
 dataclasses and a handful of exceptions:
 
-- `StripeUnavailable`: the network failed, Stripe answered 5xx or 429, or the
-  secret key could not be read. Retrying later may succeed.
+- `StripeUnavailable`: the network failed, Stripe answered 5xx, 429 or 409 (another
+  request with the same idempotency key is in progress), or the secret key could
+  not be read. Retrying later may succeed; everything else is a refusal.
 - `CardDeclined(code, decline_code, message, payment_intent_id)`: the card was
   refused; `AuthenticationRequired` (a subclass) when the bank wants the
   cardholder to authenticate (3-D Secure), which an off-session charge cannot do.
@@ -243,7 +244,7 @@ def _translate(exc: Exception) -> Exception:
     if isinstance(exc, stripe.CardError):
         body = exc.json_body
         return _card_error(body if isinstance(body, Mapping) else None, message)
-    if status is None or status >= 500:
+    if status is None or status >= 500 or status in (409, 429):
         return StripeUnavailable(message, code=exc.code, http_status=status)
     return StripeError(message, code=exc.code, http_status=status)
 
