@@ -269,3 +269,33 @@ def test_twenty_debits_racing_past_the_threshold_fire_one_auto_topup(
     auto = api.get("/v1/billing/auto-topup").json()
     assert auto["enabled"] is True and auto["lastAttemptAt"] is not None
     assert check_invariants(uid).total == 5_050
+
+
+# ---------------------------------------------------------------- (d) a hot wallet, through the API
+
+def test_sixteen_concurrent_adjustment_requests_each_land_or_say_retry(
+        races: LocalStripe, alice: tuple[Api, dict[str, Any]]) -> None:
+    """16 admin adjustments of one wallet at once, through the handler (a person's request:
+    bounded retries). Each answers 200 (applied once) or 503 `service_unavailable` with
+    `Retry-After` (applied not at all) — never a 500 — and the wallet holds exactly the 200s."""
+    _, user = alice
+    admin = Api(source_ip="198.51.100.250")
+    sign_in(admin, "admin@gpurent.test")
+    amounts = [100 if i % 2 else 70 for i in range(16)]
+
+    def one(i: int) -> Reply:
+        return admin.post("/v1/admin/adjustments", {"userId": user["id"], "amountCents": amounts[i],
+                                                    "reason": "race"}, headers={"idempotency-key": f"hot-{i}"})
+
+    replies = all_at_once(16, one)
+    assert {r.status for r in replies} <= {200, 503}, [(r.status, r.body) for r in replies]
+    for r in replies:
+        if r.status == 503:
+            assert json.loads(r.body)["error"] == "service_unavailable" and int(r.headers["retry-after"]) >= 1
+    landed = sum(a for a, r in zip(amounts, replies, strict=True) if r.status == 200)
+    assert check_invariants(user["id"]).total == landed
+    # A 503 wrote nothing: the client's retry with the same key applies it once.
+    for i, r in enumerate(replies):
+        if r.status == 503:
+            assert one(i).status == 200
+    assert check_invariants(user["id"]).total == sum(amounts)

@@ -151,3 +151,27 @@ def test_cursors_cannot_be_edited_or_used_by_someone_else(api: Api, user, admin:
 def test_billing_requires_sign_in(aws) -> None:
     envelope(Api().get("/v1/billing/balance"), 401, "unauthorized")
     envelope(Api().get("/v1/billing/ledger"), 401, "unauthorized")
+
+
+def test_a_request_that_keeps_losing_to_other_writers_answers_503_with_retry_after(
+        api: Api, user, admin: Api, monkeypatch) -> None:
+    """Regression (issue 15, item 4): a user request whose money transaction keeps losing to
+    concurrent writers answered 500 internal_error ("please retry" after nothing was done,
+    indistinguishable from a bug). It is 503 `service_unavailable` with `Retry-After`, and
+    nothing was written."""
+    from gpurent.store import money as money_store
+
+    adjust(admin, user["id"], 100)
+    before = snapshot()
+    real = money_store.transact
+
+    def always_conflicts(items, token=None):
+        raise money_store.TransactionConflict()
+
+    monkeypatch.setattr(money_store, "transact", always_conflicts)
+    monkeypatch.setattr("time.sleep", lambda s: None)  # the backoff's pauses, not the subject here
+    r = adjust(admin, user["id"], 250)
+    monkeypatch.setattr(money_store, "transact", real)
+    envelope(r, 503, "service_unavailable")
+    assert int(r.headers["retry-after"]) >= 1
+    assert snapshot() == before

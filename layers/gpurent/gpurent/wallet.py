@@ -10,7 +10,9 @@ all, exactly once per key:
 - a retry of an operation that did commit finds its marker and answers what
   the first attempt answered;
 - a concurrent writer changes the version: the transaction is cancelled and
-  re-planned from a fresh read, a bounded number of times, then fails loudly.
+  re-planned from a fresh read (the wallet DynamoDB returns with the failed
+  condition), a bounded number of times (`gpurent.retry`: a person's request
+  gives up sooner than background work), then fails loudly.
 
 Ledger rows carry `balanceAfterCents` = the wallet *total* after the entry;
 moving money between available and reserved is not a ledger entry.
@@ -25,20 +27,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gpurent import clock, ids, timers
+from gpurent import clock, ids, retry, timers
 from gpurent.errors import ApiError, ConflictRetryExhausted
 from gpurent.store import money as store
 from gpurent.telemetry import logger
 
 LEDGER_TYPES = ("stripe_topup", "auto_topup", "rental_charge", "refund", "adjustment")
 CREDIT_TYPES = ("stripe_topup", "auto_topup", "refund", "adjustment")
-MAX_ATTEMPTS = 16
 
 # Auto-topup as a state of the wallet item (`spec/decisions.md` "Auto-topup"): every debit,
 # every metering sweep and every timer asks the same question, so no transition can be missed.
@@ -300,8 +300,13 @@ def apply(
     `before_write` is a test seam (fault injection between read and write).
     """
     fp = fingerprint(description)
-    for attempt in range(MAX_ATTEMPTS):
-        wallet = Wallet.from_record(user_id, store.get_wallet(user_id))
+    backoff = retry.policy()
+    pause = 0.0
+    fresh: dict[str, Any] | None = None  # the wallet as the writer that beat us left it
+    for attempt in range(backoff.attempts):
+        started = time.monotonic()
+        wallet = Wallet.from_record(user_id, fresh if fresh is not None else store.get_wallet(user_id))
+        fresh = None
         now = clock.now()
         try:
             steps = list(planner(wallet))
@@ -360,12 +365,16 @@ def apply(
                     raise BusinessConditionFailed(i - first_business, exc.items[i]) from None
             if exc.codes[0] != "ConditionalCheckFailed" and "TransactionConflict" not in exc.codes:
                 raise
+            if exc.codes[0] == "ConditionalCheckFailed":
+                fresh = exc.items[0]  # DynamoDB returned the wallet that won: plan on it, no re-read
         else:
             if check_auto_topup and available < wallet.available:
                 after_debit(after)
             return result
-        time.sleep(min(0.25, 0.005 * 2**attempt) * random.random())
-    raise ConflictRetryExhausted(f"wallet {user_id}: {MAX_ATTEMPTS} attempts lost to concurrent writers")
+        if attempt + 1 < backoff.attempts:
+            pause = backoff.next_pause(pause, time.monotonic() - started)
+            time.sleep(pause)
+    raise ConflictRetryExhausted(f"wallet {user_id}: {backoff.attempts} attempts lost to concurrent writers")
 
 
 def after_debit(after: Wallet) -> None:
