@@ -30,7 +30,7 @@ from infra.local import template
 from infra.local.client import Reply, invoke
 from infra.local.stripe_local import Delivery, LocalStripe
 from tests import stripe_fixtures
-from tests.conftest import TEST_ENV, Api, reset_clients, table_env
+from tests.conftest import TEST_ENV, Api, reset_clients, run_timers, table_env
 from tests.integration.conftest import sign_in
 from tests.integration.test_billing import add_card
 from tests.walletkit import check_invariants
@@ -90,6 +90,8 @@ def rows_of(user_id: str, entry_type: str) -> list[dict[str, Any]]:
 
 
 def received_mails(email: str) -> list[dict[str, Any]]:
+    """The "received" emails, once the timer function has done the outbox's effects."""
+    run_timers()
     return [m for m in notify.mailbox() if m["to"] == email and "received" in m["subject"]]
 
 

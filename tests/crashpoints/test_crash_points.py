@@ -385,6 +385,12 @@ def check_world(ctx: Ctx) -> list[str]:
         invoiced = sum(int(i["amountCents"]) for i in invs if i["reason"] == "overage" and i["status"] in
                        ("open", "paid"))
         expect(overage == invoiced, f"{uid}: overage {overage} != overage invoices {invoiced}")
+    # side effects owed after money moved (emails, Stripe mirrors): every one was done
+    from gpurent.store import outbox as outbox_store
+
+    for uid in ctx.users:
+        left = [(i["kind"], i.get("attempts")) for i in outbox_store.for_user(uid)]
+        expect(not left, f"{uid}: side effects never done: {left}")
     return problems
 
 
@@ -754,6 +760,62 @@ def invoice_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
     return out + credited(st["uid"], AUTO_AMOUNT)
 
 
+# -- the outbox: side effects owed after money moved, done by the timer function
+
+def outbox_setup(ctx: Ctx) -> dict[str, Any]:
+    """An empty wallet stopped by the sweep: its settlement owes the overage invoice's Stripe copy,
+    the stop owes the courtesy email; both wait in the outbox for the timer function."""
+    st = empty_setup(ctx)
+    scheduled("MeteringSweepFunction")
+    from gpurent.store import outbox as outbox_store
+
+    st["owed"] = sorted(i["kind"] for i in outbox_store.for_user(st["uid"]))
+    assert st["owed"] == ["exhausted_email", "invoice_mirror"], st["owed"]
+    return st
+
+
+def outbox_act(ctx: Ctx, st: dict[str, Any]) -> Any:
+    deliver_due_timers(st)  # the stop's follow-up, the metering timer and the outbox timer
+
+
+def outbox_recover(ctx: Ctx, st: dict[str, Any]) -> None:
+    redeliver(st)
+    ctx.schedule()  # the sweep re-arms the timer of an overdue outbox
+
+
+def outbox_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
+    out = empty_check(ctx, st)
+    r = rental_store.get(st["uid"], st["rid"])
+    assert r is not None
+    inv = invoice_store.get(st["uid"], str(r.get("overageInvoiceId")))
+    if inv is None or not inv.get("stripeInvoiceId"):
+        out.append(f"the overage invoice was never mirrored to Stripe: {inv and inv.get('stripeInvoiceId')}")
+    return out  # the email: `check_world` finds the outbox empty (an effect is deleted once done)
+
+
+def adjust_setup(ctx: Ctx) -> dict[str, Any]:
+    admin, _ = ctx.sign_in("admin@gpurent.test")
+    _, uid = ctx.sign_in("alice@example.com")
+    return {"admin": admin, "uid": uid, "key": f"adj-{uuid.uuid4().hex[:8]}"}
+
+
+def adjust_act(ctx: Ctx, st: dict[str, Any]) -> Any:
+    return st["admin"].post("/v1/admin/adjustments", {"userId": st["uid"], "amountCents": 2500, "reason": "goodwill"},
+                            headers={"Idempotency-Key": st["key"]})
+
+
+def adjust_recover(ctx: Ctx, st: dict[str, Any]) -> None:
+    st["reply"] = _retry(lambda: adjust_act(ctx, st))
+    ctx.schedule()
+
+
+def adjust_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
+    out = [] if st["reply"].status == 200 else [f"the retried adjustment answered {st['reply'].status}"]
+    if wallet.get(st["uid"]).total != 2500:
+        out.append(f"adjusted {wallet.get(st['uid']).total}, want 2500 once")
+    return out
+
+
 PATHS = [
     Path("launch (failover)", launch_setup, launch_act, launch_recover,
          lambda ctx, st: launch_check(ctx, st, "running")),
@@ -770,6 +832,8 @@ PATHS = [
     Path("auto-topup (decline)", lambda ctx: auto_setup(ctx, DECLINES_WHEN_CHARGED), auto_act, auto_recover,
          auto_decline_check),
     Path("invoice.paid webhook", invoice_setup, webhook_act, webhook_recover, invoice_check),
+    Path("outbox drain (timer)", outbox_setup, outbox_act, outbox_recover, outbox_check),
+    Path("admin adjustment", adjust_setup, adjust_act, adjust_recover, adjust_check),
 ]
 BY_NAME = {p.name: p for p in PATHS}
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.conftest import Api, sent_mail
+from tests.conftest import Api, run_timers, sent_mail
 from tests.integration.helpers import envelope, snapshot
 
 ADMIN = "admin@gpurent.test"
@@ -44,6 +44,7 @@ def test_admin_adjustments_fund_a_wallet_and_are_ledgered(api: Api, user, admin:
     entry = body["entry"]
     assert entry["type"] == "adjustment" and entry["amountCents"] == 5000 and entry["balanceAfterCents"] == 5000
     assert entry["id"].startswith("led_") and entry["description"] == "welcome credit"
+    run_timers()  # the email is an outbox effect, sent by the timer function
     assert sent_mail()[-1].destinations["ToAddresses"] == ["alice@example.com"]
     clock.advance(5)
     r = admin.post("/v1/admin/adjustments", {"email": "ALICE@example.com", "amountCents": -1200, "reason": "fix"})
@@ -63,6 +64,7 @@ def test_adjustment_replay_with_the_same_key_applies_once(api: Api, user, admin:
     assert first.status == again.status == 200
     assert first.json() == again.json()
     assert api.get("/v1/billing/balance").json()["totalCents"] == 700
+    run_timers()
     mails = [m for m in sent_mail() if m.destinations["ToAddresses"] == ["alice@example.com"]
              and "adjustment" in m.subject]
     assert len(mails) == 1
@@ -175,3 +177,28 @@ def test_a_request_that_keeps_losing_to_other_writers_answers_503_with_retry_aft
     envelope(r, 503, "service_unavailable")
     assert int(r.headers["retry-after"]) >= 1
     assert snapshot() == before
+
+
+def test_a_failing_email_after_an_adjustment_does_not_fail_the_request(
+        api: Api, user, admin: Api, monkeypatch, clock) -> None:
+    """Regression (issue 15, item 5): the adjustment's email failed after the money moved and the
+    admin was told "please retry" (a retry without a key adjusts twice). The email is an outbox
+    effect of the adjustment's transaction, sent by the timer function."""
+    from gpurent import notify
+
+    real_send = notify.send
+
+    def ses_down(to: str, subject: str, body: str) -> None:
+        raise RuntimeError("SES is down")
+
+    monkeypatch.setattr(notify, "send", ses_down)
+    r = adjust(admin, user["id"], 900, "goodwill")
+    assert r.status == 200, r.body
+    assert api.get("/v1/billing/balance").json()["totalCents"] == 900
+    run_timers()
+    monkeypatch.setattr(notify, "send", real_send)
+    clock.advance(120)
+    run_timers()
+    mails = [m for m in sent_mail() if m.destinations["ToAddresses"] == ["alice@example.com"]
+             and "adjustment" in m.subject]
+    assert len(mails) == 1 and "goodwill" in mails[0].body

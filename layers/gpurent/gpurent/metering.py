@@ -41,9 +41,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpurent import clock, notify, rentals, timers, wallet
-from gpurent.money import charge_for_seconds, dollars, whole_seconds
-from gpurent.store import identity
+from gpurent import clock, outbox, rentals, timers, wallet
+from gpurent.money import charge_for_seconds, whole_seconds
 from gpurent.store import rentals as store
 from gpurent.telemetry import count, logger
 
@@ -299,19 +298,19 @@ def on_timer(user_id: str) -> dict[str, int]:
 
 
 def stop_all(user_id: str) -> None:
-    """The wallet ran dry: stop every running rental of the user (server-initiated), then a courtesy email."""
-    stopped = []
-    for r in store.live_for_user(user_id, "running"):
+    """The wallet ran dry: stop every running rental of the user (server-initiated). The courtesy
+    email is owed first (an outbox effect, sent by the timer function with the list of what was
+    stopped), so a crash between the stops cannot lose it."""
+    running = store.live_for_user(user_id, "running")
+    if not running:
+        return
+    outbox.add(user_id, "exhausted_email", {"since": clock.now()})
+    stopped = 0
+    for r in running:
         try:
-            stopped.append(rentals.stop(user_id, str(r["id"]), reason="insufficient_balance"))
+            rentals.stop(user_id, str(r["id"]), reason="insufficient_balance")
+            stopped += 1
         except Exception:
             logger.exception("empty-wallet stop failed; the next sweep retries", extra={"rentalId": r["id"]})
     if stopped:
         count("WalletsExhausted")
-        user = identity.get_user(user_id)
-        if user is not None:
-            lines = "\n".join(f"- {s['id']}: charged {dollars(s['finalChargedCents'])}" for s in stopped)
-            notify.send(user["email"], "Your gpurent pods were stopped: the wallet is empty",
-                        f"Your wallet ran out of money, so we stopped your running pods:\n{lines}\n\n"
-                        "Any usage beyond your balance is on an overage invoice (see Billing → Invoices).\n"
-                        "Top up to launch again.")

@@ -467,12 +467,15 @@ def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status
         items = [store.update_item(user_id, rental_id, sets, ("running",), int(r["version"]))]
         return items + (invoices.open_items(invoice) if invoice else [])
 
+    def effects(w: wallet.Wallet, steps: Any) -> list[wallet.Effect]:
+        # The overage invoice's Stripe copy is made by the timer function, never inside a stop.
+        return [("invoice_mirror", {"invoiceId": invoice["id"]})] if invoice else []
+
     result = wallet.apply(user_id, f"settle:{rental_id}",
-                          {"op": "settle", "rental": rental_id, "seconds": seconds}, planner, extras)
+                          {"op": "settle", "rental": rental_id, "seconds": seconds}, planner, extras,
+                          effects=effects)
     if result.replayed:
         raise Settled()
-    if invoice:
-        invoices.mirror_quietly(invoice)  # the Stripe pay page; pay-url retries if Stripe is down
     found = store.get(user_id, rental_id)
     assert found is not None
     return found

@@ -35,6 +35,7 @@ from typing import Any
 from gpurent import clock, ids, retry, timers
 from gpurent.errors import ApiError, ConflictRetryExhausted
 from gpurent.store import money as store
+from gpurent.store import outbox as outbox_store
 from gpurent.telemetry import logger
 
 LEDGER_TYPES = ("stripe_topup", "auto_topup", "rental_charge", "refund", "adjustment")
@@ -264,6 +265,13 @@ class Result:
 
 Planner = Callable[[Wallet], Sequence[Step]]
 Extras = Callable[[Wallet, Sequence[Step]], list[store.TransactItem]]
+Effect = tuple[str, dict[str, Any]]  # (kind, payload): see `gpurent.outbox`
+Effects = Callable[[Wallet, Sequence[Step]], list[Effect]]
+
+
+def total_after(w: Wallet, steps: Sequence[Step]) -> int:
+    """The wallet total once `steps` are applied to `w`."""
+    return w.total + sum(s.available_delta + s.reserved_delta for s in steps)
 
 
 def fingerprint(description: dict[str, Any]) -> str:
@@ -286,6 +294,7 @@ def apply(
     before_write: Callable[[], None] | None = None,
     marker_ttl: int | None = None,
     check_auto_topup: bool = True,
+    effects: Effects | None = None,
 ) -> Result:
     """Plan against a fresh read and write it as one transaction, exactly once per `op_key`.
 
@@ -297,6 +306,10 @@ def apply(
     with a different description is refused (IdempotencyMismatch).
     `check_auto_topup=False`: the caller asks the auto-topup question itself (the
     metering pass asks it once per wallet, whether or not available moved).
+    `effects`: side effects the operation owes (emails, Stripe mirrors), written as
+    outbox items in the same transaction and done by the timer function
+    (`gpurent.outbox`): they exist exactly when the money moved, and nothing after the
+    commit can fail the operation.
     `before_write` is a test seam (fault injection between read and write).
     """
     fp = fingerprint(description)
@@ -347,9 +360,11 @@ def apply(
         if marker_ttl is not None:
             marker["ttl"] = int(now) + marker_ttl
         business = list(extras(wallet, steps)) if extras else []
+        owed = list(effects(wallet, steps)) if effects else []
         items = [store.wallet_update(user_id, state, wallet.version), store.op_put(op_key, marker)]
         items += [store.ledger_put(user_id, r) for r in rows]
         items += business
+        items += [outbox_store.put_item(user_id, kind, payload, now, seq) for seq, (kind, payload) in enumerate(owed)]
         if before_write is not None:
             before_write()
         try:
@@ -368,6 +383,8 @@ def apply(
             if exc.codes[0] == "ConditionalCheckFailed":
                 fresh = exc.items[0]  # DynamoDB returned the wallet that won: plan on it, no re-read
         else:
+            if owed:
+                _kick_outbox(user_id)
             if check_auto_topup and available < wallet.available:
                 after_debit(after)
             return result
@@ -375,6 +392,15 @@ def apply(
             pause = backoff.next_pause(pause, time.monotonic() - started)
             time.sleep(pause)
     raise ConflictRetryExhausted(f"wallet {user_id}: {backoff.attempts} attempts lost to concurrent writers")
+
+
+def _kick_outbox(user_id: str) -> None:
+    """Have the timer function do the effects this operation owes, now (never raises: the
+    sweep re-arms overdue outboxes)."""
+    try:
+        timers.arm(user_id, clock.now(), kind=timers.OUTBOX)
+    except Exception:
+        logger.exception("arming the outbox timer failed; the sweep re-arms it", extra={"userId": user_id})
 
 
 def after_debit(after: Wallet) -> None:
@@ -448,24 +474,27 @@ def get(user_id: str) -> Wallet:
 # ---------------------------------------------------------------- the operations
 
 def credit(user_id: str, amount: int, entry_type: str, op_key: str, refs: dict[str, Any] | None = None,
-           extras: Extras | None = None) -> Result:
+           extras: Extras | None = None, effects: Effects | None = None) -> Result:
     desc = {"op": "credit", "amount": amount, "type": entry_type, "refs": refs or {}}
-    return apply(user_id, op_key, desc, lambda w: [plan_credit(w, amount, entry_type, refs)], extras)
+    return apply(user_id, op_key, desc, lambda w: [plan_credit(w, amount, entry_type, refs)], extras,
+                 effects=effects)
 
 
 def debit(user_id: str, amount: int, op_key: str, refs: dict[str, Any] | None = None,
-          extras: Extras | None = None) -> Result:
+          extras: Extras | None = None, effects: Effects | None = None) -> Result:
     desc = {"op": "debit", "amount": amount, "refs": refs or {}}
-    return apply(user_id, op_key, desc, lambda w: [plan_debit(w, amount, "adjustment", refs)], extras)
+    return apply(user_id, op_key, desc, lambda w: [plan_debit(w, amount, "adjustment", refs)], extras,
+                 effects=effects)
 
 
-def adjust(user_id: str, amount: int, op_key: str, refs: dict[str, Any], extras: Extras | None = None) -> Result:
+def adjust(user_id: str, amount: int, op_key: str, refs: dict[str, Any], extras: Extras | None = None,
+           effects: Effects | None = None) -> Result:
     """An admin adjustment: positive credits, negative debits (never below zero)."""
     if amount == 0:
         raise ValueError("an adjustment is not zero")
     if amount > 0:
-        return credit(user_id, amount, "adjustment", op_key, refs, extras)
-    return debit(user_id, -amount, op_key, refs, extras)
+        return credit(user_id, amount, "adjustment", op_key, refs, extras, effects)
+    return debit(user_id, -amount, op_key, refs, extras, effects)
 
 
 def reserve(user_id: str, amount: int, op_key: str, extras: Extras | None = None) -> Result:

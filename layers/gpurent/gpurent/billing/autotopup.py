@@ -34,12 +34,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from gpurent import clock, notify, timers, wallet
+from gpurent import clock, timers, wallet
 from gpurent.billing import cards, gateway, invoices, topups
 from gpurent.errors import ApiError
 from gpurent.money import dollars
 from gpurent.store import billing as store
-from gpurent.store import identity
 from gpurent.telemetry import count, logger
 
 COOLDOWN = wallet.AUTO_TOPUP_COOLDOWN
@@ -159,10 +158,10 @@ def fire(user_id: str) -> None:
     amount = int(item["autoTopupAttemptAmountCents"])
     count("AutoTopupsFired")
     try:
-        payment = gateway.charge_saved_card(
+        payment = topups.charge_once(
             customer_id=str(item["stripeCustomerId"]), payment_method_id=str(item["autoTopupAttemptPmId"]),
             amount_cents=amount, metadata={"user_id": user_id, "kind": "auto_topup", "attempt": attempt},
-            idempotency_key=f"autotopup:{user_id}:{attempt}",
+            idempotency_key=f"autotopup:{user_id}:{attempt}", first_tried_at=float(item["autoTopupAttemptAt"]),
         )
     except gateway.CardDeclined as exc:
         _failed(user_id, attempt, amount, "authentication_required" if isinstance(
@@ -188,25 +187,23 @@ def fire(user_id: str) -> None:
 
 
 def _failed(user_id: str, attempt: str, amount: int, reason: str, message: str) -> None:
-    """Invoice the amount (`topup_failed`), switch auto-topup off, email the pay link — in
-    that order, each step idempotent, so a crash between them is finished by the resume."""
+    """Invoice the amount (`topup_failed`; its Stripe copy and the email with its pay link are
+    outbox effects of the same transaction), then switch auto-topup off — in that order, each
+    step idempotent, so a crash between them is finished by the resume."""
     count("AutoTopupsFailed")
     what = {"card_declined": "card declined", "authentication_required": "authentication required"}.get(
         reason, "payment refused")
     record = invoices.new_record(user_id, "topup_failed", amount, f"Auto-topup of {dollars(amount)} ({what})")
-    invoices.issue(record, f"autotopup_failed:{user_id}:{attempt}")
-    mirrored = invoices.mirror_quietly(record)
-    link = mirrored.get("hostedInvoiceUrl") if mirrored else None
+    email = ("invoice_email", {
+        "invoiceId": record["id"], "subject": "Your gpurent auto-topup failed",
+        "body": f"We could not charge your card {dollars(amount)} ({what}: {message}).\n"
+                "Auto-topup is now off; switch it back on once the card is fixed.\n\n",
+        "linkLine": "Pay the amount here (no sign-in needed): {link}\n",
+        "noLinkLine": "The invoice is under Billing → Invoices.\n"})
+    invoices.issue(record, f"autotopup_failed:{user_id}:{attempt}", effects=[email])
     item = store.wallet_item(user_id)
     auto = dict(item.get("autoTopup") or {})
     auto.update({"enabled": False, "disabledReason": reason, "disabledAt": clock.now()})
     store.update_settings(user_id, {"autoTopup": auto, "autoTopupAttemptDone": attempt},
                           remove=("autoTopupThresholdCents",))
     timers.arm(user_id, clock.now())  # meter the wallet again now: a stop may have waited for this
-    user = identity.get_user(user_id)
-    if user is not None:
-        notify.send(str(user["email"]), "Your gpurent auto-topup failed",
-                    f"We could not charge your card {dollars(amount)} ({what}: {message}).\n"
-                    "Auto-topup is now off; switch it back on once the card is fixed.\n\n"
-                    + (f"Pay the amount here (no sign-in needed): {link}\n" if link else
-                       "The invoice is under Billing → Invoices.\n"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpurent.config import settings
-from gpurent.store.dynamo import ClientError, client, from_item, is_conditional_failure, key, to_values
+from gpurent.store.dynamo import ClientError, client, from_item, is_conditional_failure, key, to_item, to_values
 from gpurent.store.money import TransactItem, money_put, money_update
 
 EVENT_TTL = 90 * 86400  # Stripe retries for 3 days; keep markers well beyond
@@ -84,3 +84,58 @@ def event_marker(event_id: str, event_type: str, now: float) -> TransactItem:
 def event_processed(event_id: str) -> bool:
     r = client().get_item(TableName=_table(), Key=key(f"STRIPE_EVENT#{event_id}", "EVENT"), ConsistentRead=True)
     return "Item" in r
+
+
+# ---------------------------------------------------------------- saved-card top-up intents
+# pk `USER#<user>`, sk `TOPUP#<slot>`: the durable intent of a saved-card charge, written
+# before Stripe is called; its id names the PaymentIntent's Stripe idempotency key. The slot
+# is `key:<sha256 of the Idempotency-Key>` when the request carries one, else `open` (the
+# user's one unkeyed intent: a retry without a key resumes it while it is unfinished).
+
+INTENT_TTL = 30 * 86400
+
+
+def intent_sk(slot: str) -> str:
+    return f"TOPUP#{slot}"
+
+
+def get_intent(user_id: str, slot: str) -> dict[str, Any] | None:
+    r = client().get_item(TableName=_table(), Key=key(f"USER#{user_id}", intent_sk(slot)), ConsistentRead=True)
+    return from_item(r.get("Item"))
+
+
+def put_intent(user_id: str, slot: str, record: dict[str, Any], replaces: str | None) -> bool:
+    """Write a new pending intent in the slot: when the slot is empty, or (`replaces`) still
+    holds that finished intent. False when another request took the slot first."""
+    item = {"pk": f"USER#{user_id}", "sk": intent_sk(slot), **record, "ttl": int(record["createdAt"]) + INTENT_TTL}
+    args: dict[str, Any] = {"TableName": _table(), "Item": to_item(item)}
+    if replaces is None:
+        args["ConditionExpression"] = "attribute_not_exists(pk)"
+    else:
+        args["ConditionExpression"] = "intentId = :old AND #status <> :pending"
+        args["ExpressionAttributeNames"] = {"#status": "status"}
+        args["ExpressionAttributeValues"] = to_values({":old": replaces, ":pending": "pending"})
+    try:
+        client().put_item(**args)
+    except ClientError as exc:
+        if is_conditional_failure(exc):
+            return False
+        raise
+    return True
+
+
+def intent_outcome(user_id: str, slot: str, intent_id: str, sets: dict[str, Any]) -> TransactItem:
+    """Record the outcome of that intent (status, answer), as an item of a transaction."""
+    names = {f"#f{i}": k for i, k in enumerate(sets)}
+    values = {f":v{i}": v for i, v in enumerate(sets.values())} | {":id": intent_id}
+    expr = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(sets)))
+    return money_update(f"USER#{user_id}", intent_sk(slot), expr, "intentId = :id", names, values)
+
+
+def set_intent_outcome(user_id: str, slot: str, intent_id: str, sets: dict[str, Any]) -> None:
+    update = intent_outcome(user_id, slot, intent_id, sets)["Update"]
+    try:
+        client().update_item(**update)
+    except ClientError as exc:
+        if not is_conditional_failure(exc):
+            raise
