@@ -34,7 +34,8 @@ ListingId = Annotated[str, Field(pattern="^lst_[0-9A-Za-z]+$")]
 
 RentalStatus = Literal["provisioning", "running", "stopping", "stopped", "failed"]
 StopReason = Literal["user", "insufficient_balance", "auto_stop", "max_total", "provider_failure"]
-LedgerType = Literal["stripe_topup", "auto_topup", "rental_charge", "refund", "adjustment"]
+LedgerType = Literal["stripe_topup", "auto_topup", "rental_charge", "refund", "adjustment", "topup_refund", "dispute",
+                     "dispute_won"]
 InvoiceStatus = Literal["draft", "open", "paid", "void", "uncollectible"]
 InvoiceReason = Literal["topup_failed", "overage", "manual"]
 GpuCount = Literal[1, 2, 4, 8]

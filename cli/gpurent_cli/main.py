@@ -710,7 +710,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("balance", cmd_balance, "the wallet: available, reserved, total")
     p = command("ledger", cmd_ledger, "every wallet movement, newest first (all pages)")
-    p.add_argument("--type", choices=("stripe_topup", "auto_topup", "rental_charge", "refund", "adjustment"))
+    p.add_argument("--type", choices=("stripe_topup", "auto_topup", "rental_charge", "refund", "adjustment",
+                                      "topup_refund", "dispute", "dispute_won"))
     p.add_argument("--csv", action="store_true", help="CSV for accounting (amounts in dollars and cents)")
     p.add_argument("--limit", type=positive_int, help="at most this many entries")
     p = command("topup", cmd_topup, "add credit: charges the saved card, else prints a Stripe Checkout URL")

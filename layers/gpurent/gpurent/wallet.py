@@ -38,8 +38,10 @@ from gpurent.store import money as store
 from gpurent.store import outbox as outbox_store
 from gpurent.telemetry import logger
 
-LEDGER_TYPES = ("stripe_topup", "auto_topup", "rental_charge", "refund", "adjustment")
-CREDIT_TYPES = ("stripe_topup", "auto_topup", "refund", "adjustment")
+LEDGER_TYPES = ("stripe_topup", "auto_topup", "rental_charge", "refund", "adjustment",
+                # extensions: a top-up refunded or disputed at Stripe, and a dispute won (`billing.reversals`)
+                "topup_refund", "dispute", "dispute_won")
+CREDIT_TYPES = ("stripe_topup", "auto_topup", "refund", "adjustment", "dispute_won")
 
 # Auto-topup as a state of the wallet item (`spec/decisions.md` "Auto-topup"): every debit,
 # every metering sweep and every timer asks the same question, so no transition can be missed.

@@ -432,6 +432,12 @@ def get_payment_intent(pi_id: str) -> PaymentIntent:
     )
 
 
+def payment_intent_of_charge(charge_id: str) -> str | None:
+    """The PaymentIntent a charge belongs to (None for a charge made without one)."""
+    ch = _as_dict(_call(lambda: _client().v1.charges.retrieve(charge_id)))
+    return _id_of(ch.get("payment_intent"))
+
+
 # -------------------------------------------------------------------- cards
 
 

@@ -68,6 +68,19 @@ def settings_item(user_id: str, sets: dict[str, Any], remove: tuple[str, ...] = 
     return money_update(f"USER#{user_id}", "WALLET", expr, None, names, values)
 
 
+def card_item(user_id: str, sets: dict[str, Any], source_created: int) -> TransactItem:
+    """Record a card (with `sets`) unless a card from a newer source (SetupIntent or Checkout
+    Session, by Stripe's `created`) is already recorded: events may arrive out of order."""
+    expr, names, values = _parts(user_id, {**sets, "cardSourceCreated": source_created}, ())
+    values[":created"] = source_created
+    return money_update(f"USER#{user_id}", "WALLET", expr,
+                        "attribute_not_exists(cardSourceCreated) OR cardSourceCreated <= :created", names, values)
+
+
+def newer_card_recorded(item: dict[str, Any], source_created: int) -> bool:
+    return item.get("cardSourceCreated") is not None and int(item["cardSourceCreated"]) > source_created
+
+
 def set_customer_once(user_id: str, customer_id: str) -> str:
     """Record the user's Stripe customer unless one is recorded; the recorded one wins."""
     if update_settings(user_id, {"stripeCustomerId": customer_id},
@@ -134,6 +147,66 @@ def intent_outcome(user_id: str, slot: str, intent_id: str, sets: dict[str, Any]
 
 def set_intent_outcome(user_id: str, slot: str, intent_id: str, sets: dict[str, Any]) -> None:
     update = intent_outcome(user_id, slot, intent_id, sets)["Update"]
+    try:
+        client().update_item(**update)
+    except ClientError as exc:
+        if not is_conditional_failure(exc):
+            raise
+
+
+# ---------------------------------------------------------------- refunds and disputes of top-ups
+# `REVERSAL#<charge>` / `CHARGE`: how much of a top-up's charge was reversed for refunds so far;
+# `DISPUTE#<dp>` / `DISPUTE`: a dispute's user, charge, status, what it took from the wallet and
+# the invoice for the rest. Both change only together with the money (or under a condition).
+
+
+def get_reversal(charge_id: str) -> dict[str, Any] | None:
+    r = client().get_item(TableName=_table(), Key=key(f"REVERSAL#{charge_id}", "CHARGE"), ConsistentRead=True)
+    return from_item(r.get("Item"))
+
+
+def reversal_item(charge_id: str, user_id: str, done: int, target: int) -> TransactItem:
+    """`reversedCents` done → target, as an item of the reversal's transaction."""
+    put = money_put({"pk": f"REVERSAL#{charge_id}", "sk": "CHARGE", "userId": user_id, "reversedCents": target},
+                    condition="attribute_not_exists(pk) OR reversedCents = :done")
+    put["Put"]["ExpressionAttributeValues"] = to_values({":done": done})
+    return put
+
+
+def get_dispute(dispute_id: str) -> dict[str, Any] | None:
+    r = client().get_item(TableName=_table(), Key=key(f"DISPUTE#{dispute_id}", "DISPUTE"), ConsistentRead=True)
+    return from_item(r.get("Item"))
+
+
+def _dispute(dispute_id: str, user_id: str, charge_id: str, status: str, debited: int,
+             invoice_id: str | None) -> dict[str, Any]:
+    return {"pk": f"DISPUTE#{dispute_id}", "sk": "DISPUTE", "userId": user_id, "chargeId": charge_id,
+            "status": status, "debitedCents": debited, "invoiceId": invoice_id}
+
+
+def new_dispute_item(dispute_id: str, user_id: str, charge_id: str, status: str, debited: int,
+                     invoice_id: str | None) -> TransactItem:
+    return money_put(_dispute(dispute_id, user_id, charge_id, status, debited, invoice_id))
+
+
+def put_dispute(dispute_id: str, user_id: str, charge_id: str, status: str) -> None:
+    """A dispute closed before we saw it open (nothing was reversed); kept so a late `created` is ignored."""
+    item = new_dispute_item(dispute_id, user_id, charge_id, status, 0, None)["Put"]
+    try:
+        client().put_item(TableName=item["TableName"], Item=item["Item"],
+                          ConditionExpression=item["ConditionExpression"])
+    except ClientError as exc:
+        if not is_conditional_failure(exc):
+            raise
+
+
+def dispute_status_item(dispute_id: str, expected: str, status: str) -> TransactItem:
+    return money_update(f"DISPUTE#{dispute_id}", "DISPUTE", "SET #status = :to", "#status = :from",
+                        {"#status": "status"}, {":to": status, ":from": expected})
+
+
+def set_dispute_status(dispute_id: str, expected: str, status: str) -> None:
+    update = dispute_status_item(dispute_id, expected, status)["Update"]
     try:
         client().update_item(**update)
     except ClientError as exc:
