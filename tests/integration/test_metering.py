@@ -398,3 +398,29 @@ def test_an_attempt_stuck_past_its_window_no_longer_holds_the_stop(
     assert ran_out < float(got["stoppedAt"]) <= claimed + wallet.AUTO_TOPUP_WINDOW + 2, (got["stoppedAt"], ran_out)
     assert _auto_topups(api) == []
     check_invariants(user["id"])
+
+
+# ---------------------------------------------------------------- never backwards (issue 15, item 9)
+
+def test_a_sweep_that_loses_to_a_later_timer_never_moves_the_meter_backwards(api: Api, user, world, clock) -> None:
+    """Regression: the sweep took `now` once; when its write lost to a timer that had metered the
+    wallet later, it re-read the rental and charged it again at its own, earlier `now`, writing
+    `billedSeconds` / `meteredUntil` backwards (invariant 5 false until the next tick)."""
+    from gpurent.store import rentals as rental_store
+
+    fund(user["id"], 100_000, clock)
+    r = launch_running(api, clock)
+    clock.advance(100)
+    swept_at = clock.now()
+    stale = rental_store.get(user["id"], r["id"])  # what the sweep read at its start
+    clock.advance(30)
+    metering.on_timer(user["id"])  # a timer meters the wallet meanwhile, 30 s later
+    after_timer = rental_store.get(user["id"], r["id"])
+    assert after_timer is not None and float(after_timer["meteredUntil"]) == clock.now()
+    metering.meter_wallet(user["id"], [stale], swept_at)  # the sweep goes on with what it read
+    got = rental_store.get(user["id"], r["id"])
+    assert got is not None
+    assert float(got["meteredUntil"]) >= float(after_timer["meteredUntil"])
+    assert int(got["billedSeconds"]) >= int(after_timer["billedSeconds"])
+    assert rentals.metered_cents(got) == charge_for_seconds(int(got["billedSeconds"]), int(got["pricePerHourCents"]))
+    check_invariants(user["id"])

@@ -44,6 +44,7 @@ from typing import Any
 from gpurent import clock, outbox, rentals, timers, wallet
 from gpurent.money import charge_for_seconds, whole_seconds
 from gpurent.store import rentals as store
+from gpurent.store.dynamo import to_values
 from gpurent.telemetry import count, logger
 
 CHUNK = 45  # rentals per transaction: 2 items each (row update + ledger row) + wallet + marker
@@ -144,14 +145,18 @@ def charge_wallet(user_id: str, batch: list[dict[str, Any]], now: float) -> tupl
         for r, step in zip(batch, steps, strict=True):
             split = step.info["split"]
             seconds, _ = _delta(r, now)
+            # Never backwards: a pass that is behind another (it read before a later one wrote)
+            # keeps what is stored; its charge for those seconds is 0 (`_delta`).
+            until = max(now, float(r.get("meteredUntil") or now))
             sets = {
                 "chargedCents": int(r.get("chargedCents", 0)) + split.charged,
                 "reserveCents": split.reserve_after,
-                "billedSeconds": seconds,
-                "meteredUntil": now,
+                "billedSeconds": max(seconds, int(r.get("billedSeconds", 0))),
+                "meteredUntil": until,
                 "overageCents": int(r.get("overageCents", 0)) + split.overage,
             }
-            items.append(store.update_item(r["userId"], r["id"], sets, ("running",), int(r["version"])))
+            items.append(_monotonic(store.update_item(r["userId"], r["id"], sets, ("running",), int(r["version"])),
+                                    until))
             after.append({**r, **sets, "version": int(r["version"]) + 1})
         return items
 
@@ -159,6 +164,16 @@ def charge_wallet(user_id: str, batch: list[dict[str, Any]], now: float) -> tupl
                           lambda w: plan_charges(w, batch, now), extras, marker_ttl=METER_MARKER_TTL,
                           check_auto_topup=False)
     return result, after
+
+
+def _monotonic(item: dict[str, Any], until: float) -> dict[str, Any]:
+    """Guard a rental's metering write in its condition too: the stored `meteredUntil` is not
+    past the one written (belt and braces: the version condition already makes the write
+    apply only to the rental as read)."""
+    update = item["Update"]
+    update["ConditionExpression"] += " AND (attribute_not_exists(meteredUntil) OR meteredUntil <= :meteredUntilNew)"
+    update["ExpressionAttributeValues"].update(to_values({":meteredUntilNew": until}))
+    return item
 
 
 def _charge_all(user_id: str, running: list[dict[str, Any]], now: float) -> Charged:
@@ -173,6 +188,9 @@ def _charge_all(user_id: str, running: list[dict[str, Any]], now: float) -> Char
             fresh = [x for x in (store.get(user_id, r["id"]) for r in batch) if x and x["status"] == "running"]
             if not fresh:
                 continue
+            # Whoever moved it on may have metered it later than this pass's `now`: charge up to
+            # the later of the two, never back to ours.
+            now = max([now, *(float(x.get("meteredUntil") or now) for x in fresh)])
             try:
                 result, after = charge_wallet(user_id, fresh, now)
             except wallet.BusinessConditionFailed:
