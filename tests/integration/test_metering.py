@@ -424,3 +424,27 @@ def test_a_sweep_that_loses_to_a_later_timer_never_moves_the_meter_backwards(api
     assert int(got["billedSeconds"]) >= int(after_timer["billedSeconds"])
     assert rentals.metered_cents(got) == charge_for_seconds(int(got["billedSeconds"]), int(got["pricePerHourCents"]))
     check_invariants(user["id"])
+
+
+# ---------------------------------------------------------------- whole seconds (issue 15, item 10)
+
+@pytest.mark.parametrize(("ran", "billed", "refunded"), [(59.5, 59, True), (59.99, 59, True), (60.0, 60, False),
+                                                         (61.7, 61, False)])
+def test_billed_seconds_are_the_floor_and_the_refund_compares_the_raw_duration(
+        api: Api, user, world, clock, ran: float, billed: int, refunded: bool) -> None:
+    """Regression: a pod that ran 59.5 s was billed 60 s (seconds were rounded half up) and not
+    refunded. Billed seconds are the whole seconds run (floor), and the under-a-minute refund
+    compares the raw running time."""
+    from gpurent.store import rentals as rental_store
+
+    fund(user["id"], 100_000, clock)
+    r = launch_running(api, clock)
+    clock.advance(ran)
+    stop = api.post(f"/v1/rentals/{r['id']}/stop")
+    assert stop.status == 200, stop.body
+    got = rental_store.get(user["id"], r["id"])
+    assert got is not None and int(got["billedSeconds"]) == billed
+    charged = charge_for_seconds(billed, int(got["pricePerHourCents"]))
+    assert stop.json()["finalChargedCents"] == charged
+    assert stop.json()["refundedCents"] == (charged if refunded else 0)
+    check_invariants(user["id"])

@@ -401,8 +401,10 @@ class Settlement:
     overage: int  # owed beyond the money: the overage invoice
 
 
-def plan_settlement(r: dict[str, Any], seconds: int, split: wallet.ChargeSplit) -> Settlement:
-    """The rental's final numbers, given the last charge's split.
+def plan_settlement(r: dict[str, Any], seconds: int, split: wallet.ChargeSplit, ran: float | None = None
+                    ) -> Settlement:
+    """The rental's final numbers, given the last charge's split; `ran` is the raw running time
+    (seconds, unrounded) that the under-a-minute refund compares (default: `seconds`).
 
     - a pod that ran under a minute gets everything it paid back, and its overage is forgiven;
     - otherwise what was metered beyond the billed end (a provider crash billed up to the last
@@ -413,7 +415,7 @@ def plan_settlement(r: dict[str, Any], seconds: int, split: wallet.ChargeSplit) 
     total = charge_for_seconds(seconds, int(r["pricePerHourCents"]))
     paid = int(r.get("chargedCents", 0)) + split.charged
     overage = int(r.get("overageCents", 0)) + split.overage
-    if seconds < REFUND_WINDOW:
+    if (seconds if ran is None else ran) < REFUND_WINDOW:
         return Settlement(paid, paid, 0)
     excess = max(0, paid + overage - total)
     cut = min(excess, overage)
@@ -437,7 +439,8 @@ def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status
     deadline = limit_deadline(r)
     if deadline is not None:
         end = min(end, deadline[0])
-    seconds = whole_seconds(end - float(r["runningAt"]))
+    ran = max(0.0, end - float(r["runningAt"]))  # raw: the refund rule compares this
+    seconds = whole_seconds(ran)  # billed: whole seconds (floor)
     total = charge_for_seconds(seconds, int(r["pricePerHourCents"]))
     delta = max(0, total - metered_cents(r))
     held = int(r.get("reserveCents", 0))
@@ -448,7 +451,7 @@ def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status
         split = charge.info["split"]
         w2 = wallet.Wallet(user_id, w.available + charge.available_delta, w.reserved + charge.reserved_delta)
         steps = [charge, wallet.plan_release(w2, split.reserve_after)]
-        final = plan_settlement(r, seconds, split)
+        final = plan_settlement(r, seconds, split, ran)
         if final.refund > 0:
             steps.append(wallet.plan_credit(w2, final.refund, "refund", {"rentalId": rental_id}))
         invoice.clear()
@@ -458,7 +461,7 @@ def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status
         return steps
 
     def extras(w: wallet.Wallet, steps: Any) -> list[Any]:
-        final = plan_settlement(r, seconds, steps[0].info["split"])
+        final = plan_settlement(r, seconds, steps[0].info["split"], ran)
         sets = {"status": to_status, "stoppedAt": now, "stopReason": reason, "billedSeconds": seconds,
                 "chargedCents": final.charged, "refundedCents": final.refund, "reserveCents": 0,
                 "overageCents": final.overage, "meteredUntil": end, "overageInvoiceId": invoice.get("id")}
