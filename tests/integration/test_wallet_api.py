@@ -202,3 +202,84 @@ def test_a_failing_email_after_an_adjustment_does_not_fail_the_request(
     mails = [m for m in sent_mail() if m.destinations["ToAddresses"] == ["alice@example.com"]
              and "adjustment" in m.subject]
     assert len(mails) == 1 and "goodwill" in mails[0].body
+
+
+# ---------------------------------------------------------------- filtered ledger pages (issue 15, item 11)
+
+def _rows(user_id: str, types: list[str]) -> None:
+    """Ledger rows straight into the table, oldest first (the filter's cost is the subject here)."""
+    from gpurent import ids
+    from gpurent.store import money as money_store
+
+    items, last, total = [], None, 0
+    for i, t in enumerate(types):
+        last = ids.next_ulid_after(last, 1_780_000_000.0 + i)
+        amount = -1 if t == "rental_charge" else 1
+        total += amount
+        items.append(money_store.ledger_put(user_id, {"id": f"led_{last}", "type": t, "amountCents": amount,
+                                                      "balanceAfterCents": total, "createdAt": 1_780_000_000.0 + i,
+                                                      "opKey": f"seed:{i}"}))
+        if len(items) == 25:
+            _batch(items)
+            items = []
+    if items:
+        _batch(items)
+
+
+def _batch(items: list) -> None:
+    """BatchWriteItem (moto copies the whole table inside every transaction: thousands of rows
+    written by transactions would take minutes)."""
+    from gpurent.store import dynamo
+
+    table = items[0]["Put"]["TableName"]
+    dynamo.client().batch_write_item(RequestItems={table: [{"PutRequest": {"Item": i["Put"]["Item"]}} for i in items]})
+
+
+def _queries(api: Api, url: str) -> tuple[int, dict]:
+    from gpurent.store import dynamo
+
+    calls: list[str] = []
+    hook = lambda **kw: calls.append("q")  # noqa: E731
+    dynamo.client().meta.events.register("before-call.dynamodb.Query", hook)
+    try:
+        body = api.get(url).json()
+    finally:
+        dynamo.client().meta.events.unregister("before-call.dynamodb.Query", hook)
+    return len(calls), body
+
+
+def test_a_filtered_ledger_page_costs_a_bounded_number_of_reads(api: Api, user) -> None:
+    """Regression: `?type=` filtered the whole partition in one request (~850 queries for a month
+    of one pod). A rare type reads its own index; the common `rental_charge` a bounded budget."""
+    types = ["adjustment"] + ["rental_charge"] * 2000 + ["adjustment"] * 3
+    _rows(user["id"], types)
+    n, page = _queries(api, "/v1/billing/ledger?type=adjustment&pageSize=2")
+    assert n <= 2, n
+    assert [e["type"] for e in page["entries"]] == ["adjustment", "adjustment"] and page["nextCursor"]
+    seen = list(page["entries"])
+    cursor = page["nextCursor"]
+    while cursor:
+        n, page = _queries(api, f"/v1/billing/ledger?type=adjustment&pageSize=2&cursor={cursor}")
+        assert n <= 2, n
+        seen += page["entries"]
+        cursor = page["nextCursor"]
+    assert len(seen) == 4 and all(e["type"] == "adjustment" for e in seen)
+    assert [e["id"] for e in seen] == sorted((e["id"] for e in seen), reverse=True)
+
+
+def test_a_sparse_common_type_is_paged_with_a_bounded_budget(api: Api, user) -> None:
+    types = ["rental_charge"] + ["adjustment"] * 1500 + ["rental_charge"] * 2
+    _rows(user["id"], types)
+    seen: list[dict] = []
+    cursor, pages = None, 0
+    while True:
+        url = "/v1/billing/ledger?type=rental_charge&pageSize=50" + (f"&cursor={cursor}" if cursor else "")
+        n, page = _queries(api, url)
+        assert n <= 4, n  # the scan's budget per page
+        seen += page["entries"]
+        pages += 1
+        cursor = page["nextCursor"]
+        if not cursor:
+            break
+    assert len(seen) == 3 and all(e["type"] == "rental_charge" for e in seen)
+    assert pages > 1

@@ -39,9 +39,11 @@ def page(user_id: str, raw_cursor: str | None, page_size: int, entry_type: str |
         after = data.get("after")
         if not ids.is_id(after, "led"):
             raise ApiError("validation_failed", "cursor is not valid", {"cursor": "not a cursor this list issued"})
-    rows, more = store.query_ledger(user_id, after, page_size, entry_type)
+    rows, resume = store.query_ledger(user_id, after, page_size, entry_type)
     wallet = get_wallet(user_id)
-    next_cursor = cursor.encode("ledger", user_id, {"after": rows[-1]["id"]}) if more and rows else None
+    # A filtered page may hold fewer rows than asked (its reads are bounded): the cursor resumes
+    # where the reads stopped, so a client pages on until `nextCursor` is null.
+    next_cursor = cursor.encode("ledger", user_id, {"after": resume}) if resume else None
     return {"entries": [entry_public(r) for r in rows], "balanceCents": wallet.total, "nextCursor": next_cursor}
 
 
