@@ -448,3 +448,34 @@ def test_billed_seconds_are_the_floor_and_the_refund_compares_the_raw_duration(
     assert stop.json()["finalChargedCents"] == charged
     assert stop.json()["refundedCents"] == (charged if refunded else 0)
     check_invariants(user["id"])
+
+
+# ---------------------------------------------------------------- no free compute (issue 15, item 12)
+
+def test_the_under_a_minute_refund_is_an_allowance_of_three_a_day(api: Api, user, world, clock) -> None:
+    """Regression: the under-60-s full refund let anyone run 8×H100 for 59 s, again and again, for
+    nothing. Honest mistakes keep it: three refunded short runs per rolling 24 hours; beyond that a
+    short run is billed its seconds, and the stop answer says which it was."""
+    fund(user["id"], 100_000, clock)
+    answers = []
+    for _ in range(4):
+        r = launch_running(api, clock)
+        clock.advance(30)
+        stop = api.post(f"/v1/rentals/{r['id']}/stop")
+        assert stop.status == 200, stop.body
+        answers.append(stop.json())
+        clock.advance(60)
+    assert [a["refundedCents"] == a["finalChargedCents"] > 0 for a in answers] == [True, True, True, False]
+    assert [a["shortRunRefund"]["refunded"] for a in answers] == [True, True, True, False]
+    assert [a["shortRunRefund"]["remaining"] for a in answers] == [2, 1, 0, 0]
+    assert all(a["shortRunRefund"]["limit"] == 3 for a in answers)
+    clock.advance(86_400)  # a day after the first: the allowance is back
+    catalog_refresh.refresh(build_adapters(world.settings()))  # the listings went stale meanwhile
+    r = launch_running(api, clock)
+    clock.advance(30)
+    again = api.post(f"/v1/rentals/{r['id']}/stop").json()
+    assert again["shortRunRefund"]["refunded"] is True and again["refundedCents"] == again["finalChargedCents"]
+    r = launch_running(api, clock)
+    clock.advance(90)  # over a minute: no short-run field at all
+    assert "shortRunRefund" not in api.post(f"/v1/rentals/{r['id']}/stop").json()
+    check_invariants(user["id"])

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,7 +37,9 @@ from gpurent.templates import DEFAULT_TEMPLATE, get_template
 
 STATUSES = ("provisioning", "running", "stopping", "stopped", "failed")
 MAX_ATTEMPTS = 3  # listings tried per launch (failover)
-REFUND_WINDOW = 60  # a pod that ran less than this many seconds is refunded in full
+REFUND_WINDOW = 60  # a pod that ran less than this many seconds is refunded in full…
+SHORT_RUN_ALLOWANCE = 3  # …at most this many times per user per rolling SHORT_RUN_PERIOD (a provider's
+SHORT_RUN_PERIOD = 86_400  # crash is always refunded and not counted); beyond it a short run is billed
 ADOPT_GRACE = 300  # a provisioning rental with no instance found by label after this long fails
 POLL_EVERY = 2.0  # GET refreshes a provisioning rental from its provider at most this often
 FOLLOW_UP = 3  # seconds after a stop to ask the provider whether the instance is gone
@@ -401,10 +403,11 @@ class Settlement:
     overage: int  # owed beyond the money: the overage invoice
 
 
-def plan_settlement(r: dict[str, Any], seconds: int, split: wallet.ChargeSplit, ran: float | None = None
-                    ) -> Settlement:
+def plan_settlement(r: dict[str, Any], seconds: int, split: wallet.ChargeSplit, ran: float | None = None,
+                    refund_short: bool = True) -> Settlement:
     """The rental's final numbers, given the last charge's split; `ran` is the raw running time
-    (seconds, unrounded) that the under-a-minute refund compares (default: `seconds`).
+    (seconds, unrounded) that the under-a-minute refund compares (default: `seconds`);
+    `refund_short` False: the user's short-run allowance is spent, a short run is billed.
 
     - a pod that ran under a minute gets everything it paid back, and its overage is forgiven;
     - otherwise what was metered beyond the billed end (a provider crash billed up to the last
@@ -415,7 +418,7 @@ def plan_settlement(r: dict[str, Any], seconds: int, split: wallet.ChargeSplit, 
     total = charge_for_seconds(seconds, int(r["pricePerHourCents"]))
     paid = int(r.get("chargedCents", 0)) + split.charged
     overage = int(r.get("overageCents", 0)) + split.overage
-    if (seconds if ran is None else ran) < REFUND_WINDOW:
+    if (seconds if ran is None else ran) < REFUND_WINDOW and refund_short:
         return Settlement(paid, paid, 0)
     excess = max(0, paid + overage - total)
     cut = min(excess, overage)
@@ -445,13 +448,25 @@ def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status
     delta = max(0, total - metered_cents(r))
     held = int(r.get("reserveCents", 0))
     invoice: dict[str, Any] = {}  # the overage invoice this attempt plans, if any
+    # A short run's refund draws on the user's allowance (kept on the wallet item, so two
+    # settlements racing cannot both take the last one); a provider's crash is always refunded.
+    counted = ran < REFUND_WINDOW and reason != "provider_failure" and total > 0  # a free run costs no slot
+    short: dict[str, Any] = {}
 
     def planner(w: wallet.Wallet) -> list[wallet.Step]:
         charge = wallet.plan_charge(w, held, delta, 0, {"rentalId": rental_id})
         split = charge.info["split"]
         w2 = wallet.Wallet(user_id, w.available + charge.available_delta, w.reserved + charge.reserved_delta)
         steps = [charge, wallet.plan_release(w2, split.reserve_after)]
-        final = plan_settlement(r, seconds, split, ran)
+        short.clear()
+        if counted:
+            recent = [t for t in w.short_run_refunds if t > now - SHORT_RUN_PERIOD]
+            refunded = len(recent) < SHORT_RUN_ALLOWANCE
+            log = [*recent, now] if refunded else recent
+            short.update({"refunded": refunded, "remaining": max(0, SHORT_RUN_ALLOWANCE - len(log)),
+                          "limit": SHORT_RUN_ALLOWANCE, "windowHours": SHORT_RUN_PERIOD // 3600})
+            steps[-1] = replace(steps[-1], wallet_sets={"shortRunRefunds": log})
+        final = plan_settlement(r, seconds, split, ran, refund_short=short.get("refunded", True))
         if final.refund > 0:
             steps.append(wallet.plan_credit(w2, final.refund, "refund", {"rentalId": rental_id}))
         invoice.clear()
@@ -461,10 +476,11 @@ def settle(r: dict[str, Any], reason: str, until: float | None = None, to_status
         return steps
 
     def extras(w: wallet.Wallet, steps: Any) -> list[Any]:
-        final = plan_settlement(r, seconds, steps[0].info["split"], ran)
+        final = plan_settlement(r, seconds, steps[0].info["split"], ran, refund_short=short.get("refunded", True))
         sets = {"status": to_status, "stoppedAt": now, "stopReason": reason, "billedSeconds": seconds,
                 "chargedCents": final.charged, "refundedCents": final.refund, "reserveCents": 0,
-                "overageCents": final.overage, "meteredUntil": end, "overageInvoiceId": invoice.get("id")}
+                "overageCents": final.overage, "meteredUntil": end, "overageInvoiceId": invoice.get("id"),
+                "shortRunRefund": dict(short) or None}
         if error:
             sets["error"] = error[:500]
         items = [store.update_item(user_id, rental_id, sets, ("running",), int(r["version"]))]
@@ -516,8 +532,12 @@ def stop(user_id: str, rental_id: str, reason: str = "user") -> dict[str, Any]:
         count("Stops")
         _terminate_quietly(r)
         timers.arm(user_id, clock.now() + FOLLOW_UP, rental_id)  # stopping → stopped without waiting a minute
-        return {"id": r["id"], "status": "stopping", "finalChargedCents": metered_cents(r),
-                "refundedCents": int(r.get("refundedCents", 0))}
+        answer = {"id": r["id"], "status": "stopping", "finalChargedCents": metered_cents(r),
+                  "refundedCents": int(r.get("refundedCents", 0))}
+        if r.get("shortRunRefund"):  # extension: it ran under a minute; was it refunded, how many are left
+            answer["shortRunRefund"] = {k: r["shortRunRefund"][k] for k in ("refunded", "remaining", "limit",
+                                                                             "windowHours")}
+        return answer
     raise ApiError("internal_error", "The rental kept changing; please retry the stop")
 
 

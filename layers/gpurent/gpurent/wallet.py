@@ -66,6 +66,8 @@ class Wallet:
     auto_topup_threshold: int | None = None
     auto_topup_attempt_at: float | None = None  # when the last attempt was claimed
     auto_topup_pending: bool = False  # claimed, outcome not yet recorded
+    # When the user's recent under-a-minute runs were refunded (the allowance: `rentals`).
+    short_run_refunds: tuple[float, ...] = ()
 
     @property
     def total(self) -> int:
@@ -90,6 +92,7 @@ class Wallet:
                                    if record.get("autoTopupAttemptAt") is not None else None),
             auto_topup_pending=bool(record.get("autoTopupAttempt"))
             and record.get("autoTopupAttemptDone") != record.get("autoTopupAttempt"),
+            short_run_refunds=tuple(float(t) for t in record.get("shortRunRefunds") or ()),
         )
 
     def auto_topup_state(self, now: float) -> str:
@@ -149,6 +152,9 @@ class Step:
     # wallet, but the balance's `openInvoices*` counters live on the wallet item, so they
     # change in the same transaction as the invoice row.
     open_invoices: tuple[int, int] = (0, 0)
+    # Other wallet fields the step sets in the same transaction (not money: e.g. the log of
+    # refunded short runs), planned on the wallet as read, so they race like the money does.
+    wallet_sets: dict[str, Any] = field(default_factory=dict)
 
 
 class InsufficientBalance(ApiError):
@@ -346,6 +352,8 @@ def apply(
             state["lastLedgerUlid"] = last
         if wallet.version == 0:
             state.update({"userId": user_id, "createdAt": now, "openInvoicesCents": 0, "openInvoiceCount": 0})
+        for step in steps:
+            state.update(step.wallet_sets)
         invoice_cents = sum(s.open_invoices[0] for s in steps)
         invoice_count = sum(s.open_invoices[1] for s in steps)
         if invoice_cents or invoice_count:
