@@ -30,6 +30,7 @@ promise (the launch ends running, the stop ends stopped, …).
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -53,7 +54,7 @@ from infra.local.client import invoke
 from infra.local.events import schedule_event, sqs_event
 from infra.local.functions import load_handler
 from infra.local.scheduler import LocalScheduler
-from infra.local.stripe_local import LocalStripe
+from infra.local.stripe_local import Delivery, LocalStripe, sign
 from infra.simulators import Simulators
 from tests import stripe_fixtures
 from tests.conftest import TEST_ENV, Api, reset_clients, table_env
@@ -354,14 +355,12 @@ def check_world(ctx: Ctx) -> list[str]:
     credited: dict[str, int] = {}
     for uid in ctx.users:
         for x in ledgers[uid]:
-            if x.get("paymentIntentId"):
+            if x.get("paymentIntentId") and x["type"] in ("stripe_topup", "auto_topup"):  # not its reversals
                 credited[str(x["paymentIntentId"])] = credited.get(str(x["paymentIntentId"]), 0) + 1
     for pi in pis:
         want = 1 if pi["status"] == "succeeded" and pi["metadata"].get("user_id") else 0
-        expect(credited.pop(pi["id"], 0) == want,
-               f"payment {pi['id']} ({pi['status']}, {pi['amount']}): credited "
-               f"{sum(1 for u in ctx.users for x in ledgers[u] if x.get('paymentIntentId') == pi['id'])}"
-               f" times, want {want}")
+        n = credited.pop(pi["id"], 0)
+        expect(n == want, f"payment {pi['id']} ({pi['status']}, {pi['amount']}): credited {n} times, want {want}")
     expect(not credited, f"credits for payments Stripe does not know as ours: {credited}")
     # invoices: counters, Stripe's status mirrored, credits once, overage = usage beyond the money
     for uid in ctx.users:
@@ -817,6 +816,73 @@ def adjust_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
     return out
 
 
+# -- refunds and disputes of a top-up, made at Stripe (signed events to the webhook)
+
+SPENT = 4000  # of the TOPUP: a reversal of the whole top-up is partly an invoice
+
+
+def signed_event(type_: str, obj: dict[str, Any]) -> Delivery:
+    """A signed Stripe event with a fixed id (so Stripe's redelivery is the same event)."""
+    event = {"id": f"evt_{uuid.uuid4().hex[:16]}", "object": "event", "type": type_, "created": int(time.time()),
+             "data": {"object": obj}}
+    body = json.dumps(event).encode()
+    return Delivery(body, sign(stripe_fixtures.WEBHOOK_SECRET, body), event, "test")
+
+
+def reversal_setup(ctx: Ctx, *events: str) -> dict[str, Any]:
+    """A saved-card top-up of TOPUP, SPENT of it gone (an admin debit), and the events about its
+    charge that the path delivers: a full refund, or a dispute created and then closed."""
+    api, uid = ctx.sign_in("alice@example.com")
+    ctx.add_card(api)
+    r = api.post("/v1/billing/checkout", {"amountCents": TOPUP})
+    assert r.status == 200 and r.json()["status"] == "succeeded", r.body
+    pi = stripe_fixtures.stripe_get(ctx.ls, f"/v1/payment_intents/{r.json()['paymentIntentId']}")
+    charge_id = pi["latest_charge"] if isinstance(pi["latest_charge"], str) else pi["latest_charge"]["id"]
+    charge = stripe_fixtures.stripe_get(ctx.ls, f"/v1/charges/{charge_id}")
+    ctx.stripe_events()  # the top-up's own events, before the path
+    wallet.debit(uid, SPENT, "spent", {"description": "spent it"})
+    dispute = {"id": f"dp_{uuid.uuid4().hex[:10]}", "object": "dispute", "amount": TOPUP, "charge": charge_id,
+               "payment_intent": pi["id"], "currency": "usd"}
+    made = {"refund": lambda: signed_event("charge.refunded", {**charge, "amount_refunded": TOPUP, "refunded": True}),
+            "dispute": lambda: signed_event("charge.dispute.created", {**dispute, "status": "needs_response"}),
+            "won": lambda: signed_event("charge.dispute.closed", {**dispute, "status": "won"})}
+    return {"api": api, "uid": uid, "charge": charge_id, "events": [made[e]() for e in events]}
+
+
+def reversal_act(ctx: Ctx, st: dict[str, Any]) -> Any:
+    for d in st["events"]:
+        deliver(d)
+
+
+def reversal_recover(ctx: Ctx, st: dict[str, Any]) -> None:
+    for d in st["events"]:
+        _retry(lambda d=d: deliver(d))  # Stripe retries each event until it gets a 2xx
+    ctx.schedule(120)  # the outbox (the email, the invoice's Stripe copy) drains
+
+
+def refund_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
+    rows = money_store.all_ledger(st["uid"])
+    taken = -sum(int(x["amountCents"]) for x in rows if x["type"] == "topup_refund")
+    invs = [i for i in all_invoices(st["uid"]) if i["reason"] == "manual"]
+    out = [] if taken == TOPUP - SPENT else [f"refund took {taken} from the wallet, want {TOPUP - SPENT}"]
+    if [int(i["amountCents"]) for i in invs] != [SPENT]:
+        out.append(f"refund beyond the balance invoiced {[(i['amountCents'], i['status']) for i in invs]}, "
+                   f"want one of {SPENT}")
+    return out
+
+
+def dispute_won_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
+    rows = money_store.all_ledger(st["uid"])
+    net = sum(int(x["amountCents"]) for x in rows if x["type"] in ("dispute", "dispute_won"))
+    invs = [i for i in all_invoices(st["uid"]) if i["reason"] == "manual"]
+    out = [] if net == 0 else [f"a won dispute left {net} reversed"]
+    if any(i["status"] != "void" for i in invs) or len(invs) != 1:
+        out.append(f"the dispute's invoice: {[(i['amountCents'], i['status']) for i in invs]}, want one void")
+    if wallet.get(st["uid"]).total != TOPUP - SPENT:
+        out.append(f"total {wallet.get(st['uid']).total} after a won dispute, want {TOPUP - SPENT}")
+    return out
+
+
 PATHS = [
     Path("launch (failover)", launch_setup, launch_act, launch_recover,
          lambda ctx, st: launch_check(ctx, st, "running")),
@@ -835,6 +901,10 @@ PATHS = [
     Path("invoice.paid webhook", invoice_setup, webhook_act, webhook_recover, invoice_check),
     Path("outbox drain (timer)", outbox_setup, outbox_act, outbox_recover, outbox_check),
     Path("admin adjustment", adjust_setup, adjust_act, adjust_recover, adjust_check),
+    Path("refund webhook (beyond the balance)", lambda ctx: reversal_setup(ctx, "refund"), reversal_act,
+         reversal_recover, refund_check),
+    Path("dispute webhooks (created, won)", lambda ctx: reversal_setup(ctx, "dispute", "won"), reversal_act,
+         reversal_recover, dispute_won_check),
 ]
 BY_NAME = {p.name: p for p in PATHS}
 
