@@ -41,8 +41,10 @@ class RentalStore(Protocol):
         ...
 
     def update_item(self, user_id: str, rental_id: str, changes: RentalChanges,
-                    expected_status: tuple[RentalStatus, ...], expected_version: int | None = None) -> TransactItem:
-        """The conditional write as a write of a money transaction."""
+                    expected_status: tuple[RentalStatus, ...], expected_version: int | None = None,
+                    not_metered_past: float | None = None) -> TransactItem:
+        """The conditional write as a write of a money transaction (`not_metered_past`: and the
+        stored `meteredUntil` is at most this)."""
         ...
 
     def owner_item(self, rental_id: str, user_id: str) -> TransactItem: ...
@@ -72,7 +74,9 @@ class MoneyStore(Protocol):
     def transact(self, items: list[TransactItem], token: str | None = None) -> None: ...
 
     def query_ledger(self, user_id: str, start_after: str | None, limit: int,
-                     entry_type: str | None) -> tuple[list[dict[str, Any]], bool]: ...
+                     entry_type: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of ledger rows, newest first, and where the next page resumes (None: no more)."""
+        ...
 
     def all_ledger(self, user_id: str) -> list[dict[str, Any]]: ...
 
