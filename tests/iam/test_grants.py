@@ -46,33 +46,24 @@ SERVICE = "the AWS service uses it with the function's role, not the code"
 ARMED = ("timers.arm in process in the crash points and the integration tier; deployed, an SQS SendMessage: "
          "{}")
 COVERED_ELSEWHERE = {
+    ("AuthFunction", "dynamodb:ConditionCheckItem", "table/"): "tests/integration/test_auth_accounts.py "
+                                                               "'sessions from before this change': a session "
+                                                               "adopted on first use (unless signed out everywhere)",
     ("TimerFunction", "sqs:ReceiveMessage", "TimerQueue"): f"{SERVICE} (the event source mapping polls)",
     ("TimerFunction", "sqs:DeleteMessage*", "TimerQueue"): f"{SERVICE} (the event source mapping deletes)",
     ("TimerFunction", "sqs:ChangeMessageVisibility*", "TimerQueue"): f"{SERVICE} (the event source mapping)",
     ("TimerFunction", "sqs:GetQueueAttributes", "TimerQueue"): f"{SERVICE} (the event source mapping)",
     ("*", "sqs:SendMessage", "FailedRunQueue"): f"{SERVICE} (Lambda's on-failure destination)",
     ("ReconcileFunction", "sqs:SendMessage*", "TimerQueue"): ARMED.format("a stop's follow-up from the reconciler"),
-    ("TimerFunction", "sqs:SendMessage*", "TimerQueue"): ARMED.format("the next timer, armed by the one that ran"),
     ("ReconcileFunction", "dynamodb:*", "table/"): "tests/crashpoints 'reconcile pass', 'launch (failover)': "
                                                   "settling a crashed rental, resuming a launch (its SSH keys, "
                                                   "the catalog's next listing)",
-    ("ReconcileFunction", "ses:SendEmail", "identity/"): "gpurent.billing.autotopup: a settlement debit that fires an "
-                                                         "auto-topup the card declines mails the user (no test "
-                                                         "reaches it from this function yet)",
-    ("*", "ssm:GetParameter", "stripe-secret-key"): "tests/crashpoints 'auto-topup (…)': a debit that fires an "
-                                                    "auto-topup (the crash points give Stripe's key directly)",
     ("*", "ssm:GetParameter", "-api-key"): "tests/crashpoints 'stop (empty wallet, sweep)', 'stop "
                                            "(autoStopAfterHours timer)': terminating pods (adapters installed "
                                            "directly there)",
-    ("RentalsFunction", "ses:SendEmail", "identity/"): "gpurent.billing.autotopup: a launch or stop debit that fires "
-                                                       "an auto-topup the card declines mails the user (no test "
-                                                       "reaches it from this function yet)",
     ("RentalsFunction", "dynamodb:Query", "index/ActiveIndex"): "tests/integration/test_rental_faults.py runs the "
                                                                 "reconciler inside a stop (to be attributed to the "
                                                                 "reconciler; then this grant goes)",
-    ("TimerFunction", "*", "*"): "tests/crashpoints 'stop (autoStopAfterHours timer)', 'stop (empty wallet, …)': a "
-                                 "timer that meters, stops and mails (here SQS holds a delayed message until its "
-                                 "delay has passed in real time)",
 }
 
 
@@ -175,6 +166,11 @@ def journey(env: dict[str, str], clock: Any, ls: LocalStripe) -> None:
     token = api.post("/v1/auth/tokens", {"name": "scripts"}).json()
     assert api.get("/v1/auth/tokens").status == 200
     assert api.delete(f"/v1/auth/tokens/{token['id']}").status == 200
+    other = Api(source_ip="198.51.100.98")
+    other.sign_in("alice@example.com")  # another device: ended by "sign out everywhere" (with the tokens)
+    api.post("/v1/auth/tokens", {"name": "ci"})
+    r = api.post("/v1/auth/sessions/revoke-others", {"tokens": True})
+    assert r.status == 200 and r.json()["sessionsEnded"] == 1, r.body
     for provider in ("google", "github"):
         r = api.get(f"/v1/auth/oauth/{provider}")
         assert r.status == 302 and "client_id=" in r.headers.get("location", ""), (r.status, r.headers)
@@ -207,13 +203,14 @@ def journey(env: dict[str, str], clock: Any, ls: LocalStripe) -> None:
     assert r.status == 200, r.body
     for d in ls.deliveries():
         invoke("POST", "/v1/webhooks/stripe", raw=d.body, headers={"stripe-signature": d.signature})
-    # Auto-topup above the balance: every debit (launch, sweep, timer) fires one, 5 minutes apart.
+    # Auto-topup above the balance: due after every debit (launch, sweep, timer), charged by the timer function.
     assert api.put("/v1/billing/auto-topup", {"enabled": True, "thresholdCents": 90_000,
                                                "topupAmountCents": 2000}).status == 200
     r = admin.post("/v1/admin/adjustments", {"userId": user["id"], "amountCents": -1000, "reason": "correction"},
                    headers={"Idempotency-Key": "fund-2"})
     assert r.status == 200, r.body
-    for path in ("/v1/billing/balance", "/v1/billing/ledger?pageSize=1", "/v1/billing/invoices", "/v1/billing/card"):
+    for path in ("/v1/billing/balance", "/v1/billing/ledger?pageSize=1", "/v1/billing/ledger?type=adjustment",
+                 "/v1/billing/invoices", "/v1/billing/card"):
         assert api.get(path).status == 200, path
     # A Checkout top-up: credited by the webhook (checkout.session.completed).
     r = api.post("/v1/billing/checkout", {"amountCents": 2500, "useCheckout": True})

@@ -327,7 +327,7 @@ def test_auto_topup_fires_again_after_available_hit_zero_inside_the_cooldown(
     for _ in range(16):  # two hours
         scheduler.advance(450)
     got = rental_store.get(user["id"], r["id"])
-    assert got is not None and got["status"] == "running", (got["status"], got.get("stopReason"))
+    assert got is not None and got.status == "running", (got.status, got.stop_reason)
     assert len(_auto_topups(api)) >= 2
     assert api.get("/v1/billing/auto-topup").json()["enabled"] is True
     check_invariants(user["id"])
@@ -376,11 +376,11 @@ def test_a_pending_auto_topup_holds_the_exhaustion_stop_until_its_outcome(
     r, ran_out, outage, scheduler = _running_dry_with_stripe_down(api, user, clock, local_stripe, monkeypatch)
     scheduler.advance(ran_out + 10 - clock.now())  # past the moment the money ran out
     got = rental_store.get(user["id"], r["id"])
-    assert got is not None and got["status"] == "running", got.get("stopReason")
+    assert got is not None and got.status == "running", got.stop_reason
     outage["on"] = False
     scheduler.advance(110)  # the attempt's timer tries again: it goes through
     got = rental_store.get(user["id"], r["id"])
-    assert got is not None and got["status"] == "running", got.get("stopReason")
+    assert got is not None and got.status == "running", got.stop_reason
     assert len(_auto_topups(api)) == 1
     assert api.get("/v1/billing/balance").json()["availableCents"] > 1000
     check_invariants(user["id"])
@@ -396,9 +396,9 @@ def test_an_attempt_stuck_past_its_window_no_longer_holds_the_stop(
     claimed = ran_out - 59
     scheduler.advance(ran_out + wallet.AUTO_TOPUP_WINDOW - clock.now())
     got = rental_store.get(user["id"], r["id"])
-    assert got is not None and got["status"] in ("stopping", "stopped"), got["status"]
-    assert got["stopReason"] == "insufficient_balance"
-    assert ran_out < float(got["stoppedAt"]) <= claimed + wallet.AUTO_TOPUP_WINDOW + 2, (got["stoppedAt"], ran_out)
+    assert got is not None and got.status in ("stopping", "stopped"), got.status
+    assert got.stop_reason == "insufficient_balance"
+    assert ran_out < (got.stopped_at or 0.0) <= claimed + wallet.AUTO_TOPUP_WINDOW + 2, (got.stopped_at, ran_out)
     assert _auto_topups(api) == []
     check_invariants(user["id"])
 
@@ -419,13 +419,13 @@ def test_a_sweep_that_loses_to_a_later_timer_never_moves_the_meter_backwards(api
     clock.advance(30)
     metering.on_timer(user["id"])  # a timer meters the wallet meanwhile, 30 s later
     after_timer = rental_store.get(user["id"], r["id"])
-    assert after_timer is not None and float(after_timer["meteredUntil"]) == clock.now()
+    assert after_timer is not None and after_timer.metered_until == clock.now()
     metering.meter_wallet(user["id"], [stale], swept_at)  # the sweep goes on with what it read
     got = rental_store.get(user["id"], r["id"])
     assert got is not None
-    assert float(got["meteredUntil"]) >= float(after_timer["meteredUntil"])
-    assert int(got["billedSeconds"]) >= int(after_timer["billedSeconds"])
-    assert rentals.metered_cents(got) == charge_for_seconds(int(got["billedSeconds"]), int(got["pricePerHourCents"]))
+    assert (got.metered_until or 0.0) >= (after_timer.metered_until or 0.0)
+    assert got.billed_seconds >= after_timer.billed_seconds
+    assert rentals.metered_cents(got) == charge_for_seconds(got.billed_seconds, got.price_per_hour_cents)
     check_invariants(user["id"])
 
 
@@ -446,8 +446,8 @@ def test_billed_seconds_are_the_floor_and_the_refund_compares_the_raw_duration(
     stop = api.post(f"/v1/rentals/{r['id']}/stop")
     assert stop.status == 200, stop.body
     got = rental_store.get(user["id"], r["id"])
-    assert got is not None and int(got["billedSeconds"]) == billed
-    charged = charge_for_seconds(billed, int(got["pricePerHourCents"]))
+    assert got is not None and got.billed_seconds == billed
+    charged = charge_for_seconds(billed, got.price_per_hour_cents)
     assert stop.json()["finalChargedCents"] == charged
     assert stop.json()["refundedCents"] == (charged if refunded else 0)
     check_invariants(user["id"])

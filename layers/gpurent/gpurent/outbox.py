@@ -29,9 +29,13 @@ from collections.abc import Callable
 from typing import Any
 
 from gpurent import clock, notify, timers
+from gpurent.billing import invoices
 from gpurent.money import dollars
+from gpurent.rentals import views
 from gpurent.store import identity
+from gpurent.store import invoices as invoice_store
 from gpurent.store import outbox as store
+from gpurent.store import rentals as rental_store
 from gpurent.telemetry import count, logger
 
 MAX_ATTEMPTS = 10
@@ -116,18 +120,12 @@ def _email(user_id: str, p: dict[str, Any]) -> None:
 
 
 def _invoice_mirror(user_id: str, p: dict[str, Any]) -> None:
-    from gpurent.billing import invoices
-    from gpurent.store import invoices as invoice_store
-
     record = invoice_store.get(user_id, str(p["invoiceId"]))
     if record is not None and record["status"] == "open":
         invoices.mirror(record)
 
 
 def _invoice_email(user_id: str, p: dict[str, Any]) -> None:
-    from gpurent.billing import invoices
-    from gpurent.store import invoices as invoice_store
-
     record = invoice_store.get(user_id, str(p["invoiceId"]))
     link = None
     if record is not None:
@@ -140,9 +138,6 @@ def _invoice_email(user_id: str, p: dict[str, Any]) -> None:
 
 
 def _exhausted_email(user_id: str, p: dict[str, Any]) -> None:
-    from gpurent import rentals
-    from gpurent.store import rentals as rental_store
-
     since = float(p["since"])
     stopped = []
     for status in ("stopping", "stopped"):
@@ -151,7 +146,7 @@ def _exhausted_email(user_id: str, p: dict[str, Any]) -> None:
     to = _email_of(user_id)
     if not stopped or to is None:
         return
-    lines = "\n".join(f"- {r.id}: charged {dollars(rentals.metered_cents(r))}" for r in stopped)
+    lines = "\n".join(f"- {r.id}: charged {dollars(views.metered_cents(r))}" for r in stopped)
     notify.send(to, "Your gpurent pods were stopped: the wallet is empty",
                 f"Your wallet ran out of money, so we stopped your running pods:\n{lines}\n\n"
                 "Any usage beyond your balance is on an overage invoice (see Billing → Invoices).\n"

@@ -250,14 +250,12 @@ def _translate(exc: Exception) -> Exception:
     message = exc.user_message or str(exc) or type(exc).__name__
     if isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError):
         return StripeUnavailable(message, code=exc.code, http_status=status)
-    if isinstance(exc, stripe.IdempotencyError):  # the client reused its Idempotency-Key for another request
-        from gpurent.wallet import IdempotencyMismatch
-
-        return IdempotencyMismatch()
     if isinstance(exc, stripe.CardError):
         body = exc.json_body
         return _card_error(body if isinstance(body, Mapping) else None, message)
     if isinstance(exc, stripe.IdempotencyError) and status == 400:
+        # the key was used for another request (the client reused its Idempotency-Key); a 409
+        # (another request with this key is in progress) is "unreachable for now", below
         return IdempotencyKeyReused(message, code=exc.code, http_status=status)
     if status is None or status >= 500 or status in (409, 429):
         return StripeUnavailable(message, code=exc.code, http_status=status)

@@ -11,7 +11,7 @@ and `attempts`. An effect is deleted once done.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpurent import ids
 from gpurent.config import settings
@@ -84,3 +84,10 @@ def lease(item: dict[str, Any], now: float, seconds: float) -> bool:
 
 def done(item: dict[str, Any]) -> None:
     client().delete_item(TableName=_table(), Key=key(str(item["pk"]), str(item["sk"])))
+
+
+if TYPE_CHECKING:  # this module is the adapter of `ports.OutboxStore`: mypy checks it fits
+    from gpurent import ports
+    from gpurent.store import outbox as _this
+
+    _port: ports.OutboxStore = _this
