@@ -258,11 +258,23 @@ class RentalPage(Answer):
     nextCursor: str | None
 
 
+class ShortRunRefund(Answer):
+    """Extension: a pod that ran under a minute is refunded in full up to `limit` times per
+    rolling `windowHours`; beyond that it is billed its seconds."""
+
+    refunded: bool
+    remaining: int = Field(ge=0, description="Refunded short runs left in the current window")
+    limit: int = Field(ge=1)
+    windowHours: int = Field(ge=1)
+
+
 class StopAnswer(Answer):
     id: RentalId
     status: Literal["stopping"]
     finalChargedCents: NonNegCents
     refundedCents: NonNegCents
+    shortRunRefund: ShortRunRefund | None = Field(
+        default=None, description="Present only when the pod ran under a minute (extension)")
 
 
 class Meter(Answer):

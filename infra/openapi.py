@@ -186,6 +186,8 @@ def error_codes(route_key: str, route: Route) -> dict[int, set[str]]:
     method, path = route_key.split(" ", 1)
     doc = route.doc
     codes: set[str] = {"internal_error", *doc.errors}
+    if method in MUTATING:
+        codes.add("service_unavailable")  # nothing done now (a busy wallet, Stripe unreachable): Retry-After
     if route.auth:
         codes.add("unauthorized")
         if method in MUTATING:
@@ -260,7 +262,7 @@ def operation(route_key: str, route: Route, function: str, schemas: _Schemas) ->
             ok["headers"] = rate_headers
         responses["200"] = ok
     for status, codes in sorted(error_codes(route_key, route).items()):
-        responses[str(status)] = _error_response(codes, schemas, retry_after=status == 429)
+        responses[str(status)] = _error_response(codes, schemas, retry_after=status in (429, 503))
     op["responses"] = responses
     return op
 

@@ -204,3 +204,21 @@ def dynamodb_local() -> Iterator[str]:
         pytest.fail(f"{exc} (run through `make test`, which installs it)")
     yield db.endpoint
     db.stop()
+
+
+def run_timers() -> int:
+    """Deliver the in-process timers that are due now to the timer function (as SQS would),
+    until none is left due (a timer may arm another for now). Returns how many ran."""
+    from gpurent import timers
+    from infra.local.events import sqs_event
+    from infra.local.functions import load_handler
+
+    handler = load_handler(template.queue_consumers()["TimerQueue"])
+    ran = 0
+    for _ in range(100):
+        due = timers.due(clock_mod.now())
+        if not due:
+            return ran
+        ran += len(due)
+        handler(sqs_event([t.body() for t in due]), None)
+    raise AssertionError("timers keep arming timers due now")

@@ -21,7 +21,7 @@ class Preview(BaseModel):
     familyId: str = Field(max_length=64)
     gpuCount: int
     templateId: str = Field(default=templates.DEFAULT_TEMPLATE, max_length=64)
-    region: str | None = Field(default=None, max_length=8)
+    region: str | None = Field(default=None, max_length=8, pattern=catalog.REGION_PATTERN)
     maxPricePerHourCents: int | None = Field(default=None, ge=1, le=100_000_000)
 
 
@@ -44,7 +44,8 @@ def _number(req: Request, name: str, integer: bool) -> float | None:
                   "model": {"type": "string", "maxLength": 64, "pattern": "^[A-Za-z0-9_-]*$"},
                   "minVramGb": {"type": "number", "minimum": 0, "maximum": 10**9},
                   "gpuCount": {"type": "integer", "enum": [1, 2, 4, 8]},
-                  "region": {"type": "string", "description": "ISO country code or us, eu, apac"},
+                  "region": {"type": "string", "pattern": catalog.REGION_PATTERN.replace(")$", ")?$"),  # or empty
+                             "description": "ISO country code or us, eu, apac"},
                   "maxPricePerHourCents": {"type": "number", "minimum": 0, "maximum": 10**9},
                   "cursor": CURSOR_QUERY, "pageSize": page_size_query()})
 def listings(req: Request) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """The metering sweep (`gpurent.sweep`).
 
 Scheduled every minute: the coordinator hands each `ActiveIndex` shard to a worker
-through the sweep queue (without a queue it charges every shard itself). From the
-sweep queue: a worker charges one part's wallets, handing on what it has no time
-for. A failed part is reported back alone (partial batch response) so SQS
-redelivers just that one; charging is idempotent, so a redelivery charges nothing twice.
+through the sweep queue (without a queue it charges every shard itself), then re-arms
+the outbox timer of any user whose side effects are overdue (the safety net of
+`gpurent.outbox`). From the sweep queue: a worker charges one part's wallets, handing
+on what it has no time for. A failed part is reported back alone (partial batch
+response) so SQS redelivers just that one; charging is idempotent, so a redelivery
+charges nothing twice.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gpurent import sweep
+from gpurent import outbox, sweep
 from gpurent.telemetry import SCHEDULE, count, lambda_handler, logger
 
 
 def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if "Records" not in event:
-        report = sweep.start()
-        logger.info("metering sweep", extra=report.as_dict())
-        return report.as_dict()
+        answer: dict[str, Any] = sweep.start().as_dict()
+        try:
+            answer["outboxRearmed"] = outbox.rearm_overdue()
+        except Exception:
+            logger.exception("re-arming overdue outboxes failed; the next sweep tries again")
+        logger.info("metering sweep", extra=answer)
+        return answer
     failures = []
     total = sweep.Report()
     for record in event["Records"]:

@@ -636,6 +636,8 @@ class LocalStripe:
             return _json_reply(200, self._events[str(seg[1])])
         if seg[0] == "setup_intents" and n == 3 and seg[2] == "confirm" and method == "POST":
             return _json_reply(200, self.confirm_setup_intent_api(seg[1], params))
+        if seg[0] == "payment_intents" and n == 1 and method == "GET":
+            return _json_reply(200, self._list_payment_intents(params, expand))
         if seg[0] == "payment_intents" and method == "POST" and (n == 1 or (n == 3 and seg[2] == "confirm")):
             return self._payment_intent(target, path, params, headers, body, expand)
         if seg[0] == "payment_methods" and n == 3 and seg[2] == "detach" and method == "POST":
@@ -691,6 +693,34 @@ class LocalStripe:
                 "payment_intent": pi, "payment_method": {"id": pm}}})
         _normalise(data, expand, self.api_base)
         return _json_reply(200, data)
+
+    def _list_payment_intents(self, params: Mapping[str, Any], expand: list[str]) -> dict[str, Any]:
+        """`GET /v1/payment_intents` with Stripe's `customer` and `created[gte]` filters (localstripe
+        lists without filters): newest first, `limit` (default 10, at most 100), `starting_after`."""
+        from localstripe.resources import store
+
+        customer = params.get("customer")
+        created = params.get("created")
+        gte = int(created["gte"]) if isinstance(created, dict) and created.get("gte") is not None else None
+        limit = max(1, min(100, _int(params.get("limit") or 10, "limit")))
+        found = [pi for k, pi in list(store.items()) if k.startswith("payment_intent:")
+                 and (customer is None or getattr(pi, "customer", None) == customer)
+                 and (gte is None or int(getattr(pi, "created", 0)) >= gte)]
+        found.sort(key=lambda pi: (int(getattr(pi, "created", 0)), str(pi.id)), reverse=True)
+        after = params.get("starting_after")
+        if after:
+            ids_ = [str(pi.id) for pi in found]
+            found = found[ids_.index(str(after)) + 1:] if str(after) in ids_ else []
+        data = [self._ls_ok("GET", f"/v1/payment_intents/{quote(str(pi.id))}") for pi in found[:limit]]
+        for d in data:
+            _normalise(d, expand, self.api_base)
+        return {"object": "list", "data": data, "has_more": len(found) > limit, "url": "/v1/payment_intents"}
+
+    def expire_idempotency_keys(self) -> None:
+        """Forget every idempotency key, as Stripe does 24 hours after a key's first use (tests
+        call this to stand for a day passing)."""
+        with self._lock:
+            self._idem.clear()
 
     # ---------------------------------------------------- setup intents
 

@@ -3,8 +3,8 @@ not serialise concurrent writers) with the local Stripe (localstripe + its proxy
 
 - the same signed webhook event delivered 10 times at once credits exactly once;
 - a saved-card charge racing its own `payment_intent.succeeded` webhook credits once;
-- 20 debits racing past the auto-topup threshold fire exactly one auto-topup
-  (one `auto_topup` row, one PaymentIntent at Stripe).
+- 20 debits racing past the auto-topup threshold, then 20 auto-topup timers run at once,
+  fire exactly one auto-topup (one `auto_topup` row, one PaymentIntent at Stripe).
 
 Handlers run in-process (`infra.local.client.invoke`), each racer in its own thread,
 released together by a barrier. Every test ends with `check_invariants`."""
@@ -22,15 +22,15 @@ from typing import Any
 import pytest
 
 from gpurent import clock as clock_mod
-from gpurent import notify, wallet
-from gpurent.billing import gateway
+from gpurent import notify, timers, wallet
+from gpurent.billing import autotopup, gateway
 from gpurent.store import billing as billing_store
 from gpurent.store import money as money_store
 from infra.local import template
 from infra.local.client import Reply, invoke
 from infra.local.stripe_local import Delivery, LocalStripe
 from tests import stripe_fixtures
-from tests.conftest import TEST_ENV, Api, reset_clients, table_env
+from tests.conftest import TEST_ENV, Api, reset_clients, run_timers, table_env
 from tests.integration.conftest import sign_in
 from tests.integration.test_billing import add_card
 from tests.walletkit import check_invariants
@@ -90,6 +90,8 @@ def rows_of(user_id: str, entry_type: str) -> list[dict[str, Any]]:
 
 
 def received_mails(email: str) -> list[dict[str, Any]]:
+    """The "received" emails, once the timer function has done the outbox's effects."""
+    run_timers()
     return [m for m in notify.mailbox() if m["to"] == email and "received" in m["subject"]]
 
 
@@ -245,8 +247,12 @@ def test_twenty_debits_racing_past_the_threshold_fire_one_auto_topup(
     assert payment_intents_of(races, customer) == []
 
     clock_mod.set_clock(TickingClock(clock_mod.now()))  # the `clock` fixture puts the old one back
-    # Every one of the 20 debits leaves available below the threshold.
+    # Every one of the 20 debits leaves available below the threshold (each arms the auto-topup timer)…
     all_at_once(20, lambda i: wallet.debit(uid, 100, f"race-debit-{i}", {"description": "race"}))
+    assert {t.kind for t in timers.due(float("inf"))} == {timers.AUTO_TOPUP}
+    assert rows_of(uid, "auto_topup") == []  # …and none calls Stripe itself
+    # …and the timer function runs 20 times at once (duplicates, redeliveries): one claim wins.
+    all_at_once(20, lambda i: autotopup.run(uid))
 
     fired = rows_of(uid, "auto_topup")
     assert len(fired) == 1 and int(fired[0]["amountCents"]) == 2_000, fired
@@ -265,3 +271,33 @@ def test_twenty_debits_racing_past_the_threshold_fire_one_auto_topup(
     auto = api.get("/v1/billing/auto-topup").json()
     assert auto["enabled"] is True and auto["lastAttemptAt"] is not None
     assert check_invariants(uid).total == 5_050
+
+
+# ---------------------------------------------------------------- (d) a hot wallet, through the API
+
+def test_sixteen_concurrent_adjustment_requests_each_land_or_say_retry(
+        races: LocalStripe, alice: tuple[Api, dict[str, Any]]) -> None:
+    """16 admin adjustments of one wallet at once, through the handler (a person's request:
+    bounded retries). Each answers 200 (applied once) or 503 `service_unavailable` with
+    `Retry-After` (applied not at all) — never a 500 — and the wallet holds exactly the 200s."""
+    _, user = alice
+    admin = Api(source_ip="198.51.100.250")
+    sign_in(admin, "admin@gpurent.test")
+    amounts = [100 if i % 2 else 70 for i in range(16)]
+
+    def one(i: int) -> Reply:
+        return admin.post("/v1/admin/adjustments", {"userId": user["id"], "amountCents": amounts[i],
+                                                    "reason": "race"}, headers={"idempotency-key": f"hot-{i}"})
+
+    replies = all_at_once(16, one)
+    assert {r.status for r in replies} <= {200, 503}, [(r.status, r.body) for r in replies]
+    for r in replies:
+        if r.status == 503:
+            assert json.loads(r.body)["error"] == "service_unavailable" and int(r.headers["retry-after"]) >= 1
+    landed = sum(a for a, r in zip(amounts, replies, strict=True) if r.status == 200)
+    assert check_invariants(user["id"]).total == landed
+    # A 503 wrote nothing: the client's retry with the same key applies it once.
+    for i, r in enumerate(replies):
+        if r.status == 503:
+            assert one(i).status == 200
+    assert check_invariants(user["id"]).total == sum(amounts)

@@ -40,11 +40,12 @@ class FakeMoneyStore:
         return real.op_marker_from_item(op_key, found) if found is not None else None
 
     def query_ledger(self, user_id: str, start_after: str | None, limit: int,
-                     entry_type: str | None) -> tuple[list[dict[str, Any]], bool]:
+                     entry_type: str | None) -> tuple[list[dict[str, Any]], str | None]:
         rows = sorted(self.ledger[user_id], key=lambda r: r["id"], reverse=True)
         rows = [r for r in rows if (start_after is None or r["id"] < start_after)
                 and (entry_type is None or r["type"] == entry_type)]
-        return copy.deepcopy(rows[:limit]), len(rows) > limit
+        page = copy.deepcopy(rows[:limit])
+        return page, (page[-1]["id"] if len(rows) > limit else None)
 
     def all_ledger(self, user_id: str) -> list[dict[str, Any]]:
         return copy.deepcopy(sorted(self.ledger[user_id], key=lambda r: r["id"]))

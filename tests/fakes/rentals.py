@@ -69,7 +69,8 @@ class FakeRentalStore:
         return self.rows[rental_id]
 
     def update_item(self, user_id: str, rental_id: str, changes: RentalChanges,
-                    expected_status: tuple[RentalStatus, ...], expected_version: int | None = None) -> dict[str, Any]:
+                    expected_status: tuple[RentalStatus, ...], expected_version: int | None = None,
+                    not_metered_past: float | None = None) -> dict[str, Any]:
         def apply() -> None:
             self.writes += 1
             self.rows[rental_id] = self._changed(self.rows[rental_id], changes)
@@ -78,8 +79,13 @@ class FakeRentalStore:
             current = self.rows.get(rental_id)
             return real.rental_item(current) if current else None
 
-        return item(FakeWrite(f"rental {rental_id}",
-                              lambda: self._fits(user_id, rental_id, expected_status, expected_version), apply, old))
+        def check() -> bool:
+            if not self._fits(user_id, rental_id, expected_status, expected_version):
+                return False
+            until = self.rows[rental_id].metered_until
+            return not_metered_past is None or until is None or until <= not_metered_past
+
+        return item(FakeWrite(f"rental {rental_id}", check, apply, old))
 
     def put_item(self, r: Rental) -> dict[str, Any]:
         def apply() -> None:

@@ -4,7 +4,8 @@
   index's ARN (`table/T/index/I`); `TransactWriteItems` is one authorization per item
   (`PutItem`, `UpdateItem`, `DeleteItem`, `ConditionCheckItem` on that item's table),
   `TransactGetItems` one `GetItem` per item; `BatchWriteItem`/`BatchGetItem` the batch
-  action on each table named.
+  action on each table named. An item operation carries the `dynamodb:LeadingKeys`
+  condition key (the item's partition key: `pk` in every table of this stack).
 - SES `SendEmail`/`SendRawEmail`: on the sending identity (the domain of the `Source`
   address: a deployment verifies its domain), with the `ses:FromAddress` condition key.
 - SSM `GetParameter(s)`: on `parameter/<name>`; Secrets Manager `GetSecretValue`: on the
@@ -37,9 +38,15 @@ def _table_arn(region: str, table: str) -> str:
     return f"arn:{PARTITION}:dynamodb:{region}:{ACCOUNT}:table/{table}"
 
 
+def _leading_key(body: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The `dynamodb:LeadingKeys` condition key of an item operation (its `Key` or `Item`)."""
+    pk = (body.get("Key") or body.get("Item") or {}).get("pk")
+    return (("dynamodb:LeadingKeys", str(pk["S"])),) if isinstance(pk, Mapping) and "S" in pk else ()
+
+
 def dynamodb(operation: str, params: Mapping[str, Any], region: str) -> list[Request]:
     if operation in _TABLE_OPS:
-        return [Request(f"dynamodb:{operation}", _table_arn(region, params["TableName"]))]
+        return [Request(f"dynamodb:{operation}", _table_arn(region, params["TableName"]), _leading_key(params))]
     if operation in ("Query", "Scan"):
         arn = _table_arn(region, params["TableName"])
         if params.get("IndexName"):
@@ -49,7 +56,8 @@ def dynamodb(operation: str, params: Mapping[str, Any], region: str) -> list[Req
         out = []
         for item in params["TransactItems"]:
             (kind, body), = item.items()
-            out.append(Request(f"dynamodb:{_TRANSACT_WRITE[kind]}", _table_arn(region, body["TableName"])))
+            out.append(Request(f"dynamodb:{_TRANSACT_WRITE[kind]}", _table_arn(region, body["TableName"]),
+                               _leading_key(body)))
         return out
     if operation == "TransactGetItems":
         return [Request("dynamodb:GetItem", _table_arn(region, i["Get"]["TableName"])) for i in params["TransactItems"]]

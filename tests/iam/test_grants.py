@@ -228,7 +228,9 @@ def journey(env: dict[str, str], clock: Any, ls: LocalStripe) -> None:
     sessions = api.get("/v1/auth/sessions").json()["sessions"]
     other = next(s for s in sessions if not s.get("current"))
     assert api.delete(f"/v1/auth/sessions/{other['id']}").status == 200
-    assert api.post("/v1/auth/sessions/revoke-others", {}).status == 200
+    api.post("/v1/auth/tokens", {"name": "ci"})
+    r = api.post("/v1/auth/sessions/revoke-others", {"tokens": True})  # with the API tokens
+    assert r.status == 200 and r.json()["sessionsEnded"] == 1, r.body
     for provider in ("google", "github"):
         r = api.get(f"/v1/auth/oauth/{provider}")
         assert r.status == 302 and "client_id=" in r.headers.get("location", ""), (r.status, r.headers)
@@ -263,13 +265,14 @@ def journey(env: dict[str, str], clock: Any, ls: LocalStripe) -> None:
     assert r.status == 200, r.body
     for d in ls.deliveries():
         invoke("POST", "/v1/webhooks/stripe", raw=d.body, headers={"stripe-signature": d.signature})
-    # Auto-topup above the balance: every debit (launch, sweep, timer) fires one, 5 minutes apart.
+    # Auto-topup above the balance: due after every debit (launch, sweep, timer), charged by the timer function.
     assert api.put("/v1/billing/auto-topup", {"enabled": True, "thresholdCents": 90_000,
                                                "topupAmountCents": 2000}).status == 200
     r = admin.post("/v1/admin/adjustments", {"userId": user["id"], "amountCents": -1000, "reason": "correction"},
                    headers={"Idempotency-Key": "fund-2"})
     assert r.status == 200, r.body
-    for path in ("/v1/billing/balance", "/v1/billing/ledger?pageSize=1", "/v1/billing/invoices", "/v1/billing/card"):
+    for path in ("/v1/billing/balance", "/v1/billing/ledger?pageSize=1", "/v1/billing/ledger?type=adjustment",
+                 "/v1/billing/invoices", "/v1/billing/card"):
         assert api.get(path).status == 200, path
     # A Checkout top-up: credited by the webhook (checkout.session.completed).
     r = api.post("/v1/billing/checkout", {"amountCents": 2500, "useCheckout": True})

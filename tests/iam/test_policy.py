@@ -131,6 +131,20 @@ def test_conditions_on_the_from_address() -> None:
     assert not s.decide("Fn", Request("ses:SendEmail", arn), env).allowed  # no key, no match
 
 
+def test_an_item_operation_carries_its_partition_key_for_a_leading_keys_condition() -> None:
+    got = calls.requests_of("dynamodb", "DeleteItem",
+                            {"TableName": "t-ledger", "Key": {"pk": {"S": "OUTBOX#3"}, "sk": {"S": "u#1"}}}, REGION)
+    assert got == [Request("dynamodb:DeleteItem", TABLE + "t-ledger", (("dynamodb:LeadingKeys", "OUTBOX#3"),))]
+    items = [{"Put": {"TableName": "t-money", "Item": {"pk": {"S": "USER#u"}, "sk": {"S": "WALLET"}}}}]
+    (put,) = calls.requests_of("dynamodb", "TransactWriteItems", {"TransactItems": items}, REGION)
+    assert put.key("dynamodb:LeadingKeys") == "USER#u"
+    s = stack([{"Effect": "Allow", "Action": "dynamodb:DeleteItem", "Resource": {"Fn::GetAtt": ["LedgerTable", "Arn"]},
+                "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["OUTBOX#*"]}}}])
+    assert s.decide("Fn", got[0], ENV).allowed
+    wallet = Request("dynamodb:DeleteItem", TABLE + "t-ledger", (("dynamodb:LeadingKeys", "USER#u"),))
+    assert not s.decide("Fn", wallet, ENV).allowed  # only outbox items may be deleted
+
+
 def test_wildcards_are_iams() -> None:
     assert wildcard("sqs:SendMessage*", "sqs:SendMessage")
     stripe = "arn:aws:ssm:*:*:parameter/gpurent/stripe-*"

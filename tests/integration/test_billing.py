@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from gpurent import wallet
+from gpurent import timers, wallet
 from gpurent.billing import autotopup, invoices
 from gpurent.store import billing as billing_store
 from gpurent.store import money as money_store
 from infra.local.client import invoke
 from infra.local.stripe_local import LocalStripe, sign
 from tests import stripe_fixtures
-from tests.conftest import Api, sent_mail
+from tests.conftest import Api, run_timers, sent_mail
 from tests.walletkit import check_invariants
 
 DECLINES_WHEN_CHARGED = "4000000000000341"
@@ -84,6 +84,7 @@ def test_checkout_credits_once_whichever_events_arrive_and_however_often(api: Ap
     assert len(rows) == 1 and rows[0]["amountCents"] == 2500 and rows[0]["stripeChargeId"].startswith("ch_")
     assert api.get("/v1/billing/balance").json()["availableCents"] == 2500
     assert api.get("/v1/billing/card").json()["last4"] == "4242"  # the checkout saved the card
+    run_timers()  # the email is an outbox effect of the credit, sent by the timer function
     assert sum("received" in m.subject for m in sent_mail()) == 1
     check_invariants(user["id"])
 
@@ -114,6 +115,76 @@ def test_the_saved_card_is_charged_at_once_and_its_webhook_adds_nothing(api: Api
     check_invariants(user["id"])
 
 
+def _payment_intents(ls: LocalStripe, customer: str) -> list[dict[str, Any]]:
+    found, after = [], ""
+    while True:
+        page = stripe_fixtures.stripe_get(ls, f"/v1/payment_intents?limit=100{after}")
+        found.extend(p for p in page["data"] if p.get("customer") == customer)
+        if not page.get("has_more") or not page["data"]:
+            return found
+        after = f"&starting_after={page['data'][-1]['id']}"
+
+
+def test_a_failing_email_after_a_saved_card_credit_does_not_fail_the_request(
+        api: Api, user, local_stripe, monkeypatch, clock) -> None:
+    """Regression (issue 15, item 5): the "top-up received" email failed after the credit and the
+    request answered 500 "please retry" though the money had moved. Side effects after the
+    commit never fail a request: the email waits in the outbox and is sent once it can be."""
+    from gpurent import notify
+
+    add_card(api, local_stripe)
+    real_send = notify.send
+
+    def ses_down(to: str, subject: str, body: str) -> None:
+        raise RuntimeError("SES is down")
+
+    monkeypatch.setattr(notify, "send", ses_down)
+    r = api.post("/v1/billing/checkout", {"amountCents": 5000})
+    assert r.status == 200, r.body
+    assert r.json()["status"] == "succeeded"
+    assert api.get("/v1/billing/balance").json()["availableCents"] == 5000
+    run_timers()  # the email cannot go yet: it stays in the outbox
+    assert not any("received" in m.subject for m in sent_mail())
+    monkeypatch.setattr(notify, "send", real_send)
+    clock.advance(120)
+    run_timers()
+    assert sum("received" in m.subject for m in sent_mail()) == 1
+    check_invariants(user["id"])
+
+
+def test_a_retry_without_a_key_after_a_500_does_not_charge_the_card_twice(
+        api: Api, user, local_stripe, monkeypatch) -> None:
+    """Regression (issue 15, item 5): without an Idempotency-Key the Stripe key was random, so the
+    retry of a request that died after charging the card was a second PaymentIntent. The charge
+    now writes a durable intent first and derives its Stripe key from it: the retry resumes it."""
+    from gpurent.billing import topups
+
+    add_card(api, local_stripe)
+    customer = str(billing_store.wallet_item(user["id"])["stripeCustomerId"])
+    real_deposit = topups.deposit
+    calls = {"n": 0}
+
+    def dies_once(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("the Lambda died after Stripe charged the card")
+        return real_deposit(*args, **kwargs)
+
+    monkeypatch.setattr(topups, "deposit", dies_once)
+    first = api.post("/v1/billing/checkout", {"amountCents": 5000})
+    assert first.status == 500
+    again = api.post("/v1/billing/checkout", {"amountCents": 5000})  # the client retries, no key
+    assert again.status == 200, again.body
+    assert [p["status"] for p in _payment_intents(local_stripe, customer)] == ["succeeded"]
+    assert api.get("/v1/billing/balance").json()["availableCents"] == 5000
+    # A later top-up is a new one.
+    third = api.post("/v1/billing/checkout", {"amountCents": 5000})
+    assert third.status == 200 and third.json()["paymentIntentId"] != again.json()["paymentIntentId"]
+    assert len(_payment_intents(local_stripe, customer)) == 2
+    assert api.get("/v1/billing/balance").json()["availableCents"] == 10_000
+    check_invariants(user["id"])
+
+
 def test_a_declined_saved_card_is_card_declined_and_writes_nothing(api: Api, user, local_stripe) -> None:
     add_card(api, local_stripe, DECLINES_WHEN_CHARGED)
     before = money_store.get_wallet(user["id"])
@@ -122,6 +193,23 @@ def test_a_declined_saved_card_is_card_declined_and_writes_nothing(api: Api, use
     assert "code" in r.json()["details"]
     assert money_store.get_wallet(user["id"]) == before
     assert ledger(api) == []
+
+
+@pytest.mark.parametrize("saved_card", [False, True])
+def test_a_reused_idempotency_key_with_another_amount_is_validation_failed(
+        api: Api, user, local_stripe, saved_card: bool) -> None:
+    """Regression (issue 15, item 7): Checkout with a reused Idempotency-Key and another amount
+    answered 500 (Stripe refused the key); it is the documented 400, and nothing is charged."""
+    if saved_card:
+        add_card(api, local_stripe)
+    first = api.post("/v1/billing/checkout", {"amountCents": 1000}, headers={"idempotency-key": "same"})
+    assert first.status == 200, first.body
+    again = api.post("/v1/billing/checkout", {"amountCents": 1000}, headers={"idempotency-key": "same"})
+    assert again.status == 200 and again.json() == first.json()
+    other = api.post("/v1/billing/checkout", {"amountCents": 2000}, headers={"idempotency-key": "same"})
+    assert other.status == 400, other.body
+    assert other.json()["error"] == "validation_failed" and "idempotencyKey" in other.json()["details"]
+    assert api.get("/v1/billing/balance").json()["totalCents"] == (1000 if saved_card else 0)
 
 
 @pytest.mark.parametrize("amount", [0, 99, 500_001, -5, 10**12])
@@ -241,15 +329,18 @@ def test_auto_topup_fires_once_below_the_threshold_and_cools_down(api: Api, user
     assert api.post("/v1/billing/checkout", {"amountCents": 3000}).status == 200  # saved card: 3000 available
     assert api.put("/v1/billing/auto-topup",
                    {"enabled": True, "thresholdCents": 1000, "topupAmountCents": 2000}).status == 200
-    _debit(user["id"], 2500, "d1")  # 500 < 1000: fires
+    _debit(user["id"], 2500, "d1")  # 500 < 1000: fires (from the timer the debit armed)
+    run_timers()
     bal = api.get("/v1/billing/balance").json()
     assert bal["availableCents"] == 500 + 2000
     rows = [e for e in ledger(api) if e["type"] == "auto_topup"]
     assert len(rows) == 1 and rows[0]["amountCents"] == 2000
     _debit(user["id"], 2000, "d2")  # below again, inside the 5-minute cooldown: nothing
+    run_timers()
     assert api.get("/v1/billing/balance").json()["availableCents"] == 500
     clock.advance(301)
     _debit(user["id"], 100, "d3")
+    run_timers()
     assert api.get("/v1/billing/balance").json()["availableCents"] == 400 + 2000
     # The auto-topup's own webhook adds nothing.
     for d in local_stripe.deliveries():
@@ -259,12 +350,42 @@ def test_auto_topup_fires_once_below_the_threshold_and_cools_down(api: Api, user
     check_invariants(user["id"])
 
 
+def test_a_debit_crossing_the_threshold_only_enqueues_the_top_up(api: Api, user, local_stripe, monkeypatch) -> None:
+    """The wallet never calls Stripe: a debit below the threshold arms a timer and returns;
+    the timer function charges the card."""
+    from gpurent.billing import gateway
+
+    add_card(api, local_stripe)
+    wallet.credit(user["id"], 3000, "adjustment", "seed", {"description": "seed"})
+    assert api.put("/v1/billing/auto-topup",
+                   {"enabled": True, "thresholdCents": 1000, "topupAmountCents": 2000}).status == 200
+    run_timers()
+    stripe_calls: list[str] = []
+    real_call = gateway._call
+
+    def counting(fn: Any) -> Any:
+        stripe_calls.append("call")
+        return real_call(fn)
+
+    monkeypatch.setattr(gateway, "_call", counting)
+    _debit(user["id"], 2500, "d1")  # 500 < 1000
+    assert stripe_calls == []  # the debit itself made no Stripe call
+    assert [t.kind for t in timers.due(float("inf"))] == [timers.AUTO_TOPUP]
+    assert api.get("/v1/billing/balance").json()["availableCents"] == 500
+    timers.arm(user["id"], 0, kind=timers.AUTO_TOPUP)  # due now
+    assert run_timers() >= 1
+    assert stripe_calls  # the timer function charged the card
+    assert api.get("/v1/billing/balance").json()["availableCents"] == 2500
+    check_invariants(user["id"])
+
+
 def test_a_declined_auto_topup_switches_off_and_invoices_with_a_pay_link(api: Api, user, local_stripe) -> None:
     add_card(api, local_stripe, DECLINES_WHEN_CHARGED)
     wallet.credit(user["id"], 1500, "adjustment", "seed", {"description": "seed"})
     assert api.put("/v1/billing/auto-topup",
                    {"enabled": True, "thresholdCents": 1000, "topupAmountCents": 2000}).status == 200
     _debit(user["id"], 1000, "d1")
+    run_timers()
     got = api.get("/v1/billing/auto-topup").json()
     assert got["enabled"] is False and got["disabledReason"] == "card_declined"
     listed = api.get("/v1/billing/invoices").json()["data"]
@@ -289,6 +410,92 @@ def test_a_declined_auto_topup_switches_off_and_invoices_with_a_pay_link(api: Ap
     check_invariants(user["id"])
 
 
+def test_a_permanent_stripe_refusal_ends_the_attempt_like_a_decline(api: Api, user, local_stripe) -> None:
+    """Regression (issue 15, item 3): a pending attempt that met a permanent refusal (here the
+    Stripe customer was deleted in Stripe's dashboard: 404 on every charge) was retried with the
+    old card forever and blocked every new attempt. Only "Stripe unreachable" keeps an attempt
+    pending; any other refusal ends it as a decline does: invoice, auto-topup off, email."""
+    import stripe
+
+    from infra.local.stripe_local import SECRET_KEY
+
+    add_card(api, local_stripe)
+    wallet.credit(user["id"], 1500, "adjustment", "seed", {"description": "seed"})
+    assert api.put("/v1/billing/auto-topup",
+                   {"enabled": True, "thresholdCents": 1000, "topupAmountCents": 2000}).status == 200
+    run_timers()
+    customer = str(billing_store.wallet_item(user["id"])["stripeCustomerId"])
+    stripe.StripeClient(SECRET_KEY, base_addresses={"api": local_stripe.api_base}).v1.customers.delete(customer)
+    _debit(user["id"], 1000, "d1")
+    run_timers()
+    got = api.get("/v1/billing/auto-topup").json()
+    assert got["enabled"] is False and got["disabledReason"] == "payment_failed", got
+    item = billing_store.wallet_item(user["id"])
+    assert item["autoTopupAttemptDone"] == item["autoTopupAttempt"]  # the attempt ended
+    listed = api.get("/v1/billing/invoices").json()["data"]
+    assert [(i["reason"], i["status"], i["amountCents"]) for i in listed] == [("topup_failed", "open", 2000)]
+    mail = [m for m in sent_mail() if "auto-topup failed" in m.subject]
+    assert len(mail) == 1
+    _debit(user["id"], 10, "d2")
+    run_timers()  # nothing is retried
+    assert len(api.get("/v1/billing/invoices").json()["data"]) == 1
+    check_invariants(user["id"])
+
+
+def test_an_attempt_resumed_after_stripe_forgot_its_key_finds_its_payment(
+        api: Api, user, local_stripe, monkeypatch, clock) -> None:
+    """Regression (issue 15, item 6): Stripe keeps an idempotency key for 24 hours. An auto-topup
+    attempt that charged the card and died before recording it, resumed more than a day later,
+    made a second PaymentIntent under the forgotten key. It now looks the payment up by its
+    metadata (customer + attempt) first."""
+    from gpurent.billing import topups
+
+    add_card(api, local_stripe)
+    wallet.credit(user["id"], 1500, "adjustment", "seed", {"description": "seed"})
+    assert api.put("/v1/billing/auto-topup",
+                   {"enabled": True, "thresholdCents": 1000, "topupAmountCents": 2000}).status == 200
+    run_timers()
+    customer = str(billing_store.wallet_item(user["id"])["stripeCustomerId"])
+    real_deposit = topups.deposit
+
+    def dies(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the Lambda died after Stripe charged the card")
+
+    monkeypatch.setattr(topups, "deposit", dies)
+    _debit(user["id"], 1000, "d1")
+    run_timers()  # the attempt charged the card, then its invocation died
+    assert [p["status"] for p in _payment_intents(local_stripe, customer)] == ["succeeded"]
+    monkeypatch.setattr(topups, "deposit", real_deposit)
+    timers.clear()  # its resume timers were lost too (the queue kept them only so long)
+    local_stripe.expire_idempotency_keys()
+    clock.advance(25 * 3600)
+    _debit(user["id"], 1, "d2")  # a debit asks again: the stuck attempt is resumed
+    run_timers()
+    assert [p["status"] for p in _payment_intents(local_stripe, customer)] == ["succeeded"]
+    assert [e["amountCents"] for e in ledger(api) if e["type"] == "auto_topup"] == [2000]
+    check_invariants(user["id"])
+
+
+def test_a_saved_card_top_up_retried_after_a_day_finds_its_payment(
+        api: Api, user, local_stripe, monkeypatch, clock) -> None:
+    from gpurent.billing import topups
+
+    add_card(api, local_stripe)
+    customer = str(billing_store.wallet_item(user["id"])["stripeCustomerId"])
+    real_deposit = topups.deposit
+    monkeypatch.setattr(topups, "deposit", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("died")))
+    assert api.post("/v1/billing/checkout", {"amountCents": 4000}, headers={"idempotency-key": "t-1"}).status == 500
+    monkeypatch.setattr(topups, "deposit", real_deposit)
+    local_stripe.expire_idempotency_keys()
+    clock.advance(25 * 3600)
+    api.sign_in("alice@example.com")
+    r = api.post("/v1/billing/checkout", {"amountCents": 4000}, headers={"idempotency-key": "t-1"})
+    assert r.status == 200, r.body
+    assert len(_payment_intents(local_stripe, customer)) == 1
+    assert api.get("/v1/billing/balance").json()["availableCents"] == 4000
+    check_invariants(user["id"])
+
+
 def test_many_debits_racing_past_the_threshold_fire_one_auto_topup(api: Api, user, local_stripe) -> None:
     """The cooldown claim is one conditional write: of racing checks exactly one fires (moto
     serialises the writes; the same claim on DynamoDB Local is in the conformance tier)."""
@@ -296,11 +503,13 @@ def test_many_debits_racing_past_the_threshold_fire_one_auto_topup(api: Api, use
     wallet.credit(user["id"], 10_000, "adjustment", "seed", {"description": "seed"})
     assert api.put("/v1/billing/auto-topup",
                    {"enabled": True, "thresholdCents": 20_000, "topupAmountCents": 2000}).status == 200
+    run_timers()
     fired = [e for e in ledger(api) if e["type"] == "auto_topup"]
     assert len(fired) == 1  # switching it on below the threshold fires at once
     for i in range(20):
-        autotopup.after_debit(user["id"], 100)
+        autotopup.run(user["id"])
         _debit(user["id"], 10, f"race{i}")
+        run_timers()
     assert len([e for e in ledger(api) if e["type"] == "auto_topup"]) == 1
     check_invariants(user["id"])
 

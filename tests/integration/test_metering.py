@@ -282,3 +282,203 @@ def test_a_metering_ticks_marker_expires_and_money_operations_markers_do_not(api
     assert meter and all(int(m["ttl"]["N"]) == int(clock.now()) + metering.METER_MARKER_TTL for m in meter)
     others = [m for k, m in markers.items() if not k.startswith("OP#meter:")]
     assert others and all("ttl" not in m for m in others)  # adjustments, reserves: kept
+
+
+# ---------------------------------------------------------------- auto-topup is a state (issue 15, item 1)
+
+def _auto_topup_on(api: Api, ls, threshold: int, amount: int) -> None:
+    from tests.integration.test_billing import add_card
+
+    add_card(api, ls)
+    r = api.put("/v1/billing/auto-topup", {"enabled": True, "thresholdCents": threshold, "topupAmountCents": amount})
+    assert r.status == 200, r.body
+
+
+def _auto_topups(api: Api) -> list[dict]:
+    return [e for e in api.get("/v1/billing/ledger?type=auto_topup&pageSize=200").json()["entries"]]
+
+
+def test_auto_topup_fires_again_after_available_hit_zero_inside_the_cooldown(
+        api: Api, user, world, clock, local_stripe) -> None:
+    """Regression (issue 15, item 1): once available reached 0 inside the 5-minute cooldown (an
+    admin debit), later ticks drew only on the reserve, no debit of available happened, nothing
+    asked again, and an hour later the pod was stopped for `insufficient_balance` with auto-topup
+    still on. The sweep now asks every minute: below the threshold, not cooling down, nothing
+    pending → fire."""
+    from gpurent.store import rentals as rental_store
+
+    preview = api.post("/v1/rentals/preview", {"familyId": "h100-80gb", "gpuCount": 1}).json()
+    fund(user["id"], preview["pricePerHourCents"] + 1500, clock)
+    r = launch_running(api, clock)
+    _auto_topup_on(api, local_stripe, 1000, 2000)
+    scheduler = _scheduler(clock)
+    admin = Api(source_ip="198.51.100.99")
+    admin.sign_in("admin@gpurent.test")
+    assert admin.post("/v1/admin/adjustments", {"userId": user["id"], "amountCents": -600, "reason": "t"}).status == 200
+    scheduler.advance(5)  # the auto-topup timer the debit armed
+    assert len(_auto_topups(api)) == 1
+    available = api.get("/v1/billing/balance").json()["availableCents"]
+    assert available >= 2000
+    # Inside the cooldown, available goes to 0: nothing can fire now.
+    assert admin.post("/v1/admin/adjustments", {"userId": user["id"], "amountCents": -available,
+                                                "reason": "t"}).status == 200
+    scheduler.advance(10)
+    assert len(_auto_topups(api)) == 1
+    for _ in range(16):  # two hours
+        scheduler.advance(450)
+    got = rental_store.get(user["id"], r["id"])
+    assert got is not None and got.status == "running", (got.status, got.stop_reason)
+    assert len(_auto_topups(api)) >= 2
+    assert api.get("/v1/billing/auto-topup").json()["enabled"] is True
+    check_invariants(user["id"])
+
+
+def _running_dry_with_stripe_down(api: Api, user, clock, ls, monkeypatch) -> tuple[dict, float, dict, object]:
+    """A pod whose wallet runs dry at `ran_out`; auto-topup is switched on a minute before,
+    while Stripe cannot be reached (`outage["on"]`): the attempt is claimed and pending."""
+    from gpurent.billing import gateway
+    from gpurent.store import rentals as rental_store
+
+    preview = api.post("/v1/rentals/preview", {"familyId": "h100-80gb", "gpuCount": 1}).json()
+    money = preview["pricePerHourCents"] + 30
+    fund(user["id"], money, clock)
+    r = launch_running(api, clock)
+    ran_out = _money_ran_out_at(rental_store.get(user["id"], r["id"]), money)
+    scheduler = _scheduler(clock)
+    scheduler.advance(ran_out - 60 - clock.now())
+    outage = {"on": True}
+    real_call = gateway._call
+
+    def flaky(fn):
+        if outage["on"]:
+            raise gateway.StripeUnavailable("connection refused")
+        return real_call(fn)
+
+    from tests.integration.test_billing import add_card
+
+    add_card(api, ls)
+    monkeypatch.setattr(gateway, "_call", flaky)
+    api.sign_in("alice@example.com")
+    r2 = api.put("/v1/billing/auto-topup", {"enabled": True, "thresholdCents": 100, "topupAmountCents": 2000})
+    assert r2.status == 200, r2.body
+    assert api.get("/v1/billing/balance").json()["availableCents"] == 0
+    scheduler.advance(1)  # the timer claims the attempt; Stripe does not answer
+    assert api.get("/v1/billing/auto-topup").json()["lastAttemptAt"] is not None
+    return r, ran_out, outage, scheduler
+
+
+def test_a_pending_auto_topup_holds_the_exhaustion_stop_until_its_outcome(
+        api: Api, user, world, clock, local_stripe, monkeypatch) -> None:
+    """The money runs out while an auto-topup attempt is pending (Stripe unreachable): the stop
+    is held; Stripe answers again, the attempt goes through, the pod never stops."""
+    from gpurent.store import rentals as rental_store
+
+    r, ran_out, outage, scheduler = _running_dry_with_stripe_down(api, user, clock, local_stripe, monkeypatch)
+    scheduler.advance(ran_out + 10 - clock.now())  # past the moment the money ran out
+    got = rental_store.get(user["id"], r["id"])
+    assert got is not None and got.status == "running", got.stop_reason
+    outage["on"] = False
+    scheduler.advance(110)  # the attempt's timer tries again: it goes through
+    got = rental_store.get(user["id"], r["id"])
+    assert got is not None and got.status == "running", got.stop_reason
+    assert len(_auto_topups(api)) == 1
+    assert api.get("/v1/billing/balance").json()["availableCents"] > 1000
+    check_invariants(user["id"])
+
+
+def test_an_attempt_stuck_past_its_window_no_longer_holds_the_stop(
+        api: Api, user, world, clock, local_stripe, monkeypatch) -> None:
+    """Stripe stays unreachable: the stop is held only for the attempt's bounded window."""
+    from gpurent import wallet
+    from gpurent.store import rentals as rental_store
+
+    r, ran_out, _, scheduler = _running_dry_with_stripe_down(api, user, clock, local_stripe, monkeypatch)
+    claimed = ran_out - 59
+    scheduler.advance(ran_out + wallet.AUTO_TOPUP_WINDOW - clock.now())
+    got = rental_store.get(user["id"], r["id"])
+    assert got is not None and got.status in ("stopping", "stopped"), got.status
+    assert got.stop_reason == "insufficient_balance"
+    assert ran_out < (got.stopped_at or 0.0) <= claimed + wallet.AUTO_TOPUP_WINDOW + 2, (got.stopped_at, ran_out)
+    assert _auto_topups(api) == []
+    check_invariants(user["id"])
+
+
+# ---------------------------------------------------------------- never backwards (issue 15, item 9)
+
+def test_a_sweep_that_loses_to_a_later_timer_never_moves_the_meter_backwards(api: Api, user, world, clock) -> None:
+    """Regression: the sweep took `now` once; when its write lost to a timer that had metered the
+    wallet later, it re-read the rental and charged it again at its own, earlier `now`, writing
+    `billedSeconds` / `meteredUntil` backwards (invariant 5 false until the next tick)."""
+    from gpurent.store import rentals as rental_store
+
+    fund(user["id"], 100_000, clock)
+    r = launch_running(api, clock)
+    clock.advance(100)
+    swept_at = clock.now()
+    stale = rental_store.get(user["id"], r["id"])  # what the sweep read at its start
+    clock.advance(30)
+    metering.on_timer(user["id"])  # a timer meters the wallet meanwhile, 30 s later
+    after_timer = rental_store.get(user["id"], r["id"])
+    assert after_timer is not None and after_timer.metered_until == clock.now()
+    metering.meter_wallet(user["id"], [stale], swept_at)  # the sweep goes on with what it read
+    got = rental_store.get(user["id"], r["id"])
+    assert got is not None
+    assert (got.metered_until or 0.0) >= (after_timer.metered_until or 0.0)
+    assert got.billed_seconds >= after_timer.billed_seconds
+    assert rentals.metered_cents(got) == charge_for_seconds(got.billed_seconds, got.price_per_hour_cents)
+    check_invariants(user["id"])
+
+
+# ---------------------------------------------------------------- whole seconds (issue 15, item 10)
+
+@pytest.mark.parametrize(("ran", "billed", "refunded"), [(59.5, 59, True), (59.99, 59, True), (60.0, 60, False),
+                                                         (61.7, 61, False)])
+def test_billed_seconds_are_the_floor_and_the_refund_compares_the_raw_duration(
+        api: Api, user, world, clock, ran: float, billed: int, refunded: bool) -> None:
+    """Regression: a pod that ran 59.5 s was billed 60 s (seconds were rounded half up) and not
+    refunded. Billed seconds are the whole seconds run (floor), and the under-a-minute refund
+    compares the raw running time."""
+    from gpurent.store import rentals as rental_store
+
+    fund(user["id"], 100_000, clock)
+    r = launch_running(api, clock)
+    clock.advance(ran)
+    stop = api.post(f"/v1/rentals/{r['id']}/stop")
+    assert stop.status == 200, stop.body
+    got = rental_store.get(user["id"], r["id"])
+    assert got is not None and got.billed_seconds == billed
+    charged = charge_for_seconds(billed, got.price_per_hour_cents)
+    assert stop.json()["finalChargedCents"] == charged
+    assert stop.json()["refundedCents"] == (charged if refunded else 0)
+    check_invariants(user["id"])
+
+
+# ---------------------------------------------------------------- no free compute (issue 15, item 12)
+
+def test_the_under_a_minute_refund_is_an_allowance_of_three_a_day(api: Api, user, world, clock) -> None:
+    """Regression: the under-60-s full refund let anyone run 8×H100 for 59 s, again and again, for
+    nothing. Honest mistakes keep it: three refunded short runs per rolling 24 hours; beyond that a
+    short run is billed its seconds, and the stop answer says which it was."""
+    fund(user["id"], 100_000, clock)
+    answers = []
+    for _ in range(4):
+        r = launch_running(api, clock)
+        clock.advance(30)
+        stop = api.post(f"/v1/rentals/{r['id']}/stop")
+        assert stop.status == 200, stop.body
+        answers.append(stop.json())
+        clock.advance(60)
+    assert [a["refundedCents"] == a["finalChargedCents"] > 0 for a in answers] == [True, True, True, False]
+    assert [a["shortRunRefund"]["refunded"] for a in answers] == [True, True, True, False]
+    assert [a["shortRunRefund"]["remaining"] for a in answers] == [2, 1, 0, 0]
+    assert all(a["shortRunRefund"]["limit"] == 3 for a in answers)
+    clock.advance(86_400)  # a day after the first: the allowance is back
+    catalog_refresh.refresh(build_adapters(world.settings()))  # the listings went stale meanwhile
+    r = launch_running(api, clock)
+    clock.advance(30)
+    again = api.post(f"/v1/rentals/{r['id']}/stop").json()
+    assert again["shortRunRefund"]["refunded"] is True and again["refundedCents"] == again["finalChargedCents"]
+    r = launch_running(api, clock)
+    clock.advance(90)  # over a minute: no short-run field at all
+    assert "shortRunRefund" not in api.post(f"/v1/rentals/{r['id']}/stop").json()
+    check_invariants(user["id"])

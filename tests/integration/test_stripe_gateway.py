@@ -178,6 +178,40 @@ def test_stripe_5xx_is_unavailable(stripe_500: type[_Answer500]) -> None:
     assert stripe_500.calls == 1 + gateway.MAX_NETWORK_RETRIES
 
 
+class _Answer409(_Answer500):
+    """Stripe's answer while another request with the same idempotency key is in progress."""
+
+    def do_POST(self) -> None:
+        type(self).calls += 1
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        body = json.dumps({"error": {"type": "idempotency_error", "message": (
+            "There is currently another in-progress request using this Stripe API Idempotency Key. "
+            "Please try again later.")}}).encode()
+        self.send_response(409)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_an_idempotency_key_in_progress_is_unavailable_not_a_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (issue 15, item 3): the 409 "in progress" answer means "try again later", so an
+    auto-topup attempt that meets it stays pending instead of ending as a refusal."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answer409)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_test_local")
+    monkeypatch.setenv("STRIPE_API_BASE", f"http://127.0.0.1:{server.server_address[1]}")
+    gateway.reset()
+    try:
+        with pytest.raises(gateway.StripeUnavailable) as info:
+            gateway.create_customer("usr_x", "x@example.test", "k-409")
+        assert info.value.http_status == 409
+    finally:
+        server.shutdown()
+        server.server_close()
+        gateway.reset()
+
+
 def test_unreachable_stripe_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
     with ThreadingHTTPServer(("127.0.0.1", 0), _Answer500) as probe:
         port = probe.server_address[1]

@@ -23,6 +23,26 @@ per rental, that what it was metered at is exactly the formula:
 After a sweep that ran normally: every running rental is metered up to now,
 none is past its limit deadline, and no exhausted wallet has a running pod.
 
+Auto-topup and Stripe (the local Stripe, through the real `stripe` library): each user
+has a saved card; rules switch auto-topup on and off, top up with the saved card, make
+Stripe unreachable (every call fails as a network error would) or reachable again, swap the
+card for one that is declined when charged or for one Stripe no longer has (a permanent
+refusal), and refund or dispute a top-up at Stripe (signed events to the webhook). Timers
+go through the timer function itself (metering, auto-topup, outbox). Checked besides:
+
+- auto-topup is a state: after a normal sweep, a wallet that is due (below the threshold,
+  not cooling down, nothing pending) or holds an attempt pending for over a minute has
+  its auto-topup timer armed;
+- a pending attempt that met a permanent refusal ends (auto-topup off, `payment_failed`,
+  a `topup_failed` invoice) as soon as its timer runs while Stripe answers;
+- every PaymentIntent of the user at Stripe is credited at most once, and exactly once
+  when it succeeded, unless it is the attempt or top-up intent still pending;
+- refunds and disputes: per charge, what the ledger reversed plus the invoices for the
+  rest equals what Stripe refunded / withdrew (a won dispute gives it back, voids its
+  invoice); never a negative balance;
+- the under-a-minute refund is an allowance: at most three refunded short runs per user
+  in any 24 hours, a short run billed only when three were refunded in the 24 hours before.
+
 Faults: the N-th money transaction of a sweep (or of a timer run) raises
 before it reaches DynamoDB, or commits and then raises (the answer is lost),
 either as an `Exception` (the code's own handlers see it) or as a
@@ -36,7 +56,10 @@ the simulators start once per module and are reset per example.
 
 from __future__ import annotations
 
+import json
 import os
+import random
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -55,8 +78,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from gpurent import catalog, catalog_refresh, config, metering, rentals, sweep, timers, wallet
+from gpurent import auth, catalog, catalog_refresh, config, rentals, sweep, timers, wallet
 from gpurent import clock as clock_mod
+from gpurent.billing import autotopup, cards, gateway, topups
 from gpurent.errors import ApiError
 from gpurent.listing import Listing
 from gpurent.money import charge_for_seconds, whole_seconds
@@ -64,15 +88,23 @@ from gpurent.providers import registry
 from gpurent.providers.base import ProviderAdapter
 from gpurent.providers.registry import build_adapters
 from gpurent.records import ACTIVE_SHARDS
+from gpurent.store import billing as billing_store
 from gpurent.store import dynamo
 from gpurent.store import money as money_store
 from gpurent.store import rentals as rental_store
 from infra.local import template
+from infra.local.client import invoke
+from infra.local.events import sqs_event
+from infra.local.functions import load_handler
+from infra.local.stripe_local import LocalStripe, sign
 from infra.simulators import Simulators, start_simulators
+from tests import stripe_fixtures
 from tests.walletkit import check_invariants
 
 # Own profile names: the wallet machine registers "ci"/"thorough" with other sizes.
 settings.register_profile("metering-ci", max_examples=25, stateful_step_count=15, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("metering-medium", max_examples=120, stateful_step_count=30, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("metering-thorough", max_examples=600, stateful_step_count=50, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -82,6 +114,8 @@ BOOT_SECONDS = 5.0  # simulated boot time: a tick ≥ 5 s and a reconcile make a
 USERS = ("A", "B")
 FAMILIES = ("rtx-4090", "h100-80gb", "b300")  # ~0.3, ~2, ~5 $/h: wallets run dry within a few ticks
 SWEEP_EVERY = 60.0
+GOOD_CARD, DECLINES_WHEN_CHARGED = "4242424242424242", "4000000000000341"
+MISSING_PM = "pm_gone_from_stripe"  # a card Stripe no longer has: a permanent refusal (404)
 
 AUTO_STOP = st.none() | st.sampled_from([0.005, 0.01, 0.0167, 0.02, 0.5, 1.0, 2.5])
 MAX_TOTAL = st.none() | st.integers(1, 600)
@@ -117,9 +151,13 @@ class MeteringMachine(RuleBasedStateMachine):
     sims: Simulators
     adapters: dict[str, ProviderAdapter]
     listings: tuple[Listing, ...]  # the catalog, read once per test: not what is under test here
+    ls: LocalStripe
 
     def __init__(self) -> None:
         super().__init__()
+        # Hypothesis seeds the global `random` for every example; the local Stripe draws its object
+        # ids from it, so a second example would meet the first one's ids (409 Conflict).
+        random.seed(uuid.uuid4().int)
         self.run_id = uuid.uuid4().hex[:10]
         self.clock = clock_mod.get_clock()
         assert isinstance(self.clock, clock_mod.ManualClock)
@@ -141,6 +179,16 @@ class MeteringMachine(RuleBasedStateMachine):
         timers.clear()
         self.sims.reset()
         registry.set_adapters(self.adapters)
+        self.timer_fn = load_handler(template.queue_consumers()["TimerQueue"])
+        # Stripe: reachable or not (a network failure on every call), as the rules say.
+        self.stripe_ok = True
+        self.real_call = gateway._call
+        gateway._call = self._stripe_call  # type: ignore[assignment]
+        self.users = {u: str(auth.upsert_user(f"{u.lower()}-{self.run_id}@example.com")[0]["id"]) for u in USERS}
+        self.refunded: dict[str, int] = {}  # charge id → what Stripe says is refunded of it (cumulative)
+        self.disputes: dict[str, dict[str, Any]] = {}  # dispute id → {charge, amount, status}
+        for u in USERS:
+            self._save_card(u, GOOD_CARD)
 
     def teardown(self) -> None:
         for rid, user in self.rids.items():  # what the example reached (--hypothesis-show-statistics)
@@ -149,6 +197,7 @@ class MeteringMachine(RuleBasedStateMachine):
                 overage = r.overage_cents > 0
                 REACHED[f"rental {r.status} {r.stop_reason or r.error or ''} {overage=}"] += 1
         money_store.transact = self.real_transact  # type: ignore[assignment]
+        gateway._call = self.real_call  # type: ignore[assignment]
         catalog.live_listings = self.real_live_listings  # type: ignore[assignment]
         timers.clear()
         catalog.invalidate()
@@ -189,7 +238,41 @@ class MeteringMachine(RuleBasedStateMachine):
             return tuple(li for li in self.listings if not sim.offers[int(li.offer_key)]["rented"])
 
     def uid(self, user: str) -> str:
-        return f"usr_{self.run_id}{user}"
+        return self.users[user]
+
+    def _stripe_call(self, fn: Any) -> Any:
+        if not self.stripe_ok:
+            raise gateway.StripeUnavailable("Stripe cannot be reached (the machine's outage)")
+        return self.real_call(fn)
+
+    def _save_card(self, u: str, card: str) -> None:
+        """A card saved the way a browser saves one: SetupIntent, confirmed at Stripe, its event."""
+        si = cards.setup_intent(self.uid(u))["clientSecret"].split("_secret_")[0]
+        self.ls.confirm_setup_intent(si, card)
+        d = self.ls.wait_for("setup_intent.succeeded", lambda o: o["id"] == si)
+        body, sig = stripe_fixtures.replay_args(d)
+        assert invoke("POST", "/v1/webhooks/stripe", raw=body, headers={"stripe-signature": sig}).status == 200
+
+    def _event(self, type_: str, obj: dict[str, Any]) -> int:
+        """A signed Stripe event to the webhook; its HTTP status."""
+        self.n += 1
+        body = json.dumps({"id": f"evt_{self.run_id}_{self.n}", "object": "event", "type": type_,
+                           "created": int(time.time()), "data": {"object": obj}}).encode()
+        return invoke("POST", "/v1/webhooks/stripe", raw=body,
+                      headers={"stripe-signature": sign(stripe_fixtures.WEBHOOK_SECRET, body)}).status
+
+    def payment_intents(self, user: str) -> list[dict[str, Any]]:
+        """Stripe's truth: the PaymentIntents carrying this user's id (localstripe's store)."""
+        from localstripe.resources import store
+
+        out = []
+        for key, pi in list(store.items()):
+            meta = dict(getattr(pi, "metadata", None) or {})
+            if key.startswith("payment_intent:") and meta.get("user_id") == user:
+                charge = getattr(pi, "latest_charge", None)
+                out.append({"id": pi.id, "status": pi.status, "amount": int(pi.amount), "metadata": meta,
+                            "charge": getattr(charge, "id", None)})
+        return out
 
     def key(self, kind: str) -> str:
         self.n += 1
@@ -199,13 +282,23 @@ class MeteringMachine(RuleBasedStateMachine):
         return self.clock.now()
 
     def _fire_timers(self) -> int:
+        """SQS delivers the due timers to the timer function, one message per invocation. A message
+        whose invocation failed (reported back) or died comes back after the visibility timeout."""
         fired = timers.due(self.now())
-        for t in fired:
-            if t.rental_id:
-                rentals.on_timer(t.user_id, t.rental_id)
-            else:
-                metering.on_timer(t.user_id)
+        for i, t in enumerate(fired):
+            try:
+                out = self.timer_fn(sqs_event([t.body()]), None)
+            except BaseException:
+                for rest in fired[i:]:
+                    timers.arm(rest.user_id, self.now() + 180, rest.rental_id, rest.kind)
+                raise
+            if out["batchItemFailures"]:
+                timers.arm(t.user_id, self.now() + 180, t.rental_id, t.kind)
         return len(fired)
+
+    def _armed(self, user: str, kind: str) -> bool:
+        with timers._lock:
+            return any(t.user_id == user and t.kind == kind for t in timers._pending)
 
     def _sweep_and_check(self) -> None:
         """A normal sweep, then what a completed sweep promises at this moment."""
@@ -220,22 +313,38 @@ class MeteringMachine(RuleBasedStateMachine):
                 assert r.metered_until == now, ("a running rental was skipped by the sweep", r)
                 deadline = rentals.limit_deadline(r)
                 assert deadline is None or deadline[0] > now, ("running past its limit after a sweep", r)
-            assert not (w.available == 0 and any(r.reserve_cents == 0 for r in running)), (
-                "an exhausted wallet still has running pods after a sweep", w, running)
+            assert not (w.available == 0 and any(r.reserve_cents == 0 for r in running)
+                        and not w.attempt_in_window(now)), (
+                "an exhausted wallet still has running pods after a sweep (no auto-topup pending)", w, running)
+            if running:
+                # Auto-topup is a state: whatever happened before, the sweep asked the question.
+                state = w.auto_topup_state(now)
+                if state == wallet.DUE or (state == wallet.PENDING and now - float(w.auto_topup_attempt_at or 0)
+                                           >= wallet.AUTO_TOPUP_RESUME_AFTER):
+                    assert self._armed(user, timers.AUTO_TOPUP), ("auto-topup due but no timer armed", state, w)
 
     # ------------------------------------------------------------ rules
 
     @initialize(amounts=st.tuples(*[MONEY for _ in USERS]),
+                card_top_ups=st.tuples(*[st.sampled_from([0, 0, 500, 2_000]) for _ in USERS]),
+                auto=st.tuples(*[st.none() | st.sampled_from([300, 1_500]) for _ in USERS]),
                 pods=st.lists(st.tuples(st.sampled_from(USERS), st.sampled_from(FAMILIES), AUTO_STOP, MAX_TOTAL),
                               max_size=3))
-    def fund_and_start(self, amounts: tuple[int, ...], pods: list[tuple[str, str, float | None, int | None]]) -> None:
-        """Each user's opening balance, and a few pods already running (so faults have work to hit)."""
-        for u, amount in zip(USERS, amounts, strict=True):
+    def fund_and_start(self, amounts: tuple[int, ...], card_top_ups: tuple[int, ...], auto: tuple[int | None, ...],
+                       pods: list[tuple[str, str, float | None, int | None]]) -> None:
+        """Each user's opening balance (an admin credit, and maybe a saved-card top-up, so refunds and
+        disputes have a payment to reverse), maybe auto-topup on, and a few pods already running (so
+        faults have work to hit)."""
+        for u, amount, card, threshold in zip(USERS, amounts, card_top_ups, auto, strict=True):
             user = self.uid(u)
             self.funded[user] = 0
             if amount:
                 wallet.credit(user, amount, "adjustment", self.key("fund"), {"description": "initial"})
                 self.funded[user] += amount
+            if card:
+                self.saved_card_top_up(u, card, keyed=True)
+            if threshold is not None:
+                self.set_auto_topup(u, True, threshold, 1_000)
         for u, family, auto_stop, max_total in pods:
             self.launch(u, family, auto_stop, max_total, wait=True)
 
@@ -358,7 +467,99 @@ class MeteringMachine(RuleBasedStateMachine):
 
     @rule()
     def fire_due_timers(self) -> None:
+        now = self.now()
+        broken = []  # attempts on a card Stripe no longer has, whose timer runs now
+        for u in USERS:
+            user = self.uid(u)
+            item = billing_store.wallet_item(user)
+            pending = wallet.Wallet.from_record(user, item).auto_topup_pending
+            due = any(t.user_id == user and t.kind == timers.AUTO_TOPUP and t.due <= now for t in timers._pending)
+            if pending and due and item.get("autoTopupAttemptPmId") == MISSING_PM:
+                broken.append(user)
         self._fire_timers()
+        for user in broken if self.stripe_ok else []:
+            # A permanent refusal ends the attempt as a decline does: never pending forever.
+            item = billing_store.wallet_item(user)
+            assert not wallet.Wallet.from_record(user, item).auto_topup_pending, ("a refused attempt is pending", item)
+            assert (item.get("autoTopup") or {}).get("disabledReason") == "payment_failed", item.get("autoTopup")
+            REACHED["auto-topup refused for good"] += 1
+
+    # ------------------------------------------------------------ auto-topup and Stripe
+
+    @rule(u=st.sampled_from(USERS), on=st.booleans(), threshold=st.sampled_from([100, 300, 1_500]),
+          amount=st.sampled_from([1_000, 2_500]))
+    def set_auto_topup(self, u: str, on: bool, threshold: int, amount: int) -> None:
+        body = autotopup.AutoTopup(enabled=on, thresholdCents=threshold, topupAmountCents=amount)
+        autotopup.put(self.uid(u), body)  # switched on below the threshold: its timer fires it
+
+    @rule(ok=st.booleans())
+    def stripe_weather(self, ok: bool) -> None:
+        """Stripe becomes unreachable (every call a network error) or reachable again."""
+        self.stripe_ok = ok
+
+    @rule(u=st.sampled_from(USERS), card=st.sampled_from(["good", "declines", "gone"]))
+    def change_card(self, u: str, card: str) -> None:
+        user = self.uid(u)
+        if card == "gone":  # deleted at Stripe behind our back: every charge is refused for good (404)
+            saved = dict(billing_store.wallet_item(user).get("card") or {})
+            if saved:
+                billing_store.update_settings(user, {"card": {**saved, "pmId": MISSING_PM}})
+            return
+        if self.stripe_ok:
+            self._save_card(u, GOOD_CARD if card == "good" else DECLINES_WHEN_CHARGED)
+
+    @rule(u=st.sampled_from(USERS), amount=st.integers(100, 3_000), keyed=st.booleans())
+    def saved_card_top_up(self, u: str, amount: int, keyed: bool) -> None:
+        """`POST /v1/billing/checkout` with the card on file (the durable intent, then Stripe)."""
+        try:
+            answer = topups.checkout(self.uid(u), topups.Checkout(amountCents=amount),
+                                     self.key("topup") if keyed else None)
+        except ApiError as exc:
+            assert exc.code in ("card_declined", "service_unavailable", "rate_limited"), (exc.code, exc.message)
+            assert exc.code != "service_unavailable" or not self.stripe_ok
+            return
+        assert answer["status"] in ("succeeded", "processing"), answer
+
+    def _credited_charges(self, user: str) -> list[dict[str, Any]]:
+        rows = money_store.all_ledger(user)
+        credited = {str(x["paymentIntentId"]) for x in rows if x.get("paymentIntentId")}
+        return [p for p in self.payment_intents(user) if p["status"] == "succeeded" and p["id"] in credited
+                and p["charge"]]
+
+    @precondition(lambda self: self.stripe_ok)
+    @rule(u=st.sampled_from(USERS), data=st.data(), how=st.sampled_from(["refund part", "refund all", "dispute"]))
+    def reverse_a_top_up(self, u: str, data: st.DataObject, how: str) -> None:
+        """Stripe refunds, or the bank disputes, one of the user's credited top-ups."""
+        user = self.uid(u)
+        charges = self._credited_charges(user)
+        if not charges:
+            return
+        pi = data.draw(st.sampled_from(charges))
+        charge = stripe_fixtures.stripe_get(self.ls, f"/v1/charges/{pi['charge']}")
+        if how == "dispute":
+            if any(d["charge"] == charge["id"] for d in self.disputes.values()):
+                return
+            dp = f"dp_{self.run_id}{len(self.disputes)}"
+            self.disputes[dp] = {"charge": charge["id"], "amount": pi["amount"], "status": "needs_response",
+                                 "user": user}
+            obj = {"id": dp, "object": "dispute", "amount": pi["amount"], "charge": charge["id"],
+                   "payment_intent": pi["id"], "status": "needs_response"}
+            assert self._event("charge.dispute.created", obj) == 200
+            return
+        done = self.refunded.get(charge["id"], 0)
+        target = pi["amount"] if how == "refund all" else min(pi["amount"], done + max(1, pi["amount"] // 3))
+        self.refunded[charge["id"]] = max(done, target)
+        obj = {**charge, "amount_refunded": target, "refunded": target >= pi["amount"]}
+        assert self._event("charge.refunded", obj) == 200
+
+    @precondition(lambda self: self.stripe_ok and any(d["status"] == "needs_response" for d in self.disputes.values()))
+    @rule(data=st.data(), won=st.booleans())
+    def close_a_dispute(self, data: st.DataObject, won: bool) -> None:
+        dp = data.draw(st.sampled_from(sorted(k for k, d in self.disputes.items() if d["status"] == "needs_response")))
+        d = self.disputes[dp]
+        d["status"] = "won" if won else "lost"
+        obj = {"id": dp, "object": "dispute", "amount": d["amount"], "charge": d["charge"], "status": d["status"]}
+        assert self._event("charge.dispute.closed", obj) == 200
 
     @rule()
     def reconcile(self) -> None:
@@ -419,20 +620,102 @@ class MeteringMachine(RuleBasedStateMachine):
                 self.check_rental(r, rows, now)
                 charged += int(r["chargedCents"])
                 refunded += int(r["refundedCents"])
-                if r["status"] != "running" and r.get("runningAt") is not None and int(r["billedSeconds"]) >= 60:
+                if r["status"] != "running" and r.get("runningAt") is not None and not short_run_refunded(r):
                     invoiced_usage += int(r["overageCents"])
-            # 8. nothing created or lost: what went in, minus charges, plus refunds, is the total
-            assert w.total == self.funded[user] - charged + refunded, (w, self.funded[user], charged, refunded)
+            self.check_short_run_allowance(list(mine.values()))
+            stripe_in = self.check_stripe(user, rows, items)
+            reversed_ = self.check_reversals(user, rows, items)
+            # 8. nothing created or lost: what went in (the test's own credits, Stripe's payments),
+            # minus charges, plus refunds, minus what Stripe took back, is the total
+            assert w.total == self.funded[user] + stripe_in - charged + refunded - reversed_, (
+                w, self.funded[user], stripe_in, charged, refunded, reversed_)
             # 8. usage beyond the money == the overage invoices (all open: nothing pays them here)
-            overage = [i for i in items if str(i["sk"]).startswith("INVOICE#") and i["reason"] == "overage"]
+            invoices = [i for i in items if str(i["sk"]).startswith("INVOICE#")]
+            overage = [i for i in invoices if i["reason"] == "overage"]
             assert sum(int(i["amountCents"]) for i in overage) == invoiced_usage, (overage, mine)
             assert (w.open_invoices_cents, w.open_invoice_count) == (
-                sum(int(i["amountCents"]) for i in overage if i["status"] == "open"),
-                sum(1 for i in overage if i["status"] == "open"))
+                sum(int(i["amountCents"]) for i in invoices if i["status"] == "open"),
+                sum(1 for i in invoices if i["status"] == "open"))
             for inv in overage:
                 r = mine[inv["rentalId"]]
                 assert r.get("overageInvoiceId") == inv["id"]
                 assert int(inv["amountCents"]) == int(r["overageCents"]) > 0
+
+    def check_short_run_allowance(self, mine: list[dict[str, Any]]) -> None:
+        """At most three refunded short runs in any 24 hours; one is billed only when three were
+        refunded in the 24 hours before it (a provider's crash, or a run too short to cost a cent,
+        is not counted)."""
+        short = sorted((r for r in mine if r["status"] != "running" and r.get("runningAt") is not None
+                        and float(r["meteredUntil"]) - float(r["runningAt"]) < rentals.REFUND_WINDOW
+                        and r.get("stopReason") != "provider_failure"
+                        and charge_for_seconds(int(r["billedSeconds"]), int(r["pricePerHourCents"])) > 0),
+                       key=lambda r: float(r["stoppedAt"]))
+        log: list[float] = []
+        for r in short:
+            at = float(r["stoppedAt"])
+            recent = [t for t in log if t > at - rentals.SHORT_RUN_PERIOD]
+            want = len(recent) < rentals.SHORT_RUN_ALLOWANCE
+            assert short_run_refunded(r) == want, ("short-run allowance", want, recent, r)
+            if want:
+                log.append(at)
+                REACHED["short run refunded"] += 1
+            else:
+                REACHED["short run billed (allowance spent)"] += 1
+
+    def check_stripe(self, user: str, rows: list[dict[str, Any]], items: list[dict[str, Any]]) -> int:
+        """Every PaymentIntent at Stripe credited at most once; exactly once when it succeeded, unless
+        it is the attempt (or top-up intent) still pending. Returns what Stripe's payments credited."""
+        credited: Counter[str] = Counter(str(x["paymentIntentId"]) for x in rows if x.get("paymentIntentId")
+                                         and x["type"] in ("stripe_topup", "auto_topup"))
+        wallet_item = next((i for i in items if i["sk"] == "WALLET"), {})
+        pending_attempt = (wallet_item.get("autoTopupAttempt")
+                           if wallet.Wallet.from_record(user, wallet_item).auto_topup_pending else None)
+        pending_intents = {i.get("intentId") for i in items if str(i["sk"]).startswith("TOPUP#")
+                           and i.get("status") == "pending"}
+        for pi in self.payment_intents(user):
+            n = credited.pop(pi["id"], 0)
+            assert n <= 1, ("a payment credited twice", pi, n)
+            if pi["status"] == "succeeded" and n == 0:
+                assert pi["metadata"].get("attempt") == pending_attempt or (
+                    pi["metadata"].get("intent") in pending_intents), ("a succeeded payment never credited", pi)
+            if pi["status"] != "succeeded":
+                assert n == 0, ("a failed payment credited", pi)
+            if n:
+                REACHED[f"stripe {pi['metadata'].get('kind')} credited"] += 1
+        assert not credited, ("credits for payments Stripe does not have", credited)
+        paid_invoices = sum(int(x["amountCents"]) for x in rows if x.get("invoiceId") and x["type"] == "stripe_topup")
+        assert paid_invoices == 0  # nothing pays an invoice here
+        return sum(int(x["amountCents"]) for x in rows if x.get("paymentIntentId")
+                   and x["type"] in ("stripe_topup", "auto_topup"))
+
+    def check_reversals(self, user: str, rows: list[dict[str, Any]], items: list[dict[str, Any]]) -> int:
+        """What Stripe took back (refunds, disputes not won) = what the ledger took + the invoices for
+        the rest; never more. Returns what the ledger took back (net of disputes won)."""
+        invoices = {i["id"]: i for i in items if str(i["sk"]).startswith("INVOICE#") and i["reason"] == "manual"}
+
+        def taken(types: tuple[str, ...], charge: str) -> int:
+            return -sum(int(x["amountCents"]) for x in rows if x["type"] in types and x.get("stripeChargeId") == charge)
+
+        def invoiced(what: str, charge: str) -> int:
+            return sum(int(i["amountCents"]) for i in invoices.values() if charge in i["lineItems"][0]["description"]
+                       and what in i["lineItems"][0]["description"] and i["status"] != "void")
+
+        mine = {p["charge"] for p in self.payment_intents(user)}
+        for charge, target in self.refunded.items():
+            if charge in mine:
+                assert taken(("topup_refund",), charge) + invoiced("refunded", charge) == target, (
+                    "refund reversal", charge, target)
+                REACHED["top-up refunded at Stripe"] += 1
+        for dp, d in self.disputes.items():
+            if d["user"] != user:
+                continue
+            net = taken(("dispute", "dispute_won"), d["charge"])
+            if d["status"] == "won":
+                assert net == 0 and invoiced("disputed", d["charge"]) == 0, ("won dispute not restored", dp, net)
+            else:
+                assert net + invoiced("disputed", d["charge"]) == d["amount"], ("dispute reversal", dp, net)
+            REACHED[f"dispute {d['status']}"] += 1
+        return -sum(int(x["amountCents"]) for x in rows if x["type"] in ("topup_refund", "dispute", "dispute_won"))
 
     def check_rental(self, r: dict[str, Any], rows: list[dict[str, Any]], now: float) -> None:
         rid, status, rate = r["id"], r["status"], int(r["pricePerHourCents"])
@@ -471,8 +754,15 @@ class MeteringMachine(RuleBasedStateMachine):
         else:
             assert seconds == whole_seconds(until - started), r
             assert until <= float(r["stoppedAt"]), r
-            expected_refund = int(r["chargedCents"]) if seconds < rentals.REFUND_WINDOW else 0
+            expected_refund = int(r["chargedCents"]) if short_run_refunded(r) else 0
             assert int(r["refundedCents"]) == expected_refund, ("refund rule", r)
+
+
+def short_run_refunded(r: dict[str, Any]) -> bool:
+    """A settled rental that ran under a minute and was refunded in full (the allowance allowed it)."""
+    if r.get("runningAt") is None or float(r["meteredUntil"]) - float(r["runningAt"]) >= rentals.REFUND_WINDOW:
+        return False
+    return bool((r.get("shortRunRefund") or {}).get("refunded", True))
 
 
 def user_items(user_id: str) -> list[dict[str, Any]]:
@@ -500,7 +790,7 @@ def simulators() -> Iterator[Simulators]:
 
 
 @pytest.mark.usefixtures("aws")
-def test_metering_state_machine(simulators: Simulators) -> None:
+def test_metering_state_machine(simulators: Simulators, local_stripe: LocalStripe) -> None:
     # One provider keeps each reconcile to one listing call; the catalog is read once (from a
     # real refresh against the simulator) and served to every launch of every example.
     adapters = build_adapters({**simulators.settings(), "PROVIDERS": "vast"})
@@ -511,6 +801,7 @@ def test_metering_state_machine(simulators: Simulators) -> None:
     MeteringMachine.sims = simulators
     MeteringMachine.adapters = adapters
     MeteringMachine.listings = listings
+    MeteringMachine.ls = local_stripe
     try:
         run_state_machine_as_test(MeteringMachine, settings=settings.get_profile(PROFILE))
         print(sorted(REACHED.items()))

@@ -41,7 +41,9 @@ def test_split_charge_conserves_money(available: int, reserve: int, charge: int,
     assert s.reserve_after <= max(target, reserve - s.from_reserve)
 
 
-def test_whole_seconds_round_halves_up() -> None:
+def test_whole_seconds_are_the_floor() -> None:
+    """One rule for every billed second: a second counts once it has been run in full."""
     from gpurent.money import whole_seconds
 
-    assert [whole_seconds(x) for x in (0.4, 0.5, 1.5, 2.5, 2.49, -3.0)] == [0, 1, 2, 3, 2, 0]
+    assert [whole_seconds(x) for x in (0.4, 0.5, 0.999, 1.0, 1.5, 2.5, 59.5, 59.99, 60.0, -3.0)] == [
+        0, 0, 0, 1, 1, 2, 59, 59, 60, 0]

@@ -7,12 +7,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpurent import auth, clock, ids, notify, text, timers, wallet
+from gpurent import auth, clock, ids, text, timers, wallet
 from gpurent.errors import ApiError
 from gpurent.ledger import entry_public
 from gpurent.money import dollars
 from gpurent.store import identity
 from gpurent.store import money as store
+from gpurent.telemetry import logger
 
 MAX_ADJUSTMENT_CENTS = 10_000_000  # $100,000: a typo guard, not a policy
 
@@ -66,21 +67,26 @@ def adjust(admin_id: str, body: Adjustment, idempotency_key: str | None) -> dict
     target = resolve_user(body.userId, body.email)
     key = f"adjust:{admin_id}:{idempotency_key}" if idempotency_key else f"adjust:{ids.new_id('adj')}"
     refs = {"description": reason, "adminId": admin_id}
+    verb = "added to" if body.amountCents > 0 else "taken from"
+
+    def email(w: wallet.Wallet, steps: Any) -> list[wallet.Effect]:
+        return [("email", {"subject": "An adjustment to your gpurent balance",
+                           "body": f"{dollars(abs(body.amountCents))} was {verb} your gpurent wallet.\n\n"
+                                   f"Reason: {reason}\n\n"
+                                   f"Your balance is now {dollars(wallet.total_after(w, steps))}."})]
+
     result = wallet.adjust(
         target["id"], body.amountCents, key, refs,
         extras=lambda w, steps: [audit_row(admin_id, "adjustment", target["id"],
                                            {"amountCents": body.amountCents, "reason": reason, "opKey": key})],
+        effects=email,
     )
+    # The money moved: nothing below may fail the request (the email is an outbox effect).
     if not result.replayed and body.amountCents < 0:
-        timers.arm(target["id"], clock.now())  # less money: running pods may now run dry sooner
-    if not result.replayed:
-        verb = "added to" if body.amountCents > 0 else "taken from"
-        notify.send(
-            target["email"],
-            "An adjustment to your gpurent balance",
-            f"{dollars(abs(body.amountCents))} was {verb} your gpurent wallet.\n\nReason: {reason}\n\n"
-            f"Your balance is now {dollars(result.total)}.",
-        )
+        try:
+            timers.arm(target["id"], clock.now())  # less money: running pods may now run dry sooner
+        except Exception:
+            logger.exception("arming the metering timer failed; the next sweep meters the wallet")
     return {
         "entry": entry_public(result.entries[0]),
         "userId": target["id"],
@@ -115,12 +121,12 @@ def manual_invoice(admin_id: str, body: ManualInvoice, idempotency_key: str | No
     key = f"manual_invoice:{admin_id}:{idempotency_key}" if idempotency_key else f"manual_invoice:{record['id']}"
     audit = audit_row(admin_id, "invoice", target["id"], {"invoiceId": record["id"], "amountCents": body.amountCents,
                                                           "opKey": key})
-    invoices.issue(record, key, [audit])
-    invoices.mirror_quietly(record)
-    notify.send(target["email"], "A new gpurent invoice",
-                f"An invoice of {dollars(body.amountCents)} was issued to you: {description}\n\n"
-                + (f"Pay it here: {record['hostedInvoiceUrl']}\n" if record.get("hostedInvoiceUrl")
-                   else "It is under Billing → Invoices.\n"))
+    email = ("invoice_email", {
+        "invoiceId": record["id"], "subject": "A new gpurent invoice",
+        "body": f"An invoice of {dollars(body.amountCents)} was issued to you: {description}\n\n",
+        "linkLine": "Pay it here: {link}\n", "noLinkLine": "It is under Billing → Invoices.\n"})
+    invoices.issue(record, key, [audit], effects=[email])  # the email (with the pay link): an outbox effect
+    invoices.mirror_quietly(record)  # the Stripe copy now if Stripe answers (never raises; the effect retries)
     return invoices.public(record)
 
 

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from gpurent import auth, clock, text
+from gpurent import auth, clock, retry, text
 from gpurent.config import settings
-from gpurent.errors import ApiError
+from gpurent.errors import ApiError, ConflictRetryExhausted
 from gpurent.telemetry import count, logger
 
 MAX_BODY_BYTES = 64 * 1024
@@ -206,9 +206,17 @@ class Router:
             route = self.routes.get(req.route_key)
             if route is None:
                 raise ApiError("not_found")
-            resp = self._run(route, req, extra_headers)
+            with retry.interactive():  # a person is waiting: bounded retries, then 503
+                resp = self._run(route, req, extra_headers)
         except ApiError as err:
             resp = Response(err.status, err.body(), dict(err.headers))
+        except ConflictRetryExhausted:
+            logger.warning("a money transaction kept losing to concurrent writers",
+                           extra={"routeKey": event.get("routeKey")})
+            busy = ApiError("service_unavailable", "The wallet is busy with other operations; nothing was done. "
+                            f"Retry in {retry.RETRY_AFTER_SECONDS} s",
+                            headers={"Retry-After": str(retry.RETRY_AFTER_SECONDS)})
+            resp = Response(busy.status, busy.body(), dict(busy.headers))
         except Exception:
             logger.exception("unhandled error", extra={"routeKey": event.get("routeKey")})
             internal = ApiError("internal_error")

@@ -38,6 +38,9 @@ STATUS: dict[str, int] = {
     "rate_limited": 429,
     "code_request_rate_limited": 429,
     "internal_error": 500,
+    # Extension: the work could not be done now and nothing was written (a wallet busy with
+    # concurrent writers, Stripe unreachable); retry after `Retry-After` seconds.
+    "service_unavailable": 503,
 }
 
 DEFAULT_MESSAGE: dict[str, str] = {
@@ -47,6 +50,7 @@ DEFAULT_MESSAGE: dict[str, str] = {
     "internal_error": "Internal error, please retry",
     "validation_failed": "Request validation failed",
     "rate_limited": "Too many requests",
+    "service_unavailable": "Busy right now; nothing was done, retry in a moment",
 }
 
 

@@ -13,9 +13,11 @@ from gpurent.errors import ApiError
 from gpurent.store import money as store
 
 # The ledger entry types: the one definition (`wallet`, the API contract, the CLI derive theirs).
-LedgerType = Literal["stripe_topup", "auto_topup", "rental_charge", "refund", "adjustment"]
+# The last three: a top-up refunded or disputed at Stripe, and a dispute won (`billing.reversals`).
+LedgerType = Literal["stripe_topup", "auto_topup", "rental_charge", "refund", "adjustment",
+                     "topup_refund", "dispute", "dispute_won"]
 LEDGER_TYPES: tuple[LedgerType, ...] = get_args(LedgerType)
-CreditType = Literal["stripe_topup", "auto_topup", "refund", "adjustment"]  # the types that add money
+CreditType = Literal["stripe_topup", "auto_topup", "refund", "adjustment", "dispute_won"]  # the types that add money
 CREDIT_TYPES: tuple[CreditType, ...] = get_args(CreditType)
 
 
@@ -45,9 +47,11 @@ def page(user_id: str, raw_cursor: str | None, page_size: int, entry_type: str |
             raise ApiError("validation_failed", "cursor is not valid", {"cursor": "not a cursor this list issued"})
     from gpurent.wallet import get as get_wallet  # the wallet imports this module's types
 
-    rows, more = store.query_ledger(user_id, after, page_size, entry_type)
+    rows, resume = store.query_ledger(user_id, after, page_size, entry_type)
     wallet = get_wallet(user_id)
-    next_cursor = cursor.encode("ledger", user_id, {"after": rows[-1]["id"]}) if more and rows else None
+    # A filtered page may hold fewer rows than asked (its reads are bounded): the cursor resumes
+    # where the reads stopped, so a client pages on until `nextCursor` is null.
+    next_cursor = cursor.encode("ledger", user_id, {"after": resume}) if resume else None
     return {"entries": [entry_public(r) for r in rows], "balanceCents": wallet.total, "nextCursor": next_cursor}
 
 

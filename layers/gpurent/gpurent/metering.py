@@ -15,7 +15,15 @@ nor skip.
 **Exhausted wallet.** A wallet that cannot pay (available 0 and a reserve
 that could not cover its charge) is exhausted: all of its running rentals are
 stopped with reason `insufficient_balance`; usage beyond the money becomes an
-overage invoice at settlement (`rentals.settle`).
+overage invoice at settlement (`rentals.settle`) — unless an auto-topup could
+still save it: an attempt claimed less than `AUTO_TOPUP_WINDOW` ago (or one
+due now, which the pass claims) holds the stop; the wallet is metered again
+right after the attempt's outcome, and at the latest when its window closes.
+
+**Auto-topup is a state.** Every pass (sweep or timer) asks the wallet it
+just charged whether an auto-topup is due (below the threshold, not cooling
+down, nothing pending) or stuck, and arms the auto-topup timer if so, whether
+or not this tick took anything from available.
 
 **On time, not once a minute.** After charging a wallet, its next deadline
 is computed: the earliest `autoStopAfterHours` / `maxTotalCents` moment of
@@ -33,10 +41,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gpurent import clock, notify, rentals, timers, wallet
-from gpurent.money import charge_for_seconds, dollars, whole_seconds
+from gpurent import clock, outbox, rentals, timers, wallet
+from gpurent.money import charge_for_seconds, whole_seconds
 from gpurent.records import Rental
-from gpurent.store import identity
 from gpurent.store import rentals as store
 from gpurent.store.money import TransactItem
 from gpurent.telemetry import count, logger
@@ -125,6 +132,7 @@ class Charged:
     charged: int = 0
     exhausted: bool = False
     conflicts: int = 0
+    wallet_after: wallet.Wallet | None = None  # the wallet after the last charge (its auto-topup state)
 
 
 def charge_wallet(user_id: str, batch: list[Rental], now: float) -> tuple[wallet.Result, list[Rental]]:
@@ -141,16 +149,23 @@ def charge_wallet(user_id: str, batch: list[Rental], now: float) -> tuple[wallet
             split = step.info["split"]
             seconds, _ = _delta(r, now)
             charged, overage = r.charged_cents + split.charged, r.overage_cents + split.overage
+            # Never backwards: a pass that is behind another (it read before a later one wrote)
+            # keeps what is stored; its charge for those seconds is 0 (`_delta`). The write's
+            # condition says so too (belt and braces: the version condition already makes it
+            # apply only to the rental as read).
+            until = max(now, r.metered_until or now)
+            billed = max(seconds, r.billed_seconds)
             items.append(store.update_item(r.user_id, r.id, {
-                "charged_cents": charged, "reserve_cents": split.reserve_after, "billed_seconds": seconds,
-                "metered_until": now, "overage_cents": overage,
-            }, ("running",), r.version))
-            after.append(replace(r, charged_cents=charged, reserve_cents=split.reserve_after, billed_seconds=seconds,
-                                 metered_until=now, overage_cents=overage, version=r.version + 1))
+                "charged_cents": charged, "reserve_cents": split.reserve_after, "billed_seconds": billed,
+                "metered_until": until, "overage_cents": overage,
+            }, ("running",), r.version, not_metered_past=until))
+            after.append(replace(r, charged_cents=charged, reserve_cents=split.reserve_after, billed_seconds=billed,
+                                 metered_until=until, overage_cents=overage, version=r.version + 1))
         return items
 
     result = wallet.apply(user_id, f"meter:{user_id}:{uuid.uuid4().hex}", {"op": "meter"},
-                          lambda w: plan_charges(w, batch, now), extras, marker_ttl=METER_MARKER_TTL)
+                          lambda w: plan_charges(w, batch, now), extras, marker_ttl=METER_MARKER_TTL,
+                          check_auto_topup=False)
     return result, after
 
 
@@ -166,12 +181,16 @@ def _charge_all(user_id: str, running: list[Rental], now: float) -> Charged:
             fresh = [x for x in (store.get(user_id, r.id) for r in batch) if x and x.status == "running"]
             if not fresh:
                 continue
+            # Whoever moved it on may have metered it later than this pass's `now`: charge up to
+            # the later of the two, never back to ours.
+            now = max([now, *(x.metered_until or now for x in fresh)])
             try:
                 result, after = charge_wallet(user_id, fresh, now)
             except wallet.BusinessConditionFailed:
                 continue
         splits = [s["split"] for s in result.steps]  # dicts: ChargeSplit as the operation stored it
         out.available = result.available
+        out.wallet_after = result.wallet
         out.rentals.extend(after)
         out.charged += sum(int(s["charged"]) for s in splits)
         out.exhausted = out.exhausted or is_exhausted(result.available, splits)
@@ -184,9 +203,14 @@ def meter_wallet(user_id: str, running: list[Rental], now: float) -> Charged:
     if not running:
         return Charged()
     out = _charge_all(user_id, running, now)
+    held_until = None
+    if out.wallet_after is not None:
+        ask_auto_topup(out.wallet_after, now)
     if out.exhausted:
-        stop_all(user_id)
-        return out
+        held_until = hold_for_auto_topup(user_id, out.wallet_after, now)
+        if held_until is None:
+            stop_all(user_id)
+            return out
     live = []
     for r in out.rentals:
         deadline = rentals.limit_deadline(r)
@@ -195,18 +219,55 @@ def meter_wallet(user_id: str, running: list[Rental], now: float) -> Charged:
         else:
             live.append(r)
     if out.available is not None:
-        arm_next(user_id, out.available, live, now)
+        arm_next(user_id, out.available, live, now, held_until)
     return out
 
 
-def arm_next(user_id: str, available: int, running: list[Rental], now: float) -> float | None:
-    """Arm a timer for the wallet's next deadline if it falls before the next sweep."""
+def ask_auto_topup(w: wallet.Wallet, now: float) -> None:
+    """The auto-topup question, asked of the wallet as this pass left it: due (or stuck) → its timer."""
+    if w.auto_topup_needs_timer(now):
+        timers.arm(w.user_id, now, kind=timers.AUTO_TOPUP)
+
+
+def hold_for_auto_topup(user_id: str, w: wallet.Wallet | None, now: float) -> float | None:
+    """An exhausted wallet whose auto-topup could still save it is not stopped yet.
+
+    An attempt claimed less than `AUTO_TOPUP_WINDOW` ago holds the stop; one that is due
+    now is claimed here (one conditional write; the card is charged by its timer) and
+    holds it from now. Returns the moment the hold ends (the wallet is metered again
+    then, and right after the attempt's outcome), or None: stop now.
+    """
+    if w is None:
+        return None
+    if not w.attempt_in_window(now):
+        if w.auto_topup_state(now) != wallet.DUE:
+            return None
+        from gpurent.billing import autotopup
+        from gpurent.store import billing as billing_store
+
+        if not autotopup.claim(user_id, billing_store.wallet_item(user_id), now):
+            return None
+        timers.arm(user_id, now, kind=timers.AUTO_TOPUP)
+        started = now
+    else:
+        started = float(w.auto_topup_attempt_at or now)
+    count("ExhaustionHeldForAutoTopup")
+    return started + wallet.AUTO_TOPUP_WINDOW
+
+
+def arm_next(user_id: str, available: int, running: list[Rental], now: float,
+             held_until: float | None = None) -> float | None:
+    """Arm a timer for the wallet's next deadline if it falls before the next sweep.
+
+    `held_until`: the wallet is exhausted but an auto-topup attempt holds the stop until
+    then; that moment replaces the predicted exhaustion (which is now)."""
     candidates = []
     for r in running:
         deadline = rentals.limit_deadline(r)
         if deadline is not None and deadline[0] <= now + timers.WINDOW:
             candidates.append(deadline[0])
-    exhaustion = predict_exhaustion(available, running, now, timers.WINDOW)
+    exhaustion = held_until if held_until is not None else predict_exhaustion(available, running, now,
+                                                                               timers.WINDOW)
     if exhaustion is not None:
         candidates.append(exhaustion)
     if not candidates:
@@ -224,19 +285,19 @@ def on_timer(user_id: str) -> dict[str, int]:
 
 
 def stop_all(user_id: str) -> None:
-    """The wallet ran dry: stop every running rental of the user (server-initiated), then a courtesy email."""
-    stopped = []
-    for r in store.live_for_user(user_id, "running"):
+    """The wallet ran dry: stop every running rental of the user (server-initiated). The courtesy
+    email is owed first (an outbox effect, sent by the timer function with the list of what was
+    stopped), so a crash between the stops cannot lose it."""
+    running = store.live_for_user(user_id, "running")
+    if not running:
+        return
+    outbox.add(user_id, "exhausted_email", {"since": clock.now()})
+    stopped = 0
+    for r in running:
         try:
-            stopped.append(rentals.stop(user_id, r.id, reason="insufficient_balance"))
+            rentals.stop(user_id, r.id, reason="insufficient_balance")
+            stopped += 1
         except Exception:
             logger.exception("empty-wallet stop failed; the next sweep retries", extra={"rentalId": r.id})
     if stopped:
         count("WalletsExhausted")
-        user = identity.get_user(user_id)
-        if user is not None:
-            lines = "\n".join(f"- {s['id']}: charged {dollars(s['finalChargedCents'])}" for s in stopped)
-            notify.send(user["email"], "Your gpurent pods were stopped: the wallet is empty",
-                        f"Your wallet ran out of money, so we stopped your running pods:\n{lines}\n\n"
-                        "Any usage beyond your balance is on an overage invoice (see Billing → Invoices).\n"
-                        "Top up to launch again.")

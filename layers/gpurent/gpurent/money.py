@@ -19,8 +19,9 @@ def charge_for_seconds(billed_seconds: int, price_per_hour_cents: int) -> int:
 
 
 def whole_seconds(duration: float) -> int:
-    """A duration rounded to the nearest second, halves up (never Python's round-half-even)."""
-    return max(0, math.floor(duration + 0.5))
+    """The whole seconds of a running time: its floor (a second is billed once it has been run
+    in full), never negative. The one rule for ticks, settlement, limits and the meter."""
+    return max(0, math.floor(duration))
 
 
 def seconds_within_cap(cap_cents: int, price_per_hour_cents: int) -> int:

@@ -1,7 +1,7 @@
 """The ports: what the domain needs from the stores, as Protocols.
 
-The adapters are modules (`store.rentals`, `store.money`, `store.identity`); the first two
-are checked against their port by mypy (a `TYPE_CHECKING` assignment at their end), and
+The adapters are modules (`store.rentals`, `store.money`, `store.outbox`, `store.identity`);
+the first three are checked against their port by mypy (a `TYPE_CHECKING` assignment at their end), and
 the tests have in-memory fakes of the same ports (`tests/fakes/`), so the money core runs
 in milliseconds without DynamoDB. The other ports: Stripe's is `billing.ports.StripeGateway`
 (beside billing, so the money core never names billing), the providers' is
@@ -43,8 +43,10 @@ class RentalStore(Protocol):
         ...
 
     def update_item(self, user_id: str, rental_id: str, changes: RentalChanges,
-                    expected_status: tuple[RentalStatus, ...], expected_version: int | None = None) -> TransactItem:
-        """The conditional write as a write of a money transaction."""
+                    expected_status: tuple[RentalStatus, ...], expected_version: int | None = None,
+                    not_metered_past: float | None = None) -> TransactItem:
+        """The conditional write as a write of a money transaction (`not_metered_past`: and the
+        stored `meteredUntil` is at most this)."""
         ...
 
     def owner_item(self, rental_id: str, user_id: str) -> TransactItem: ...
@@ -74,9 +76,30 @@ class MoneyStore(Protocol):
     def transact(self, items: list[TransactItem], token: str | None = None) -> None: ...
 
     def query_ledger(self, user_id: str, start_after: str | None, limit: int,
-                     entry_type: str | None) -> tuple[list[dict[str, Any]], bool]: ...
+                     entry_type: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of ledger rows, newest first, and where the next page resumes (None: no more)."""
+        ...
 
     def all_ledger(self, user_id: str) -> list[dict[str, Any]]: ...
+
+
+class OutboxStore(Protocol):
+    """Side effects owed after money moved (`store/outbox.py`, drained by `gpurent.outbox`)."""
+
+    def put_item(self, user_id: str, kind: str, payload: dict[str, Any], now: float,
+                 seq: int = ...) -> TransactItem:
+        """A new effect as a write of the money transaction that owes it."""
+        ...
+
+    def put(self, user_id: str, kind: str, payload: dict[str, Any], now: float) -> None: ...
+
+    def for_user(self, user_id: str) -> list[dict[str, Any]]: ...
+
+    def in_shard(self, n: int) -> list[dict[str, Any]]: ...
+
+    def lease(self, item: dict[str, Any], now: float, seconds: float) -> bool: ...
+
+    def done(self, item: dict[str, Any]) -> None: ...
 
 
 class UserDirectory(Protocol):

@@ -43,6 +43,16 @@ class LaunchAnswer(TypedDict):
     quotedPricePerHourCents: NotRequired[int]  # absent from answers stored before it existed
 
 
+class ShortRunRefund(TypedDict):
+    """A settled run under a minute: was it refunded (the user's allowance, `rentals.settlement`),
+    how many refunded short runs are left in the rolling window, and the rule's numbers."""
+
+    refunded: bool
+    remaining: int
+    limit: int
+    windowHours: int
+
+
 @dataclass(frozen=True)
 class Rental:
     """One rental as stored: `store.rentals` reads and writes it, whole or by `RentalChanges`."""
@@ -74,6 +84,7 @@ class Rental:
     billed_seconds: int = 0
     metered_until: float | None = None  # the moment the charge so far runs to
     overage_invoice_id: str | None = None
+    short_run_refund: ShortRunRefund | None = None  # set at settlement when it ran under a minute
     # limits
     auto_stop_after_hours: float | None = None  # from running_at
     max_total_cents: int | None = None
@@ -155,6 +166,7 @@ class RentalChanges(TypedDict, total=False):
     billed_seconds: int
     metered_until: float
     overage_invoice_id: str | None
+    short_run_refund: ShortRunRefund | None
     attempts: tuple[str, ...]
     allocating_until: float
     allocation_uncertain: bool | None

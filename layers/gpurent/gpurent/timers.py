@@ -25,7 +25,8 @@ from gpurent import clock
 from gpurent.config import settings
 from gpurent.telemetry import count
 
-AUTO_TOPUP = "auto_topup"
+AUTO_TOPUP = "auto_topup"  # run the auto-topup: finish a pending attempt, or claim and fire a due one
+OUTBOX = "outbox"  # do the user's pending side effects (emails, Stripe mirrors): `gpurent.outbox`
 WINDOW = 90.0  # arm deadlines within this many seconds: the next sweep (60 s) re-arms the later ones
 
 
@@ -34,7 +35,7 @@ class Timer:
     due: float
     user_id: str = field(compare=True)
     rental_id: str = ""  # set: follow one rental (a stop waiting for the provider); unset: meter the wallet
-    kind: str = ""  # AUTO_TOPUP: finish an auto-topup attempt whose outcome was not recorded
+    kind: str = ""  # AUTO_TOPUP or OUTBOX (unset: meter the wallet, or follow the rental)
 
     def body(self) -> dict[str, object]:
         out: dict[str, object] = {"userId": self.user_id, "due": self.due}

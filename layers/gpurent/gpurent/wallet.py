@@ -10,29 +10,41 @@ all, exactly once per key:
 - a retry of an operation that did commit finds its marker and answers what
   the first attempt answered;
 - a concurrent writer changes the version: the transaction is cancelled and
-  re-planned from a fresh read, a bounded number of times, then fails loudly.
+  re-planned from a fresh read (the wallet DynamoDB returns with the failed
+  condition), a bounded number of times (`gpurent.retry`: a person's request
+  gives up sooner than background work), then fails loudly.
 
 Ledger rows carry `balanceAfterCents` = the wallet *total* after the entry;
 moving money between available and reserved is not a ledger entry.
+
+The wallet depends on nothing above `gpurent.store` (and the timer queue):
+whether an auto-topup is due is a *state* of the wallet item
+(`Wallet.auto_topup_state`), and a debit that leaves the wallet in that state
+only arms a timer (`timers.AUTO_TOPUP`); the timer function charges the card.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gpurent import clock, ids
+from gpurent import clock, ids, retry, timers
 from gpurent.errors import ApiError, ConflictRetryExhausted
 from gpurent.ledger import CREDIT_TYPES, LEDGER_TYPES
 from gpurent.store import money as store
+from gpurent.store import outbox as outbox_store
 from gpurent.telemetry import logger
 
-MAX_ATTEMPTS = 16
+# Auto-topup as a state of the wallet item (`spec/decisions.md` "Auto-topup"): every debit,
+# every metering sweep and every timer asks the same question, so no transition can be missed.
+AUTO_TOPUP_COOLDOWN = 300  # seconds between attempts, counted from the attempt
+AUTO_TOPUP_RESUME_AFTER = 60  # an attempt with no recorded outcome after this long is resumed
+AUTO_TOPUP_WINDOW = 120  # a claimed attempt holds off an exhaustion stop at most this long
+OFF, SATISFIED, PENDING, COOLING, DUE = "off", "satisfied", "pending", "cooling", "due"
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,10 @@ class Wallet:
     # Set only while auto-topup is on (billing keeps it here so the check after a
     # debit needs no extra read).
     auto_topup_threshold: int | None = None
+    auto_topup_attempt_at: float | None = None  # when the last attempt was claimed
+    auto_topup_pending: bool = False  # claimed, outcome not yet recorded
+    # When the user's recent under-a-minute runs were refunded (the allowance: `rentals`).
+    short_run_refunds: tuple[float, ...] = ()
 
     @property
     def total(self) -> int:
@@ -68,7 +84,43 @@ class Wallet:
             open_invoice_count=int(record.get("openInvoiceCount", 0)),
             auto_topup_threshold=(int(record["autoTopupThresholdCents"])
                                   if record.get("autoTopupThresholdCents") is not None else None),
+            auto_topup_attempt_at=(float(record["autoTopupAttemptAt"])
+                                   if record.get("autoTopupAttemptAt") is not None else None),
+            auto_topup_pending=bool(record.get("autoTopupAttempt"))
+            and record.get("autoTopupAttemptDone") != record.get("autoTopupAttempt"),
+            short_run_refunds=tuple(float(t) for t in record.get("shortRunRefunds") or ()),
         )
+
+    def auto_topup_state(self, now: float) -> str:
+        """Where the wallet stands with auto-topup at `now`:
+
+        - PENDING: an attempt was claimed and its outcome is not recorded (whatever the
+          settings now: the card may have been charged, so it must be finished);
+        - OFF: auto-topup is off (or has no card);
+        - SATISFIED: available is at or above the threshold;
+        - COOLING: below, but the last attempt was less than the cooldown ago;
+        - DUE: below the threshold, not cooling down, no attempt pending: fire.
+        """
+        if self.auto_topup_pending:
+            return PENDING
+        if self.auto_topup_threshold is None:
+            return OFF
+        if self.available >= self.auto_topup_threshold:
+            return SATISFIED
+        if self.auto_topup_attempt_at is not None and now - self.auto_topup_attempt_at < AUTO_TOPUP_COOLDOWN:
+            return COOLING
+        return DUE
+
+    def auto_topup_needs_timer(self, now: float) -> bool:
+        """DUE, or PENDING for longer than an attempt should take (its invocation died)."""
+        state = self.auto_topup_state(now)
+        if state == DUE:
+            return True
+        return state == PENDING and now - (self.auto_topup_attempt_at or 0.0) >= AUTO_TOPUP_RESUME_AFTER
+
+    def attempt_in_window(self, now: float) -> bool:
+        """A claimed attempt that may still succeed within its bounded window."""
+        return self.auto_topup_pending and now - (self.auto_topup_attempt_at or 0.0) < AUTO_TOPUP_WINDOW
 
 
 @dataclass(frozen=True)
@@ -96,6 +148,9 @@ class Step:
     # wallet, but the balance's `openInvoices*` counters live on the wallet item, so they
     # change in the same transaction as the invoice row.
     open_invoices: tuple[int, int] = (0, 0)
+    # Other wallet fields the step sets in the same transaction (not money: e.g. the log of
+    # refunded short runs), planned on the wallet as read, so they race like the money does.
+    wallet_sets: dict[str, Any] = field(default_factory=dict)
 
 
 class InsufficientBalance(ApiError):
@@ -205,6 +260,7 @@ class Result:
     reserved: int
     steps: list[dict[str, Any]]
     replayed: bool = False
+    wallet: Wallet | None = None  # the wallet right after the operation (None on a replay)
 
     @property
     def total(self) -> int:
@@ -213,6 +269,13 @@ class Result:
 
 Planner = Callable[[Wallet], Sequence[Step]]
 Extras = Callable[[Wallet, Sequence[Step]], list[store.TransactItem]]
+Effect = tuple[str, dict[str, Any]]  # (kind, payload): see `gpurent.outbox`
+Effects = Callable[[Wallet, Sequence[Step]], list[Effect]]
+
+
+def total_after(w: Wallet, steps: Sequence[Step]) -> int:
+    """The wallet total once `steps` are applied to `w`."""
+    return w.total + sum(s.available_delta + s.reserved_delta for s in steps)
 
 
 def fingerprint(description: dict[str, Any]) -> str:
@@ -234,6 +297,8 @@ def apply(
     extras: Extras | None = None,
     before_write: Callable[[], None] | None = None,
     marker_ttl: int | None = None,
+    check_auto_topup: bool = True,
+    effects: Effects | None = None,
 ) -> Result:
     """Plan against a fresh read and write it as one transaction, exactly once per `op_key`.
 
@@ -243,11 +308,22 @@ def apply(
 
     `description` names the operation and its parameters: a replay of the key
     with a different description is refused (IdempotencyMismatch).
+    `check_auto_topup=False`: the caller asks the auto-topup question itself (the
+    metering pass asks it once per wallet, whether or not available moved).
+    `effects`: side effects the operation owes (emails, Stripe mirrors), written as
+    outbox items in the same transaction and done by the timer function
+    (`gpurent.outbox`): they exist exactly when the money moved, and nothing after the
+    commit can fail the operation.
     `before_write` is a test seam (fault injection between read and write).
     """
     fp = fingerprint(description)
-    for attempt in range(MAX_ATTEMPTS):
-        wallet = Wallet.from_record(user_id, store.get_wallet(user_id))
+    backoff = retry.policy()
+    pause = 0.0
+    fresh: dict[str, Any] | None = None  # the wallet as the writer that beat us left it
+    for attempt in range(backoff.attempts):
+        started = time.monotonic()
+        wallet = Wallet.from_record(user_id, fresh if fresh is not None else store.get_wallet(user_id))
+        fresh = None
         now = clock.now()
         try:
             steps = list(planner(wallet))
@@ -259,7 +335,9 @@ def apply(
             if store.get_op(op_key) is not None:
                 return _replay(op_key, fp)
             raise
-        result = Result(rows, available, reserved, [_jsonable(s.info) for s in steps])
+        after = replace(wallet, available=available, reserved=reserved, version=wallet.version + 1,
+                        last_ledger_ulid=last, updated_at=now)
+        result = Result(rows, available, reserved, [_jsonable(s.info) for s in steps], wallet=after)
         state: dict[str, Any] = {
             "availableCents": available,
             "reservedCents": reserved,
@@ -270,6 +348,8 @@ def apply(
             state["lastLedgerUlid"] = last
         if wallet.version == 0:
             state.update({"userId": user_id, "createdAt": now, "openInvoicesCents": 0, "openInvoiceCount": 0})
+        for step in steps:
+            state.update(step.wallet_sets)
         invoice_cents = sum(s.open_invoices[0] for s in steps)
         invoice_count = sum(s.open_invoices[1] for s in steps)
         if invoice_cents or invoice_count:
@@ -286,9 +366,11 @@ def apply(
         if marker_ttl is not None:
             marker["ttl"] = int(now) + marker_ttl
         business = list(extras(wallet, steps)) if extras else []
+        owed = list(effects(wallet, steps)) if effects else []
         items = [store.wallet_update(user_id, state, wallet.version), store.op_put(op_key, marker)]
         items += [store.ledger_put(user_id, r) for r in rows]
         items += business
+        items += [outbox_store.put_item(user_id, kind, payload, now, seq) for seq, (kind, payload) in enumerate(owed)]
         if before_write is not None:
             before_write()
         try:
@@ -304,27 +386,47 @@ def apply(
                     raise BusinessConditionFailed(i - first_business, exc.items[i]) from None
             if exc.codes[0] != "ConditionalCheckFailed" and "TransactionConflict" not in exc.codes:
                 raise
+            if exc.codes[0] == "ConditionalCheckFailed":
+                fresh = exc.items[0]  # DynamoDB returned the wallet that won: plan on it, no re-read
         else:
-            if available < wallet.available:
-                _after_debit(wallet, available)
+            if owed:
+                _kick_outbox(user_id)
+            if check_auto_topup and available < wallet.available:
+                after_debit(after)
             return result
-        time.sleep(min(0.25, 0.005 * 2**attempt) * random.random())
-    raise ConflictRetryExhausted(f"wallet {user_id}: {MAX_ATTEMPTS} attempts lost to concurrent writers")
+        if attempt + 1 < backoff.attempts:
+            pause = backoff.next_pause(pause, time.monotonic() - started)
+            time.sleep(pause)
+    raise ConflictRetryExhausted(f"wallet {user_id}: {backoff.attempts} attempts lost to concurrent writers")
 
 
-def _after_debit(before: Wallet, available: int) -> None:
-    """Every debit of available is followed by the auto-topup check (`spec/decisions.md`).
-
-    It never fails the operation that triggered it: the money moved already.
-    """
-    if before.auto_topup_threshold is None or available >= before.auto_topup_threshold:
-        return
-    from gpurent.billing import autotopup
-
+def _kick_outbox(user_id: str) -> None:
+    """Have the timer function do the effects this operation owes, now (never raises: the
+    sweep re-arms overdue outboxes)."""
     try:
-        autotopup.after_debit(before.user_id, available)
+        timers.arm(user_id, clock.now(), kind=timers.OUTBOX)
     except Exception:
-        logger.exception("auto-topup check failed", extra={"userId": before.user_id})
+        logger.exception("arming the outbox timer failed; the sweep re-arms it", extra={"userId": user_id})
+
+
+def after_debit(after: Wallet) -> None:
+    """Every debit of available is followed by the auto-topup check (`spec/decisions.md`):
+    if the wallet is now in the DUE state (or an attempt is stuck), a timer is armed for
+    now and the timer function charges the card. Stripe is never called from here.
+
+    It never fails the operation that triggered it: the money moved already (and every
+    metering sweep and timer asks the same question again).
+    """
+    if after.auto_topup_threshold is None and not after.auto_topup_pending:
+        return
+    now = clock.now()
+    if not after.auto_topup_needs_timer(now):
+        return
+    try:
+        timers.arm(after.user_id, now, kind=timers.AUTO_TOPUP)
+    except Exception:
+        logger.exception("arming the auto-topup timer failed; the next sweep or timer re-arms it",
+                         extra={"userId": after.user_id})
 
 
 def _ledger_rows(
@@ -378,24 +480,27 @@ def get(user_id: str) -> Wallet:
 # ---------------------------------------------------------------- the operations
 
 def credit(user_id: str, amount: int, entry_type: str, op_key: str, refs: dict[str, Any] | None = None,
-           extras: Extras | None = None) -> Result:
+           extras: Extras | None = None, effects: Effects | None = None) -> Result:
     desc = {"op": "credit", "amount": amount, "type": entry_type, "refs": refs or {}}
-    return apply(user_id, op_key, desc, lambda w: [plan_credit(w, amount, entry_type, refs)], extras)
+    return apply(user_id, op_key, desc, lambda w: [plan_credit(w, amount, entry_type, refs)], extras,
+                 effects=effects)
 
 
 def debit(user_id: str, amount: int, op_key: str, refs: dict[str, Any] | None = None,
-          extras: Extras | None = None) -> Result:
+          extras: Extras | None = None, effects: Effects | None = None) -> Result:
     desc = {"op": "debit", "amount": amount, "refs": refs or {}}
-    return apply(user_id, op_key, desc, lambda w: [plan_debit(w, amount, "adjustment", refs)], extras)
+    return apply(user_id, op_key, desc, lambda w: [plan_debit(w, amount, "adjustment", refs)], extras,
+                 effects=effects)
 
 
-def adjust(user_id: str, amount: int, op_key: str, refs: dict[str, Any], extras: Extras | None = None) -> Result:
+def adjust(user_id: str, amount: int, op_key: str, refs: dict[str, Any], extras: Extras | None = None,
+           effects: Effects | None = None) -> Result:
     """An admin adjustment: positive credits, negative debits (never below zero)."""
     if amount == 0:
         raise ValueError("an adjustment is not zero")
     if amount > 0:
-        return credit(user_id, amount, "adjustment", op_key, refs, extras)
-    return debit(user_id, -amount, op_key, refs, extras)
+        return credit(user_id, amount, "adjustment", op_key, refs, extras, effects)
+    return debit(user_id, -amount, op_key, refs, extras, effects)
 
 
 def reserve(user_id: str, amount: int, op_key: str, extras: Extras | None = None) -> Result:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpurent import metering, wallet
+from gpurent import metering, outbox, wallet
 from gpurent.money import charge_for_seconds
 from gpurent.records import Rental
 from tests.fakes.world import FakeWorld
@@ -99,4 +99,10 @@ def test_a_wallet_that_cannot_pay_is_exhausted_stopped_and_told(world: FakeWorld
     stopped = world.rentals.get(r.user_id, r.id)
     assert stopped is not None and (stopped.status, stopped.stop_reason) == ("stopping", "insufficient_balance")
     assert stopped.billed_seconds == 2 * 3600 and stopped.overage_cents == charge_for_seconds(7200, RATE) - RATE
+    # The courtesy email and the overage invoice's Stripe copy are owed (outbox effects), done
+    # when the timer function drains them.
+    assert sorted(e["kind"] for e in world.outbox.for_user(r.user_id)) == ["exhausted_email", "invoice_mirror"]
+    assert not any(m["to"] == "dry@example.test" for m in notify.mailbox())
+    assert outbox.drain(r.user_id) == {"effects": 2, "failed": 0}
     assert any(m["to"] == "dry@example.test" and r.id in m["body"] for m in notify.mailbox())
+    assert world.outbox.for_user(r.user_id) == []

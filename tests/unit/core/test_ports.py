@@ -14,9 +14,11 @@ from gpurent.billing import gateway, invoices
 from gpurent.billing import ports as billing_ports
 from gpurent.store import identity as real_identity
 from gpurent.store import money as real_money
+from gpurent.store import outbox as real_outbox
 from gpurent.store import rentals as real_rentals
 from tests.fakes.identity import FakeUsers
 from tests.fakes.money import FakeMoneyStore
+from tests.fakes.outbox import FakeOutboxStore
 from tests.fakes.rentals import FakeRentalStore
 from tests.fakes.stripe import FakeStripeGateway
 from tests.fakes.world import FakeWorld
@@ -24,6 +26,7 @@ from tests.fakes.world import FakeWorld
 PAIRS = [
     (ports.RentalStore, real_rentals, FakeRentalStore()),
     (ports.MoneyStore, real_money, FakeMoneyStore()),
+    (ports.OutboxStore, real_outbox, FakeOutboxStore(FakeMoneyStore())),
     (billing_ports.StripeGateway, gateway, FakeStripeGateway()),
     (ports.UserDirectory, real_identity, FakeUsers()),
 ]

@@ -153,3 +153,45 @@ def test_a_failed_launch_is_never_billed_and_releases_its_reserve(world: FakeWor
         "failed", "Provision failed: no capacity", 0, 0)
     assert world.money.wallet(r.user_id) == (500 + RATE, 0)
     assert rentals.fail(done, "again").status == "failed"  # someone else moved it on first: no harm
+
+
+# ---------------------------------------------------------------- whole seconds, the short-run allowance
+
+def test_the_refund_compares_the_raw_running_time_and_bills_whole_seconds(world: FakeWorld) -> None:
+    """59.5 s is under a minute (refunded); 60.5 s is billed 60 whole seconds (the floor)."""
+    r = seed(world, rental(), available=1_000)
+    world.clock.advance(59.5)
+    done = rentals.settle(r, "user")
+    assert (done.billed_seconds, done.refunded_cents) == (59, done.charged_cents)
+    r2 = seed(world, rental(id="rent_01M8QVFHFZ7QVG2EB10YWZ4GKT", running_at=T0 + 59.5, metered_until=T0 + 59.5),
+              available=0)
+    world.clock.advance(60.5)
+    done = rentals.settle(r2, "user")
+    assert (done.billed_seconds, done.refunded_cents, done.short_run_refund) == (60, 0, None)
+    assert done.charged_cents == charge_for_seconds(60, RATE)
+
+
+def _short_run(world: FakeWorld, n: int, reason: str = "user") -> dict[str, object]:
+    rid = f"rent_01M8QVFHFZ7QVG2EB10YWZ4G{n:02d}"
+    start = world.clock.now()
+    r = seed(world, rental(id=rid, running_at=start, metered_until=start), available=0)
+    world.clock.advance(30)
+    if reason == "user":
+        return rentals.stop(r.user_id, r.id)
+    done = rentals.settle(r, "provider_failure")
+    return {"refundedCents": done.refunded_cents, "shortRunRefund": done.short_run_refund}
+
+
+def test_short_runs_are_refunded_three_times_a_day_then_billed(world: FakeWorld) -> None:
+    cost = charge_for_seconds(30, RATE)
+    answers = [_short_run(world, n) for n in range(4)]
+    assert [a["refundedCents"] for a in answers] == [cost, cost, cost, 0]
+    assert [a["shortRunRefund"] for a in answers] == [
+        {"refunded": True, "remaining": left, "limit": 3, "windowHours": 24} for left in (2, 1, 0)
+    ] + [{"refunded": False, "remaining": 0, "limit": 3, "windowHours": 24}]
+    # A provider's crash is always refunded and takes no slot.
+    crashed = _short_run(world, 4, reason="provider_failure")
+    assert crashed["refundedCents"] == cost and crashed["shortRunRefund"] is None
+    # The window rolls: 24 hours after the first refund, one slot is free again.
+    world.clock.advance(rentals.SHORT_RUN_PERIOD - 5 * 30)  # the next stop is 24 h after the first refund
+    assert _short_run(world, 5)["shortRunRefund"] == {"refunded": True, "remaining": 0, "limit": 3, "windowHours": 24}

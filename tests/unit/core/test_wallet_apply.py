@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpurent import wallet
+from gpurent import retry, wallet
 from gpurent.errors import ConflictRetryExhausted
 from tests.fakes.world import FakeWorld
 
@@ -58,10 +58,16 @@ def test_transaction_conflicts_are_retried_then_fail_loudly(world: FakeWorld) ->
     credit(1_000, "seed")
     world.money.conflicts = 3
     assert wallet.debit(USER, 10, "k-ok").available == 990
-    world.money.conflicts = wallet.MAX_ATTEMPTS
+    world.money.conflicts = retry.REQUEST.attempts  # a person's request gives up first (then 503)
+    with retry.interactive(), pytest.raises(ConflictRetryExhausted):
+        wallet.debit(USER, 10, "k-never")
+    assert world.money.conflicts == 0
+    world.money.conflicts = retry.REQUEST.attempts  # background work outlasts it
+    assert wallet.debit(USER, 10, "k-background").available == 980
+    world.money.conflicts = retry.BACKGROUND.attempts
     with pytest.raises(ConflictRetryExhausted):
         wallet.debit(USER, 10, "k-never")
-    assert world.money.wallet(USER) == (990, 0) and world.money.get_op("k-never") is None
+    assert world.money.wallet(USER) == (980, 0) and world.money.get_op("k-never") is None
 
 
 def test_a_refusal_after_the_operation_happened_is_its_replay(world: FakeWorld) -> None:

@@ -3,12 +3,14 @@
 Everything Stripe-shaped stays here; the billing domain sees small frozen
 dataclasses and a handful of exceptions:
 
-- `StripeUnavailable`: the network failed, Stripe answered 5xx or 429, or the
-  secret key could not be read. Retrying later may succeed.
+- `StripeUnavailable`: the network failed, Stripe answered 5xx, 429 or 409 (another
+  request with the same idempotency key is in progress), or the secret key could
+  not be read. Retrying later may succeed; everything else is a refusal.
 - `CardDeclined(code, decline_code, message, payment_intent_id)`: the card was
   refused; `AuthenticationRequired` (a subclass) when the bank wants the
   cardholder to authenticate (3-D Secure), which an off-session charge cannot do.
 - `InvoiceNotVoidable`: Stripe refused to void an invoice (it is not open).
+- `IdempotencyKeyReused`: the idempotency key was used with other parameters.
 - `InvalidSignature`: a webhook payload failed verification.
 - `StripeError`: any other refusal (a bad request, a missing object, a bad key);
   the base class of all of the above except `InvalidSignature`.
@@ -90,6 +92,10 @@ class AuthenticationRequired(CardDeclined):
 
 class InvoiceNotVoidable(StripeError):
     """Stripe refused to void the invoice (only open or uncollectible invoices can be voided)."""
+
+
+class IdempotencyKeyReused(StripeError):
+    """Stripe refused a request whose idempotency key was first used with other parameters."""
 
 
 class InvalidSignature(Exception):
@@ -244,14 +250,14 @@ def _translate(exc: Exception) -> Exception:
     message = exc.user_message or str(exc) or type(exc).__name__
     if isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError):
         return StripeUnavailable(message, code=exc.code, http_status=status)
-    if isinstance(exc, stripe.IdempotencyError):  # the client reused its Idempotency-Key for another request
-        from gpurent.wallet import IdempotencyMismatch
-
-        return IdempotencyMismatch()
     if isinstance(exc, stripe.CardError):
         body = exc.json_body
         return _card_error(body if isinstance(body, Mapping) else None, message)
-    if status is None or status >= 500:
+    if isinstance(exc, stripe.IdempotencyError) and status == 400:
+        # the key was used for another request (the client reused its Idempotency-Key); a 409
+        # (another request with this key is in progress) is "unreachable for now", below
+        return IdempotencyKeyReused(message, code=exc.code, http_status=status)
+    if status is None or status >= 500 or status in (409, 429):
         return StripeUnavailable(message, code=exc.code, http_status=status)
     return StripeError(message, code=exc.code, http_status=status)
 
@@ -382,6 +388,29 @@ def charge_saved_card(*, customer_id: str, payment_method_id: str, amount_cents:
     return payment_from_intent(_as_dict(pi))
 
 
+def find_payment_intent(*, customer_id: str, metadata: Mapping[str, str], created_after: float) -> Payment | None:
+    """The customer's PaymentIntent whose metadata holds all of `metadata`, created at or after
+    `created_after`, as a Payment (raising CardDeclined / AuthenticationRequired when it did not
+    go through, like `charge_saved_card`), or None when there is none.
+
+    For resuming a charge whose idempotency key Stripe may have forgotten (keys live 24 hours):
+    look before creating, so the resumed attempt cannot become a second payment."""
+    client = _client()
+    params: dict[str, Any] = {"customer": customer_id, "created": {"gte": int(created_after)}, "limit": 100}
+    for _ in range(100):  # at most 10,000 intents: far more than a customer's top-ups in a day
+        page = _as_dict(_call(lambda: client.v1.payment_intents.list(params)))  # type: ignore[arg-type]
+        data = page.get("data") or []
+        for raw in data:
+            pi = _as_dict(raw)
+            meta = pi.get("metadata") or {}
+            if all(str(meta.get(k)) == v for k, v in metadata.items()):
+                return payment_from_intent(pi)
+        if not page.get("has_more") or not data:
+            return None
+        params["starting_after"] = str(_as_dict(data[-1])["id"])
+    return None
+
+
 @dataclass(frozen=True)
 class PaymentIntent:
     """A PaymentIntent as the webhook side needs it (whatever its status)."""
@@ -407,6 +436,12 @@ def get_payment_intent(pi_id: str) -> PaymentIntent:
         saves_card=bool(pi.get("setup_future_usage")),
         metadata={str(k): str(v) for k, v in meta.items()} if isinstance(meta, Mapping) else {},
     )
+
+
+def payment_intent_of_charge(charge_id: str) -> str | None:
+    """The PaymentIntent a charge belongs to (None for a charge made without one)."""
+    ch = _as_dict(_call(lambda: _client().v1.charges.retrieve(charge_id)))
+    return _id_of(ch.get("payment_intent"))
 
 
 # -------------------------------------------------------------------- cards

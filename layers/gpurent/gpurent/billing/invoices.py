@@ -115,11 +115,14 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- issuing and mirroring
 
-def issue(record: dict[str, Any], op_key: str, extras: list[TransactItem] | None = None) -> dict[str, Any]:
-    """Write an open invoice and count it on the wallet, once per `op_key`."""
+def issue(record: dict[str, Any], op_key: str, extras: list[TransactItem] | None = None,
+          effects: list[wallet.Effect] | None = None) -> dict[str, Any]:
+    """Write an open invoice and count it on the wallet, once per `op_key`; `effects` (its
+    Stripe mirror, an email) are owed in the same transaction (`gpurent.outbox`)."""
     desc = {"op": "invoice", "reason": record["reason"], "amount": record["amountCents"]}
     result = wallet.apply(record["userId"], op_key, desc, lambda w: [plan_open(record)],
-                          lambda w, steps: open_items(record) + list(extras or []))
+                          lambda w, steps: open_items(record) + list(extras or []),
+                          effects=(lambda w, steps: list(effects)) if effects else None)
     if result.replayed:
         found = store.get(record["userId"], str(result.steps[0]["invoiceId"]))
         if found is not None:

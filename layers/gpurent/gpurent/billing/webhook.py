@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gpurent import clock
-from gpurent.billing import cards, gateway, invoices, topups
+from gpurent.billing import cards, gateway, invoices, reversals, topups
 from gpurent.errors import ApiError
 from gpurent.store import billing as store
 from gpurent.store import identity
@@ -79,6 +79,24 @@ def _mark(event_id: str, event_type: str, items: list[Any] | None = None) -> boo
     return True
 
 
+class Marker:
+    """This event's marker: `item()` to write it inside a transaction, or called with other
+    items to write it (with them) on its own; False when it was there already."""
+
+    def __init__(self, event_id: str, event_type: str) -> None:
+        self.event_id, self.event_type = event_id, event_type
+
+    def item(self) -> Any:
+        return _marker(self.event_id, self.event_type)
+
+    def __call__(self, items: list[Any]) -> bool:
+        return _mark(self.event_id, self.event_type, items)
+
+
+def _with_marker(fn: Callable[[Marker, dict[str, Any]], bool]) -> Callable[[str, str, dict[str, Any]], bool]:
+    return lambda event_id, event_type, obj: fn(Marker(event_id, event_type), obj)
+
+
 def _user_exists(user_id: str) -> bool:
     return bool(user_id) and identity.get_user(user_id) is not None
 
@@ -91,14 +109,26 @@ def _deposit(event_id: str, event_type: str, user_id: str, pi: gateway.PaymentIn
     return result.replayed
 
 
-def _save_card(user_id: str, customer: str | None, pm_id: str, event_id: str, event_type: str) -> bool:
+def _save_card(user_id: str, customer: str | None, pm_id: str, created: int, event_id: str,
+               event_type: str) -> bool:
+    """Record the SetupIntent's card, unless a card from a newer SetupIntent (or Checkout) is
+    on file already: an older event arriving late never replaces a newer card."""
+    from gpurent.store.money import TransactionCancelled
+
+    if store.newer_card_recorded(store.wallet_item(user_id), created):
+        return not _mark(event_id, event_type)
     card = gateway.get_card(pm_id)
     if customer:
         gateway.set_default_payment_method(customer, pm_id)
     sets: dict[str, Any] = {"card": cards.card_fields(card)}
     if customer:
         sets["stripeCustomerId"] = customer
-    return not _mark(event_id, event_type, [store.settings_item(user_id, sets)])
+    try:
+        return not _mark(event_id, event_type, [store.card_item(user_id, sets, created)])
+    except TransactionCancelled as exc:
+        if exc.codes[1] == "ConditionalCheckFailed":  # a newer card was recorded meanwhile
+            return not _mark(event_id, event_type)
+        raise
 
 
 def checkout_completed(event_id: str, event_type: str, session: dict[str, Any]) -> bool:
@@ -118,9 +148,13 @@ def checkout_completed(event_id: str, event_type: str, session: dict[str, Any]) 
     customer = session.get("customer")
     if pi.payment_method_id and customer:
         card = gateway.get_card(pi.payment_method_id)
-        if pi.saves_card or card.customer_id == customer:  # the payer kept "save card" ticked
+        created = int(session.get("created") or 0)
+        if (pi.saves_card or card.customer_id == customer) and not store.newer_card_recorded(
+                store.wallet_item(user_id), created):  # the payer kept "save card" ticked
             gateway.set_default_payment_method(str(customer), pi.payment_method_id)
-            store.update_settings(user_id, {"card": cards.card_fields(card)})
+            store.update_settings(user_id, {"card": cards.card_fields(card), "cardSourceCreated": created},
+                                  condition="attribute_not_exists(cardSourceCreated) OR cardSourceCreated <= :c",
+                                  cond_values={":c": created})
     result = topups.deposit(user_id, pi.id, pi.amount, "stripe_topup", pi.charge_id,
                             extras=[_marker(event_id, event_type)])
     if result.replayed:
@@ -145,7 +179,8 @@ def setup_succeeded(event_id: str, event_type: str, obj: dict[str, Any]) -> bool
     if not pm_id or not _user_exists(user_id):
         return not _mark(event_id, event_type)
     customer = obj.get("customer")
-    return _save_card(user_id, str(customer) if customer else None, str(pm_id), event_id, event_type)
+    return _save_card(user_id, str(customer) if customer else None, str(pm_id), int(obj.get("created") or 0),
+                      event_id, event_type)
 
 
 def _local_invoice(obj: dict[str, Any]) -> tuple[str, str] | None:
@@ -183,4 +218,7 @@ HANDLERS: dict[str, Callable[[str, str, dict[str, Any]], bool]] = {
     "invoice.payment_succeeded": _invoice_closed("paid"),
     "invoice.voided": _invoice_closed("void"),
     "invoice.marked_uncollectible": _invoice_closed("uncollectible"),
+    "charge.refunded": _with_marker(reversals.charge_refunded),
+    "charge.dispute.created": _with_marker(reversals.dispute_created),
+    "charge.dispute.closed": _with_marker(reversals.dispute_closed),
 }

@@ -39,6 +39,8 @@ from gpurent.rentals.lifecycle import (
 from gpurent.rentals.settlement import (
     FOLLOW_UP,
     REFUND_WINDOW,
+    SHORT_RUN_ALLOWANCE,
+    SHORT_RUN_PERIOD,
     Settled,
     Settlement,
     enforce_limit,
@@ -67,6 +69,8 @@ __all__ = [
     "MAX_ATTEMPTS",
     "POLL_EVERY",
     "REFUND_WINDOW",
+    "SHORT_RUN_ALLOWANCE",
+    "SHORT_RUN_PERIOD",
     "STATUSES",
     "Launch",
     "Settled",

@@ -35,7 +35,7 @@ class Launch(BaseModel):
     familyId: str = Field(max_length=64)
     gpuCount: int
     templateId: str = Field(default=DEFAULT_TEMPLATE, max_length=64)
-    region: str | None = Field(default=None, max_length=8)
+    region: str | None = Field(default=None, max_length=8, pattern=catalog.REGION_PATTERN)
     name: str | None = Field(default=None, max_length=64)
     autoStopAfterHours: float | None = Field(default=None, gt=0, le=720)
     maxTotalCents: int | None = Field(default=None, ge=1, le=100_000_000)

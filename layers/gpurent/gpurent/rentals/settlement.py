@@ -8,20 +8,22 @@ wallet's transaction, so two actors can never both settle the same rental.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from gpurent import clock, timers, wallet
 from gpurent.billing import invoices
 from gpurent.errors import ApiError
 from gpurent.money import charge_for_seconds, seconds_within_cap, whole_seconds
-from gpurent.records import LiveRental, Rental, RentalChanges, StopReason
+from gpurent.records import LiveRental, Rental, RentalChanges, ShortRunRefund, StopReason
 from gpurent.rentals import instances, views
 from gpurent.store import rentals as store
 from gpurent.store.money import TransactItem
 from gpurent.telemetry import count
 
-REFUND_WINDOW = 60  # a pod that ran less than this many seconds is refunded in full
+REFUND_WINDOW = 60  # a pod that ran less than this many seconds is refunded in full…
+SHORT_RUN_ALLOWANCE = 3  # …at most this many times per user per rolling SHORT_RUN_PERIOD (a provider's
+SHORT_RUN_PERIOD = 86_400  # crash is always refunded and not counted); beyond it a short run is billed
 FOLLOW_UP = 3  # seconds after a stop to ask the provider whether the instance is gone
 
 
@@ -38,8 +40,11 @@ class Settlement:
     overage: int  # owed beyond the money: the overage invoice
 
 
-def plan_settlement(r: Rental, seconds: int, split: wallet.ChargeSplit) -> Settlement:
-    """The rental's final numbers, given the last charge's split.
+def plan_settlement(r: Rental, seconds: int, split: wallet.ChargeSplit, ran: float | None = None,
+                    refund_short: bool = True) -> Settlement:
+    """The rental's final numbers, given the last charge's split; `ran` is the raw running time
+    (seconds, unrounded) that the under-a-minute refund compares (default: `seconds`);
+    `refund_short` False: the user's short-run allowance is spent, a short run is billed.
 
     - a pod that ran under a minute gets everything it paid back, and its overage is forgiven;
     - otherwise what was metered beyond the billed end (a provider crash billed up to the last
@@ -50,7 +55,7 @@ def plan_settlement(r: Rental, seconds: int, split: wallet.ChargeSplit) -> Settl
     total = charge_for_seconds(seconds, r.price_per_hour_cents)
     paid = r.charged_cents + split.charged
     overage = r.overage_cents + split.overage
-    if seconds < REFUND_WINDOW:
+    if (seconds if ran is None else ran) < REFUND_WINDOW and refund_short:
         return Settlement(paid, paid, 0)
     excess = max(0, paid + overage - total)
     cut = min(excess, overage)
@@ -93,18 +98,34 @@ def settle(r: Rental, reason: StopReason, until: float | None = None,
     deadline = limit_deadline(r)
     if deadline is not None:
         end = min(end, deadline[0])
-    seconds = whole_seconds(end - r.running_at)
+    ran = max(0.0, end - r.running_at)  # raw: the refund rule compares this
+    seconds = whole_seconds(ran)  # billed: whole seconds (floor)
     total = charge_for_seconds(seconds, r.price_per_hour_cents)
     delta = max(0, total - views.metered_cents(r))
     held = r.reserve_cents
     invoice: dict[str, Any] = {}  # the overage invoice this attempt plans, if any (billing's record)
+    # A short run's refund draws on the user's allowance (kept on the wallet item, so two
+    # settlements racing cannot both take the last one); a provider's crash is always refunded.
+    counted = ran < REFUND_WINDOW and reason != "provider_failure" and total > 0  # a free run costs no slot
+    short: list[ShortRunRefund] = []  # what this attempt planned (at most one)
+
+    def refund_short() -> bool:
+        return short[0]["refunded"] if short else True
 
     def planner(w: wallet.Wallet) -> list[wallet.Step]:
         charge = wallet.plan_charge(w, held, delta, 0, {"rentalId": rental_id})
         split = charge.info["split"]
         w2 = wallet.Wallet(user_id, w.available + charge.available_delta, w.reserved + charge.reserved_delta)
         steps = [charge, wallet.plan_release(w2, split.reserve_after)]
-        final = plan_settlement(r, seconds, split)
+        short.clear()
+        if counted:
+            recent = [t for t in w.short_run_refunds if t > now - SHORT_RUN_PERIOD]
+            refunded = len(recent) < SHORT_RUN_ALLOWANCE
+            log = [*recent, now] if refunded else recent
+            short.append({"refunded": refunded, "remaining": max(0, SHORT_RUN_ALLOWANCE - len(log)),
+                          "limit": SHORT_RUN_ALLOWANCE, "windowHours": SHORT_RUN_PERIOD // 3600})
+            steps[-1] = replace(steps[-1], wallet_sets={"shortRunRefunds": log})
+        final = plan_settlement(r, seconds, split, ran, refund_short())
         if final.refund > 0:
             steps.append(wallet.plan_credit(w2, final.refund, "refund", {"rentalId": rental_id}))
         invoice.clear()
@@ -114,23 +135,27 @@ def settle(r: Rental, reason: StopReason, until: float | None = None,
         return steps
 
     def extras(w: wallet.Wallet, steps: Sequence[wallet.Step]) -> list[TransactItem]:
-        final = plan_settlement(r, seconds, steps[0].info["split"])
+        final = plan_settlement(r, seconds, steps[0].info["split"], ran, refund_short())
         changes: RentalChanges = {
             "status": to_status, "stopped_at": now, "stop_reason": reason, "billed_seconds": seconds,
             "charged_cents": final.charged, "refunded_cents": final.refund, "reserve_cents": 0,
             "overage_cents": final.overage, "metered_until": end, "overage_invoice_id": invoice.get("id"),
+            "short_run_refund": short[0] if short else None,
         }
         if error:
             changes["error"] = error[:500]
         items = [store.update_item(user_id, rental_id, changes, ("running",), r.version)]
         return items + (invoices.open_items(invoice) if invoice else [])
 
+    def effects(w: wallet.Wallet, steps: Sequence[wallet.Step]) -> list[wallet.Effect]:
+        # The overage invoice's Stripe copy is made by the timer function, never inside a stop.
+        return [("invoice_mirror", {"invoiceId": invoice["id"]})] if invoice else []
+
     result = wallet.apply(user_id, f"settle:{rental_id}",
-                          {"op": "settle", "rental": rental_id, "seconds": seconds}, planner, extras)
+                          {"op": "settle", "rental": rental_id, "seconds": seconds}, planner, extras,
+                          effects=effects)
     if result.replayed:
         raise Settled()
-    if invoice:
-        invoices.mirror_quietly(invoice)  # the Stripe pay page; pay-url retries if Stripe is down
     found = store.get(user_id, rental_id)
     assert found is not None
     return found
@@ -168,8 +193,11 @@ def stop(user_id: str, rental_id: str, reason: StopReason = "user") -> dict[str,
         count("Stops")
         instances.terminate_quietly(r)
         timers.arm(user_id, clock.now() + FOLLOW_UP, rental_id)  # stopping → stopped without waiting a minute
-        return {"id": r.id, "status": "stopping", "finalChargedCents": views.metered_cents(r),
-                "refundedCents": r.refunded_cents}
+        answer: dict[str, Any] = {"id": r.id, "status": "stopping", "finalChargedCents": views.metered_cents(r),
+                                  "refundedCents": r.refunded_cents}
+        if r.short_run_refund:  # extension: it ran under a minute; was it refunded, how many are left
+            answer["shortRunRefund"] = dict(r.short_run_refund)
+        return answer
     raise ApiError("internal_error", "The rental kept changing; please retry the stop")
 
 

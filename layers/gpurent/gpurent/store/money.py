@@ -91,11 +91,25 @@ def op_put(op_key: str, record: dict[str, Any]) -> TransactItem:
     }
 
 
+# Ledger rows of every type but the common `rental_charge` carry `typeKey` = `USER#<user>#<type>`,
+# which puts them in the sparse `LedgerTypeIndex` (typeKey, sk): a page of a rare type is one query
+# of its own, whatever the number of charges around it. `rental_charge` rows stay out of the
+# index (they are most of the ledger: indexing them would double its write cost) and are paged
+# from the table with a bounded read budget.
+UNINDEXED_TYPES = ("rental_charge",)
+TYPE_INDEX = "LedgerTypeIndex"
+SCAN_BUDGET = 4  # queries per page of `?type=rental_charge`
+SCAN_PAGE = 200  # rows each of those queries reads
+
+
 def ledger_put(user_id: str, row: dict[str, Any]) -> TransactItem:
+    item = {"pk": f"USER#{user_id}", "sk": row["id"], **row}
+    if row["type"] not in UNINDEXED_TYPES:
+        item["typeKey"] = f"USER#{user_id}#{row['type']}"
     return {
         "Put": {
             "TableName": _ledger(),
-            "Item": to_item({"pk": f"USER#{user_id}", "sk": row["id"], **row}),
+            "Item": to_item(item),
             "ConditionExpression": "attribute_not_exists(pk)",
         }
     }
@@ -154,38 +168,62 @@ def transact(items: list[TransactItem], token: str | None = None) -> None:
 
 def query_ledger(
     user_id: str, start_after: str | None, limit: int, entry_type: str | None
-) -> tuple[list[dict[str, Any]], bool]:
-    """Up to `limit` ledger rows, newest first, strictly older than `start_after`.
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Up to `limit` ledger rows, newest first, strictly older than `start_after`, and the id to
+    resume after (None: no older rows). A bounded number of reads whatever the filter:
 
-    Returns (rows, more) where `more` says whether older rows may exist.
+    - no type: one query (two at a page's edge);
+    - a rare type: its own slice of `LedgerTypeIndex`, one query;
+    - `rental_charge`: the table filtered, at most `SCAN_BUDGET` queries of `SCAN_PAGE` rows; a
+      page may then hold fewer than `limit` rows (even none) and resume where the reads stopped.
     """
-    rows: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {
-        "TableName": _ledger(),
-        "ScanIndexForward": False,
-        "ConsistentRead": True,
-    }
+    if entry_type is not None and entry_type not in UNINDEXED_TYPES:
+        return _query_type_index(user_id, start_after, limit, entry_type)
     values: dict[str, Any] = {":pk": f"USER#{user_id}"}
+    kwargs: dict[str, Any] = {"TableName": _ledger(), "ScanIndexForward": False, "ConsistentRead": True,
+                              "KeyConditionExpression": "pk = :pk"}
     if start_after:
         kwargs["KeyConditionExpression"] = "pk = :pk AND sk < :after"
         values[":after"] = start_after
-    else:
-        kwargs["KeyConditionExpression"] = "pk = :pk"
     if entry_type:
         kwargs["FilterExpression"] = "#type = :type"
         kwargs["ExpressionAttributeNames"] = {"#type": "type"}
         values[":type"] = entry_type
     kwargs["ExpressionAttributeValues"] = to_values(values)
-    while True:
+    rows: list[dict[str, Any]] = []
+    for _ in range(SCAN_BUDGET if entry_type else 2):
         # One row more than asked tells whether another page exists.
-        kwargs["Limit"] = limit + 1 if entry_type else limit + 1 - len(rows)
+        kwargs["Limit"] = SCAN_PAGE if entry_type else limit + 1 - len(rows)
         r = client().query(**kwargs)
-        rows.extend(i for i in (from_item(x) for x in r.get("Items", [])) if i is not None)
-        if len(rows) > limit:
-            return rows[:limit], True
+        for raw in r.get("Items", []):
+            item = from_item(raw)
+            if item is None:
+                continue
+            if len(rows) == limit:
+                return rows, rows[-1]["id"]  # a row beyond the page: more exist
+            rows.append(item)
         if "LastEvaluatedKey" not in r:
-            return rows, False
+            return rows, None
         kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
+        if len(rows) == limit and not entry_type:
+            return rows, rows[-1]["id"]
+    # The budget is spent: resume after the last row read, matching or not.
+    return rows, str(from_item(kwargs["ExclusiveStartKey"])["sk"])  # type: ignore[index]
+
+
+def _query_type_index(user_id: str, start_after: str | None, limit: int,
+                      entry_type: str) -> tuple[list[dict[str, Any]], str | None]:
+    values: dict[str, Any] = {":tk": f"USER#{user_id}#{entry_type}"}
+    cond = "typeKey = :tk"
+    if start_after:
+        cond += " AND sk < :after"
+        values[":after"] = start_after
+    r = client().query(TableName=_ledger(), IndexName=TYPE_INDEX, KeyConditionExpression=cond,
+                       ExpressionAttributeValues=to_values(values), ScanIndexForward=False, Limit=limit + 1)
+    rows = [i for i in (from_item(x) for x in r.get("Items", [])) if i is not None]
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1]["id"]
+    return rows, None
 
 
 def all_ledger(user_id: str) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from gpurent.records import (
     Rental,
     RentalChanges,
     RentalStatus,
+    ShortRunRefund,
     StopReason,
     active_shard,
 )
@@ -90,6 +91,13 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _short_run(value: Any) -> ShortRunRefund | None:
+    if not value:
+        return None
+    return {"refunded": bool(value["refunded"]), "remaining": int(value["remaining"]), "limit": int(value["limit"]),
+            "windowHours": int(value["windowHours"])}
+
+
 def rental_from_item(item: Mapping[str, Any]) -> Rental:
     """A rental item (as `dynamo.from_item` gives it) → Rental."""
     g = item.get
@@ -105,7 +113,7 @@ def rental_from_item(item: Mapping[str, Any]) -> Rental:
         reserve_cents=int(g("reserveCents", 0)), charged_cents=int(g("chargedCents", 0)),
         overage_cents=int(g("overageCents", 0)), refunded_cents=int(g("refundedCents", 0)),
         billed_seconds=int(g("billedSeconds", 0)), metered_until=_opt_float(g("meteredUntil")),
-        overage_invoice_id=_opt_str(g("overageInvoiceId")),
+        overage_invoice_id=_opt_str(g("overageInvoiceId")), short_run_refund=_short_run(g("shortRunRefund")),
         auto_stop_after_hours=_opt_float(g("autoStopAfterHours")), max_total_cents=_opt_int(g("maxTotalCents")),
         attempts=tuple(str(a) for a in g("attempts") or ()), allocating_until=float(g("allocatingUntil", 0)),
         allocation_uncertain=bool(g("allocationUncertain")), instance_id=_opt_str(g("instanceId")),
@@ -166,7 +174,7 @@ def put_item(r: Rental) -> TransactItem:
 
 def _update_args(
     user_id: str, rental_id: str, changes: RentalChanges, expected_status: tuple[RentalStatus, ...],
-    expected_version: int | None,
+    expected_version: int | None, not_metered_past: float | None = None,
 ) -> Item:
     values: Item = {}
     names: dict[str, str] = {"#version": "version"}
@@ -203,6 +211,10 @@ def _update_args(
     if expected_version is not None:
         conds.append("#version = :ver")
         values[":ver"] = expected_version
+    if not_metered_past is not None:
+        names["#metered"] = "meteredUntil"
+        conds.append("(attribute_not_exists(#metered) OR #metered <= :meteredMax)")
+        values[":meteredMax"] = not_metered_past
     return {
         "TableName": _table(),
         "Key": rental_key(user_id, rental_id),
@@ -214,9 +226,11 @@ def _update_args(
 
 
 def update_item(user_id: str, rental_id: str, changes: RentalChanges, expected_status: tuple[RentalStatus, ...],
-                expected_version: int | None = None) -> TransactItem:
-    """The rental update as an item of a money transaction."""
-    return {"Update": _update_args(user_id, rental_id, changes, expected_status, expected_version)}
+                expected_version: int | None = None, not_metered_past: float | None = None) -> TransactItem:
+    """The rental update as an item of a money transaction. `not_metered_past`: the write also
+    requires the stored `meteredUntil` to be at most this (metering never moves it back)."""
+    return {"Update": _update_args(user_id, rental_id, changes, expected_status, expected_version,
+                                   not_metered_past)}
 
 
 def update(user_id: str, rental_id: str, changes: RentalChanges, expected_status: tuple[RentalStatus, ...],
