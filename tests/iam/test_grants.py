@@ -71,21 +71,9 @@ COVERED_ELSEWHERE = {
     ("ReconcileWorkerFunction", "dynamodb:*", "table/"): "tests/crashpoints 'reconcile pass', 'launch (failover)': "
                                                   "settling a crashed rental, resuming a launch (its SSH keys, "
                                                   "the catalog's next listing)",
-    ("ReconcileWorkerFunction", "ses:SendEmail", "identity/"): "gpurent.billing.autotopup: a settlement debit that "
-                                                               "fires an "
-                                                         "auto-topup the card declines mails the user (no test "
-                                                         "reaches it from this function yet)",
-    ("*", "ssm:GetParameter", "stripe-secret-key"): "tests/crashpoints 'auto-topup (…)': a debit that fires an "
-                                                    "auto-topup (the crash points give Stripe's key directly)",
     ("*", "ssm:GetParameter", "-api-key"): "tests/crashpoints 'stop (empty wallet, sweep)', 'stop "
                                            "(autoStopAfterHours timer)': terminating pods (adapters installed "
                                            "directly there)",
-    ("RentalsFunction", "ses:SendEmail", "identity/"): "gpurent.billing.autotopup: a launch or stop debit that fires "
-                                                       "an auto-topup the card declines mails the user (no test "
-                                                       "reaches it from this function yet)",
-    ("TimerFunction", "*", "*"): "tests/crashpoints 'stop (autoStopAfterHours timer)', 'stop (empty wallet, …)': a "
-                                 "timer that meters, stops and mails (here SQS holds a delayed message until its "
-                                 "delay has passed in real time)",
 }
 
 
