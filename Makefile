@@ -13,7 +13,7 @@ PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)
 PY313_BIN := $(firstword $(wildcard $(PYENV_ROOT)/versions/3.13*/bin))
 PYTEST_ARGS ?=
 
-.PHONY: all dev test lint unit integration conformance e2e template deps fmt clean bench fuzz
+.PHONY: all dev test lint unit integration conformance e2e template deps fmt clean bench fuzz web web-deploy browser
 
 all: test
 
@@ -35,7 +35,30 @@ node_modules/.installed: package.json package-lock.json
 
 deps: $(VENV)/.installed $(SAM_VENV)/.installed node_modules/.installed
 
-dev: $(VENV)/.installed
+# The dashboard (web/): rebuilt when its sources, its lock or the API contract change.
+# `npm run build` = types from docs/openapi.json, tsc --noEmit, vite build, bundle size.
+WEB_SOURCES := $(shell find web/src web/public web/scripts -type f ! -name '*.gen.ts' 2>/dev/null) \
+	web/index.html web/vite.config.ts web/tsconfig.json web/package.json docs/openapi.json
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	@echo "== web: npm ci (the dashboard's build tools)"
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+web/dist/.built: web/node_modules/.installed $(WEB_SOURCES)
+	@echo "== web: building the dashboard (types from docs/openapi.json, tsc, vite)"
+	cd web && npm run --silent build
+	touch $@
+
+web: web/dist/.built
+
+# Upload the built dashboard to a deployed stack's bucket and invalidate the distribution:
+#   make web-deploy STACK=gpurent-prod [AWS_PROFILE=…]
+web-deploy: web/dist/.built
+	@test -n "$(STACK)" || { echo "usage: make web-deploy STACK=<stack name>"; exit 2; }
+	$(PY) -m infra.web_deploy --stack $(STACK) --dist web/dist
+
+dev: $(VENV)/.installed web/dist/.built
 	$(PY) -m infra.local.dev
 
 lint: $(VENV)/.installed
@@ -48,7 +71,7 @@ define run_pytest
 	if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 endef
 
-test: deps lint
+test: deps lint web/dist/.built
 	$(call run_pytest,tests)
 
 unit: $(VENV)/.installed
@@ -60,7 +83,7 @@ integration: $(VENV)/.installed
 conformance: $(VENV)/.installed node_modules/.installed
 	$(call run_pytest,tests/conformance)
 
-e2e: $(VENV)/.installed
+e2e: $(VENV)/.installed web/dist/.built
 	$(call run_pytest,tests/e2e)
 
 template: $(VENV)/.installed $(SAM_VENV)/.installed
@@ -73,7 +96,7 @@ fmt: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(SAM_VENV) node_modules web/node_modules web/dist .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 # A longer contract fuzz run against the local stack (make test runs a bounded one).
 fuzz: $(VENV)/.installed node_modules/.installed

@@ -79,6 +79,16 @@ class SessionAnswer(Answer):
                                               "expires")
 
 
+class MeAnswer(SessionAnswer):
+    isAdmin: bool = Field(description="Extension: the user is an admin (`ADMIN_EMAILS`); the dashboard shows its admin "
+                                      "pages")
+
+
+class AuthProviders(Answer):
+    oauth: list[Literal["google", "github"]] = Field(
+        description="Extension: the OAuth providers configured on this deployment (`GET /v1/auth/oauth/{provider}`)")
+
+
 class Token(Answer):
     id: TokenId
     name: str = Field(min_length=1, max_length=64)

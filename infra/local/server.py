@@ -18,6 +18,8 @@ from infra.local.events import http_event
 from infra.local.functions import load_handler
 
 DevRoute = Callable[[str, dict[str, str], bytes], tuple[int, Any]]
+# (method, path, headers) -> (status, headers, body), or None when the path is not the dashboard's.
+StaticRoute = Callable[[str, str, dict[str, str]], "tuple[int, dict[str, str], bytes] | None"]
 
 
 class LocalServer(ThreadingHTTPServer):
@@ -29,6 +31,7 @@ class LocalServer(ThreadingHTTPServer):
         super().__init__((host, port), _Handler)
         self.dev_routes: dict[tuple[str, str], DevRoute] = {}
         self.dev_prefix_routes: list[tuple[str, str, DevRoute]] = []
+        self.static: StaticRoute | None = None  # the dashboard's files (infra/local/static.py)
 
     @property
     def url(self) -> str:
@@ -60,6 +63,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
         method = self.command.upper()
+        page = self.server.static(method, parts.path, dict(self.headers.items())) if self.server.static else None
+        if page is not None:
+            self._send(page[0], page[1], page[2], [])
+            return
         if parts.path.startswith("/dev/"):
             self._dev(method, parts.path, dict(self.headers.items()), body)
             return

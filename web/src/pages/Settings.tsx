@@ -1,0 +1,6 @@
+import { useTitle } from "../lib/hooks";
+
+export default function Settings() {
+  useTitle("Settings");
+  return <h1 tabIndex={-1}>Settings</h1>;
+}
