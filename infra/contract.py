@@ -380,6 +380,25 @@ class AdjustmentAnswer(Answer):
     totalCents: Cents
 
 
+class AuditEntry(Answer):
+    id: str = Field(pattern="^aud_[0-9A-Za-z]+$")
+    action: Literal["adjustment", "invoice", "invoice_void"]
+    createdAt: Iso
+    adminId: UserId
+    adminEmail: str | None = Field(description="null when that user no longer exists")
+    userId: UserId
+    userEmail: str | None
+    amountCents: int | None = Field(description="Adjustments and manual invoices")
+    reason: str | None = Field(description="Adjustments")
+    invoiceId: str | None = Field(description="Manual invoices and voids")
+
+
+class AuditPage(Answer):
+    month: str = Field(pattern=r"^\d{4}-\d{2}$")
+    entries: list[AuditEntry]
+    nextCursor: str | None
+
+
 class OpenApiDocument(BaseModel):
     """This document."""
 
