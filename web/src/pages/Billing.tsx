@@ -462,7 +462,7 @@ function Invoices() {
             {formatCents(balance.openInvoicesCents)} outstanding on {balance.openInvoiceCount} open invoice
             {balance.openInvoiceCount === 1 ? "" : "s"}.
           </strong>{" "}
-          Paying an overage invoice settles the debt; it does not add credit.
+          Pay on Stripe's page with any card. Paying an overage invoice settles the debt; it does not add credit.
         </div>
       ) : null}
       {list.error && !list.data ? (

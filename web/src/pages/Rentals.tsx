@@ -230,7 +230,7 @@ export default function Rentals() {
         </div>
       ) : null}
 
-      <div className="row">
+      <div className="row toolbar">
         <div className="chips" role="group" aria-label="Filter by status">
           {FILTERS.map((f) => (
             <button
