@@ -9,6 +9,7 @@ may give values directly (`STRIPE_SECRET_KEY`, …).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict
@@ -88,7 +89,7 @@ def load_settings(env: dict[str, str] | os._Environ[str] | None = None) -> Setti
         "ssm_endpoint": e.get("SSM_ENDPOINT") or None,
         "sqs_endpoint": e.get("SQS_ENDPOINT") or None,
         "timer_queue_url": e.get("TIMER_QUEUE_URL") or None,
-        "public_url": e.get("PUBLIC_URL", "http://127.0.0.1:3000").rstrip("/"),
+        "public_url": _public_url(e).rstrip("/"),
         "stripe_success_url": e.get("STRIPE_SUCCESS_URL") or None,
         "stripe_cancel_url": e.get("STRIPE_CANCEL_URL") or None,
         "allowed_origins": tuple(_list(e.get("ALLOWED_ORIGINS"))),
@@ -111,6 +112,21 @@ def load_settings(env: dict[str, str] | os._Environ[str] | None = None) -> Setti
         if e.get(key.upper()):
             values[key] = int(e[key.upper()])
     return Settings.model_validate(values)
+
+
+def _public_url(e: Mapping[str, str]) -> str:
+    """PUBLIC_URL; when a deployment has none, the distribution's URL kept in the SSM parameter named by
+    PUBLIC_URL_PARAM (template.yaml: the functions cannot reference the distribution directly)."""
+    url = e.get("PUBLIC_URL")
+    if url:
+        return url
+    name = e.get("PUBLIC_URL_PARAM")
+    if name:
+        from gpurent.store.secrets import read_parameter
+
+        region = e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1"
+        return read_parameter(name, region, e.get("SSM_ENDPOINT") or None)
+    return "" if "PUBLIC_URL" in e else "http://127.0.0.1:3000"
 
 
 @lru_cache(maxsize=1)

@@ -64,3 +64,18 @@ def reset_client() -> None:
     with _lock:
         _client = None
         _cache.clear()
+
+
+def read_parameter(name: str, region: str, endpoint: str | None) -> str:
+    """A plain (String) parameter read while the settings are being built (`config`'s public URL
+    fallback), so with its own client rather than the settings'; cached per process like secrets."""
+    cached = _cache.get(name)
+    if cached is not None:
+        return cached
+    client = boto3.client("ssm", region_name=region, endpoint_url=endpoint,
+                          config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3,
+                                        read_timeout=5))
+    value = str(client.get_parameter(Name=name)["Parameter"].get("Value", ""))
+    with _lock:
+        _cache[name] = value
+    return value
