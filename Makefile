@@ -13,7 +13,8 @@ PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)
 PY313_BIN := $(firstword $(wildcard $(PYENV_ROOT)/versions/3.13*/bin))
 PYTEST_ARGS ?=
 
-.PHONY: all dev test lint unit integration conformance e2e template deps fmt clean bench fuzz web web-deploy browser
+.PHONY: all dev test lint unit integration conformance e2e template deps fmt clean bench fuzz web web-deploy browser \
+	screenshots
 
 all: test
 
@@ -52,6 +53,24 @@ web/dist/.built: web/node_modules/.installed $(WEB_SOURCES)
 
 web: web/dist/.built
 
+# The browser the dashboard's tests drive: Debian's Chromium (Playwright's own download needs a CDN).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    echo "== browser: installing Debian's chromium (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "The browser tests need Chromium at $(CHROMIUM): run 'sudo apt-get install -y chromium'" \
+	         "(or set CHROMIUM=/path/to/chromium)."; exit 1; \
+	  fi; \
+	fi
+	@"$(CHROMIUM)" --version
+
+# Retake the dashboard's screenshots in docs/screenshots (the browser tests, at both widths).
+screenshots: $(VENV)/.installed web/dist/.built browser
+	UPDATE_SCREENSHOTS=1 $(call run_pytest,tests/e2e/browser/test_pages.py)
+
 # Upload the built dashboard to a deployed stack's bucket and invalidate the distribution:
 #   make web-deploy STACK=gpurent-prod [AWS_PROFILE=…]
 web-deploy: web/dist/.built
@@ -71,7 +90,7 @@ define run_pytest
 	if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 endef
 
-test: deps lint web/dist/.built
+test: deps lint web/dist/.built browser
 	$(call run_pytest,tests)
 
 unit: $(VENV)/.installed
@@ -83,7 +102,7 @@ integration: $(VENV)/.installed
 conformance: $(VENV)/.installed node_modules/.installed
 	$(call run_pytest,tests/conformance)
 
-e2e: $(VENV)/.installed web/dist/.built
+e2e: $(VENV)/.installed web/dist/.built browser
 	$(call run_pytest,tests/e2e)
 
 template: $(VENV)/.installed $(SAM_VENV)/.installed

@@ -27,6 +27,12 @@ const BalanceContext = createContext<BalanceState>({ balance: undefined, error: 
 
 export function BalanceProvider({ children }: { children: ReactNode }) {
   const { data, error, reload } = useLoad(() => ok(api.GET("/v1/billing/balance")), [], BALANCE_EVERY_MS);
+  // Back from another tab (Stripe's pay page, say): the balance may have moved.
+  useEffect(() => {
+    const onFocus = () => void reload();
+    window.addEventListener("focus", onFocus);
+    return () => window.removeEventListener("focus", onFocus);
+  }, [reload]);
   return <BalanceContext.Provider value={{ balance: data, error, refresh: reload }}>{children}</BalanceContext.Provider>;
 }
 

@@ -1,4 +1,4 @@
-import { useEffect, useMemo, useState } from "react";
+import { useEffect, useMemo, useRef, useState } from "react";
 import { api, ok, type Schemas } from "../api/client";
 import { describe } from "../api/errors";
 import { Chip, Confirm, CopyButton, Empty, ErrorNote, Kpi, Loading, Money, Pager, usePager } from "../components/ui";
@@ -131,6 +131,14 @@ export default function Rentals() {
       spend: rs.reduce((s, r) => s + r.totalChargedCents, 0),
     };
   }, [running.data]);
+
+  // The pill moves with the meter: a change in what running pods cost refreshes the balance.
+  const lastSpend = useRef<number | null>(null);
+  useEffect(() => {
+    if (!running.data) return;
+    if (lastSpend.current !== null && lastSpend.current !== kpis.spend) void refreshBalance();
+    lastSpend.current = kpis.spend;
+  }, [running.data, kpis.spend, refreshBalance]);
 
   const rows = page.data?.rentals ?? [];
   const launchedRow = launched ? rows.find((r) => r.id === launched) : undefined;
