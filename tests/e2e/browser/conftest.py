@@ -123,12 +123,12 @@ def open_tab(browser: Browser, stack: str, request: pytest.FixtureRequest,
 
     yield make
     failed = getattr(request.node, "rep_call", None)
-    for i, (context, tab) in enumerate(contexts):
+    for i, (context, _tab) in enumerate(contexts):
         if failed is not None and failed.failed:
             for j, p in enumerate(context.pages):
                 try:
                     p.screenshot(path=str(tmp_path / f"failure-{i}-{j}.png"), full_page=True)
-                except Exception:  # noqa: S110 - best effort
+                except Exception:  # best effort: the test has failed already
                     pass
         context.close()
     for _, tab in contexts:
