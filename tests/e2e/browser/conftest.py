@@ -158,7 +158,8 @@ def sid_of(tab: Tab) -> str:
 
 
 def advance(http: httpx.Client, seconds: float) -> None:
-    r = http.post("/dev/clock/advance", json={"seconds": seconds})
+    # Every sweep, reconcile, timer and catalog refresh on the way runs: long jumps take a while.
+    r = http.post("/dev/clock/advance", json={"seconds": seconds}, timeout=180)
     assert r.status_code == 200, r.text
 
 
