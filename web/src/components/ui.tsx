@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState, type ReactNode } from "react";
+import { useEffect, useId, useRef, useState, type ReactNode } from "react";
 import { formatCents } from "../lib/money";
 
 /** Money from integer cents, in tabular figures (no layout shift when it changes). */
@@ -105,6 +105,7 @@ export function Confirm({
   onCancel: () => void;
 }) {
   const ref = useRef<HTMLDialogElement>(null);
+  const titleId = useId(); // several dialogs may live on one page
   useEffect(() => {
     const d = ref.current;
     if (!d) return;
@@ -115,13 +116,13 @@ export function Confirm({
     <dialog
       ref={ref}
       className="dialog"
-      aria-labelledby="dialog-title"
+      aria-labelledby={titleId}
       onCancel={(e) => {
         e.preventDefault();
         onCancel();
       }}
     >
-      <h2 id="dialog-title">{title}</h2>
+      <h2 id={titleId}>{title}</h2>
       <div className="dialog-body">{children}</div>
       <div className="dialog-actions">
         <button type="button" className="btn" onClick={onCancel} disabled={busy}>

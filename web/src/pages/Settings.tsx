@@ -148,7 +148,7 @@ function SshKeys() {
         <h3 id="add-key-title">Add a key</h3>
         <div className="fields">
           <div>
-            <label htmlFor="key-name">Name</label>
+            <label htmlFor="key-name">Key name</label>
             <input id="key-name" maxLength={64} placeholder="laptop" value={name} onChange={(e) => setName(e.target.value)} />
           </div>
           <div>
@@ -314,7 +314,7 @@ function Tokens() {
         <h3 id="new-token-title">Create a token</h3>
         <div className="fields">
           <div>
-            <label htmlFor="token-name">Name</label>
+            <label htmlFor="token-name">Token name</label>
             <input id="token-name" maxLength={64} placeholder="ci-scripts" value={name} onChange={(e) => setName(e.target.value)} />
           </div>
           <div>
