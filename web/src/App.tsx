@@ -5,12 +5,22 @@ import { navigate, useLocation } from "./lib/router";
 import { Login } from "./pages/Login";
 import { ToastProvider } from "./state";
 
-// Each /app page is its own chunk: the sign-in page loads only what it needs.
-const Create = lazy(() => import("./pages/Create"));
-const Rentals = lazy(() => import("./pages/Rentals"));
-const Billing = lazy(() => import("./pages/Billing"));
-const Settings = lazy(() => import("./pages/Settings"));
-const Admin = lazy(() => import("./pages/Admin"));
+// Each /app page is its own chunk: the sign-in page loads only what it needs. The chunk of
+// the page being opened is fetched at once, alongside the session check, not after it.
+const CHUNKS = {
+  "/app": () => import("./pages/Create"),
+  "/app/rentals": () => import("./pages/Rentals"),
+  "/app/billing": () => import("./pages/Billing"),
+  "/app/settings": () => import("./pages/Settings"),
+  "/app/admin": () => import("./pages/Admin"),
+};
+const first = CHUNKS[window.location.pathname.replace(/\/+$/, "") as keyof typeof CHUNKS];
+if (first) void first();
+const Create = lazy(CHUNKS["/app"]);
+const Rentals = lazy(CHUNKS["/app/rentals"]);
+const Billing = lazy(CHUNKS["/app/billing"]);
+const Settings = lazy(CHUNKS["/app/settings"]);
+const Admin = lazy(CHUNKS["/app/admin"]);
 const NotFound = lazy(() => import("./pages/NotFound"));
 
 function page(path: string) {

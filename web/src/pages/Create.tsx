@@ -91,9 +91,22 @@ export default function Create() {
 
   const debouncedFilters = useDebounced(filters, 250);
   const maxPriceBad = filters.maxPrice !== "" && parseDollars(filters.maxPrice) === null;
+  // Unfiltered single GPUs: the families already carry their lowest price (no listings query).
+  const unfiltered = gpuCount === 1 && JSON.stringify(debouncedFilters) === JSON.stringify(NO_FILTERS);
   const prices = useLoad(
-    () => (maxPriceBad ? Promise.resolve(new Map<string, number>()) : lowestByFamily(debouncedFilters, gpuCount)),
-    [debouncedFilters, gpuCount, maxPriceBad],
+    () =>
+      maxPriceBad
+        ? Promise.resolve(new Map<string, number>())
+        : unfiltered && families
+          ? Promise.resolve(
+              new Map(
+                families.families
+                  .filter((f) => f.fromPricePerHourCents !== null)
+                  .map((f) => [f.id, f.fromPricePerHourCents as number]),
+              ),
+            )
+          : lowestByFamily(debouncedFilters, gpuCount),
+    [debouncedFilters, gpuCount, maxPriceBad, unfiltered, families],
   );
 
   // The default template and the first affordable family once the catalog is in.

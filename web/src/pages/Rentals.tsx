@@ -420,7 +420,10 @@ function RentalRow({
           <td />
           <td colSpan={8}>
             <div className="note note-error">
-              <strong>Provision failed:</strong> {failure.loaded ? failure.error ?? "the provider gave no reason" : "loading…"}
+              <strong>Provision failed:</strong>{" "}
+              {failure.loaded
+                ? (failure.error ?? "the provider gave no reason").replace(/^Provision failed:\s*/i, "")
+                : "loading…"}
               <br />
               {failure.refund > 0 ? (
                 <>
