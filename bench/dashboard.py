@@ -37,7 +37,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
         "--disable-component-update", "--disable-sync"]
 READY = {
     "/login": "document.activeElement && document.activeElement.id === 'email'",
-    "/app": "document.querySelector('.family-price') && /\\$/.test(document.querySelector('.family-price').textContent)",
+    "/app": "/\\$/.test(document.querySelector('.family-price')?.textContent || '')",
     "/app/rentals": "!!(document.querySelector('table') || document.querySelector('.empty'))",
     "/app/billing": "/\\$\\d/.test(document.querySelector('.kpi-value')?.textContent || '')",
 }
