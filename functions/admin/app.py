@@ -34,8 +34,9 @@ def void_invoice(req: Request) -> dict[str, Any]:
 
 @router.route("GET /v1/admin/audit", admin=True, summary="What admins did in a month, newest first (admin)",
               response="AuditPage",
-              query={"month": {"type": "string", "pattern": "^\\d{4}-\\d{2}$", "description": "YYYY-MM; default: "
-                               "this month"}, "cursor": CURSOR_QUERY, "pageSize": page_size_query(50, 200)})
+              query={"month": {"type": "string", "pattern": "^([0-9]{4}-[0-9]{2})?$",
+                               "description": "YYYY-MM (empty: this month)"},
+                     "cursor": CURSOR_QUERY, "pageSize": page_size_query(50, 200)})
 def audit(req: Request) -> dict[str, Any]:
     return admin.audit_list(req.user_id, req.query.get("month") or None, req.query.get("cursor") or None,
                             query_int(req, "pageSize", 50, 1, 200))

@@ -90,3 +90,14 @@ def test_forged_and_foreign_cursors_are_refused(api: Api, user, admin: Api, cloc
     envelope(other.get("/v1/admin/audit?" + urlencode({"pageSize": 1, "cursor": cursor})), 400, "validation_failed")
     monkeypatch.undo()
     config.reset()
+
+
+@pytest.mark.parametrize("month", ["２０２６-０１", "2026-01\n", " 2026-01", "2026-01 "])
+def test_only_ascii_months(admin: Api, month: str) -> None:
+    from urllib.parse import quote
+
+    envelope(admin.get(f"/v1/admin/audit?month={quote(month)}"), 400, "validation_failed")
+
+
+def test_an_empty_month_means_this_month(admin: Api, clock) -> None:
+    assert admin.get("/v1/admin/audit?month=").json()["month"] == clock_module.iso(clock.now())[:7]

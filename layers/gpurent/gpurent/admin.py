@@ -3,6 +3,7 @@ the same transaction as its effect."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -101,7 +102,7 @@ def audit_list(admin_id: str, month: str | None, raw_cursor: str | None, page_si
     from gpurent import cursor
 
     month = month or clock.iso(clock.now())[:7]
-    if len(month) != 7 or month[4] != "-" or not (month[:4] + month[5:]).isdigit() or not 1 <= int(month[5:]) <= 12:
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}", month) or not 1 <= int(month[5:]) <= 12:
         raise ApiError("validation_failed", "month must look like 2026-01", {"month": "must look like 2026-01"})
     after = None
     if raw_cursor:

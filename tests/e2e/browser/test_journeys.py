@@ -345,8 +345,8 @@ def test_keyboard_only_sign_in_and_launch(open_tab: Callable[..., Tab], http: ht
     expect(row).to_have_attribute("data-status", re.compile("stopping|stopped"))
 
 
-def test_double_launch_makes_one_pod(open_tab: Callable[..., Tab], http: httpx.Client, admin_api: httpx.Client,
-                                     email: str) -> None:
+def test_double_click_and_lost_answer_make_one_pod(open_tab: Callable[..., Tab], http: httpx.Client,
+                                                   admin_api: httpx.Client, email: str) -> None:
     tab = open_tab()
     sign_in(tab, http, email)
     assert admin_api.post("/v1/admin/adjustments", json={"email": email, "amountCents": 3000,
@@ -356,15 +356,28 @@ def test_double_launch_makes_one_pod(open_tab: Callable[..., Tab], http: httpx.C
     page.locator('[data-family="rtx-4090"]').click()
     expect(page.get_by_test_id("preview-price")).to_have_text(re.compile(r"^\$"))
     launch = page.get_by_role("button", name="Launch", exact=True)
-    posts: list[str] = []
-    page.on("request", lambda req: posts.append(req.headers.get("idempotency-key", ""))
-            if req.method == "POST" and req.url.endswith("/v1/rentals") else None)
+    keys: list[str] = []
+    lost: list[bool] = []
+
+    def lose_the_first_answer(route) -> None:
+        keys.append(route.request.headers.get("idempotency-key", ""))
+        if not lost:
+            lost.append(True)
+            route.fetch()  # the API launches the pod ...
+            route.abort("connectionreset")  # ... and its answer never arrives
+        else:
+            route.continue_()
+
+    page.route("**/v1/rentals", lose_the_first_answer)
     launch.evaluate("b => { b.click(); b.click(); }")  # two clicks before the page can react
+    expect(page.get_by_role("alert").filter(has_text="Network error")).to_be_visible()
+    assert len(keys) == 1  # the second click sent nothing
+    launch.click()  # try again: the same launch, so the same key; the API answers the first result
     page.wait_for_url(re.compile(r"/app/rentals\?launched=rent_"))
+    assert len(keys) == 2 and keys[0] == keys[1] and keys[0].startswith("launch-"), keys
     me = api_sign_in_as(tab)
     rentals = me.get("/v1/rentals").json()["rentals"]
-    assert len(rentals) == 1, rentals
-    assert posts and len(set(posts)) == 1 and posts[0].startswith("launch-"), posts  # one key, however many sends
+    assert [r["id"] for r in rentals] == [page.url.split("launched=")[1]]
     for r in rentals:
         me.post(f"/v1/rentals/{r['id']}/stop")
 

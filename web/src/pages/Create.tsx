@@ -146,9 +146,13 @@ export default function Create() {
   const reserve = preview.data?.pricePerHourCents ?? null;
   const short = reserve !== null && balance ? balance.availableCents < reserve : false;
 
+  // A second click before React re-renders the disabled button must not send a second
+  // request: a ref, not state, guards it (the key would make a retry safe, not a race).
+  const inFlight = useRef(false);
   const launch = async (e: FormEvent) => {
     e.preventDefault();
-    if (!familyId || launching || autoStopBad || capBad || nameBad || !countOk) return;
+    if (!familyId || inFlight.current || autoStopBad || capBad || nameBad || !countOk) return;
+    inFlight.current = true;
     setLaunching(true);
     setLaunchError(null);
     try {
@@ -175,6 +179,7 @@ export default function Create() {
       setLaunchError(err);
       if (err instanceof ApiFailure && err.code === "insufficient_balance") void refreshBalance();
     } finally {
+      inFlight.current = false;
       setLaunching(false);
     }
   };
