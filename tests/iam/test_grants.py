@@ -70,6 +70,9 @@ COVERED_ELSEWHERE = {
     ("RentalsFunction", "dynamodb:Query", "index/ActiveIndex"): "tests/integration/test_rental_faults.py runs the "
                                                                 "reconciler inside a stop (to be attributed to the "
                                                                 "reconciler; then this grant goes)",
+    ("AuthFunction", "dynamodb:ConditionCheckItem", "table/"): "tests/integration/test_auth_accounts.py "
+                                                               "test_sessions_from_before_this_change_…: a session "
+                                                               "written before the sessions index is adopted",
     ("TimerFunction", "*", "*"): "tests/crashpoints 'stop (autoStopAfterHours timer)', 'stop (empty wallet, …)': a "
                                  "timer that meters, stops and mails (here SQS holds a delayed message until its "
                                  "delay has passed in real time)",
@@ -175,6 +178,16 @@ def journey(env: dict[str, str], clock: Any, ls: LocalStripe) -> None:
     token = api.post("/v1/auth/tokens", {"name": "scripts"}).json()
     assert api.get("/v1/auth/tokens").status == 200
     assert api.delete(f"/v1/auth/tokens/{token['id']}").status == 200
+    # Sessions: two more of alice's (a code per 30 s), one ended by id, the other by "sign out everywhere else".
+    laptop, phone = Api(source_ip="203.0.113.7"), Api(source_ip="203.0.113.8")
+    laptop.sign_in("alice@example.com")
+    clock.advance(31)
+    phone.sign_in("alice@example.com")
+    sessions = api.get("/v1/auth/sessions").json()["sessions"]
+    assert len(sessions) == 3, sessions
+    ended = next(s["id"] for s in sessions if not s["current"])
+    assert api.delete(f"/v1/auth/sessions/{ended}").status == 200
+    assert api.post("/v1/auth/sessions/revoke-others", {"tokens": False}).json()["sessionsEnded"] == 1
     for provider in ("google", "github"):
         r = api.get(f"/v1/auth/oauth/{provider}")
         assert r.status == 302 and "client_id=" in r.headers.get("location", ""), (r.status, r.headers)
@@ -195,6 +208,8 @@ def journey(env: dict[str, str], clock: Any, ls: LocalStripe) -> None:
     inv = admin.post("/v1/admin/invoices", {"userId": user["id"], "amountCents": 500, "description": "support"})
     assert inv.status == 200, inv.body
     assert admin.post(f"/v1/admin/invoices/{inv.json()['id']}/void").status == 200
+    audit = admin.get("/v1/admin/audit?pageSize=2")  # the dashboard's audit list
+    assert audit.status == 200 and len(audit.json()["entries"]) == 2, audit.body
     # Billing: a card saved through a SetupIntent (its webhook signed with the secret from SSM), a top-up.
     si = api.post("/v1/billing/setup-intent")
     assert si.status == 200, si.body

@@ -24,6 +24,7 @@ export const MESSAGES: Record<string, string> = {
   rental_not_found: "That pod does not exist (or is not yours).",
   key_not_found: "That SSH key is already gone.",
   token_not_found: "That token is already revoked.",
+  session_not_found: "That session has already ended.",
   invoice_not_found: "No such invoice.",
   user_not_found: "No user with that email or id.",
   already_stopped: "This pod is already stopped.",
