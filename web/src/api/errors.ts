@@ -1,5 +1,6 @@
 // Every documented error code (layers/gpurent/gpurent/errors.py STATUS) as a sentence a
 // person can act on. tests/unit/test_web_errors.py keeps this table complete.
+import { formatWait } from "../lib/time";
 import { ApiFailure } from "./client";
 
 export const MESSAGES: Record<string, string> = {
@@ -41,7 +42,7 @@ const SERVER_WORDED = new Set(["validation_failed", "card_declined", "code_inval
 
 export function describe(e: unknown): string {
   if (!(e instanceof ApiFailure)) return e instanceof Error ? e.message : String(e);
-  if (e.code === "rate_limited" && e.retryAfter) return `Too many requests. Retry in ${e.retryAfter} s.`;
+  if (e.code === "rate_limited" && e.retryAfter) return `Too many requests. Retry in ${formatWait(e.retryAfter)}.`;
   if (SERVER_WORDED.has(e.code) && e.message) return e.message.endsWith(".") ? e.message : `${e.message}.`;
   return MESSAGES[e.code] ?? (e.message || `Request failed (${e.status}).`);
 }

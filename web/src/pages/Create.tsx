@@ -54,6 +54,13 @@ async function lowestByFamily(f: Filters, gpuCount: GpuCount): Promise<Map<strin
   return lowest;
 }
 
+/** The cheapest price of a `model_unavailable` answer to a launch or preview with a max price too low. */
+function cheapestAbove(e: unknown): number | null {
+  if (!(e instanceof ApiFailure) || e.code !== "model_unavailable" || !e.details) return null;
+  const v = e.details.cheapestPricePerHourCents;
+  return typeof v === "number" && Number.isSafeInteger(v) ? v : null;
+}
+
 function useDebounced<T>(value: T, ms: number): T {
   const [v, setV] = useState(value);
   useEffect(() => {
@@ -86,6 +93,7 @@ export default function Create() {
   const [name, setName] = useState("");
   const [autoStop, setAutoStop] = useState("");
   const [cap, setCap] = useState("");
+  const [maxPrice, setMaxPrice] = useState(""); // the launch's price tolerance ($/h), not the listings filter
   const [launching, setLaunching] = useState(false);
   const [launchError, setLaunchError] = useState<unknown>(null);
 
@@ -119,8 +127,12 @@ export default function Create() {
   const countOk = !selected || selected.gpuCounts.includes(gpuCount);
   const familyPrice = familyId ? prices.data?.get(familyId) : undefined;
 
+  const toleranceCents = maxPrice.trim() === "" ? null : parseDollars(maxPrice);
+  const toleranceBad = maxPrice.trim() !== "" && (toleranceCents === null || toleranceCents < 1);
   const previewArgs = useDebounced(
-    familyId && countOk ? { familyId, gpuCount, templateId, region: filters.region || null } : null,
+    familyId && countOk && !toleranceBad
+      ? { familyId, gpuCount, templateId, region: filters.region || null, maxPricePerHourCents: toleranceCents }
+      : null,
     200,
   );
   const preview = useLoad(
@@ -133,7 +145,7 @@ export default function Create() {
 
   // One Idempotency-Key per intended launch: a double click, or a retry after a lost
   // answer, reuses it (one pod); changing anything in the form makes it a new launch.
-  const intent = JSON.stringify([familyId, gpuCount, templateId, filters.region, name, autoStop, cap]);
+  const intent = JSON.stringify([familyId, gpuCount, templateId, filters.region, name, autoStop, cap, maxPrice]);
   const key = useRef({ intent, key: newKey("launch") });
   if (key.current.intent !== intent) key.current = { intent, key: newKey("launch") };
 
@@ -144,6 +156,9 @@ export default function Create() {
   const nameBad = name.length > 64;
 
   const reserve = preview.data?.pricePerHourCents ?? null;
+  // A tolerance below the cheapest offer: the preview (and a launch) answer model_unavailable with the cheapest price.
+  const cheapest = cheapestAbove(preview.error);
+  const toleranceLow = toleranceCents !== null && cheapest !== null;
   const short = reserve !== null && balance ? balance.availableCents < reserve : false;
 
   // A second click before React re-renders the disabled button must not send a second
@@ -151,7 +166,7 @@ export default function Create() {
   const inFlight = useRef(false);
   const launch = async (e: FormEvent) => {
     e.preventDefault();
-    if (!familyId || inFlight.current || autoStopBad || capBad || nameBad || !countOk) return;
+    if (!familyId || inFlight.current || autoStopBad || capBad || nameBad || toleranceBad || !countOk) return;
     inFlight.current = true;
     setLaunching(true);
     setLaunchError(null);
@@ -167,14 +182,18 @@ export default function Create() {
             name: name.trim() || null,
             autoStopAfterHours: autoStopHours,
             maxTotalCents: capCents,
+            maxPricePerHourCents: toleranceCents,
           },
         }),
       );
       key.current = { intent: "", key: newKey("launch") };
-      out.warnings.forEach((w) => toast(w, "info"));
+      const quoted = out.quotedPricePerHourCents ?? out.pricePerHourCents;
+      const repriced = quoted !== out.pricePerHourCents;
+      // The API words the re-pricing in cents for scripts; the Rentals page says it in dollars.
+      out.warnings.filter((w) => !(repriced && /instead of the quoted/.test(w))).forEach((w) => toast(w, "info"));
       toast(`Launching ${name.trim() || familyId}: it is provisioning now.`, "success");
       void refreshBalance();
-      navigate(`/app/rentals?launched=${encodeURIComponent(out.id)}`);
+      navigate(`/app/rentals?launched=${encodeURIComponent(out.id)}${repriced ? `&quoted=${quoted}` : ""}`);
     } catch (err) {
       setLaunchError(err);
       if (err instanceof ApiFailure && err.code === "insufficient_balance") void refreshBalance();
@@ -440,6 +459,25 @@ export default function Create() {
                   {capBad ? "Enter dollars, like 20 or 12.50" : "Stops the pod once it has cost this much"}
                 </p>
               </div>
+              <div>
+                <label htmlFor="max-price">Max price you accept ($/h)</label>
+                <input
+                  id="max-price"
+                  inputMode="decimal"
+                  placeholder={reserve !== null ? formatCents(reserve).slice(1) : "the quote"}
+                  value={maxPrice}
+                  onChange={(e) => setMaxPrice(e.target.value)}
+                  aria-invalid={toleranceBad || toleranceLow || undefined}
+                  aria-describedby="max-price-hint"
+                />
+                <p className={toleranceBad || toleranceLow ? "field-error" : "hint"} id="max-price-hint">
+                  {toleranceBad
+                    ? "Enter dollars per hour, like 2.50"
+                    : toleranceLow
+                      ? `Below the cheapest offer (${formatRate(cheapest)}): raise it or leave it empty`
+                      : "If the quoted offer is taken first, we may place the pod on another one up to this price. Empty: never above the quote"}
+                </p>
+              </div>
             </div>
           </div>
         </div>
@@ -450,6 +488,10 @@ export default function Create() {
             <p className="muted">Pick a GPU to see the price.</p>
           ) : !countOk ? (
             <p className="note note-warn">{selected?.displayName} is not offered with {gpuCount} GPUs.</p>
+          ) : toleranceLow ? (
+            <p className="note note-warn">
+              No offer at or below your max price of {formatRate(toleranceCents)}: the cheapest is {formatRate(cheapest)}.
+            </p>
           ) : preview.error ? (
             <ErrorNote error={describe(preview.error)} />
           ) : (
@@ -468,6 +510,14 @@ export default function Create() {
               <dd>{preview.data?.matchedListing.region ?? "…"}</dd>
               <dt>Ready in about</dt>
               <dd className="num">{preview.data ? `${preview.data.estimatedProvisionSeconds} s` : "…"}</dd>
+              {toleranceCents !== null ? (
+                <>
+                  <dt>Max price</dt>
+                  <dd className="num" data-testid="preview-max-price">
+                    {formatRate(toleranceCents)}
+                  </dd>
+                </>
+              ) : null}
               <dt>Held at launch</dt>
               <dd className="num" data-testid="preview-reserve">
                 {reserve !== null ? formatCents(reserve) : "…"}
@@ -487,6 +537,13 @@ export default function Create() {
                   One hour ({formatCents(reserve)}) moves from available to reserved while it runs:{" "}
                   <Money cents={balance.availableCents - reserve} /> stays available. You pay per second; the rest comes
                   back when it stops.
+                  {toleranceCents !== null && toleranceCents > reserve ? (
+                    <>
+                      {" "}
+                      Placed on a dearer offer (up to {formatRate(toleranceCents)}), that rate is charged and one hour of
+                      it is held instead.
+                    </>
+                  ) : null}
                 </>
               )}
             </p>
@@ -506,7 +563,7 @@ export default function Create() {
           <button
             type="submit"
             className="btn btn-primary btn-block btn-large"
-            disabled={!familyId || !countOk || launching || autoStopBad || capBad || nameBad}
+            disabled={!familyId || !countOk || launching || autoStopBad || capBad || nameBad || toleranceBad || toleranceLow}
           >
             {launching ? "Launching…" : "Launch"}
           </button>

@@ -3,6 +3,7 @@ import { api, ApiFailure, ok } from "../api/client";
 import { describe } from "../api/errors";
 import { useCountdown, useTitle } from "../lib/hooks";
 import { navigate, safeNext, useLocation } from "../lib/router";
+import { formatWait, formatWhen } from "../lib/time";
 
 // `/login?error=…` after a Google/GitHub sign-in that did not work out.
 const OAUTH_ERRORS: Record<string, string> = {
@@ -12,6 +13,24 @@ const OAUTH_ERRORS: Record<string, string> = {
 };
 const PROVIDER_NAMES: Record<string, string> = { google: "Google", github: "GitHub" };
 const RESEND_SECONDS = 30; // one code per 30 s per email (the API's limit)
+
+/**
+ * A 429 `rate_limited` of the sign-in routes: too many wrong codes for the address or from the
+ * network in a rolling day (Retry-After: hours), or guesses racing (Retry-After: 1 s, retried by
+ * the client). What to say, and until when (ms epoch) the address is blocked here.
+ */
+export function signInBlock(e: ApiFailure, now = Date.now()): { text: string; until: number; network: boolean } {
+  const wait = e.retryAfter ?? 60;
+  const network = /network/i.test(e.message);
+  const who = network ? "from your network" : "for this address";
+  const text =
+    wait < 120
+      ? `Too many sign-in attempts. Try again in ${formatWait(wait)}.`
+      : `Too many wrong codes ${who}. Code sign-in is paused until ${formatWhen(wait)} (in about ` +
+        `${formatWait(wait)}). Browsers already signed in stay signed in` +
+        (network ? "; another network is not affected." : "; Google or GitHub sign-in still works if you use it.");
+  return { text, until: now + wait * 1000, network };
+}
 
 /** "123 456", "Your code is 123456." -> "123456" */
 export function digitsOf(text: string): string {
@@ -33,6 +52,10 @@ export function Login() {
   const [info, setInfo] = useState<string | null>(null);
   const [resendAt, setResendAt] = useState<number | null>(null);
   const resendIn = useCountdown(resendAt);
+  // Sign-in by code paused (429 rate_limited) for this address, or for every address of this network.
+  const [block, setBlock] = useState<{ email: string; until: number; network: boolean } | null>(null);
+  const blockedIn = useCountdown(block?.until ?? null);
+  const blocked = blockedIn > 0 && block !== null && (block.network || block.email === email.trim().toLowerCase());
   const codeRef = useRef<HTMLInputElement>(null);
   const emailRef = useRef<HTMLInputElement>(null);
 
@@ -65,7 +88,11 @@ export function Login() {
       setCode("");
       setStep("code");
     } catch (e) {
-      if (e instanceof ApiFailure && e.code === "code_request_rate_limited") {
+      if (e instanceof ApiFailure && e.code === "rate_limited") {
+        const b = signInBlock(e);
+        setBlock({ email: email.trim().toLowerCase(), until: b.until, network: b.network });
+        setError(b.text);
+      } else if (e instanceof ApiFailure && e.code === "code_request_rate_limited") {
         // A code is already on its way: go on to the code, and say when another can be sent.
         setResendAt(Date.now() + (e.retryAfter ?? RESEND_SECONDS) * 1000);
         setInfo(`A code was sent to ${email.trim()} moments ago. Check your inbox.`);
@@ -80,13 +107,21 @@ export function Login() {
   };
 
   const verify = async (value: string) => {
-    if (value.length !== 6 || busy) return;
+    if (value.length !== 6 || busy || blocked) return;
     setBusy(true);
     setError(null);
     try {
       await ok(api.POST("/v1/auth/verify-code", { body: { email: email.trim(), code: value } }));
       navigate(next, { replace: true });
     } catch (e) {
+      if (e instanceof ApiFailure && e.code === "rate_limited") {
+        const b = signInBlock(e);
+        setBlock({ email: email.trim().toLowerCase(), until: b.until, network: b.network });
+        setError(b.text);
+        setCode("");
+        setBusy(false);
+        return;
+      }
       const tooMany = e instanceof ApiFailure && e.code === "code_invalid" && /attempt/i.test(e.message);
       const expired = e instanceof ApiFailure && e.code === "code_expired";
       setLocked(tooMany || expired);
@@ -148,8 +183,8 @@ export function Login() {
                 {error}
               </p>
             ) : null}
-            <button type="submit" className="btn btn-primary btn-block" disabled={busy || !email.trim()}>
-              {busy ? "Sending…" : "Email me a code"}
+            <button type="submit" className="btn btn-primary btn-block" disabled={busy || !email.trim() || blocked}>
+              {busy ? "Sending…" : blocked ? `Paused for ${formatWait(blockedIn)}` : "Email me a code"}
             </button>
           </form>
         ) : (
@@ -166,15 +201,15 @@ export function Login() {
               pattern="[0-9]*"
               maxLength={12}
               value={code}
-              disabled={busy}
+              disabled={busy || blocked}
               onChange={(e) => {
                 const digits = digitsOf(e.target.value);
                 setCode(digits);
-                if (digits.length === 6 && !locked) void verify(digits);
+                if (digits.length === 6 && !locked && !blocked) void verify(digits);
               }}
               onPaste={(e) => {
                 const digits = digitsOf(e.clipboardData.getData("text"));
-                if (digits.length === 6) {
+                if (digits.length === 6 && !blocked) {
                   e.preventDefault();
                   setCode(digits);
                   void verify(digits);
@@ -191,17 +226,19 @@ export function Login() {
                 {error}
               </p>
             ) : null}
-            <button type="submit" className="btn btn-primary btn-block" disabled={busy || code.length !== 6}>
+            <button type="submit" className="btn btn-primary btn-block" disabled={busy || code.length !== 6 || blocked}>
               {busy ? "Checking…" : "Sign in"}
             </button>
             <div className="login-links">
               <button
                 type="button"
                 className={`btn btn-link${locked ? " btn-emph" : ""}`}
-                disabled={busy || resendIn > 0}
+                disabled={busy || resendIn > 0 || blocked}
                 onClick={() => void requestCode(true)}
               >
-                {resendIn > 0 ? (
+                {blocked ? (
+                  `Paused for ${formatWait(blockedIn)}`
+                ) : resendIn > 0 ? (
                   <>
                     Resend code in <span className="num countdown">{resendIn}</span> s
                   </>

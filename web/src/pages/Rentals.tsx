@@ -68,6 +68,9 @@ export default function Rentals() {
   const { refresh: refreshBalance } = useBalance();
   const { query } = useLocation();
   const launched = query.get("launched");
+  // Set by Create when failover placed the pod above the quote (within the person's max price).
+  const quotedRaw = Number(query.get("quoted"));
+  const quoted = Number.isSafeInteger(quotedRaw) && quotedRaw > 0 ? quotedRaw : null;
   const [filter, setFilter] = useState<Filter>("all");
   const pager = usePager();
   const [selected, setSelected] = useState<Set<string>>(new Set());
@@ -232,6 +235,13 @@ export default function Rentals() {
               <strong>{launchedRow.name ?? launchedRow.id}</strong> is {launchedRow.status}.
             </>
           )}{" "}
+          {quoted !== null && quoted !== launchedRow.pricePerHourCents && launchedRow.status !== "failed" ? (
+            <span data-testid="repriced">
+              The quoted offer ({formatRate(quoted)}) was taken first, so it was placed on the next one within your max
+              price: <strong className="num">{formatRate(launchedRow.pricePerHourCents)}</strong> is the rate charged
+              and reserved.{" "}
+            </span>
+          ) : null}
           <button type="button" className="btn btn-link" onClick={() => navigate("/app/rentals", { replace: true })}>
             Dismiss
           </button>

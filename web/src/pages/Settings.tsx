@@ -1,14 +1,17 @@
 import { useRef, useState, type FormEvent } from "react";
 import { api, ok, type Schemas } from "../api/client";
 import { describe } from "../api/errors";
-import { Confirm, CopyButton, Empty, ErrorNote, Loading } from "../components/ui";
-import { useLoad, useTitle } from "../lib/hooks";
+import { Chip, Confirm, CopyButton, Empty, ErrorNote, Loading } from "../components/ui";
+import { useLoad, useTitle, type Loaded } from "../lib/hooks";
+import { navigate } from "../lib/router";
 import { formatTime, zoneName } from "../lib/time";
 import { useToast } from "../state";
 
 type Key = Schemas["SshKey"];
 type Token = Schemas["Token"];
 type NewToken = Schemas["NewTokenAnswer"];
+type Session = Schemas["Session"];
+type TokenList = Schemas["TokenList"];
 
 const MAX_KEY_FILE_BYTES = 16 * 1024;
 
@@ -20,16 +23,19 @@ export function keyComment(line: string): string {
 
 export default function Settings() {
   useTitle("Settings");
+  // Shared with the sessions card: "sign out everywhere else" may revoke every token too.
+  const tokens = useLoad(() => ok(api.GET("/v1/auth/tokens")), []);
   return (
     <section>
       <div className="page-head">
         <div>
           <h1 tabIndex={-1}>Settings</h1>
-          <p className="muted">SSH keys for your pods and tokens for your scripts.</p>
+          <p className="muted">SSH keys for your pods, tokens for your scripts, and where you are signed in.</p>
         </div>
       </div>
       <SshKeys />
-      <Tokens />
+      <Tokens tokens={tokens} />
+      <Sessions onTokensRevoked={() => void tokens.reload()} />
     </section>
   );
 }
@@ -203,9 +209,8 @@ function SshKeys() {
   );
 }
 
-function Tokens() {
+function Tokens({ tokens }: { tokens: Loaded<TokenList> }) {
   const toast = useToast();
-  const tokens = useLoad(() => ok(api.GET("/v1/auth/tokens")), []);
   const [name, setName] = useState("");
   const [days, setDays] = useState("");
   const [busy, setBusy] = useState(false);
@@ -286,6 +291,7 @@ function Tokens() {
                 <th scope="col">Name</th>
                 <th scope="col">Token</th>
                 <th scope="col">Created ({zoneName()})</th>
+                <th scope="col">Last used</th>
                 <th scope="col">Expires</th>
                 <th scope="col">
                   <span className="visually-hidden">Actions</span>
@@ -298,6 +304,7 @@ function Tokens() {
                   <td>{t.name}</td>
                   <td className="mono">{t.hint}</td>
                   <td className="num">{formatTime(t.createdAt)}</td>
+                  <td className="num">{t.lastUsedAt ? formatTime(t.lastUsedAt) : "never"}</td>
                   <td className="num">{t.expiresAt ? formatTime(t.expiresAt) : "never"}</td>
                   <td>
                     <button type="button" className="btn btn-small" onClick={() => setRevoking(t)} aria-label={`Revoke token ${t.name}`}>
@@ -350,6 +357,161 @@ function Tokens() {
         <p>
           Scripts using <strong>{revoking?.name}</strong> ({revoking?.hint}) stop working at once.
         </p>
+      </Confirm>
+    </div>
+  );
+}
+
+/** Where this person is signed in: end one session, or every other one (and, if asked, every token). */
+function Sessions({ onTokensRevoked }: { onTokensRevoked: () => void }) {
+  const toast = useToast();
+  const sessions = useLoad(() => ok(api.GET("/v1/auth/sessions")), []);
+  const [ending, setEnding] = useState<Session | null>(null);
+  const [endBusy, setEndBusy] = useState(false);
+  const [othersOpen, setOthersOpen] = useState(false);
+  const [alsoTokens, setAlsoTokens] = useState(false);
+  const [othersBusy, setOthersBusy] = useState(false);
+
+  const end = async (s: Session) => {
+    setEndBusy(true);
+    try {
+      await ok(api.DELETE("/v1/auth/sessions/{id}", { params: { path: { id: s.id } } }));
+      if (s.current) {
+        navigate("/login", { replace: true }); // the API cleared this browser's cookie
+        return;
+      }
+      toast(`Signed out ${s.client ?? "that session"}.`, "success");
+      await sessions.reload();
+    } catch (err) {
+      toast(describe(err), "error");
+      await sessions.reload();
+    } finally {
+      setEndBusy(false);
+      setEnding(null);
+    }
+  };
+
+  const endOthers = async () => {
+    setOthersBusy(true);
+    try {
+      const out = await ok(api.POST("/v1/auth/sessions/revoke-others", { body: { tokens: alsoTokens } }));
+      const what = [`${out.sessionsEnded} other session${out.sessionsEnded === 1 ? "" : "s"} signed out`];
+      if (alsoTokens) what.push(`${out.tokensRevoked} API token${out.tokensRevoked === 1 ? "" : "s"} revoked`);
+      toast(`${what.join(", ")}.`, "success");
+      if (alsoTokens) onTokensRevoked();
+      await sessions.reload();
+    } catch (err) {
+      toast(describe(err), "error");
+    } finally {
+      setOthersBusy(false);
+      setOthersOpen(false);
+      setAlsoTokens(false);
+    }
+  };
+
+  const list = sessions.data?.sessions ?? [];
+  const others = list.filter((s) => !s.current).length;
+  return (
+    <div className="card" aria-labelledby="sessions-title">
+      <h2 id="sessions-title">Sign-in sessions</h2>
+      <p className="hint">
+        Browsers and devices signed in to your account. A session you do not recognise? Sign it out, or sign out
+        everywhere else. API tokens are listed above and are not sessions.
+      </p>
+      {sessions.error && !sessions.data ? (
+        <ErrorNote error={describe(sessions.error)} />
+      ) : !sessions.data ? (
+        <Loading what="your sessions" />
+      ) : (
+        <div className="table-wrap" tabIndex={0} role="region" aria-label="Sessions table">
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">Device</th>
+                <th scope="col">Network</th>
+                <th scope="col">Signed in ({zoneName()})</th>
+                <th scope="col">Last active</th>
+                <th scope="col">
+                  <span className="visually-hidden">Actions</span>
+                </th>
+              </tr>
+            </thead>
+            <tbody>
+              {list.map((s) => (
+                <tr key={s.id} data-session={s.id}>
+                  <td>
+                    {s.client ?? "Unknown device"} {s.current ? <Chip tone="blue">This browser</Chip> : null}
+                  </td>
+                  <td className="mono">{s.ipPrefix ?? "\u2014"}</td>
+                  <td className="num">{formatTime(s.createdAt)}</td>
+                  <td className="num">{formatTime(s.lastUsedAt)}</td>
+                  <td>
+                    <button
+                      type="button"
+                      className="btn btn-small"
+                      onClick={() => setEnding(s)}
+                      aria-label={s.current ? "Sign out this browser" : `Sign out ${s.client ?? "session"} signed in ${formatTime(s.createdAt)}`}
+                    >
+                      Sign out
+                    </button>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      <div className="stack">
+        <button
+          type="button"
+          className="btn"
+          onClick={() => setOthersOpen(true)}
+          disabled={!sessions.data}
+        >
+          Sign out all other sessions
+        </button>
+      </div>
+
+      <Confirm
+        open={ending !== null}
+        title={ending?.current ? "Sign out this browser?" : "Sign out this session?"}
+        confirmLabel="Sign out"
+        danger
+        busy={endBusy}
+        onCancel={() => setEnding(null)}
+        onConfirm={() => ending && void end(ending)}
+      >
+        {ending?.current ? (
+          <p>You will be back on the sign-in page.</p>
+        ) : (
+          <p>
+            <strong>{ending?.client ?? "Unknown device"}</strong>
+            {ending?.ipPrefix ? <> from {ending.ipPrefix}</> : null}, signed in {formatTime(ending?.createdAt)}, is
+            signed out at once.
+          </p>
+        )}
+      </Confirm>
+      <Confirm
+        open={othersOpen}
+        title="Sign out everywhere else?"
+        confirmLabel="Sign out others"
+        danger
+        busy={othersBusy}
+        onCancel={() => {
+          setOthersOpen(false);
+          setAlsoTokens(false);
+        }}
+        onConfirm={() => void endOthers()}
+      >
+        <p>
+          {others === 0
+            ? "No other session is listed; sessions from before this list existed end too."
+            : `${others} other session${others === 1 ? "" : "s"} will be signed out. This browser stays signed in.`}
+        </p>
+        <label className="check">
+          <input type="checkbox" checked={alsoTokens} onChange={(e) => setAlsoTokens(e.target.checked)} />
+          Also revoke every API token (scripts using them stop working)
+        </label>
       </Confirm>
     </div>
   );
