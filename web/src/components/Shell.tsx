@@ -4,6 +4,7 @@ import { describe } from "../api/errors";
 import { formatCents } from "../lib/money";
 import { Link, navigate, useLocation } from "../lib/router";
 import { BalanceProvider, SessionContext, useBalance, useToast, type Me } from "../state";
+import { LocalBar } from "./LocalBar";
 import { Loading } from "./ui";
 
 export const LOW_BALANCE_CENTS = 500; // the pill turns yellow below $5
@@ -163,6 +164,7 @@ export function Shell({ children }: { children: ReactNode }) {
         <main className="page" id="main" ref={mainRef}>
           {children}
         </main>
+        <LocalBar />
       </BalanceProvider>
     </SessionContext.Provider>
   );

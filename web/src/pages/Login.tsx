@@ -3,6 +3,7 @@ import { api, ApiFailure, ok } from "../api/client";
 import { describe } from "../api/errors";
 import { useCountdown, useTitle } from "../lib/hooks";
 import { navigate, safeNext, useLocation } from "../lib/router";
+import { useLocalClock } from "../lib/local";
 import { formatWait, formatWhen } from "../lib/time";
 
 // `/login?error=…` after a Google/GitHub sign-in that did not work out.
@@ -57,6 +58,7 @@ export function Login() {
   const blockedIn = useCountdown(block?.until ?? null);
   const blocked = blockedIn > 0 && block !== null && (block.network || block.email === email.trim().toLowerCase());
   const codeRef = useRef<HTMLInputElement>(null);
+  const [localStack] = useLocalClock();
   const emailRef = useRef<HTMLInputElement>(null);
 
   useEffect(() => {
@@ -190,6 +192,16 @@ export function Login() {
         ) : (
           <form onSubmit={onCode} noValidate>
             {info ? <p className="muted" role="status">{info}</p> : null}
+            {localStack ? (
+              <p className="note" data-testid="local-mailbox">
+                <span className="local-badge">Local stack</span> No email leaves this machine: the code is printed by{" "}
+                <code>make dev</code> and listed in the{" "}
+                <a href="/dev/mailbox" target="_blank" rel="noreferrer">
+                  local mailbox
+                </a>
+                .
+              </p>
+            ) : null}
             <label htmlFor="code">6-digit code</label>
             <input
               ref={codeRef}
