@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.browser.conftest import Tab, cents, sid_of, sign_in
+from tests.e2e.browser.conftest import Tab, cents, sid_of
 
 pytestmark = pytest.mark.e2e
 
