@@ -101,6 +101,7 @@ def _wait_for_content(tab: Tab, heading: str) -> None:
     expect(page.get_by_text(re.compile(r"^Loading "))).to_have_count(0)
     if heading != "Sign in":
         expect(page.get_by_test_id("balance-pill")).to_contain_text("$")
+        expect(page.get_by_test_id("local-clock")).not_to_be_empty()  # make dev's bar, in the checks and the images
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)

@@ -93,7 +93,7 @@ def test_a_max_price_is_checked_then_lets_failover_place_the_pod_above_the_quote
 
     # Below the cheapest offer: said on the field and in the summary, and no launch.
     low = quoted - 1
-    page.get_by_label("Max price you accept ($/h)").fill(f"{low // 100}.{low % 100:02d}")
+    page.get_by_label("Accept up to ($/h)").fill(f"{low // 100}.{low % 100:02d}")
     expect(page.locator("#max-price-hint")).to_have_text(f"Below the cheapest offer ({rate(quoted)}): raise it or "
                                                          "leave it empty")
     expect(page.get_by_text(f"No offer at or below your max price of {rate(low)}: the cheapest is "
@@ -101,7 +101,7 @@ def test_a_max_price_is_checked_then_lets_failover_place_the_pod_above_the_quote
     expect(launch).to_be_disabled()
 
     # Up to the next provider's price: the quote stays the quote, the max price is shown.
-    page.get_by_label("Max price you accept ($/h)").fill(f"{dearer // 100}.{dearer % 100:02d}")
+    page.get_by_label("Accept up to ($/h)").fill(f"{dearer // 100}.{dearer % 100:02d}")
     expect(page.get_by_test_id("preview-max-price")).to_have_text(rate(dearer))
     expect(page.get_by_test_id("preview-price")).to_have_text(rate(quoted))
     expect(page.get_by_test_id("preview-reserve")).to_have_text(rate(quoted).removesuffix("/h"))

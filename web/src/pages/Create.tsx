@@ -460,7 +460,7 @@ export default function Create() {
                 </p>
               </div>
               <div>
-                <label htmlFor="max-price">Max price you accept ($/h)</label>
+                <label htmlFor="max-price">Accept up to ($/h)</label>
                 <input
                   id="max-price"
                   inputMode="decimal"
@@ -475,7 +475,7 @@ export default function Create() {
                     ? "Enter dollars per hour, like 2.50"
                     : toleranceLow
                       ? `Below the cheapest offer (${formatRate(cheapest)}): raise it or leave it empty`
-                      : "If the quoted offer is taken first, we may place the pod on another one up to this price. Empty: never above the quote"}
+                      : "If the quoted offer is taken first, another one up to this price may be used. Empty: the quote"}
                 </p>
               </div>
             </div>

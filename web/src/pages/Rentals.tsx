@@ -291,7 +291,7 @@ export default function Rentals() {
         </div>
       ) : (
         <div className="table-wrap" tabIndex={0} role="region" aria-label="Rentals table">
-          <table>
+          <table className="stack-narrow">
             <thead>
               <tr>
                 <th scope="col">
@@ -382,32 +382,36 @@ function RentalRow({
   return (
     <>
       <tr className={highlight ? "row-new" : undefined} data-rental={r.id} data-status={r.status}>
-        <td>
+        <td className="cell-select">
           {stoppable ? (
             <input type="checkbox" checked={checked} onChange={onToggle} aria-label={`Select ${label}`} />
           ) : null}
         </td>
-        <td>
+        <td className="cell-title">
           <div>{label}</div>
           <div className="row-sub">
             {r.gpuCount} × {r.familyId} · {r.templateId}
           </div>
         </td>
-        <td>
-          <Chip tone={STATUS_TONE[r.status]}>{r.status}</Chip>
-          {r.status === "stopped" && r.stopReason ? <div className="row-sub">{STOP_REASONS[r.stopReason] ?? r.stopReason}</div> : null}
+        <td data-label="Status">
+          <span className="cell-value">
+            <Chip tone={STATUS_TONE[r.status]}>{r.status}</Chip>
+            {r.status === "stopped" && r.stopReason ? (
+              <span className="row-sub block">{STOP_REASONS[r.stopReason] ?? r.stopReason}</span>
+            ) : null}
+          </span>
         </td>
-        <td>{r.region}</td>
-        <td className="right num">{formatRate(r.pricePerHourCents)}</td>
-        <td className="right">
+        <td data-label="Where">{r.region}</td>
+        <td data-label="Rate" className="right num">{formatRate(r.pricePerHourCents)}</td>
+        <td data-label="Charged" className="right">
           <span className="meter num" data-testid="meter">
             {r.status === "running" ? <span className="live-dot" aria-hidden="true" /> : null}
             <Money cents={r.totalChargedCents} />
           </span>
           {r.maxTotalCents ? <div className="row-sub num">cap {formatCents(r.maxTotalCents)}</div> : null}
         </td>
-        <td className="num">{formatTime(r.startedAt)}</td>
-        <td>
+        <td data-label="Started" className="num">{formatTime(r.startedAt)}</td>
+        <td data-label="SSH" className="cell-wide">
           {ssh && r.status === "running" ? (
             <div className="ssh">
               <code>{ssh}</code>
@@ -417,7 +421,7 @@ function RentalRow({
             <span className="muted">{r.status === "provisioning" ? "starting…" : "\u2014"}</span>
           )}
         </td>
-        <td>
+        <td className="cell-actions">
           {stoppable ? (
             <button type="button" className="btn btn-small" onClick={onStop} aria-label={`Stop ${label}`}>
               Stop
@@ -427,8 +431,8 @@ function RentalRow({
       </tr>
       {failure ? (
         <tr className="row-failure">
-          <td />
-          <td colSpan={8}>
+          <td className="cell-select" />
+          <td colSpan={8} className="cell-wide">
             <div className="note note-error">
               <strong>Provision failed:</strong>{" "}
               {failure.loaded

@@ -461,7 +461,7 @@ function Sessions({ onTokensRevoked }: { onTokensRevoked: () => void }) {
           </table>
         </div>
       )}
-      <div className="stack">
+      <div className="card-actions">
         <button
           type="button"
           className="btn"
