@@ -473,7 +473,7 @@ function Invoices() {
         <Empty title="No invoices">Invoices appear only when the wallet alone could not cover something.</Empty>
       ) : (
         <div className="table-wrap" tabIndex={0} role="region" aria-label="Invoices table">
-          <table>
+          <table className="stack-narrow">
             <thead>
               <tr>
                 <th scope="col">Date ({zoneName()})</th>
@@ -490,19 +490,25 @@ function Invoices() {
             <tbody>
               {rows.map((inv) => (
                 <tr key={inv.id} data-invoice={inv.id} data-status={inv.status}>
-                  <td className="num">{formatTime(inv.createdAt)}</td>
-                  <td>
+                  <td className="num" data-label="Date">
+                    {formatTime(inv.createdAt)}
+                  </td>
+                  <td className="cell-title">
                     {INVOICE_REASON[inv.reason] ?? inv.reason}
                     <div className="row-sub">{inv.lineItems[0]?.description ?? inv.id}</div>
                   </td>
-                  <td className="right">
+                  <td className="right cell-aside">
                     <Money cents={inv.amountCents} />
                   </td>
-                  <td>
-                    <Chip tone={INVOICE_TONE[inv.status]}>{inv.status}</Chip>
-                    {inv.status === "open" && inv.dueAt ? <div className="row-sub">due {formatTime(inv.dueAt)}</div> : null}
+                  <td data-label="Status">
+                    <span className="cell-value">
+                      <Chip tone={INVOICE_TONE[inv.status]}>{inv.status}</Chip>
+                      {inv.status === "open" && inv.dueAt ? (
+                        <span className="row-sub block">due {formatTime(inv.dueAt)}</span>
+                      ) : null}
+                    </span>
                   </td>
-                  <td>
+                  <td className="cell-actions">
                     <div className="row">
                       {inv.status === "open" || inv.status === "uncollectible" ? (
                         <button
@@ -622,7 +628,7 @@ function Ledger() {
         <Empty title={type ? "No entries of this type" : "No wallet movements yet"} />
       ) : (
         <div className="table-wrap" tabIndex={0} role="region" aria-label="Ledger table">
-          <table>
+          <table className="stack-narrow">
             <thead>
               <tr>
                 <th scope="col">Date ({zoneName()})</th>
@@ -639,16 +645,20 @@ function Ledger() {
             <tbody>
               {rows.map((e) => (
                 <tr key={e.id} data-entry={e.id}>
-                  <td className="num">{formatTime(e.createdAt)}</td>
-                  <td>{TYPE_LABEL[e.type] ?? e.type}</td>
-                  <td>
-                    {e.description ?? "\u2014"}
-                    <div className="row-sub mono">{e.rentalId ?? e.invoiceId ?? e.stripeChargeId ?? e.id}</div>
+                  <td className="num" data-label="Date">
+                    {formatTime(e.createdAt)}
                   </td>
-                  <td className={`right ${e.amountCents > 0 ? "amount-pos" : ""}`}>
+                  <td className="cell-title">{TYPE_LABEL[e.type] ?? e.type}</td>
+                  <td data-label="Details">
+                    <span className="cell-value">
+                      {e.description ?? "\u2014"}
+                      <span className="row-sub mono block">{e.rentalId ?? e.invoiceId ?? e.stripeChargeId ?? e.id}</span>
+                    </span>
+                  </td>
+                  <td className={`right cell-aside ${e.amountCents > 0 ? "amount-pos" : ""}`}>
                     <Money cents={e.amountCents} sign />
                   </td>
-                  <td className="right">
+                  <td className="right" data-label="Balance">
                     <Money cents={e.balanceAfterCents} />
                   </td>
                 </tr>

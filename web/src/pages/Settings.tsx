@@ -119,7 +119,7 @@ function SshKeys() {
         <Empty title="No SSH keys yet">Add one below to log in to your pods.</Empty>
       ) : (
         <div className="table-wrap" tabIndex={0} role="region" aria-label="SSH keys table">
-          <table>
+          <table className="stack-narrow">
             <thead>
               <tr>
                 <th scope="col">Name</th>
@@ -134,11 +134,15 @@ function SshKeys() {
             <tbody>
               {list.map((k) => (
                 <tr key={k.id} data-key={k.id}>
-                  <td>{k.name}</td>
-                  <td className="mono">{k.fingerprint}</td>
-                  <td>{k.algorithm}</td>
-                  <td className="num">{formatTime(k.createdAt)}</td>
-                  <td>
+                  <td className="cell-title">{k.name}</td>
+                  <td className="mono" data-label="Fingerprint">
+                    <span className="cell-value">{k.fingerprint}</span>
+                  </td>
+                  <td data-label="Type">{k.algorithm}</td>
+                  <td className="num" data-label="Added">
+                    {formatTime(k.createdAt)}
+                  </td>
+                  <td className="cell-aside">
                     <button type="button" className="btn btn-small" onClick={() => setDeleting(k)} aria-label={`Delete key ${k.name}`}>
                       Delete
                     </button>
@@ -285,7 +289,7 @@ function Tokens({ tokens }: { tokens: Loaded<TokenList> }) {
         <Empty title="No API tokens" />
       ) : (
         <div className="table-wrap" tabIndex={0} role="region" aria-label="API tokens table">
-          <table>
+          <table className="stack-narrow">
             <thead>
               <tr>
                 <th scope="col">Name</th>
@@ -301,12 +305,20 @@ function Tokens({ tokens }: { tokens: Loaded<TokenList> }) {
             <tbody>
               {list.map((t) => (
                 <tr key={t.id} data-token={t.id}>
-                  <td>{t.name}</td>
-                  <td className="mono">{t.hint}</td>
-                  <td className="num">{formatTime(t.createdAt)}</td>
-                  <td className="num">{t.lastUsedAt ? formatTime(t.lastUsedAt) : "never"}</td>
-                  <td className="num">{t.expiresAt ? formatTime(t.expiresAt) : "never"}</td>
-                  <td>
+                  <td className="cell-title">{t.name}</td>
+                  <td className="mono" data-label="Token">
+                    {t.hint}
+                  </td>
+                  <td className="num" data-label="Created">
+                    {formatTime(t.createdAt)}
+                  </td>
+                  <td className="num" data-label="Last used">
+                    {t.lastUsedAt ? formatTime(t.lastUsedAt) : "never"}
+                  </td>
+                  <td className="num" data-label="Expires">
+                    {t.expiresAt ? formatTime(t.expiresAt) : "never"}
+                  </td>
+                  <td className="cell-aside">
                     <button type="button" className="btn btn-small" onClick={() => setRevoking(t)} aria-label={`Revoke token ${t.name}`}>
                       Revoke
                     </button>
@@ -424,7 +436,7 @@ function Sessions({ onTokensRevoked }: { onTokensRevoked: () => void }) {
         <Loading what="your sessions" />
       ) : (
         <div className="table-wrap" tabIndex={0} role="region" aria-label="Sessions table">
-          <table>
+          <table className="stack-narrow">
             <thead>
               <tr>
                 <th scope="col">Device</th>
@@ -439,13 +451,19 @@ function Sessions({ onTokensRevoked }: { onTokensRevoked: () => void }) {
             <tbody>
               {list.map((s) => (
                 <tr key={s.id} data-session={s.id}>
-                  <td>
+                  <td className="cell-title">
                     {s.client ?? "Unknown device"} {s.current ? <Chip tone="blue">This browser</Chip> : null}
                   </td>
-                  <td className="mono">{s.ipPrefix ?? "\u2014"}</td>
-                  <td className="num">{formatTime(s.createdAt)}</td>
-                  <td className="num">{formatTime(s.lastUsedAt)}</td>
-                  <td>
+                  <td className="mono" data-label="Network">
+                    {s.ipPrefix ?? "\u2014"}
+                  </td>
+                  <td className="num" data-label="Signed in">
+                    {formatTime(s.createdAt)}
+                  </td>
+                  <td className="num" data-label="Last active">
+                    {formatTime(s.lastUsedAt)}
+                  </td>
+                  <td className="cell-aside">
                     <button
                       type="button"
                       className="btn btn-small"
