@@ -1,6 +1,6 @@
 """How fast the dashboard is usable on the local stack, in Debian's Chromium.
 
-Starts `make dev`'s stack (embedded moto) on a free port, signs a funded person in, and loads
+Starts `make dev`'s stack (DynamoDB Local) on a free port, signs a funded person in, and loads
 each page N times in a fresh browser context (cold HTTP cache: every byte is fetched again),
 timing from the navigation's start until the page can be used:
 
