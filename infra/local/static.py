@@ -140,9 +140,9 @@ class Dashboard:
         return None if answer is None else Response(*answer)
 
 
-def start_dashboard(stack: Stack) -> Callable[[], None]:
+def start_dashboard(stack: Stack, dist: Path = DIST) -> Callable[[], None]:
     """`make dev`'s service: the dashboard on the stack's port (built by `make web`)."""
-    dashboard = Dashboard()
+    dashboard = Dashboard(dist)
     stack.server.add_fallback(dashboard.fallback)
     if not (dashboard.dist / "index.html").is_file():
         import sys
