@@ -18,7 +18,7 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from playwright.sync_api import expect
+from playwright.sync_api import Page, expect
 
 from tests.e2e.browser.conftest import PHONE, WIDE, Tab, advance, api_sign_in
 
@@ -120,10 +120,7 @@ def test_every_page_passes_axe_and_fits_the_screen(open_tab: Callable[..., Tab],
         expect(page.get_by_test_id("invoice-banner")).to_be_visible()
         expect(page.get_by_role("region", name="Ledger table")).to_be_visible()
 
-    results = Axe().run(page)
-    blocking = [v for v in results.response["violations"] if v.get("impact") in BLOCKING]
-    assert not blocking, "\n".join(
-        f"{v['impact']} {v['id']}: {v['help']} ({[n['target'] for n in v['nodes']][:5]})" for v in blocking)
+    _axe_clean(page)
 
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"{path} is {overflow}px wider than a {viewport['width']}px screen"
@@ -144,3 +141,35 @@ def test_the_sign_in_page_is_usable_quickly(open_tab: Callable[..., Tab]) -> Non
     nav = page.evaluate("JSON.stringify(performance.getEntriesByType('navigation')[0].toJSON())")
     print(f"\n/login usable after {min(timings):.0f}-{max(timings):.0f} ms (3 loads); navigation {nav[:200]}")
     assert timings
+
+
+def _axe_clean(page: Page) -> None:
+    results = Axe().run(page)
+    blocking = [v for v in results.response["violations"] if v.get("impact") in BLOCKING]
+    assert not blocking, "\n".join(
+        f"{v['impact']} {v['id']}: {v['help']} ({[n['target'] for n in v['nodes']][:5]})" for v in blocking)
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+def test_the_confirmation_dialogs_pass_axe(open_tab: Callable[..., Tab], scene: Scene,
+                                           viewport: dict[str, int]) -> None:
+    """Open on top of their page (focus trapped in the dialog): stopping a pod, signing out
+    everywhere else."""
+    tab = open_tab(viewport, sid=scene.user_sid)
+    page = tab.go("/app/rentals")
+    _wait_for_content(tab, "Rentals")
+    page.locator('tr[data-status="running"]').get_by_role("button", name=re.compile("^Stop ")).click()
+    dialog = page.get_by_role("dialog", name="Stop this pod?")
+    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    _axe_clean(page)
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_be_hidden()
+
+    page = tab.go("/app/settings")
+    _wait_for_content(tab, "Settings")
+    page.get_by_role("button", name="Sign out all other sessions").click()
+    dialog = page.get_by_role("dialog", name="Sign out everywhere else?")
+    expect(dialog.get_by_label("Also revoke every API token")).to_be_visible()
+    _axe_clean(page)
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
