@@ -20,7 +20,8 @@ PYTEST_WORKERS ?= 3
 PIP_QUIET := --quiet --disable-pip-version-check
 say = @printf '\033[1m[make] %s\033[0m\n' "$(1)"
 
-.PHONY: all dev test lint unit integration conformance e2e template deps fmt clean bench fuzz thorough clients clients-deps lock py313 layer
+.PHONY: all dev test lint unit integration conformance e2e template deps fmt clean bench fuzz thorough clients clients-deps lock py313 layer \
+	web web-deploy browser screenshots
 
 all: test
 
@@ -88,7 +89,49 @@ $(VENV313)/.installed: pyproject.toml
 
 deps: $(VENV)/.installed $(SAM_VENV)/.installed node_modules/.installed clients-deps $(VENV313)/.installed
 
-dev: $(VENV)/.runtime node_modules/.installed
+# The dashboard (web/): rebuilt when its sources, its lock or the API contract change.
+# `npm run build` = types from docs/openapi.json, tsc --noEmit, vite build, bundle size.
+WEB_SOURCES := $(shell find web/src web/public web/scripts -type f ! -name '*.gen.ts' 2>/dev/null) \
+	web/index.html web/vite.config.ts web/tsconfig.json web/package.json docs/openapi.json
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	$(call say,web/node_modules: npm ci (the dashboard's build tools))
+	@cd web && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+web/dist/.built: web/node_modules/.installed $(WEB_SOURCES)
+	$(call say,web: building the dashboard (types from docs/openapi.json, tsc, vite))
+	@cd web && npm run --silent build
+	@touch $@
+
+web: web/dist/.built
+
+# The browser the dashboard's tests drive: Debian's Chromium (Playwright's own download needs a
+# CDN); Playwright for Python and axe come with .venv's test tools (pyproject.toml, `dev`).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    printf '\033[1m[make] %s\033[0m\n' "browser: installing Debian's chromium (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "The browser tests need Chromium at $(CHROMIUM): run 'sudo apt-get install -y chromium'" \
+	         "(or set CHROMIUM=/path/to/chromium)."; exit 1; \
+	  fi; \
+	fi
+	@"$(CHROMIUM)" --version 2>/dev/null
+
+# Retake the dashboard's screenshots in docs/screenshots (the browser tests, at both widths).
+screenshots: $(VENV)/.installed node_modules/.installed web/dist/.built browser
+	UPDATE_SCREENSHOTS=1 $(call run_pytest,tests/e2e/browser/test_pages.py)
+
+# Upload the built dashboard to a deployed stack's bucket and invalidate the distribution:
+#   make web-deploy STACK=gpurent-prod [AWS_PROFILE=…]
+web-deploy: $(VENV)/.installed web/dist/.built
+	@test -n "$(STACK)" || { echo "usage: make web-deploy STACK=<stack name>"; exit 2; }
+	$(PY) -m infra.web_deploy --stack $(STACK) --dist web/dist
+
+dev: $(VENV)/.runtime node_modules/.installed web/dist/.built
 	$(call say,starting the local stack (python -m infra.local.dev))
 	@$(PY) -m infra.local.dev
 
@@ -104,10 +147,11 @@ endef
 
 # Every tier at once on PYTEST_WORKERS workers; lint and the Python 3.13 run (unit + integration
 # on the Lambda runtime's Python) beside them; the slowest tests are listed at the end. The
-# installs run in parallel too (`make -j3 deps`).
+# installs run in parallel too (`make -j3 deps web browser`): the dashboard is built and the browser
+# tests (tests/e2e/browser, their own worker and local stack) run beside the other tiers.
 test:
 	$(call say,installing what the tests need (in parallel))
-	$(MAKE) --no-print-directory -j3 deps
+	$(MAKE) --no-print-directory -j3 deps web browser
 	$(call say,lint and Python 3.13 in the background; every test tier on $(PYTEST_WORKERS) workers)
 	@( $(MAKE) --no-print-directory lint > .lint.log 2>&1; echo $$? > .lint.rc ) & \
 	( $(MAKE) --no-print-directory py313 > .py313.log 2>&1; echo $$? > .py313.rc ) & \
@@ -133,7 +177,7 @@ integration: $(VENV)/.installed node_modules/.installed
 conformance: $(VENV)/.installed node_modules/.installed
 	$(call run_pytest,tests/conformance)
 
-e2e: $(VENV)/.installed node_modules/.installed
+e2e: $(VENV)/.installed node_modules/.installed web/dist/.built browser
 	$(call run_pytest,tests/e2e)
 
 clients: $(VENV)/.installed clients-deps
@@ -161,7 +205,7 @@ fmt: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(VENV313) $(SAM_VENV) $(CLIENTS_VENV) $(RUNPOD_VENV) $(LAMBDA_VENV) .clients-home node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV313) $(SAM_VENV) $(CLIENTS_VENV) $(RUNPOD_VENV) $(LAMBDA_VENV) .clients-home node_modules web/node_modules web/dist .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 # A longer contract fuzz run against the local stack (make test runs a bounded one).
 fuzz: $(VENV)/.installed node_modules/.installed

@@ -78,6 +78,16 @@ class SessionAnswer(Answer):
                                               "expires")
 
 
+class MeAnswer(SessionAnswer):
+    isAdmin: bool = Field(description="Extension: the user is an admin (`ADMIN_EMAILS`); the dashboard shows its admin "
+                                      "pages")
+
+
+class AuthProviders(Answer):
+    oauth: list[Literal["google", "github"]] = Field(
+        description="Extension: the OAuth providers configured on this deployment (`GET /v1/auth/oauth/{provider}`)")
+
+
 class Token(Answer):
     id: TokenId
     name: str = Field(min_length=1, max_length=64)
@@ -406,6 +416,25 @@ class AdjustmentAnswer(Answer):
     availableCents: Cents
     reservedCents: NonNegCents
     totalCents: Cents
+
+
+class AuditEntry(Answer):
+    id: str = Field(pattern="^aud_[0-9A-Za-z]+$")
+    action: Literal["adjustment", "invoice", "invoice_void"]
+    createdAt: Iso
+    adminId: UserId
+    adminEmail: str | None = Field(description="null when that user no longer exists")
+    userId: UserId
+    userEmail: str | None
+    amountCents: int | None = Field(description="Adjustments and manual invoices")
+    reason: str | None = Field(description="Adjustments")
+    invoiceId: str | None = Field(description="Manual invoices and voids")
+
+
+class AuditPage(Answer):
+    month: str = Field(pattern=r"^\d{4}-\d{2}$")
+    entries: list[AuditEntry]
+    nextCursor: str | None
 
 
 class OpenApiDocument(BaseModel):

@@ -59,10 +59,14 @@ TEST_ENV = {
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Groups for pytest-xdist's `--dist loadgroup` (`make test`): a test file runs on one worker
     (its module fixtures are built once), and the e2e tier's files run together on one worker, so
-    they share that worker's local stack (a session fixture)."""
+    they share that worker's local stack (a session fixture). The browser tests (tests/e2e/browser)
+    are a group of their own: their worker starts its own stack and Chromium, so they run beside the
+    other e2e files instead of after them."""
     for item in items:
         path = item.nodeid.split("::", 1)[0]
-        if path.startswith("tests/e2e/"):
+        if path.startswith("tests/e2e/browser/"):
+            group = "e2e-browser"
+        elif path.startswith("tests/e2e/"):
             # The fuzz run and the README have stacks of their own (and are the longest e2e files).
             own = path.endswith(("test_contract_fuzz.py", "test_readme.py"))
             group = path if own else "e2e"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpurent import admin
-from gpurent.api import Request, Router, idempotency_key
+from gpurent.api import CURSOR_QUERY, Request, Router, idempotency_key, page_size_query, query_int
 from gpurent.telemetry import API, lambda_handler
 
 router = Router()
@@ -30,6 +30,16 @@ def manual_invoice(req: Request) -> dict[str, Any]:
               response="Ok", errors=("invoice_not_found", "conflict"))
 def void_invoice(req: Request) -> dict[str, Any]:
     return admin.void_invoice(req.user_id, req.path_params["id"])
+
+
+@router.route("GET /v1/admin/audit", admin=True, summary="What admins did in a month, newest first (admin)",
+              response="AuditPage",
+              query={"month": {"type": "string", "pattern": "^([0-9]{4}-[0-9]{2})?$",
+                               "description": "YYYY-MM (empty: this month)"},
+                     "cursor": CURSOR_QUERY, "pageSize": page_size_query(50, 200)})
+def audit(req: Request) -> dict[str, Any]:
+    return admin.audit_list(req.user_id, req.query.get("month") or None, req.query.get("cursor") or None,
+                            query_int(req, "pageSize", 50, 1, 200))
 
 
 handler = lambda_handler(router.handler, API)

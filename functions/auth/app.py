@@ -58,10 +58,17 @@ def verify_code(req: Request) -> Response:
                     cookies=[auth.session_cookie(sid)])
 
 
-@router.route("GET /v1/auth/me", summary="The signed-in user", response="SessionAnswer")
+@router.route("GET /v1/auth/me", summary="The signed-in user (and whether they are an admin)", response="MeAnswer")
 def me(req: Request) -> dict[str, Any]:
     assert req.principal is not None
     return auth.me(req.principal)
+
+
+@router.route("GET /v1/auth/providers", auth=False, summary="How one signs in here: the configured OAuth providers",
+              response="AuthProviders",
+              description="Extension for the dashboard's sign-in page: it shows a provider's button only when listed.")
+def providers(req: Request) -> dict[str, Any]:
+    return {"oauth": oauth.configured()}
 
 
 @router.route("POST /v1/auth/logout", summary="End this session (clears `sid`)", response="Ok")

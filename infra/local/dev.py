@@ -31,6 +31,7 @@ from gpurent import clock, config, notify  # noqa: E402
 from gpurent.store import dynamo  # noqa: E402
 from infra.local import template  # noqa: E402
 from infra.local.server import LocalServer  # noqa: E402
+from infra.local.static import start_dashboard  # noqa: E402
 from infra.local.stripe_local import start_stripe  # noqa: E402 - cheap: localstripe is imported lazily
 
 STOP_SECONDS = 4.0
@@ -188,6 +189,7 @@ SERVICES: list[tuple[str, Callable[[Stack], Callable[[], None]]]] = [
     ("stripe", start_stripe),
     ("providers", start_providers),
     ("schedules", start_schedules),
+    ("dashboard", start_dashboard),
 ]
 
 

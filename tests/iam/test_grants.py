@@ -241,6 +241,8 @@ def journey(env: dict[str, str], clock: Any, ls: LocalStripe) -> None:
     inv = admin.post("/v1/admin/invoices", {"userId": user["id"], "amountCents": 500, "description": "support"})
     assert inv.status == 200, inv.body
     assert admin.post(f"/v1/admin/invoices/{inv.json()['id']}/void").status == 200
+    audit = admin.get("/v1/admin/audit?pageSize=2")  # the dashboard's audit list
+    assert audit.status == 200 and len(audit.json()["entries"]) == 2, audit.body
     # Billing: a card saved through a SetupIntent (its webhook signed with the secret from SSM), a top-up.
     si = api.post("/v1/billing/setup-intent")
     assert si.status == 200, si.body

@@ -238,3 +238,15 @@ def test_expired_token(api: Api, user, clock) -> None:
 
 def test_unknown_route_is_a_404_envelope(api: Api) -> None:
     envelope(api.get("/v1/nothing-here"), 404, "not_found")
+
+
+def test_me_says_whether_the_user_is_an_admin(api: Api) -> None:
+    """Extension for the dashboard: `isAdmin` shows or hides its admin pages."""
+    from tests.integration.conftest import ADMIN_EMAIL, sign_in
+
+    sign_in(api, EMAIL)
+    assert api.get("/v1/auth/me").json()["isAdmin"] is False
+    admin = Api(source_ip="198.51.100.7")
+    sign_in(admin, ADMIN_EMAIL.upper())
+    body = admin.get("/v1/auth/me").json()
+    assert body["isAdmin"] is True and body["user"]["email"] == ADMIN_EMAIL

@@ -66,7 +66,8 @@ PUBLIC = frozenset({
     "POST /v1/webhooks/stripe",
     "POST /v1/billing/stripe/webhook",
 })
-PUBLIC_IF_PRESENT = frozenset({"GET /v1/openapi.json"})
+# The dashboard's sign-in page asks which OAuth providers are configured (an extension).
+PUBLIC_IF_PRESENT = frozenset({"GET /v1/openapi.json", "GET /v1/auth/providers"})
 ADMIN_PREFIX = "/v1/admin/"
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 

@@ -593,3 +593,21 @@ def test_no_secret_token_code_or_email_in_logs(configured, providers, logs):
     for needle in ("secret-person", "very-secret-code", "gh-secret-code", "timeout-code", GOOGLE_ACCESS,
                    GITHUB_ACCESS, "GOCSPX-google-secret", "github-secret", state, state2, state3):
         assert needle not in text, needle
+
+
+# ---------------------------------------------------------------- discovery (dashboard extension)
+
+def test_providers_lists_only_the_configured_ones_without_a_session(api: Api, monkeypatch) -> None:
+    _configure(monkeypatch)
+    r = api.get("/v1/auth/providers")
+    assert r.status == 200 and r.json() == {"oauth": []}
+    _configure(monkeypatch, GITHUB_CLIENT_ID="Iv1.github-client", GITHUB_CLIENT_SECRET_PARAM="/gpurent/github")
+    assert api.get("/v1/auth/providers").json() == {"oauth": ["github"]}
+    # A client id without any secret is not usable: no button.
+    _configure(monkeypatch, GOOGLE_CLIENT_ID="123-google.apps.googleusercontent.com",
+               GITHUB_CLIENT_ID="Iv1.github-client", GITHUB_CLIENT_SECRET="github-secret")
+    assert api.get("/v1/auth/providers").json() == {"oauth": ["github"]}
+
+
+def test_providers_lists_both_when_both_are_configured(configured: Api) -> None:
+    assert configured.get("/v1/auth/providers").json() == {"oauth": ["google", "github"]}

@@ -3,6 +3,7 @@ the same transaction as its effect."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -94,6 +95,45 @@ def adjust(admin_id: str, body: Adjustment, idempotency_key: str | None) -> dict
         "reservedCents": result.reserved,
         "totalCents": result.total,
     }
+
+
+# ---------------------------------------------------------------- audit list
+
+AUDIT_DETAILS = ("amountCents", "reason", "invoiceId")
+
+
+def audit_list(admin_id: str, month: str | None, raw_cursor: str | None, page_size: int) -> dict[str, Any]:
+    """What admins did in one month (default: this one), newest first, with the emails of
+    the admin and the user each act concerned (admin-only, like the rest of this module)."""
+    from gpurent import cursor
+
+    month = month or clock.iso(clock.now())[:7]
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}", month) or not 1 <= int(month[5:]) <= 12:
+        raise ApiError("validation_failed", "month must look like 2026-01", {"month": "must look like 2026-01"})
+    after = None
+    if raw_cursor:
+        after = str(cursor.decode("audit", f"{admin_id}:{month}", raw_cursor).get("after") or "") or None
+    rows, more = store.query_audit(month, after, page_size)
+    emails: dict[str, str | None] = {}
+
+    def email(user_id: str) -> str | None:
+        if user_id not in emails:
+            found = identity.get_user(user_id) if user_id else None
+            emails[user_id] = str(found["email"]) if found else None
+        return emails[user_id]
+
+    entries = [{
+        "id": r["sk"],
+        "action": r["action"],
+        "createdAt": clock.iso(float(r["createdAt"])),
+        "adminId": r["adminId"],
+        "adminEmail": email(str(r["adminId"])),
+        "userId": r["userId"],
+        "userEmail": email(str(r["userId"])),
+        **{k: r.get(k) for k in AUDIT_DETAILS},
+    } for r in rows]
+    next_cursor = cursor.encode("audit", f"{admin_id}:{month}", {"after": rows[-1]["sk"]}) if more and rows else None
+    return {"month": month, "entries": entries, "nextCursor": next_cursor}
 
 
 # ---------------------------------------------------------------- invoices

@@ -75,7 +75,8 @@ def me(principal: Principal) -> dict[str, Any]:
     if user is None:
         raise ApiError("unauthorized")
     expires = principal.expires_at
-    return {"user": user_public(user), "expiresAt": clock.iso(expires) if expires else None}
+    return {"user": user_public(user), "expiresAt": clock.iso(expires) if expires else None,
+            "isAdmin": str(user["email"]).lower() in settings().admin_emails}
 
 
 # ---------------------------------------------------------------- users

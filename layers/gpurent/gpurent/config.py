@@ -4,8 +4,9 @@ setting a deployment passes goes through here (`Settings`, `StripeSettings`,
 
 No silent defaults for what a deployment must set: a stage other than `local` and
 `test` (`DEV_STAGES`; a missing `STAGE` is `prod`) must give the table names,
-`PUBLIC_URL`, `MAIL_FROM`, `TIMER_QUEUE_URL` and a cursor key, and, when Stripe is
-on, its webhook secret and publishable key too; `load_settings` raises
+`PUBLIC_URL` (or `PUBLIC_URL_PARAM`, the SSM parameter holding the dashboard
+distribution's URL), `MAIL_FROM`, `TIMER_QUEUE_URL` and a cursor key, and, when
+Stripe is on, its webhook secret and publishable key too; `load_settings` raises
 `MissingSettings` naming what is absent. The local stage and the tests fall back to
 local defaults.
 
@@ -130,7 +131,8 @@ class Settings(BaseModel):
 
 def _missing(e: Mapping[str, str]) -> list[str]:
     """What a deployment stage must set and did not."""
-    missing = [name for name in DEPLOYMENT_REQUIRED if not e.get(name)]
+    missing = [name for name in DEPLOYMENT_REQUIRED if not e.get(name) and not (name == "PUBLIC_URL"
+                                                                                and e.get("PUBLIC_URL_PARAM"))]
     if not (e.get("CURSOR_KEY") or e.get("CURSOR_KEY_SECRET_ARN")):
         missing.append("CURSOR_KEY (or CURSOR_KEY_SECRET_ARN)")
     if e.get("STRIPE_SECRET_KEY") or e.get("STRIPE_SECRET_KEY_PARAM"):  # billing on: all of Stripe
@@ -174,7 +176,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "sweep_queue_url": e.get("SWEEP_QUEUE_URL") or None,
         "sweep_concurrency": int(e.get("SWEEP_CONCURRENCY") or 1),
         "reconcile_queue_url": e.get("RECONCILE_QUEUE_URL") or None,
-        "public_url": e["PUBLIC_URL"].rstrip("/"),
+        "public_url": _public_url(e).rstrip("/"),
         "stripe": load_stripe_settings(e),
         "stripe_success_url": e.get("STRIPE_SUCCESS_URL") or None,
         "stripe_cancel_url": e.get("STRIPE_CANCEL_URL") or None,
@@ -200,6 +202,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if e.get(key.upper()):
             values[key] = int(e[key.upper()])
     return Settings.model_validate(values)
+
+
+def _public_url(e: Mapping[str, str]) -> str:
+    """PUBLIC_URL; when a deployment has none, the distribution's URL kept in the SSM parameter named by
+    PUBLIC_URL_PARAM (template.yaml: the functions cannot reference the distribution directly)."""
+    url = e.get("PUBLIC_URL")
+    if url:
+        return url
+    # Read with a client of its own: the settings (and so `secrets`' providers) are being built.
+    name = e.get("PUBLIC_URL_PARAM")
+    if name:
+        from gpurent.store.secrets import read_parameter
+
+        region = e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1"
+        return read_parameter(name, region, e.get("SSM_ENDPOINT") or None)
+    raise MissingSettings("PUBLIC_URL (or PUBLIC_URL_PARAM)")
 
 
 class ProviderSettings(BaseModel):

@@ -179,6 +179,16 @@ def _client(provider: str) -> _Client | None:
     return _Client(provider, client_id, secret)
 
 
+def configured() -> list[str]:
+    """The providers whose sign-in button the dashboard shows: a client id and a secret (or
+    the name of its parameter) are set. Cheap on purpose: no secret is read here, so a
+    parameter that cannot be read still ends at `/login?error=oauth_unavailable`."""
+    s = settings()
+    pairs = {"google": (s.google_client_id, s.google_client_secret or s.google_client_secret_param),
+             "github": (s.github_client_id, s.github_client_secret or s.github_client_secret_param)}
+    return [p for p in PROVIDERS if all(pairs[p])]
+
+
 def _auth_url(provider: str) -> str:
     s = settings()
     return s.google_auth_url if provider == "google" else s.github_auth_url

@@ -264,6 +264,20 @@ def get_op_marker(op_key: str) -> OpMarker | None:
     return op_marker_from_item(op_key, item) if item is not None else None
 
 
+def query_audit(month: str, start_after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """Up to `limit` admin audit rows of one month (`YYYY-MM`), newest first, strictly older
+    than `start_after` (an audit id). Returns (rows, more)."""
+    values: dict[str, Any] = {":pk": f"AUDIT#{month}"}
+    condition = "pk = :pk"
+    if start_after:
+        condition += " AND sk < :after"
+        values[":after"] = start_after
+    r = client().query(TableName=_money(), KeyConditionExpression=condition, ScanIndexForward=False,
+                       ExpressionAttributeValues=to_values(values), Limit=limit + 1)
+    rows = [i for i in (from_item(x) for x in r.get("Items", [])) if i is not None]
+    return rows[:limit], len(rows) > limit
+
+
 if TYPE_CHECKING:  # this module is the adapter of `ports.MoneyStore`: mypy checks it fits
     from gpurent import ports
     from gpurent.store import money as _this

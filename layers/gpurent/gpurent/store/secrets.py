@@ -26,6 +26,7 @@ DEFAULT_MAX_AGE = 300
 
 _lock = threading.Lock()
 _providers: dict[str, Any] = {}
+_plain: dict[str, str] = {}  # read_parameter's values
 
 
 def max_age() -> int:
@@ -90,3 +91,21 @@ def reset_client() -> None:
     """Drop the providers and every cached value (tests switch mocks and endpoints)."""
     with _lock:
         _providers.clear()
+        _plain.clear()
+
+
+def read_parameter(name: str, region: str, endpoint: str | None) -> str:
+    """A plain (String) parameter read while the settings are being built (`config`'s public URL
+    fallback), so with its own client rather than the settings' provider; kept for the process
+    (it names the deployment's own distribution, which does not change under a running function).
+    A failed read raises and caches nothing."""
+    cached = _plain.get(name)
+    if cached is not None:
+        return cached
+    client = boto3.client("ssm", region_name=region, endpoint_url=endpoint,
+                          config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3,
+                                        read_timeout=5))
+    value = str(client.get_parameter(Name=name)["Parameter"].get("Value", ""))
+    with _lock:
+        _plain[name] = value
+    return value
