@@ -167,7 +167,9 @@ def reconcile_provider(code: str, deadline: float | None = None) -> Counts:
             store.put_pass(PassRecord(code, listed_at, cover_from))
 
         local, later = _split(rows)
-        moved, failed = _each(lambda r: lifecycle.advance(r, listed), local, deadline)
+        # (A rental that moved to another provider since the index was read is asked about directly.)
+        moved, failed = _each(lambda r: lifecycle.advance(r, listed if r.provider == code else None), local,
+                              deadline)
         counts["advanced"] += len(moved)
         counts["errors"] += failed
         counts["deferred"] += len(local) - len(moved) - failed
