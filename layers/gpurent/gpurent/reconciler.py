@@ -161,13 +161,15 @@ def reconcile_provider(code: str, deadline: float | None = None) -> Counts:
         rows = [r for r in prepared.values() if r is not None]
         counts["pinned"] += sum(1 for v in changed if _was_pinned(prepared.get(v.id), v))
         counts["errors"] += failed
-        if listed is not None and len(prepared) == len(changed):
+        if listed is not None and len(prepared) == len(changed) and any(v.status == "running" for v in live):
             # Every rental this pass found not running has its health written: the record
-            # may say the others were seen running at `listed_at`.
+            # may say the others were seen running at `listed_at` (nothing to say: no write).
             store.put_pass(PassRecord(code, listed_at, cover_from))
 
         local, later = _split(rows)
-        moved, failed = _each(lambda r: lifecycle.advance(r, listed), local, deadline)
+        # (A rental that moved to another provider since the index was read is asked about directly.)
+        moved, failed = _each(lambda r: lifecycle.advance(r, listed if r.provider == code else None), local,
+                              deadline)
         counts["advanced"] += len(moved)
         counts["errors"] += failed
         counts["deferred"] += len(local) - len(moved) - failed
