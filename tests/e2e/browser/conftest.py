@@ -1,6 +1,6 @@
 """The dashboard in a real browser: Debian's Chromium driven by Playwright, against the
-`make dev` stack of tests/e2e/conftest.py (one stack, one browser per session; a fresh
-context, so a fresh profile and cookie jar, per test).
+`make dev` stack of tests/e2e/conftest.py (one stack per session, one browser per module; a
+fresh context, so a fresh profile and cookie jar, per test).
 
 The browser is launched headless with a throwaway profile and everything that would
 reach the network switched off; `make browser` installs it on a fresh machine."""
@@ -35,8 +35,13 @@ ADMIN_EMAIL = "admin@localhost"
 expect.set_options(timeout=TIMEOUT_MS)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Per module, not per session: Playwright's sync API keeps its asyncio loop running on the
+    main thread while it is started, so every other test on this xdist worker that calls
+    `asyncio.run` (the provider adapters, the catalog refresh) would fail after the browser
+    tests. The browser tests are one xdist group, so their modules run one after the other and
+    the loop is gone as soon as the last one ends."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"Chromium not found at {CHROMIUM}: run `make browser` (apt-get install -y chromium)")
     with sync_playwright() as pw:
