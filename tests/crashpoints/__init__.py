@@ -22,7 +22,7 @@ class PathResult:
         counts: dict[str, int] = {}
         for c in self.calls:
             port = c.split(":", 1)[0]
-            port = port if port in ("dynamo", "stripe", "mail", "timer") else "provider"
+            port = port if port in ("dynamo", "stripe", "mail", "timer", "reconcile") else "provider"
             counts[port] = counts.get(port, 0) + 1
         return " ".join(f"{k} {v}" for k, v in sorted(counts.items()))
 
