@@ -46,9 +46,9 @@ SERVICE = "the AWS service uses it with the function's role, not the code"
 ARMED = ("timers.arm in process in the crash points and the integration tier; deployed, an SQS SendMessage: "
          "{}")
 COVERED_ELSEWHERE = {
-    ("AuthFunction", "dynamodb:ConditionCheckItem", "table/"): "tests/integration/test_auth_accounts.py "
-                                                               "'sessions from before this change': a session "
-                                                               "adopted on first use (unless signed out everywhere)",
+    ("AuthFunction", "dynamodb:ConditionCheckItem", "table/"): "tests/integration/test_auth_accounts.py: a session "
+                                                               "from before the session index is adopted, unless "
+                                                               "its user signed out everywhere since",
     ("TimerFunction", "sqs:ReceiveMessage", "TimerQueue"): f"{SERVICE} (the event source mapping polls)",
     ("TimerFunction", "sqs:DeleteMessage*", "TimerQueue"): f"{SERVICE} (the event source mapping deletes)",
     ("TimerFunction", "sqs:ChangeMessageVisibility*", "TimerQueue"): f"{SERVICE} (the event source mapping)",
@@ -166,11 +166,16 @@ def journey(env: dict[str, str], clock: Any, ls: LocalStripe) -> None:
     token = api.post("/v1/auth/tokens", {"name": "scripts"}).json()
     assert api.get("/v1/auth/tokens").status == 200
     assert api.delete(f"/v1/auth/tokens/{token['id']}").status == 200
-    other = Api(source_ip="198.51.100.98")
-    other.sign_in("alice@example.com")  # another device: ended by "sign out everywhere" (with the tokens)
-    api.post("/v1/auth/tokens", {"name": "ci"})
-    r = api.post("/v1/auth/sessions/revoke-others", {"tokens": True})
-    assert r.status == 200 and r.json()["sessionsEnded"] == 1, r.body
+    # Sign-in sessions: a second device, one session ended by id, then every other one.
+    laptop, phone = Api(source_ip="198.51.100.21"), Api(source_ip="198.51.100.22")
+    laptop.sign_in("alice@example.com")
+    clock.advance(31)
+    phone.sign_in("alice@example.com")
+    clock.advance(31)
+    sessions = api.get("/v1/auth/sessions").json()["sessions"]
+    other = next(s for s in sessions if not s.get("current"))
+    assert api.delete(f"/v1/auth/sessions/{other['id']}").status == 200
+    assert api.post("/v1/auth/sessions/revoke-others", {}).status == 200
     for provider in ("google", "github"):
         r = api.get(f"/v1/auth/oauth/{provider}")
         assert r.status == 302 and "client_id=" in r.headers.get("location", ""), (r.status, r.headers)
