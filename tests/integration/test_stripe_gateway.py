@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 
 from gpurent.billing import gateway
-from gpurent.wallet import IdempotencyMismatch
 from infra.local.server import LocalServer
 from infra.local.stripe_local import LocalStripe, LocalStripeError, _form, sign, unflatten
 from tests.stripe_fixtures import WEBHOOK_SECRET, stripe_get
@@ -71,11 +70,28 @@ def test_create_customer_carries_user_id_and_is_idempotent(local_stripe: LocalSt
 def test_reusing_an_idempotency_key_with_other_parameters_is_refused(local_stripe: LocalStripe) -> None:
     key = f"cus-mismatch-{time.time_ns()}"
     gateway.create_customer("usr_2", "two@example.test", key)
-    # Stripe's 400 idempotency_error is the same mistake as a client reusing its own
-    # Idempotency-Key for another request: the API answers it as such (400), never as
-    # "Stripe unavailable" (which would be retried with the same key, forever).
-    with pytest.raises(IdempotencyMismatch):
+    # Stripe's 400 idempotency_error is a refusal, never "Stripe unavailable" (which would be
+    # retried with the same key, forever). It stays a StripeError, so an auto-topup attempt that
+    # meets it ends like any other refusal (item 3); the checkout route answers it as a client
+    # reusing its own Idempotency-Key for another request: 400 `validation_failed`
+    # (tests/integration/test_billing.py).
+    with pytest.raises(gateway.IdempotencyKeyReused) as info:
         gateway.create_customer("usr_2", "other@example.test", key)
+    assert info.value.http_status == 400
+    assert isinstance(info.value, gateway.StripeError) and not isinstance(info.value, gateway.StripeUnavailable)
+
+
+def test_an_idempotency_key_still_in_use_is_unavailable_not_a_refusal() -> None:
+    """Stripe's 409 (another request with this key is in progress) means "try again with the same
+    key": an auto-topup attempt that meets it stays pending; only the 400 is a refusal."""
+    import stripe
+
+    busy = gateway._translate(stripe.IdempotencyError("Keys for idempotent requests can only be used once at a time",
+                                                      http_status=409))
+    assert isinstance(busy, gateway.StripeUnavailable)
+    reused = gateway._translate(stripe.IdempotencyError("Keys for idempotent requests can only be used with the same "
+                                                        "parameters", http_status=400))
+    assert isinstance(reused, gateway.IdempotencyKeyReused)
 
 
 def test_settings_and_not_configured(local_stripe: LocalStripe, monkeypatch: pytest.MonkeyPatch) -> None:
