@@ -33,12 +33,13 @@ export const MESSAGES: Record<string, string> = {
   conflict: "That changed in the meantime. Reload and try again.",
   rate_limited: "Too many requests. Wait a moment and try again.",
   code_request_rate_limited: "A code was sent moments ago. You can ask for another shortly.",
+  service_unavailable: "Busy right now; nothing was done. Retry in a moment.",
   internal_error: "Something went wrong on our side. Please retry.",
   network_error: "Network error. Check your connection and try again.",
 };
 
 // The server's own text is the better one for these: it names the field or the reason.
-const SERVER_WORDED = new Set(["validation_failed", "card_declined", "code_invalid", "conflict"]);
+const SERVER_WORDED = new Set(["validation_failed", "card_declined", "code_invalid", "conflict", "service_unavailable"]);
 
 export function describe(e: unknown): string {
   if (!(e instanceof ApiFailure)) return e instanceof Error ? e.message : String(e);
