@@ -2,42 +2,46 @@
 
 from __future__ import annotations
 
-import unicodedata
+import re
 
 from gpurent.errors import ApiError
 
-# Line/paragraph separators: they break what a terminal, a dashboard or an email shows.
-_SEPARATORS = {"\u2028", "\u2029"}
+# What is not printable: control (Cc) and format (Cf) characters and the line/paragraph
+# separators U+2028/U+2029, as inclusive code-point ranges of Unicode 15.1 (the database of the
+# Lambda runtime's Python, 3.13). Written out rather than read from `unicodedata`, so every Python
+# (3.11 has Unicode 14.0, which lacks U+13439-1343F) refuses the same names and the API document
+# (`printable_pattern`) is the same whichever Python generates it. tests/unit/test_text.py checks
+# the table against the running Python's database.
+UNICODE_VERSION = "15.1.0"
+NOT_PRINTABLE: tuple[tuple[int, int], ...] = (
+    (0x0000, 0x001F), (0x007F, 0x009F), (0x00AD, 0x00AD), (0x0600, 0x0605), (0x061C, 0x061C),
+    (0x06DD, 0x06DD), (0x070F, 0x070F), (0x0890, 0x0891), (0x08E2, 0x08E2), (0x180E, 0x180E),
+    (0x200B, 0x200F), (0x2028, 0x202E), (0x2060, 0x2064), (0x2066, 0x206F), (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB), (0x110BD, 0x110BD), (0x110CD, 0x110CD), (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0001, 0xE0001), (0xE0020, 0xE007F),
+)
 
-# The same rule as a regular expression, for the API contract (JSON Schema `pattern`):
-# no control (Cc) or format (Cf) character, no line/paragraph separator. Generated from
-# the Unicode database of this Python, so it agrees with `is_printable` exactly. Code
-# points of the basic plane are `\\uXXXX` escapes; the few beyond it (tag characters, …)
-# are written as themselves, so a code-point regex (Python's, ECMA-262's with the `u`
-# flag) reads each as one character.
+
+# Code points of the basic plane are `\\uXXXX` escapes in the document's patterns; the few beyond
+# it (tag characters, ...) are written as themselves, so a code-point regex (Python's, ECMA-262's
+# with the `u` flag) reads each as one character.
 def _escape(c: int) -> str:
     return f"\\u{c:04X}" if c <= 0xFFFF else chr(c)
 
 
 def _ranges() -> str:
-    bad = [c for c in range(0x110000) if unicodedata.category(chr(c)) in ("Cc", "Cf") or chr(c) in _SEPARATORS]
-    out: list[str] = []
-    start = prev = bad[0]
-    for c in [*bad[1:], -1]:
-        if c == prev + 1:
-            prev = c
-            continue
-        out.append(_escape(start) if start == prev else f"{_escape(start)}-{_escape(prev)}")
-        if c != -1:
-            start = prev = c
-    return "".join(out)
+    return "".join(_escape(a) if a == b else f"{_escape(a)}-{_escape(b)}" for a, b in NOT_PRINTABLE)
+
+
+_NOT_PRINTABLE = re.compile("[" + "".join(
+    re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in NOT_PRINTABLE) + "]")
 
 
 def is_printable(value: str) -> bool:
     """No control characters (C0, DEL, C1), no invisible format characters (Unicode category Cf:
     zero-width spaces and joiners, byte-order marks, bidirectional overrides and isolates, tag
-    characters, …) and no line separators."""
-    return not any(unicodedata.category(c) in ("Cc", "Cf") or c in _SEPARATORS for c in value)
+    characters, ...) and no line separators."""
+    return _NOT_PRINTABLE.search(value) is None
 
 
 def printable_pattern(nonblank: bool = False) -> str:
