@@ -1,8 +1,10 @@
 """Cold-start proxy, in the built layout: the import time of each function's handler module
 in a fresh CPython 3.13 process whose path is what Lambda gives it (the layer as
 `layers/gpurent/Makefile` builds it; the function's own folder), beside the floor of
-`import boto3` from that same layer. Median of several runs; prints milliseconds and the
-ratio to the floor; asserts nothing.
+`import boto3` from that same layer. Each function's runs alternate with runs of the floor, and
+its ratio is the median of the per-pair ratios, so a machine whose load drifts during the run
+moves both sides of each pair alike; prints the median milliseconds and that ratio; asserts
+nothing.
 
     .venv/bin/python bench/coldstart.py [runs]
 
@@ -55,15 +57,25 @@ def python313() -> str:
     return found[-1]
 
 
-def timed(body: str, task: Path, no_bytecode: bool = False) -> float:
+def _once(code: str, env: dict[str, str]) -> float:
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True, env=env)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def timed(body: str, task: Path, no_bytecode: bool = False) -> tuple[float, float]:
+    """(median ms, median of the per-pair ratios to `import boto3`): each run is paired with a
+    run of the floor right before it, in the same layout."""
     code = PROBE.format(layer=str(LAYER), task=str(task), body=body)
-    samples = []
+    floor_code = PROBE.format(layer=str(LAYER), task=str(ROOT), body="import boto3")
+    samples, ratios = [], []
     with tempfile.TemporaryDirectory() as empty:
         env = {**ENV, **({"PYTHONPYCACHEPREFIX": empty} if no_bytecode else {})}
         for _ in range(RUNS):
-            out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True, env=env)
-            samples.append(float(out.stdout.strip().splitlines()[-1]))
-    return statistics.median(samples)
+            floor = _once(floor_code, ENV)
+            ms = _once(code, env)
+            samples.append(ms)
+            ratios.append(ms / floor)
+    return statistics.median(samples), statistics.median(ratios)
 
 
 def handler_body(path: Path) -> str:
@@ -80,7 +92,7 @@ def main() -> None:
                         f"PLATFORM=manylinux2014_{platform.machine()}"], cwd=ROOT, check=True, env=env)
     print(f"CPython {subprocess.run([PY, '-V'], capture_output=True, text=True).stdout.split()[1]}, "
           f"layer {LAYER.relative_to(ROOT) if LAYER.is_relative_to(ROOT) else LAYER}, median of {RUNS}")
-    floor = timed("import boto3", ROOT)
+    floor, _ = timed("import boto3", ROOT)
     print(f"{'function':<30} {'import ms':>10} {'× boto3':>8}")
     print(f"{'(import boto3 alone)':<30} {floor:>10.1f} {1.0:>8.2f}")
     rows = []
@@ -88,20 +100,19 @@ def main() -> None:
         task = ROOT / fn["Properties"]["CodeUri"]
         body = handler_body(task / "app.py")
         rows.append((logical_id, body, task))
-        ms = timed(body, task)
-        print(f"{logical_id:<30} {ms:>10.1f} {ms / floor:>8.2f}")
+        ms, ratio = timed(body, task)
+        print(f"{logical_id:<30} {ms:>10.1f} {ratio:>8.2f}")
         if logical_id == "WebhookFunction":
             # The gateway imports stripe on first use: the first event pays for it too.
-            ms = timed(body + "\nimport stripe", task)
-            print(f"{'  + stripe (first event)':<30} {ms:>10.1f} {ms / floor:>8.2f}")
+            ms, ratio = timed(body + "\nimport stripe", task)
+            print(f"{'  + stripe (first event)':<30} {ms:>10.1f} {ratio:>8.2f}")
     print("\nwithout bytecode (every module compiled at import, as from a layer of sources only):")
-    bare = timed("import boto3", ROOT, no_bytecode=True)
-    print(f"{'(import boto3 alone)':<30} {bare:>10.1f} {bare / floor:>8.2f}")
+    bare, ratio = timed("import boto3", ROOT, no_bytecode=True)
+    print(f"{'(import boto3 alone)':<30} {bare:>10.1f} {ratio:>8.2f}")
     for logical_id, body, task in rows:
         if logical_id in ("RentalsFunction", "BillingFunction", "CatalogRefreshFunction"):
-            ms = timed(body, task, no_bytecode=True)
-            print(f"{logical_id:<30} {ms:>10.1f} {ms / floor:>8.2f}")
-
+            ms, ratio = timed(body, task, no_bytecode=True)
+            print(f"{logical_id:<30} {ms:>10.1f} {ratio:>8.2f}")
 
 PY = python313()
 
