@@ -361,13 +361,13 @@ def test_a_debit_crossing_the_threshold_only_enqueues_the_top_up(api: Api, user,
                    {"enabled": True, "thresholdCents": 1000, "topupAmountCents": 2000}).status == 200
     run_timers()
     stripe_calls: list[str] = []
-    real_call = gateway._call
+    real_call = gateway.client.call
 
     def counting(fn: Any) -> Any:
         stripe_calls.append("call")
         return real_call(fn)
 
-    monkeypatch.setattr(gateway, "_call", counting)
+    monkeypatch.setattr(gateway.client, "call", counting)
     _debit(user["id"], 2500, "d1")  # 500 < 1000
     assert stripe_calls == []  # the debit itself made no Stripe call
     assert [t.kind for t in timers.due(float("inf"))] == [timers.AUTO_TOPUP]

@@ -347,7 +347,7 @@ def _running_dry_with_stripe_down(api: Api, user, clock, ls, monkeypatch) -> tup
     scheduler = _scheduler(clock)
     scheduler.advance(ran_out - 60 - clock.now())
     outage = {"on": True}
-    real_call = gateway._call
+    real_call = gateway.client.call
 
     def flaky(fn):
         if outage["on"]:
@@ -357,7 +357,7 @@ def _running_dry_with_stripe_down(api: Api, user, clock, ls, monkeypatch) -> tup
     from tests.integration.test_billing import add_card
 
     add_card(api, ls)
-    monkeypatch.setattr(gateway, "_call", flaky)
+    monkeypatch.setattr(gateway.client, "call", flaky)
     api.sign_in("alice@example.com")
     r2 = api.put("/v1/billing/auto-topup", {"enabled": True, "thresholdCents": 100, "topupAmountCents": 2000})
     assert r2.status == 200, r2.body
