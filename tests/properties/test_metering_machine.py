@@ -89,7 +89,7 @@ from gpurent.providers.base import ProviderAdapter
 from gpurent.providers.registry import build_adapters
 from gpurent.records import ACTIVE_SHARDS
 from gpurent.store import billing as billing_store
-from gpurent.store import dynamo
+from gpurent.store import dynamo, rental_items
 from gpurent.store import money as money_store
 from gpurent.store import rentals as rental_store
 from infra.local import template
@@ -736,7 +736,7 @@ class MeteringMachine(RuleBasedStateMachine):
         started = float(r["runningAt"])
         until = float(r["meteredUntil"])
         seconds = int(r["billedSeconds"])
-        typed = rental_store.rental_from_item(r)  # the stored row, as the domain reads it
+        typed = rental_items.rental_from_item(r)  # the stored row, as the domain reads it
         deadline = rentals.limit_deadline(typed)
         assert started <= until <= now, r
         # 5. the charge is the formula of the billed seconds, exactly

@@ -15,6 +15,7 @@ from gpurent.billing import ports as billing_ports
 from gpurent.store import identity as real_identity
 from gpurent.store import money as real_money
 from gpurent.store import outbox as real_outbox
+from gpurent.store import rental_items
 from gpurent.store import rentals as real_rentals
 from tests.fakes.identity import FakeUsers
 from tests.fakes.money import FakeMoneyStore
@@ -95,7 +96,7 @@ def test_a_new_rental_is_stored_with_exactly_the_attributes_of_the_untyped_launc
     launched = rental(status="provisioning", running_at=None, metered_until=None, last_healthy_at=None,
                       instance_id=None, name=None, region_filter="us", allocating_until=T0 + 60, ssh_key_count=1,
                       idempotency_key=None)
-    item = to_item(real_rentals.rental_item(launched))
+    item = to_item(rental_items.rental_item(launched))
     assert set(item) == {
         "id", "userId", "status", "familyId", "gpuCount", "templateId", "regionFilter", "pricePerHourCents",
         "listingId", "provider", "region", "regionCode", "model", "offer", "createdAt", "reserveCents",
@@ -105,5 +106,5 @@ def test_a_new_rental_is_stored_with_exactly_the_attributes_of_the_untyped_launc
     assert set(item["offer"]["M"]) == {"id", "provider", "offerKey", "gpuName", "family", "model", "vramGb",
                                        "gpuCount", "costCentsPerHour", "pricePerHourCents", "region", "regionCode",
                                        "interconnect"}
-    assert real_rentals.rental_from_item(real_rentals.rental_item(launched)) == launched
-    assert real_rentals.rental_from_item(real_rentals.rental_item(launched)).offer == OFFER
+    assert rental_items.rental_from_item(rental_items.rental_item(launched)) == launched
+    assert rental_items.rental_from_item(rental_items.rental_item(launched)).offer == OFFER
