@@ -550,11 +550,11 @@ def test_invoices_list_filter_page_and_admin_void(api: Api, user, local_stripe, 
 
 
 def test_an_overage_invoice_is_mirrored_and_paying_it_clears_the_debt_only(api: Api, user, local_stripe) -> None:
-    record = invoices.new_record(user["id"], "overage", 321, "Usage beyond the wallet balance", rental_id=None)
-    invoices.issue(record, "overage-test")
-    invoices.mirror(record)
-    assert record["stripeInvoiceId"].startswith("in_")
-    local_stripe.pay_invoice(record["stripeInvoiceId"])
+    inv = invoices.issue(invoices.new_invoice(user["id"], "overage", 321, "Usage beyond the wallet balance"),
+                         "overage-test")
+    stripe_id = invoices.mirror(inv).stripe_invoice_id
+    assert stripe_id is not None and stripe_id.startswith("in_")
+    local_stripe.pay_invoice(stripe_id)
     deliver_all(local_stripe, ("invoice.paid",))
     bal = api.get("/v1/billing/balance").json()
     assert (bal["totalCents"], bal["openInvoicesCents"], bal["openInvoiceCount"]) == (0, 0, 0)

@@ -168,10 +168,9 @@ def test_the_usage_beyond_the_money_becomes_one_overage_invoice(api: Api, user, 
     assert owed > 100
     invoice = invoice_store.get(user["id"], r.overage_invoice_id)
     assert invoice is not None
-    assert (invoice["reason"], invoice["status"], invoice["amountCents"], invoice["rentalId"]) == (
-        "overage", "open", owed, r.id)
-    assert invoice["lineItems"][0]["amountCents"] == owed
-    assert invoice_store.owner_of(invoice["id"]) == user["id"]
+    assert (invoice.reason, invoice.status, invoice.amount_cents, invoice.rental_id) == ("overage", "open", owed, r.id)
+    assert invoice.line_items[0].amount_cents == owed
+    assert invoice_store.owner_of(invoice.id) == user["id"]
     bal = api.get("/v1/billing/balance").json()
     assert (bal["openInvoicesCents"], bal["openInvoiceCount"]) == (owed, 1)
     sweep.start()  # nothing more to do: no second invoice

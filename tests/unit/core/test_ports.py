@@ -75,15 +75,17 @@ def test_an_overage_invoice_is_mirrored_once_through_the_stripe_port(world: Fake
         monkeypatch.setattr(gateway, name, getattr(stripe, name))
     monkeypatch.setattr(cards, "ensure_customer", lambda uid: stripe.create_customer(uid, "x@example.test",
                                                                                       f"customer:{uid}"))
-    record = invoices.new_record("usr_inv", "overage", 1234, "Usage beyond the wallet balance")
-    invoices.issue(record, f"invoice:{record['id']}")
-    assert invoices.mirror(dict(record)) is not None
-    again = world.invoices.get("usr_inv", record["id"])
-    assert again is not None and invoices.mirror(again) is not None  # mirrored already: no second invoice
+    inv = invoices.issue(invoices.new_invoice("usr_inv", "overage", 1234, "Usage beyond the wallet balance"),
+                         "invoice:usr_inv")
+    first = invoices.mirror(inv)
+    again = world.invoices.get("usr_inv", inv.id)
+    assert again is not None and invoices.mirror(again) == again  # mirrored already: no second invoice
     assert stripe.calls.count("create_invoice") == 1
-    row = world.invoices.get("usr_inv", record["id"]) or {}
+    row = world.invoices.get("usr_inv", inv.id)
     (mirrored,) = stripe.invoices.values()
-    assert (row["stripeInvoiceId"], row["hostedInvoiceUrl"]) == (mirrored.id, mirrored.hosted_invoice_url)
+    assert row is not None and (row.stripe_invoice_id, row.hosted_invoice_url) == (mirrored.id,
+                                                                                  mirrored.hosted_invoice_url)
+    assert (first.stripe_invoice_id, first.invoice_pdf_url) == (mirrored.id, mirrored.invoice_pdf)
     stored = world.money.get_wallet("usr_inv") or {}
     assert (stored["openInvoicesCents"], stored["openInvoiceCount"]) == (1234, 1)
 
