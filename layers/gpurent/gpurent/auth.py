@@ -104,7 +104,7 @@ def create_session(user_id: str, *, user_agent: str | None = None, source_ip: st
     now = clock.now()
     expires_at = now + SESSION_TTL
     session_store.put_session(sha256(sid), user_id, now, expires_at, ids.new_id("ses"),
-                      client_summary(user_agent), ip_prefix(source_ip))
+                              client_summary(user_agent), ip_prefix(source_ip))
     return sid, expires_at
 
 
@@ -134,7 +134,7 @@ def authenticate(sid: str | None, bearer: str | None) -> Principal:
     if now - float(session["slidAt"]) >= SLIDE_EVERY:
         new_expiry = now + SESSION_TTL
         if session_store.slide_session(sid_hash, int(session["slidAt"]), now, new_expiry, principal.user_id,
-                               str(session["sessionId"])):
+                                       str(session["sessionId"])):
             principal.expires_at = new_expiry
             principal.refreshed_cookie = session_cookie(sid)
     return principal

@@ -37,8 +37,8 @@ def request_code(raw_email: object) -> dict[str, Any]:
     now = clock.now()
     hour = int(now) // 3600 * 3600
     # No code is mailed while the address's guesses are used up: it could not be used.
-    mine = code_store.guess_counter(_email_counter(email), code_store.get_guess_item(_email_counter(email)), hour,
-                               GUESS_WINDOW_HOURS)
+    counter = _email_counter(email)
+    mine = code_store.guess_counter(counter, code_store.get_guess_item(counter), hour, GUESS_WINDOW_HOURS)
     _check_guess_window(mine, GUESSES_PER_EMAIL_PER_DAY, now, "for this address")
     _, created = auth.upsert_user(email)
     code = f"{secrets.randbelow(10**6):06d}"
@@ -142,8 +142,9 @@ def verify_code(raw_email: object, raw_code: object, source_ip: str = "",
             raise ApiError("code_expired", "Code expired. Request a new code")
         expected = str(record["codeHash"])
         try:
-            attempts = code_store.reserve_guess(email, expected, attempts, hour, [(c, limit) for c, limit, _ in read],
-                                           hour + (GUESS_WINDOW_HOURS + 1) * 3600)
+            attempts = code_store.reserve_guess(email, expected, attempts, hour,
+                                                [(c, limit) for c, limit, _ in read],
+                                                hour + (GUESS_WINDOW_HOURS + 1) * 3600)
             break
         except identity.ConditionFailed:
             continue  # another guess, a new code or a new hour came first: read again

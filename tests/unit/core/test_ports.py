@@ -83,8 +83,8 @@ def test_an_overage_invoice_is_mirrored_once_through_the_stripe_port(world: Fake
     assert stripe.calls.count("create_invoice") == 1
     row = world.invoices.get("usr_inv", inv.id)
     (mirrored,) = stripe.invoices.values()
-    assert row is not None and (row.stripe_invoice_id, row.hosted_invoice_url) == (mirrored.id,
-                                                                                  mirrored.hosted_invoice_url)
+    assert row is not None
+    assert (row.stripe_invoice_id, row.hosted_invoice_url) == (mirrored.id, mirrored.hosted_invoice_url)
     assert (first.stripe_invoice_id, first.invoice_pdf_url) == (mirrored.id, mirrored.invoice_pdf)
     stored = world.money.get_wallet("usr_inv") or {}
     assert (stored["openInvoicesCents"], stored["openInvoiceCount"]) == (1234, 1)
