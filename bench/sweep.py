@@ -60,7 +60,7 @@ from gpurent.money import charge_for_seconds  # noqa: E402
 from gpurent.providers import registry  # noqa: E402
 from gpurent.providers.registry import build_adapters  # noqa: E402
 from gpurent.records import Rental  # noqa: E402
-from gpurent.store import dynamo  # noqa: E402
+from gpurent.store import dynamo, rental_items  # noqa: E402
 from gpurent.store import money as money_store  # noqa: E402
 from gpurent.store import rentals as rental_store  # noqa: E402
 from infra.local import template  # noqa: E402
@@ -596,7 +596,7 @@ def run_size(n: int, u: int, interval: float, ticks: int) -> list[Tick]:
         sample_users = random.Random(7).sample(list(seeded), min(CHECK_WALLETS, len(seeded)))
         print(f"\n== N={n:,} running rentals across U={u:,} wallets "
               f"({n / u:.1f} per wallet; template item from a real launch: {tpl.family_id}, "
-              f"{item_size(dynamo.to_item(rental_store.rental_item(tpl))):,} B)")
+              f"{item_size(dynamo.to_item(rental_items.rental_item(tpl))):,} B)")
         print(f"  seeded in {seed_s:.1f} s; consistency before: {check(sample_users)}")
         m = Meter()
         events = dynamo.client().meta.events

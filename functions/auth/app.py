@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpurent import auth, oauth
+from gpurent import auth, credentials, oauth, sign_in
 from gpurent.api import Request, Response, Router, redirect
 from gpurent.clock import iso
 from gpurent.telemetry import API, lambda_handler
@@ -44,7 +44,7 @@ class RevokeOthers(BaseModel):
                           "(429 `rate_limited` with `Retry-After`).")
 def request_code(req: Request) -> dict[str, Any]:
     body = req.parse(RequestCode)
-    return auth.request_code(body.email)
+    return sign_in.request_code(body.email)
 
 
 @router.route("POST /v1/auth/verify-code", auth=False, summary="Sign in with the mailed code (sets `sid`)",
@@ -53,7 +53,7 @@ def request_code(req: Request) -> dict[str, Any]:
                           "beyond them, 429 `rate_limited` with `Retry-After`.")
 def verify_code(req: Request) -> Response:
     body = req.parse(VerifyCode)
-    user, sid, expires_at = auth.verify_code(body.email, body.code, req.source_ip, req.headers.get("user-agent"))
+    user, sid, expires_at = sign_in.verify_code(body.email, body.code, req.source_ip, req.headers.get("user-agent"))
     return Response(200, {"user": auth.user_public(user), "expiresAt": iso(expires_at)},
                     cookies=[auth.session_cookie(sid)])
 
@@ -99,19 +99,19 @@ def oauth_callback(req: Request) -> Response:
 def create_token(req: Request) -> dict[str, Any]:
     assert req.principal is not None
     body = req.parse(NewToken)
-    return auth.create_token(req.principal, body.name, body.expiresInDays)
+    return credentials.create_token(req.principal, body.name, body.expiresInDays)
 
 
 @router.route("GET /v1/auth/tokens", session_only=True, summary="Live personal API tokens, newest first",
               response="TokenList")
 def list_tokens(req: Request) -> dict[str, Any]:
-    return {"tokens": auth.list_tokens(req.user_id)}
+    return {"tokens": credentials.list_tokens(req.user_id)}
 
 
 @router.route("DELETE /v1/auth/tokens/{id}", session_only=True, summary="Revoke a personal API token",
               response="Ok", errors=("token_not_found",))
 def revoke_token(req: Request) -> dict[str, Any]:
-    auth.revoke_token(req.user_id, req.path_params.get("id", ""))
+    credentials.revoke_token(req.user_id, req.path_params.get("id", ""))
     return {"ok": True}
 
 
@@ -119,7 +119,7 @@ def revoke_token(req: Request) -> dict[str, Any]:
               response="SessionList")
 def list_sessions(req: Request) -> dict[str, Any]:
     assert req.principal is not None
-    return {"sessions": auth.list_sessions(req.principal)}
+    return {"sessions": credentials.list_sessions(req.principal)}
 
 
 @router.route("DELETE /v1/auth/sessions/{id}", session_only=True,
@@ -127,7 +127,7 @@ def list_sessions(req: Request) -> dict[str, Any]:
               errors=("session_not_found",))
 def end_session(req: Request) -> Response:
     assert req.principal is not None
-    current = auth.end_session(req.principal, req.path_params.get("id", ""))
+    current = credentials.end_session(req.principal, req.path_params.get("id", ""))
     return Response(200, {"ok": True}, cookies=[auth.cleared_cookie()] if current else [])
 
 
@@ -137,7 +137,7 @@ def end_session(req: Request) -> Response:
 def revoke_others(req: Request) -> dict[str, Any]:
     assert req.principal is not None
     body = req.parse(RevokeOthers)
-    return auth.revoke_others(req.principal, body.tokens)
+    return credentials.revoke_others(req.principal, body.tokens)
 
 
 handler = lambda_handler(router.handler, API)

@@ -7,7 +7,7 @@ Ports intercepted (each intercepted call is one numbered *call*):
   `_make_api_call` (one logical API call, whatever botocore retries underneath);
 - the provider adapters' HTTP: `gpurent.providers.http.JsonHttp._once` (one HTTP
   request to a provider);
-- Stripe: `gpurent.billing.gateway._call` (one Stripe API request; the gateway's public
+- Stripe: `gpurent.billing.gateway.client.call` (one Stripe API request; the gateway's public
   functions make one or more);
 - the mailer: `gpurent.notify.send`;
 - timers: `gpurent.timers.arm` (an SQS `SendMessage` in AWS; in process here);
@@ -159,13 +159,13 @@ def install_ports(monkeypatch: Any) -> None:
 
     monkeypatch.setattr(JsonHttp, "_once", _once)
 
-    real_call = gateway._call
+    real_call = gateway.client.call
 
     def _call(fn: Callable[[], T]) -> T:
         caller = sys._getframe(1).f_code.co_name
         return HARNESS.around(f"stripe:{caller}", lambda: real_call(fn))
 
-    monkeypatch.setattr(gateway, "_call", _call)
+    monkeypatch.setattr(gateway.client, "call", _call)
 
     real_send = notify.send
 

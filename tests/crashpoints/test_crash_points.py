@@ -291,8 +291,9 @@ def rentals_of(user_id: str) -> list[Rental]:
 
 
 def all_invoices(user_id: str) -> list[dict[str, Any]]:
+    """The user's invoices as their stored attributes (the checks below read them so)."""
     rows, _ = invoice_store.list_for_user(user_id, None, 200, invoices.STATUSES)
-    return rows
+    return [invoice_store.invoice_item(i) for i in rows]
 
 
 def check_world(ctx: Ctx) -> list[str]:
@@ -788,17 +789,18 @@ def auto_decline_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
 
 def invoice_setup(ctx: Ctx) -> dict[str, Any]:
     api, uid = ctx.sign_in("alice@example.com")
-    record = invoices.new_record(uid, "topup_failed", AUTO_AMOUNT, "Auto-topup of $20.00 (card declined)")
-    invoices.issue(record, f"autotopup_failed:{uid}:setup")
-    invoices.mirror(record)
-    ctx.ls.pay_invoice(record["stripeInvoiceId"], "4242424242424242")
-    d = ctx.ls.wait_for("invoice.paid", lambda o: o["id"] == record["stripeInvoiceId"])
-    return {"api": api, "uid": uid, "delivery": d, "invoice": record["id"]}
+    inv = invoices.issue(invoices.new_invoice(uid, "topup_failed", AUTO_AMOUNT, "Auto-topup of $20.00 (card declined)"),
+                         f"autotopup_failed:{uid}:setup")
+    stripe_id = invoices.mirror(inv).stripe_invoice_id
+    assert stripe_id is not None
+    ctx.ls.pay_invoice(stripe_id, "4242424242424242")
+    d = ctx.ls.wait_for("invoice.paid", lambda o: o["id"] == stripe_id)
+    return {"api": api, "uid": uid, "delivery": d, "invoice": inv.id}
 
 
 def invoice_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
     inv = invoice_store.get(st["uid"], st["invoice"])
-    out = [] if inv and inv["status"] == "paid" else [f"invoice {st['invoice']} is {inv and inv['status']}"]
+    out = [] if inv and inv.status == "paid" else [f"invoice {st['invoice']} is {inv and inv.status}"]
     return out + credited(st["uid"], AUTO_AMOUNT)
 
 
@@ -830,8 +832,8 @@ def outbox_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
     r = rental_store.get(st["uid"], st["rid"])
     assert r is not None
     inv = invoice_store.get(st["uid"], str(r.overage_invoice_id))
-    if inv is None or not inv.get("stripeInvoiceId"):
-        out.append(f"the overage invoice was never mirrored to Stripe: {inv and inv.get('stripeInvoiceId')}")
+    if inv is None or not inv.stripe_invoice_id:
+        out.append(f"the overage invoice was never mirrored to Stripe: {inv and inv.stripe_invoice_id}")
     return out  # the email: `check_world` finds the outbox empty (an effect is deleted once done)
 
 

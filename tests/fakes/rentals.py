@@ -7,6 +7,7 @@ from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
 from gpurent.records import LIVE, Rental, RentalChanges, RentalStatus, active_shard
+from gpurent.store import rental_items
 from gpurent.store import rentals as real
 from tests.fakes.writes import FakeWrite, item
 
@@ -77,7 +78,7 @@ class FakeRentalStore:
 
         def old() -> dict[str, Any] | None:
             current = self.rows.get(rental_id)
-            return real.rental_item(current) if current else None
+            return rental_items.rental_item(current) if current else None
 
         def check() -> bool:
             if not self._fits(user_id, rental_id, expected_status, expected_version):

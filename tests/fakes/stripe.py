@@ -1,4 +1,4 @@
-"""A fake of `billing.ports.StripeGateway` (`billing/gateway.py`): customers, cards, payments and
+"""A fake of `billing.ports.StripeGateway` (`billing/gateway/`): customers, cards, payments and
 invoices in dicts, with Stripe's idempotency (same key → same object) and declines."""
 
 from __future__ import annotations

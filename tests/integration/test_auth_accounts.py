@@ -16,6 +16,7 @@ import pytest
 
 from gpurent import auth, config
 from gpurent import clock as clock_mod
+from gpurent import sign_in as code_sign_in
 from gpurent.store import dynamo
 from tests.conftest import Api, last_code, sent_mail
 from tests.integration.helpers import envelope, scan, snapshot
@@ -201,7 +202,7 @@ def test_wrong_guesses_per_source_address_are_capped(api: Api, clock: clock_mod.
 
 def test_ipv6_sources_are_counted_per_64_prefix(api: Api, clock: clock_mod.ManualClock,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(auth, "GUESSES_PER_IP_PER_DAY", 3, raising=False)
+    monkeypatch.setattr(code_sign_in, "GUESSES_PER_IP_PER_DAY", 3)
     assert api.post("/v1/auth/request-code", {"email": EMAIL}).status == 200
     code = last_code(EMAIL)
     for k, host in enumerate(("2001:db8:1:2::a", "2001:db8:1:2:ffff::1", "2001:db8:1:2::c")):
@@ -215,7 +216,7 @@ def test_ipv6_sources_are_counted_per_64_prefix(api: Api, clock: clock_mod.Manua
 
 def test_right_codes_spend_nothing_and_dead_codes_are_not_guesses(api: Api, clock: clock_mod.ManualClock,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(auth, "GUESSES_PER_EMAIL_PER_DAY", 3, raising=False)
+    monkeypatch.setattr(code_sign_in, "GUESSES_PER_EMAIL_PER_DAY", 3)
     for _ in range(5):  # five sign-ins: none of them is a wrong guess
         sign_in(Api(), EMAIL)
         clock.advance(31)
@@ -234,7 +235,7 @@ def test_right_codes_spend_nothing_and_dead_codes_are_not_guesses(api: Api, cloc
 def test_a_guess_that_keeps_losing_races_is_refused_not_checked(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """Other guesses keep moving the counters between our read and our write: after three
     tries the guess is refused (429, Retry-After 1) without being checked or written."""
-    from gpurent.store import identity
+    from gpurent.store import identity, sign_in_codes
 
     assert api.post("/v1/auth/request-code", {"email": EMAIL}).status == 200
     code = last_code(EMAIL)
@@ -244,7 +245,7 @@ def test_a_guess_that_keeps_losing_races_is_refused_not_checked(api: Api, monkey
 
     before = snapshot()
     with monkeypatch.context() as m:
-        m.setattr(identity, "reserve_guess", always_moved)
+        m.setattr(sign_in_codes, "reserve_guess", always_moved)
         r = api.post("/v1/auth/verify-code", {"email": EMAIL, "code": code})
     envelope(r, 429, "rate_limited")
     assert r.headers["retry-after"] == "1" and r.cookies == []

@@ -361,13 +361,13 @@ def test_a_debit_crossing_the_threshold_only_enqueues_the_top_up(api: Api, user,
                    {"enabled": True, "thresholdCents": 1000, "topupAmountCents": 2000}).status == 200
     run_timers()
     stripe_calls: list[str] = []
-    real_call = gateway._call
+    real_call = gateway.client.call
 
     def counting(fn: Any) -> Any:
         stripe_calls.append("call")
         return real_call(fn)
 
-    monkeypatch.setattr(gateway, "_call", counting)
+    monkeypatch.setattr(gateway.client, "call", counting)
     _debit(user["id"], 2500, "d1")  # 500 < 1000
     assert stripe_calls == []  # the debit itself made no Stripe call
     assert [t.kind for t in timers.due(float("inf"))] == [timers.AUTO_TOPUP]
@@ -550,11 +550,11 @@ def test_invoices_list_filter_page_and_admin_void(api: Api, user, local_stripe, 
 
 
 def test_an_overage_invoice_is_mirrored_and_paying_it_clears_the_debt_only(api: Api, user, local_stripe) -> None:
-    record = invoices.new_record(user["id"], "overage", 321, "Usage beyond the wallet balance", rental_id=None)
-    invoices.issue(record, "overage-test")
-    invoices.mirror(record)
-    assert record["stripeInvoiceId"].startswith("in_")
-    local_stripe.pay_invoice(record["stripeInvoiceId"])
+    inv = invoices.issue(invoices.new_invoice(user["id"], "overage", 321, "Usage beyond the wallet balance"),
+                         "overage-test")
+    stripe_id = invoices.mirror(inv).stripe_invoice_id
+    assert stripe_id is not None and stripe_id.startswith("in_")
+    local_stripe.pay_invoice(stripe_id)
     deliver_all(local_stripe, ("invoice.paid",))
     bal = api.get("/v1/billing/balance").json()
     assert (bal["totalCents"], bal["openInvoicesCents"], bal["openInvoiceCount"]) == (0, 0, 0)

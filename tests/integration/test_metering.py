@@ -168,10 +168,9 @@ def test_the_usage_beyond_the_money_becomes_one_overage_invoice(api: Api, user, 
     assert owed > 100
     invoice = invoice_store.get(user["id"], r.overage_invoice_id)
     assert invoice is not None
-    assert (invoice["reason"], invoice["status"], invoice["amountCents"], invoice["rentalId"]) == (
-        "overage", "open", owed, r.id)
-    assert invoice["lineItems"][0]["amountCents"] == owed
-    assert invoice_store.owner_of(invoice["id"]) == user["id"]
+    assert (invoice.reason, invoice.status, invoice.amount_cents, invoice.rental_id) == ("overage", "open", owed, r.id)
+    assert invoice.line_items[0].amount_cents == owed
+    assert invoice_store.owner_of(invoice.id) == user["id"]
     bal = api.get("/v1/billing/balance").json()
     assert (bal["openInvoicesCents"], bal["openInvoiceCount"]) == (owed, 1)
     sweep.start()  # nothing more to do: no second invoice
@@ -347,7 +346,7 @@ def _running_dry_with_stripe_down(api: Api, user, clock, ls, monkeypatch) -> tup
     scheduler = _scheduler(clock)
     scheduler.advance(ran_out - 60 - clock.now())
     outage = {"on": True}
-    real_call = gateway._call
+    real_call = gateway.client.call
 
     def flaky(fn):
         if outage["on"]:
@@ -357,7 +356,7 @@ def _running_dry_with_stripe_down(api: Api, user, clock, ls, monkeypatch) -> tup
     from tests.integration.test_billing import add_card
 
     add_card(api, ls)
-    monkeypatch.setattr(gateway, "_call", flaky)
+    monkeypatch.setattr(gateway.client, "call", flaky)
     api.sign_in("alice@example.com")
     r2 = api.put("/v1/billing/auto-topup", {"enabled": True, "thresholdCents": 100, "topupAmountCents": 2000})
     assert r2.status == 200, r2.body

@@ -73,14 +73,14 @@ def test_the_stripe_client_and_the_provider_adapters_follow_a_rotated_key(later:
     gateway.reset()
     registry.set_adapters(None)
     try:
-        first = gateway._client()
+        first = gateway.client.stripe_client()
         adapters = registry.adapters()
-        assert gateway._client() is first and registry.adapters() is adapters  # cached while the keys are
+        assert gateway.client.stripe_client() is first and registry.adapters() is adapters  # cached while the keys are
         ssm.put_parameter(Name="/gpurent/stripe-secret-key", Value="sk_test_two", Type="SecureString", Overwrite=True)
         ssm.put_parameter(Name="/gpurent/lambda-api-key", Value="lam-two", Type="SecureString", Overwrite=True)
         later.ahead = secrets.max_age() + 1
-        second = gateway._client()
-        assert second is not first and gateway._client_key == "sk_test_two"
+        second = gateway.client.stripe_client()
+        assert second is not first and gateway.client._client_key == "sk_test_two"
         assert registry.adapters() is not adapters
     finally:
         gateway.reset()

@@ -86,11 +86,12 @@ def test_an_idempotency_key_still_in_use_is_unavailable_not_a_refusal() -> None:
     key": an auto-topup attempt that meets it stays pending; only the 400 is a refusal."""
     import stripe
 
-    busy = gateway._translate(stripe.IdempotencyError("Keys for idempotent requests can only be used once at a time",
-                                                      http_status=409))
+    translate = gateway.client._translate
+    busy = translate(stripe.IdempotencyError("Keys for idempotent requests can only be used once at a time",
+                                             http_status=409))
     assert isinstance(busy, gateway.StripeUnavailable)
-    reused = gateway._translate(stripe.IdempotencyError("Keys for idempotent requests can only be used with the same "
-                                                        "parameters", http_status=400))
+    reused = translate(stripe.IdempotencyError("Keys for idempotent requests can only be used with the same "
+                                               "parameters", http_status=400))
     assert isinstance(reused, gateway.IdempotencyKeyReused)
 
 
@@ -658,9 +659,9 @@ def test_card_error_bodies_as_stripe_documents_them() -> None:
         "message": "This payment required an authentication action to complete, but `error_on_requires_action` "
                    "was set.", "payment_intent": {"id": "pi_9", "object": "payment_intent",
                                                   "status": "requires_payment_method"}}}
-    err = gateway._card_error(off_session_3ds, "")
+    err = gateway.client.card_error(off_session_3ds, "")
     assert isinstance(err, gateway.AuthenticationRequired) and err.payment_intent_id == "pi_9"
-    plain = gateway._card_error({"error": {"type": "card_error", "code": "expired_card",
+    plain = gateway.client.card_error({"error": {"type": "card_error", "code": "expired_card",
                                            "message": "Your card has expired."}}, "")
     assert type(plain) is gateway.CardDeclined
     assert (plain.code, plain.decline_code, plain.payment_intent_id) == ("expired_card", None, None)

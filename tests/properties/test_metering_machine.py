@@ -89,7 +89,7 @@ from gpurent.providers.base import ProviderAdapter
 from gpurent.providers.registry import build_adapters
 from gpurent.records import ACTIVE_SHARDS
 from gpurent.store import billing as billing_store
-from gpurent.store import dynamo
+from gpurent.store import dynamo, rental_items
 from gpurent.store import money as money_store
 from gpurent.store import rentals as rental_store
 from infra.local import template
@@ -182,8 +182,8 @@ class MeteringMachine(RuleBasedStateMachine):
         self.timer_fn = load_handler(template.queue_consumers()["TimerQueue"])
         # Stripe: reachable or not (a network failure on every call), as the rules say.
         self.stripe_ok = True
-        self.real_call = gateway._call
-        gateway._call = self._stripe_call  # type: ignore[assignment]
+        self.real_call = gateway.client.call
+        gateway.client.call = self._stripe_call  # type: ignore[assignment]
         self.users = {u: str(auth.upsert_user(f"{u.lower()}-{self.run_id}@example.com")[0]["id"]) for u in USERS}
         self.refunded: dict[str, int] = {}  # charge id → what Stripe says is refunded of it (cumulative)
         self.disputes: dict[str, dict[str, Any]] = {}  # dispute id → {charge, amount, status}
@@ -197,7 +197,7 @@ class MeteringMachine(RuleBasedStateMachine):
                 overage = r.overage_cents > 0
                 REACHED[f"rental {r.status} {r.stop_reason or r.error or ''} {overage=}"] += 1
         money_store.transact = self.real_transact  # type: ignore[assignment]
-        gateway._call = self.real_call  # type: ignore[assignment]
+        gateway.client.call = self.real_call  # type: ignore[assignment]
         catalog.live_listings = self.real_live_listings  # type: ignore[assignment]
         timers.clear()
         catalog.invalidate()
@@ -736,7 +736,7 @@ class MeteringMachine(RuleBasedStateMachine):
         started = float(r["runningAt"])
         until = float(r["meteredUntil"])
         seconds = int(r["billedSeconds"])
-        typed = rental_store.rental_from_item(r)  # the stored row, as the domain reads it
+        typed = rental_items.rental_from_item(r)  # the stored row, as the domain reads it
         deadline = rentals.limit_deadline(typed)
         assert started <= until <= now, r
         # 5. the charge is the formula of the billed seconds, exactly

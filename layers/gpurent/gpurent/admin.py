@@ -155,19 +155,18 @@ def manual_invoice(admin_id: str, body: ManualInvoice, idempotency_key: str | No
         raise ApiError("validation_failed", "description must be printable text",
                        {"description": "must be printable text"})
     target = resolve_user(body.userId, body.email)
-    record = invoices.new_record(target["id"], "manual", body.amountCents, description)
-    if body.creditsWallet:
-        record["creditsWallet"] = True
-    key = f"manual_invoice:{admin_id}:{idempotency_key}" if idempotency_key else f"manual_invoice:{record['id']}"
-    audit = audit_row(admin_id, "invoice", target["id"], {"invoiceId": record["id"], "amountCents": body.amountCents,
+    inv = invoices.new_invoice(target["id"], "manual", body.amountCents, description,
+                               credits_wallet=body.creditsWallet)
+    key = f"manual_invoice:{admin_id}:{idempotency_key}" if idempotency_key else f"manual_invoice:{inv.id}"
+    audit = audit_row(admin_id, "invoice", target["id"], {"invoiceId": inv.id, "amountCents": body.amountCents,
                                                           "opKey": key})
     email = ("invoice_email", {
-        "invoiceId": record["id"], "subject": "A new gpurent invoice",
+        "invoiceId": inv.id, "subject": "A new gpurent invoice",
         "body": f"An invoice of {dollars(body.amountCents)} was issued to you: {description}\n\n",
         "linkLine": "Pay it here: {link}\n", "noLinkLine": "It is under Billing → Invoices.\n"})
-    invoices.issue(record, key, [audit], effects=[email])  # the email (with the pay link): an outbox effect
-    invoices.mirror_quietly(record)  # the Stripe copy now if Stripe answers (never raises; the effect retries)
-    return invoices.public(record)
+    inv = invoices.issue(inv, key, [audit], effects=[email])  # the email (with the pay link): an outbox effect
+    # the Stripe copy now if Stripe answers (never raises; the effect retries)
+    return invoices.public(invoices.mirror_quietly(inv) or inv)
 
 
 def void_invoice(admin_id: str, invoice_id: str) -> dict[str, Any]:
@@ -178,16 +177,16 @@ def void_invoice(admin_id: str, invoice_id: str) -> dict[str, Any]:
     owner = invoice_store.owner_of(invoice_id) if ids.is_id(invoice_id, "inv") else None
     if owner is None:
         raise ApiError("invoice_not_found", "No invoice with that id")
-    record = invoices.get_owned(owner, invoice_id)
-    if record["status"] == "void":
+    inv = invoices.get_owned(owner, invoice_id)
+    if inv.status == "void":
         return {"ok": True}
-    if record["status"] not in ("open", "draft"):
-        raise ApiError("conflict", f"The invoice is {record['status']}; only an open invoice can be voided")
-    if record.get("stripeInvoiceId") and gateway.enabled():
+    if inv.status not in ("open", "draft"):
+        raise ApiError("conflict", f"The invoice is {inv.status}; only an open invoice can be voided")
+    if inv.stripe_invoice_id and gateway.enabled():
         try:
-            gateway.void_invoice(str(record["stripeInvoiceId"]))
+            gateway.void_invoice(inv.stripe_invoice_id)
         except gateway.InvoiceNotVoidable:
-            if gateway.get_invoice(str(record["stripeInvoiceId"])).status == "paid":
+            if gateway.get_invoice(inv.stripe_invoice_id).status == "paid":
                 raise ApiError("conflict", "The invoice was paid at Stripe; refund instead of voiding") from None
     audit = audit_row(admin_id, "invoice_void", owner, {"invoiceId": invoice_id})
     invoices.close(owner, invoice_id, "void", extras=[audit])

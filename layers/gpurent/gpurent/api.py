@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from gpurent import auth, clock, retry, text
+from gpurent import auth, clock, rate_limits, retry, text
 from gpurent.config import settings
 from gpurent.errors import ApiError, ConflictRetryExhausted
 from gpurent.telemetry import count, logger
@@ -246,7 +246,7 @@ class Router:
         elif req.method in MUTATING and route.rate_limited:
             check_origin(req.headers.get("origin"))
         if route.rate_limited:
-            extra_headers.update(auth.enforce_request_limits(req.principal, req.source_ip))
+            extra_headers.update(rate_limits.enforce_request_limits(req.principal, req.source_ip))
         if route.admin:
             auth.require_admin(req.principal)
         if route.session_only:

@@ -120,17 +120,17 @@ def _email(user_id: str, p: dict[str, Any]) -> None:
 
 
 def _invoice_mirror(user_id: str, p: dict[str, Any]) -> None:
-    record = invoice_store.get(user_id, str(p["invoiceId"]))
-    if record is not None and record["status"] == "open":
-        invoices.mirror(record)
+    inv = invoice_store.get(user_id, str(p["invoiceId"]))
+    if inv is not None and inv.status == "open":
+        invoices.mirror(inv)
 
 
 def _invoice_email(user_id: str, p: dict[str, Any]) -> None:
-    record = invoice_store.get(user_id, str(p["invoiceId"]))
+    inv = invoice_store.get(user_id, str(p["invoiceId"]))
     link = None
-    if record is not None:
-        mirrored = invoices.mirror_quietly(record) if record["status"] == "open" else record
-        link = mirrored.get("hostedInvoiceUrl") if mirrored else None
+    if inv is not None:
+        mirrored = invoices.mirror_quietly(inv) if inv.status == "open" else inv
+        link = mirrored.hosted_invoice_url if mirrored else None
     line = str(p["linkLine"]).replace("{link}", str(link)) if link else str(p["noLinkLine"])
     to = _email_of(user_id)
     if to is not None:

@@ -239,9 +239,11 @@ class Invoice:
     due_at: float | None = None
     paid_at: float | None = None
     voided_at: float | None = None
+    uncollectible_at: float | None = None
     stripe_invoice_id: str | None = None
     hosted_invoice_url: str | None = None
     invoice_pdf_url: str | None = None
     receipt_url: str | None = None
     line_items: tuple[InvoiceLine, ...] = field(default_factory=tuple)
+    credits_wallet: bool = False  # paying it credits the wallet (a `topup_failed` invoice always does)
     version: int = 1

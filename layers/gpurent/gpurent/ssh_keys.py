@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from gpurent import clock, ids
 from gpurent.errors import ApiError
 from gpurent.ssh_key_parser import InvalidKey, WeakKey, parse_public_key
-from gpurent.store import identity as store
+from gpurent.store import identity
+from gpurent.store import ssh_keys as store
 from gpurent.text import check_name
 
 
@@ -51,7 +52,7 @@ def add_key(user_id: str, body: NewKey) -> dict[str, Any]:
     }
     try:
         store.put_ssh_key(user_id, record)
-    except store.AlreadyExists:
+    except identity.AlreadyExists:
         raise ApiError("duplicate_key", "This public key is already on your account") from None
     return public(record)
 
@@ -70,5 +71,5 @@ def delete_key(user_id: str, key_id: str) -> None:
         raise ApiError("key_not_found", "No such SSH key")
     try:
         store.delete_ssh_key(user_id, key_id)
-    except store.NotFound:
+    except identity.NotFound:
         raise ApiError("key_not_found", "No such SSH key") from None

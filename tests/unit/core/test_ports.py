@@ -15,6 +15,7 @@ from gpurent.billing import ports as billing_ports
 from gpurent.store import identity as real_identity
 from gpurent.store import money as real_money
 from gpurent.store import outbox as real_outbox
+from gpurent.store import rental_items
 from gpurent.store import rentals as real_rentals
 from tests.fakes.identity import FakeUsers
 from tests.fakes.money import FakeMoneyStore
@@ -74,15 +75,17 @@ def test_an_overage_invoice_is_mirrored_once_through_the_stripe_port(world: Fake
         monkeypatch.setattr(gateway, name, getattr(stripe, name))
     monkeypatch.setattr(cards, "ensure_customer", lambda uid: stripe.create_customer(uid, "x@example.test",
                                                                                       f"customer:{uid}"))
-    record = invoices.new_record("usr_inv", "overage", 1234, "Usage beyond the wallet balance")
-    invoices.issue(record, f"invoice:{record['id']}")
-    assert invoices.mirror(dict(record)) is not None
-    again = world.invoices.get("usr_inv", record["id"])
-    assert again is not None and invoices.mirror(again) is not None  # mirrored already: no second invoice
+    inv = invoices.issue(invoices.new_invoice("usr_inv", "overage", 1234, "Usage beyond the wallet balance"),
+                         "invoice:usr_inv")
+    first = invoices.mirror(inv)
+    again = world.invoices.get("usr_inv", inv.id)
+    assert again is not None and invoices.mirror(again) == again  # mirrored already: no second invoice
     assert stripe.calls.count("create_invoice") == 1
-    row = world.invoices.get("usr_inv", record["id"]) or {}
+    row = world.invoices.get("usr_inv", inv.id)
     (mirrored,) = stripe.invoices.values()
-    assert (row["stripeInvoiceId"], row["hostedInvoiceUrl"]) == (mirrored.id, mirrored.hosted_invoice_url)
+    assert row is not None
+    assert (row.stripe_invoice_id, row.hosted_invoice_url) == (mirrored.id, mirrored.hosted_invoice_url)
+    assert (first.stripe_invoice_id, first.invoice_pdf_url) == (mirrored.id, mirrored.invoice_pdf)
     stored = world.money.get_wallet("usr_inv") or {}
     assert (stored["openInvoicesCents"], stored["openInvoiceCount"]) == (1234, 1)
 
@@ -95,7 +98,7 @@ def test_a_new_rental_is_stored_with_exactly_the_attributes_of_the_untyped_launc
     launched = rental(status="provisioning", running_at=None, metered_until=None, last_healthy_at=None,
                       instance_id=None, name=None, region_filter="us", allocating_until=T0 + 60, ssh_key_count=1,
                       idempotency_key=None)
-    item = to_item(real_rentals.rental_item(launched))
+    item = to_item(rental_items.rental_item(launched))
     assert set(item) == {
         "id", "userId", "status", "familyId", "gpuCount", "templateId", "regionFilter", "pricePerHourCents",
         "listingId", "provider", "region", "regionCode", "model", "offer", "createdAt", "reserveCents",
@@ -105,5 +108,5 @@ def test_a_new_rental_is_stored_with_exactly_the_attributes_of_the_untyped_launc
     assert set(item["offer"]["M"]) == {"id", "provider", "offerKey", "gpuName", "family", "model", "vramGb",
                                        "gpuCount", "costCentsPerHour", "pricePerHourCents", "region", "regionCode",
                                        "interconnect"}
-    assert real_rentals.rental_from_item(real_rentals.rental_item(launched)) == launched
-    assert real_rentals.rental_from_item(real_rentals.rental_item(launched)).offer == OFFER
+    assert rental_items.rental_from_item(rental_items.rental_item(launched)) == launched
+    assert rental_items.rental_from_item(rental_items.rental_item(launched)).offer == OFFER

@@ -106,9 +106,8 @@ def test_settle_of_an_empty_wallet_opens_an_overage_invoice(world: FakeWorld) ->
     owed = charge_for_seconds(3 * 3600, RATE) - RATE
     assert (done.charged_cents, done.overage_cents) == (RATE, owed)
     (invoice,) = world.invoices.of_user(r.user_id)
-    assert (invoice["reason"], invoice["status"], invoice["amountCents"], invoice["rentalId"]) == (
-        "overage", "open", owed, r.id)
-    assert done.overage_invoice_id == invoice["id"]
+    assert (invoice.reason, invoice.status, invoice.amount_cents, invoice.rental_id) == ("overage", "open", owed, r.id)
+    assert done.overage_invoice_id == invoice.id
     stored = world.money.get_wallet(r.user_id) or {}
     assert (stored["openInvoicesCents"], stored["openInvoiceCount"]) == (owed, 1)
 

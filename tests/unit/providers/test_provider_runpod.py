@@ -12,7 +12,8 @@ import pytest
 import respx
 
 from gpurent.providers.base import AllocateRequest, Offer, ProviderError
-from gpurent.providers.runpod import RunPodAdapter, classify_message
+from gpurent.providers.runpod import RunPodAdapter
+from gpurent.providers.runpod_wire import classify_message
 from infra.simulators.runpod import parse
 
 BASE = "https://api.runpod.test"
@@ -151,7 +152,7 @@ def test_multi_gpu_listings_are_priced_per_gpu_times_count(runpod, fx, caplog):
 def test_pod_price_from_a_per_gpu_price(per_gpu, list_price, count, pod):
     from decimal import Decimal
 
-    from gpurent.providers.runpod import pod_price_dollars
+    from gpurent.providers.runpod_wire import pod_price_dollars
 
     got = pod_price_dollars(Decimal(per_gpu), Decimal(list_price) if list_price else None, count)
     assert got == (Decimal(pod) if pod else None)

@@ -193,9 +193,9 @@ def _failed(user_id: str, attempt: str, amount: int, reason: str, message: str) 
     count("AutoTopupsFailed")
     what = {"card_declined": "card declined", "authentication_required": "authentication required"}.get(
         reason, "payment refused")
-    record = invoices.new_record(user_id, "topup_failed", amount, f"Auto-topup of {dollars(amount)} ({what})")
+    record = invoices.new_invoice(user_id, "topup_failed", amount, f"Auto-topup of {dollars(amount)} ({what})")
     email = ("invoice_email", {
-        "invoiceId": record["id"], "subject": "Your gpurent auto-topup failed",
+        "invoiceId": record.id, "subject": "Your gpurent auto-topup failed",
         "body": f"We could not charge your card {dollars(amount)} ({what}: {message}).\n"
                 "Auto-topup is now off; switch it back on once the card is fixed.\n\n",
         "linkLine": "Pay the amount here (no sign-in needed): {link}\n",

@@ -1,4 +1,4 @@
-"""Billing's port to Stripe, as a Protocol: `billing/gateway.py` is its adapter (checked by
+"""Billing's port to Stripe, as a Protocol: `billing/gateway/` is its adapter (checked by
 mypy at its end), `tests/fakes/stripe.py` its in-memory fake."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 
 class StripeGateway(Protocol):
-    """Stripe (`billing/gateway.py`): the calls billing makes, in its own small types."""
+    """Stripe (`billing/gateway/`): the calls billing makes, in its own small types."""
 
     def enabled(self) -> bool: ...
 

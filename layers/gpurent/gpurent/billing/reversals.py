@@ -28,6 +28,7 @@ from typing import Any
 from gpurent import wallet
 from gpurent.billing import gateway, invoices, topups
 from gpurent.money import dollars
+from gpurent.records import Invoice
 from gpurent.store import billing as store
 from gpurent.store import identity
 from gpurent.store.money import TransactItem
@@ -61,7 +62,7 @@ def _reverse(user_id: str, op_key: str, amount: int, entry_type: str, refs: dict
     """Take `amount` back: from available as far as it goes, the rest as a `manual` invoice, in
     one transaction with `records(taken, invoice id)` (the event marker, the charge's or the
     dispute's own record). Returns (taken from the wallet, invoice id or None)."""
-    invoice: dict[str, Any] = {}
+    invoice: list[Invoice] = []  # the invoice of what the wallet could not cover (at most one)
     taken: list[int] = []
 
     def planner(w: wallet.Wallet) -> list[wallet.Step]:
@@ -74,23 +75,24 @@ def _reverse(user_id: str, op_key: str, amount: int, entry_type: str, refs: dict
             steps.append(wallet.Step(-take, 0, (entry,)))
         invoice.clear()
         if owed:
-            invoice.update(invoices.new_record(user_id, "manual", owed,
-                                               f"{description}: {dollars(owed)} beyond the wallet balance"))
-            steps.append(invoices.plan_open(invoice))
+            invoice.append(invoices.new_invoice(user_id, "manual", owed,
+                                                f"{description}: {dollars(owed)} beyond the wallet balance"))
+            steps.append(invoices.plan_open(invoice[0]))
         return steps
 
     def items(w: wallet.Wallet, steps: Any) -> list[TransactItem]:
-        return [*records(taken[0], invoice.get("id")), *(invoices.open_items(invoice) if invoice else [])]
+        return [*records(taken[0], invoice[0].id if invoice else None),
+                *(invoices.open_items(invoice[0]) if invoice else [])]
 
     def effects(w: wallet.Wallet, steps: Any) -> list[wallet.Effect]:
         out: list[wallet.Effect] = [("email", {
             "subject": f"{description} of {dollars(amount)}",
             "body": f"{description}: {dollars(amount)} was taken back from your gpurent wallet"
                     + (f" ({dollars(taken[0])} from the balance)" if invoice else "") + ".\n"
-                    + (f"The remaining {dollars(int(invoice['amountCents']))} is on an invoice "
+                    + (f"The remaining {dollars(invoice[0].amount_cents)} is on an invoice "
                        "(Billing → Invoices).\n" if invoice else "")})]
         if invoice:
-            out.append(("invoice_mirror", {"invoiceId": invoice["id"]}))
+            out.append(("invoice_mirror", {"invoiceId": invoice[0].id}))
         return out
 
     result = wallet.apply(user_id, op_key, {"op": entry_type, "amount": amount, "refs": refs}, planner, items,
@@ -100,7 +102,7 @@ def _reverse(user_id: str, op_key: str, amount: int, entry_type: str, refs: dict
         took = -sum(int(e["amountCents"]) for e in result.entries)
         return took, str(step["invoiceId"]) if step else None
     count("TopupReversals")
-    return taken[0], invoice.get("id")
+    return taken[0], invoice[0].id if invoice else None
 
 
 # ---------------------------------------------------------------- charge.refunded
@@ -200,9 +202,9 @@ def dispute_closed(mark: Any, dispute: dict[str, Any]) -> bool:
         from gpurent.store import invoices as invoice_store
 
         inv = invoice_store.get(user_id, str(invoice_id))
-        if inv is not None and inv["status"] == "paid":
-            give_back += int(inv["amountCents"])
-        elif inv is not None and inv["status"] in ("open", "draft"):
+        if inv is not None and inv.status == "paid":
+            give_back += inv.amount_cents
+        elif inv is not None and inv.status in ("open", "draft"):
             invoices.close(user_id, str(invoice_id), "void")
     if give_back:
         wallet.apply(user_id, f"dispute_won_{dp}", {"op": "dispute_won", "dispute": dp, "amount": give_back},

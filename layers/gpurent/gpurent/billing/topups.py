@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from gpurent import auth, clock, ids, wallet
+from gpurent import clock, ids, rate_limits, wallet
 from gpurent.billing import cards, gateway
 from gpurent.config import settings
 from gpurent.errors import ApiError
@@ -88,7 +88,7 @@ def checkout(user_id: str, body: Checkout, idempotency_key: str | None) -> dict[
         raise ApiError("invalid_amount", "amountCents must be between 100 and 500000 ($1 - $5,000)",
                        {"amountCents": "must be between 100 and 500000"})
     cards.require_enabled()
-    auth.enforce_rate_limit(f"CHECKOUT#{user_id}", CHECKOUTS_PER_HOUR, CHECKOUTS_PER_HOUR)
+    rate_limits.enforce_rate_limit(f"CHECKOUT#{user_id}", CHECKOUTS_PER_HOUR, CHECKOUTS_PER_HOUR)
     item = store.wallet_item(user_id)  # read once: the customer and the card on file are both on it
     try:
         customer = cards.ensure_customer(user_id, item)

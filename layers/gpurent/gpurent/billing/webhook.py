@@ -189,7 +189,7 @@ def _local_invoice(obj: dict[str, Any]) -> tuple[str, str] | None:
     return (user_id, invoice_id) if user_id else None
 
 
-def _invoice_closed(to_status: str) -> Callable[[str, str, dict[str, Any]], bool]:
+def _invoice_closed(to_status: invoices.Closed) -> Callable[[str, str, dict[str, Any]], bool]:
     def run(event_id: str, event_type: str, obj: dict[str, Any]) -> bool:
         found = _local_invoice(obj)
         if found is None:

@@ -1,4 +1,5 @@
-"""vast.ai adapter: the wire form of the ``vastai`` 1.9 SDK (provider-wire.md §1).
+"""vast.ai adapter: the wire form of the ``vastai`` 1.9 SDK (provider-wire.md §1); the rows and
+refusals are read by `vast_wire`.
 
 - search   ``POST /api/v0/bundles/`` (flat filters; ``allocated_storage`` = our disk, so
            ``dph_total`` already includes the storage we will be billed for), one query
@@ -32,24 +33,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from typing import Any
 
 import httpx
 from pydantic import Field
 
-from gpurent.families import interconnect_for
-from gpurent.money import dollars_to_cents_up
+from gpurent.providers import vast_wire as wire
 from gpurent.providers.base import (
     AllocateRequest,
-    ErrorKind,
     Instance,
-    InstanceStatus,
     Offer,
     ProviderError,
     bootstrap_script,
     is_ours,
-    reachable_status,
 )
 from gpurent.providers.http import (
     HttpPolicy,
@@ -57,67 +53,18 @@ from gpurent.providers.http import (
     Malformed,
     Sleep,
     arr,
-    get_int,
-    get_num,
-    get_str,
     obj,
-    req_int,
-    req_num,
-    req_str,
-    status_kind,
-    unrecognised_refusal,
 )
 from gpurent.providers.spec import BuildContext, ProviderConfig, ProviderSpec
-from gpurent.providers.vast_names import VAST_NAMES, region_from_vast, vast_family
+from gpurent.providers.vast_names import VAST_NAMES
 
 log = logging.getLogger("gpurent.providers")
 
 DEFAULT_BASE_URL = "https://console.vast.ai"
-GPU_COUNTS = frozenset({1, 2, 4, 8})
 MAX_PAGES = 200
 SEARCH_PAGE = 64  # offers asked for per search: the cap vast was seen to apply
 MAX_BANDS = 12  # price bands per GPU name before the answer is reported truncated
 SEARCH_CONCURRENCY = 3  # searches in flight at once (vast rate-limits searches)
-
-ERROR_CODES: dict[str, ErrorKind] = {
-    "no_such_ask": "capacity",  # the ask was rented by someone else or withdrawn
-    "insufficient_credit": "quota",
-    "search_quota_exceeded": "quota",
-    "invalid_args": "invalid",
-    "no_such_instance": "not_found",
-    "auth_error": "auth",
-    "server_error": "transient",
-}
-# A refusal whose code we do not know is read by its words (vast's `msg`); words we do not
-# know either are `transient`, logged with the raw text.
-_MESSAGE_PATTERNS: tuple[tuple[re.Pattern[str], ErrorKind], ...] = (
-    (re.compile(r"not available|no longer available|already rented|no such ask|is rented|out of stock", re.I),
-     "capacity"),
-    (re.compile(r"credit|balance|insufficient funds|payment|spend limit", re.I), "quota"),
-    (re.compile(r"api key|unauthori[sz]ed|not authori[sz]ed|authenticat|forbidden|permission", re.I), "auth"),
-    (re.compile(r"invalid|is required|must be|malformed", re.I), "invalid"),
-    (re.compile(r"internal error|try again|timed? ?out|unavailable", re.I), "transient"),
-)
-
-# Without the no_such_instance code a 404 proves nothing about the instance.
-_UNPROVEN_404: dict[int, ErrorKind] = {404: "transient", 410: "transient"}
-
-_PROVISIONING = frozenset({"created", "loading", "rebooting", "scheduling"})
-_STUCK_STATES = frozenset({"created", "loading"})
-# A start that failed for good while vast still says created/loading: dstack reads
-# ": OCI runtime create failed:" in status_msg as failed; vast's own machine tester any
-# "Error" in it.
-_START_FAILED = re.compile(r"OCI runtime create failed|Error")
-_STOPPED = frozenset({"stopped", "frozen"})
-_FAILED = frozenset({"exited", "offline", "unknown"})
-
-
-def _not_search_quota(response: httpx.Response) -> bool:
-    try:
-        body = response.json()
-    except ValueError:
-        return True
-    return not (isinstance(body, dict) and body.get("error") == "search_quota_exceeded")
 
 
 class VastAdapter:
@@ -145,62 +92,14 @@ class VastAdapter:
             policy=policy, sleep=sleep, client=client,
         )
 
-    # --- errors --------------------------------------------------------------------
-
-    def _error(self, what: str, response: httpx.Response, body: Any = None,
-               fallback: dict[int, ErrorKind] | None = None) -> ProviderError:
-        if body is None:
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-        code = body.get("error") if isinstance(body, dict) else None
-        text = (body.get("msg") or body.get("message")) if isinstance(body, dict) else None
-        code = code if isinstance(code, str) and code else None
-        text = text if isinstance(text, str) and text else None
-        detail = f"{code}: {text}" if code and text else str(text or code or f"HTTP {response.status_code}")
-        kind: ErrorKind | None = ERROR_CODES.get(code) if code else None
-        if kind is None and text:
-            kind = next((k for pattern, k in _MESSAGE_PATTERNS if pattern.search(text)), None)
-        status = response.status_code
-        if kind is None and fallback and status in fallback:
-            kind = fallback[status]
-        if kind is None:
-            if code or text:
-                return unrecognised_refusal(self.code, what, detail)
-            kind = "transient" if status < 300 else status_kind(status)
-        return ProviderError(self.code, kind, f"{what} failed: {detail}")
-
     # --- offers --------------------------------------------------------------------
-
-    def search_body(self, gpu_name: str, above: float | None = None,
-                    seen_at_edge: tuple[int, ...] = ()) -> dict[str, Any]:
-        """One price band of one GPU name: offers from `above` $/h up (cheapest first),
-        except those already seen at exactly that price."""
-        body: dict[str, Any] = {
-            "verified": {"eq": True},
-            "external": {"eq": False},
-            "rentable": {"eq": True},
-            "rented": {"eq": False},
-            "gpu_name": {"eq": gpu_name},
-            "num_gpus": {"in": sorted(GPU_COUNTS)},
-            "order": [["dph_total", "asc"]],
-            "type": "on-demand",
-            "limit": self.search_page,
-            "allocated_storage": float(self.disk_gb),
-        }
-        if above is not None:
-            body["dph_total"] = {"gte": above}
-        if seen_at_edge:
-            body["id"] = {"notin": list(seen_at_edge)}
-        return body
 
     async def _search(self, body: dict[str, Any]) -> list[Any]:
         response = await self.http.send(
-            "POST", "/api/v0/bundles/", json=body, idempotent=True, retryable=_not_search_quota
+            "POST", "/api/v0/bundles/", json=body, idempotent=True, retryable=wire.not_search_quota
         )
         if not response.is_success:
-            raise self._error("search offers", response)
+            raise wire.refusal("search offers", response)
         answer = self.http.decode(response)
         raw_offers = answer.get("offers") if isinstance(answer, dict) else None
         if not isinstance(raw_offers, list):
@@ -215,7 +114,9 @@ class VastAdapter:
         cut_at: int | None = None
         for _ in range(self.max_bands):
             async with gate:
-                rows = await self._search(self.search_body(gpu_name, above, edge))
+                body = wire.search_body(gpu_name, disk_gb=self.disk_gb, limit=self.search_page, above=above,
+                                        seen_at_edge=edge)
+                rows = await self._search(body)
             new = [r for r in rows if not (isinstance(r, dict) and r.get("id") in found)]
             if not new:
                 if cut_at is not None:
@@ -251,7 +152,7 @@ class VastAdapter:
         for raw_offers in answers:
             for raw in raw_offers:
                 try:
-                    offer = self._offer(obj(raw, "offer"), unknown)
+                    offer = wire.offer_from(obj(raw, "offer"), unknown)
                 except Malformed as e:
                     log.warning("vast: skipping a malformed offer: %s", e)
                     continue
@@ -260,35 +161,6 @@ class VastAdapter:
         for name in sorted(unknown):
             log.info("vast: GPU %r is not one of our families; its offers are left out", name)
         return list(offers.values())
-
-    def _offer(self, raw: dict[str, Any], unknown: set[str]) -> Offer | None:
-        ask_id = req_int(raw, "id")
-        gpu_name = req_str(raw, "gpu_name")
-        count = req_int(raw, "num_gpus")
-        price = req_num(raw, "dph_total")
-        gpu_ram = get_num(raw, "gpu_ram", optional=True)
-        if raw.get("rented") is True or raw.get("rentable") is False:
-            return None
-        if count not in GPU_COUNTS:
-            return None
-        fam = vast_family(gpu_name, gpu_ram)
-        if fam is None:
-            unknown.add(f"{gpu_name} ({gpu_ram} MB)" if gpu_ram is not None else gpu_name)
-            return None
-        geo = get_str(raw, "geolocation", optional=True)
-        region = region_from_vast(geo)
-        if region is None:
-            log.info("vast: offer %s has no usable location (%r); left out", ask_id, geo)
-            return None
-        try:
-            cents = dollars_to_cents_up(price)
-        except ValueError as e:
-            raise Malformed(str(e)) from e
-        return Offer(
-            provider=self.code, offer_key=str(ask_id), gpu_name=gpu_name, family=fam.id, model=fam.model,
-            vram_gb=fam.vram_gb, gpu_count=count, price_cents_per_hour=cents, region=region.label,
-            region_code=region.code, interconnect=interconnect_for(fam, count),
-        )
 
     # --- instances -----------------------------------------------------------------
 
@@ -313,13 +185,13 @@ class VastAdapter:
                 refused = None
             if isinstance(refused, dict):
                 await self._destroy_refused(refused.get("new_contract"))
-            raise self._error("create instance", response, fallback={404: "capacity", 410: "capacity"})
+            raise wire.refusal("create instance", response, fallback={404: "capacity", 410: "capacity"})
         data = self.http.decode(response)
         if not isinstance(data, dict):
             raise ProviderError(self.code, "transient", "create instance: answer is not an object")
         if data.get("success") is not True:
             await self._destroy_refused(data.get("new_contract"))
-            raise self._error("create instance", response, data)
+            raise wire.refusal("create instance", response, data)
         contract = data.get("new_contract")
         if isinstance(contract, bool) or not isinstance(contract, int | str) or not str(contract).isdigit():
             raise ProviderError(
@@ -343,7 +215,7 @@ class VastAdapter:
             "GET", f"/api/v0/instances/{instance_id}/", params={"owner": "me"}, idempotent=True
         )
         if not response.is_success:
-            err = self._error("show instance", response, fallback=_UNPROVEN_404)
+            err = wire.refusal("show instance", response, fallback=wire.UNPROVEN_404)
             if err.kind == "not_found":
                 return None
             raise err
@@ -354,7 +226,7 @@ class VastAdapter:
         if row is None:
             return None
         try:
-            return self._instance(obj(row, "instance"))
+            return wire.instance_from(obj(row, "instance"))
         except Malformed as e:
             raise ProviderError(self.code, "transient", f"show instance: {e}") from e
 
@@ -372,12 +244,12 @@ class VastAdapter:
                 params["after_token"] = token
             response = await self.http.send("GET", "/api/v1/instances/", params=params, idempotent=True)
             if not response.is_success:
-                raise self._error("show instances", response)
+                raise wire.refusal("show instances", response)
             body = self.http.decode(response)
             try:
                 rows = arr(obj(body, "answer").get("instances"), "instances")
                 for row in rows:
-                    inst = self._instance(obj(row, "instance"))
+                    inst = wire.instance_from(obj(row, "instance"))
                     if is_ours(inst.label):
                         out.append(inst)
             except Malformed as e:
@@ -394,78 +266,15 @@ class VastAdapter:
     async def terminate(self, instance_id: str) -> None:
         response = await self.http.send("DELETE", f"/api/v0/instances/{instance_id}/", json={}, idempotent=True)
         if not response.is_success:
-            err = self._error("destroy instance", response, fallback=_UNPROVEN_404)
+            err = wire.refusal("destroy instance", response, fallback=wire.UNPROVEN_404)
             if err.kind == "not_found":
                 return
             raise err
         body = self.http.decode(response)
         if isinstance(body, dict) and body.get("success") is False:
-            err = self._error("destroy instance", response, body)
+            err = wire.refusal("destroy instance", response, body)
             if err.kind != "not_found":
                 raise err
-
-    def _instance(self, row: dict[str, Any]) -> Instance:
-        iid = str(req_int(row, "id"))
-        label = get_str(row, "label", optional=True) or None
-        actual = row.get("actual_status")
-        if actual is not None and not isinstance(actual, str):
-            raise Malformed("'actual_status' is not a string")
-        host, port = _ssh_endpoint(row)
-        status: InstanceStatus
-        error: str | None = None
-        msg = get_str(row, "status_msg", optional=True) or ""
-        if (actual is None or actual in _STUCK_STATES) and _START_FAILED.search(msg):
-            status = "failed"  # it will never start: vast leaves it in `created`/`loading` for ever
-            error = msg.strip()[:300]
-        elif actual is None or actual in _PROVISIONING:
-            status = "provisioning"
-        elif actual == "running":
-            status = reachable_status(True, host, port)
-        elif actual in _STOPPED:
-            status = "stopped"
-        elif actual in _FAILED:
-            status = "failed"
-            error = f"vast reports the instance {actual}" + (f": {msg.strip()[:300]}" if msg.strip() else "")
-        else:
-            log.warning("vast: instance %s has an unknown actual_status %r", iid, actual)
-            status = "provisioning"
-        if status != "running":  # a host is given out only once it is reachable
-            host, port = None, None
-        return Instance(iid, label, status, host, port, error, _billed_cents(row))
-
-
-def _billed_cents(row: dict[str, Any]) -> int | None:
-    """The instance's ``dph_total`` (GPU + the storage of its disk) in cents, rounded up."""
-    raw = row.get("dph_total")
-    if raw is None or isinstance(raw, bool) or not isinstance(raw, int | float | str):
-        return None
-    try:
-        return dollars_to_cents_up(raw)
-    except ValueError:
-        return None
-
-
-def _ssh_endpoint(row: dict[str, Any]) -> tuple[str | None, int | None]:
-    """The direct SSH endpoint when the machine maps one (ssh_direc), else the proxy."""
-    ports = row.get("ports")
-    ip = row.get("public_ipaddr")
-    if isinstance(ports, dict) and isinstance(ip, str) and ip.strip():
-        mapped = ports.get("22/tcp")
-        if isinstance(mapped, list) and mapped and isinstance(mapped[0], dict):
-            try:
-                hp = get_int(mapped[0], "HostPort", optional=True)
-            except Malformed:
-                hp = None
-            if hp:
-                return ip.strip(), hp
-    host = row.get("ssh_host")
-    try:
-        port = get_int(row, "ssh_port", optional=True)
-    except Malformed:
-        port = None
-    if isinstance(host, str) and host and port:
-        return host, port
-    return None, None
 
 
 class VastConfig(ProviderConfig):

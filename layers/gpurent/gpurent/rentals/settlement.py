@@ -15,7 +15,7 @@ from gpurent import clock, timers, wallet
 from gpurent.billing import invoices
 from gpurent.errors import ApiError
 from gpurent.money import charge_for_seconds, seconds_within_cap, whole_seconds
-from gpurent.records import LiveRental, Rental, RentalChanges, ShortRunRefund, StopReason
+from gpurent.records import Invoice, LiveRental, Rental, RentalChanges, ShortRunRefund, StopReason
 from gpurent.rentals import instances, views
 from gpurent.store import rentals as store
 from gpurent.store.money import TransactItem
@@ -103,7 +103,7 @@ def settle(r: Rental, reason: StopReason, until: float | None = None,
     total = charge_for_seconds(seconds, r.price_per_hour_cents)
     delta = max(0, total - views.metered_cents(r))
     held = r.reserve_cents
-    invoice: dict[str, Any] = {}  # the overage invoice this attempt plans, if any (billing's record)
+    invoice: list[Invoice] = []  # the overage invoice this attempt plans (at most one)
     # A short run's refund draws on the user's allowance (kept on the wallet item, so two
     # settlements racing cannot both take the last one); a provider's crash is always refunded.
     counted = ran < REFUND_WINDOW and reason != "provider_failure" and total > 0  # a free run costs no slot
@@ -130,8 +130,8 @@ def settle(r: Rental, reason: StopReason, until: float | None = None,
             steps.append(wallet.plan_credit(w2, final.refund, "refund", {"rentalId": rental_id}))
         invoice.clear()
         if final.overage > 0:
-            invoice.update(invoices.overage_record(r, final.overage, end))
-            steps.append(invoices.plan_open(invoice))
+            invoice.append(invoices.overage_invoice(r, final.overage, end))
+            steps.append(invoices.plan_open(invoice[0]))
         return steps
 
     def extras(w: wallet.Wallet, steps: Sequence[wallet.Step]) -> list[TransactItem]:
@@ -139,17 +139,18 @@ def settle(r: Rental, reason: StopReason, until: float | None = None,
         changes: RentalChanges = {
             "status": to_status, "stopped_at": now, "stop_reason": reason, "billed_seconds": seconds,
             "charged_cents": final.charged, "refunded_cents": final.refund, "reserve_cents": 0,
-            "overage_cents": final.overage, "metered_until": end, "overage_invoice_id": invoice.get("id"),
+            "overage_cents": final.overage, "metered_until": end,
+            "overage_invoice_id": invoice[0].id if invoice else None,
             "short_run_refund": short[0] if short else None,
         }
         if error:
             changes["error"] = error[:500]
         items = [store.update_item(user_id, rental_id, changes, ("running",), r.version)]
-        return items + (invoices.open_items(invoice) if invoice else [])
+        return items + (invoices.open_items(invoice[0]) if invoice else [])
 
     def effects(w: wallet.Wallet, steps: Sequence[wallet.Step]) -> list[wallet.Effect]:
         # The overage invoice's Stripe copy is made by the timer function, never inside a stop.
-        return [("invoice_mirror", {"invoiceId": invoice["id"]})] if invoice else []
+        return [("invoice_mirror", {"invoiceId": invoice[0].id})] if invoice else []
 
     result = wallet.apply(user_id, f"settle:{rental_id}",
                           {"op": "settle", "rental": rental_id, "seconds": seconds}, planner, extras,
