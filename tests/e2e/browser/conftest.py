@@ -30,7 +30,7 @@ CHROMIUM_ARGS = [
 WIDE = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 25_000  # the local stack on a shared 2-core machine: generous, never a pass/fail on speed
-ADVANCE_TIMEOUT_MS = 180_000  # a test-clock move runs every sweep and pass on the way: as long as the API's client waits
+ADVANCE_TIMEOUT_MS = 180_000  # a test-clock move runs every sweep and pass on the way: as long as the API client waits
 ADMIN_EMAIL = "admin@localhost"
 
 expect.set_options(timeout=TIMEOUT_MS)
