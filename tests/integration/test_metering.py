@@ -269,19 +269,22 @@ def test_a_crash_reported_after_a_tick_charged_past_it_gives_the_excess_back(api
     check_invariants(user["id"])
 
 
-def test_a_metering_ticks_marker_expires_and_money_operations_markers_do_not(api: Api, user, world, clock) -> None:
+def test_a_metering_tick_writes_no_marker_and_money_operations_keep_theirs(api: Api, user, world, clock) -> None:
+    """A tick is exactly-once by its rentals' versions: it writes the wallet, the rentals and the
+    ledger rows, no operation marker (docs/decisions.md "Metering writes")."""
     from gpurent.store import dynamo
 
     fund(user["id"], 100_000, clock)
     launch_running(api, clock)
-    clock.advance(600)
-    sweep.start()
+    for _ in range(3):
+        clock.advance(600)
+        sweep.start()
     items = dynamo.client().scan(TableName=dynamo.settings().money_table)["Items"]
-    markers = {i["pk"]["S"]: i for i in items if i["pk"]["S"].startswith("OP#")}
-    meter = [m for k, m in markers.items() if k.startswith("OP#meter:")]
-    assert meter and all(int(m["ttl"]["N"]) == int(clock.now()) + metering.METER_MARKER_TTL for m in meter)
-    others = [m for k, m in markers.items() if not k.startswith("OP#meter:")]
-    assert others and all("ttl" not in m for m in others)  # adjustments, reserves: kept
+    markers = [i["pk"]["S"] for i in items if i["pk"]["S"].startswith("OP#")]
+    assert markers and not any(k.startswith("OP#meter:") for k in markers)  # adjustments, reserves: kept
+    charges = [e for e in api.get("/v1/billing/ledger?type=rental_charge&pageSize=200").json()["entries"]]
+    assert len(charges) == 3
+    check_invariants(user["id"])
 
 
 # ---------------------------------------------------------------- auto-topup is a state (issue 15, item 1)
