@@ -249,3 +249,34 @@ def test_a_crowded_shard_is_split_among_workers_by_order_key(pods, sweep_queue, 
     after = metered(pods)
     assert after[wallets[0][1]] == tick and all(after[w[1]] == tick + 1 for w in wallets[1:])
     charges_are_the_formula(pods)
+
+
+def test_a_worker_reads_the_keys_only_index_then_only_its_wallets_rentals_whole(pods, clock) -> None:
+    """The `ActiveIndex` holds keys only (a tick's writes never touch it): a worker reads
+    its shard's keys, then only the rentals of the wallets its part covers, whole and as the
+    table has them now (one `BatchGetItem` for up to 100)."""
+    from gpurent.store import dynamo
+
+    seen: list[dict[str, Any]] = []
+
+    def note(params: dict[str, Any], **_: Any) -> None:
+        seen.append(params)
+
+    events = dynamo.client().meta.events
+    events.register("provide-client-params.dynamodb.BatchGetItem", note)
+    try:
+        uid, rid, _ = pods[0]
+        shard = active_shard(uid)
+        mine = rental_store.live_in_shard(shard, "running", lambda user: user == uid)
+        assert [(r.user_id, r.id) for r in mine] == [(uid, rid)]
+        assert mine[0] == rental_store.get(uid, rid)  # whole: the same record a GetItem reads
+        (request,) = seen
+        (asked,) = request["RequestItems"].values()
+        assert asked["ConsistentRead"] and len(asked["Keys"]) == 1  # the other wallets' rentals: not read
+        everyone = rental_store.live_in_shard(shard, "running")
+        assert {r.user_id for r in everyone} == {u for u, _, _ in pods if active_shard(u) == shard}
+        # A rental that left `running` is not handed to the sweep, even where an index lags.
+        rental_store.update(uid, rid, {"status": "stopping"}, ("running",))
+        assert rental_store.live_for_user(uid, "running") == []
+    finally:
+        events.unregister("provide-client-params.dynamodb.BatchGetItem", note)

@@ -10,6 +10,7 @@ in milliseconds without DynamoDB. The other ports: Stripe's is `billing.ports.St
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from gpurent.records import OpMarker, Rental, RentalChanges, RentalStatus
@@ -29,7 +30,8 @@ class RentalStore(Protocol):
 
     def live(self, status: RentalStatus | None = None) -> list[Rental]: ...
 
-    def live_in_shard(self, n: int, status: RentalStatus | None = None) -> list[Rental]: ...
+    def live_in_shard(self, n: int, status: RentalStatus | None = None,
+                      keep: Callable[[str], bool] | None = None) -> list[Rental]: ...
 
     def live_for_user(self, user_id: str, status: RentalStatus) -> list[Rental]: ...
 

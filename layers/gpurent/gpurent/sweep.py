@@ -6,7 +6,8 @@ past a Lambda's timeout, and a sweep that times out starves the same tail
 wallets every minute. So the minute's schedule starts a **coordinator** that
 reads nothing: it hands each `ActiveIndex` shard to its own **worker** (a
 message on the sweep queue; without a queue, each part runs in this process).
-A worker reads its shard's running rentals (one paged query), groups them by
+A worker reads its shard's running rentals (one paged query of the keys-only index, then
+the rentals of the wallets its part covers, 100 a request), groups them by
 wallet and charges `sweep_concurrency` wallets at once (`metering.meter_wallet`:
 charge, stop what is due, arm the next deadline's timer).
 
@@ -129,12 +130,13 @@ def start(tick: float | None = None) -> Report:
 
 def wallets_of(part: Part) -> list[tuple[str, str, list[Rental]]]:
     """The part's wallets as (order key, user, running rentals), in this tick's order."""
-    running = [r for r in store.live_in_shard(part.shard, "running") if r.running_at is not None]
+    def mine(user_id: str) -> bool:
+        return part.covers(order_key(part.tick, user_id))
+
+    running = [r for r in store.live_in_shard(part.shard, "running", mine) if r.running_at is not None]
     wallets = []
     for user_id, rs in groupby(sorted(running, key=lambda r: r.user_id), key=lambda r: r.user_id):
-        k = order_key(part.tick, user_id)
-        if part.covers(k):
-            wallets.append((k, user_id, list(rs)))
+        wallets.append((order_key(part.tick, user_id), user_id, list(rs)))
     wallets.sort(key=lambda w: w[0])
     return wallets
 
