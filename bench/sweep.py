@@ -424,12 +424,13 @@ def template_rental(manual: clock.ManualClock) -> Rental:
 def clone(tpl: Rental, user: str, price: int, started: float) -> Rental:
     """A running rental as `launch` + `mark_running` leave it (a user with an SSH key on file)."""
     rid = ids.new_id("rent")
-    answer = tpl.launch_answer
+    answer = tpl.launch_answer  # rentals stored before the answer moved to the launch's marker
     return replace(
         tpl, id=rid, user_id=user, price_per_hour_cents=price, reserve_cents=price, charged_cents=0,
         billed_seconds=0, overage_cents=0, refunded_cents=0, ssh_key_count=1, created_at=started - 6,
         allocating_until=started + 54, last_checked_at=started, running_at=started, metered_until=started,
-        last_healthy_at=started, instance_id=uuid.uuid4().hex, offer=replace(tpl.offer, price_per_hour_cents=price),
+        last_healthy_at=started, instance_id=uuid.uuid4().hex,
+        offer=replace(tpl.offer, price_per_hour_cents=price) if tpl.offer else None,
         launch_answer={**answer, "id": rid, "pricePerHourCents": price, "startedAt": clock.iso(started - 6),
                        "warnings": []} if answer else None,
     )

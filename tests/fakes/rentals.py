@@ -4,14 +4,15 @@ transaction writes join the fake money store's transactions."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields, replace
+from dataclasses import MISSING, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from gpurent.records import LIVE, Rental, RentalChanges, RentalStatus, active_shard
 from gpurent.store import rentals as real
 from tests.fakes.writes import FakeWrite, item
 
-_DEFAULTS = {f.name: f.default for f in fields(Rental)}
+# A field without a default (the offer, dropped once running) reads as None once removed.
+_DEFAULTS = {f.name: None if f.default is MISSING else f.default for f in fields(Rental)}
 
 
 class FakeRentalStore:

@@ -287,6 +287,45 @@ def test_a_metering_tick_writes_no_marker_and_money_operations_keep_theirs(api: 
     check_invariants(user["id"])
 
 
+def item_bytes(item: dict) -> int:
+    """An item's size by DynamoDB's rules (attribute names plus values), rounded up: a number
+    is counted as one byte per character (DynamoDB stores about half that)."""
+    def value(v: dict) -> int:
+        ((t, x),) = v.items()
+        if t == "M":
+            return 3 + sum(len(k.encode()) + 1 + value(e) for k, e in x.items())
+        if t == "L":
+            return 3 + sum(1 + value(e) for e in x)
+        if t in ("BOOL", "NULL"):
+            return 1
+        return len(str(x).encode())
+
+    return sum(len(k.encode()) + value(v) for k, v in item.items())
+
+
+def test_a_running_rental_item_is_lean_and_a_replayed_launch_still_answers_its_first_answer(
+        api: Api, user, world, clock) -> None:
+    """Every tick rewrites the running rental's item (1 write unit per started KB, twice in a
+    transaction): it carries neither the offer it was allocated from nor the launch's answer.
+    The answer lives on the launch's operation marker, so a replay still answers it."""
+    fund(user["id"], 100_000, clock)
+    headers = {"Idempotency-Key": "lean-item-1"}
+    first = api.post("/v1/rentals", {"familyId": "h100-80gb", "gpuCount": 1}, headers=headers)
+    assert first.status == 200, first.body
+    clock.advance(6)
+    assert api.get(f"/v1/rentals/{first.json()['id']}").json()["status"] == "running"
+    clock.advance(60)
+    sweep.start()
+    raw = dynamo.client().get_item(TableName=dynamo.settings().money_table, ConsistentRead=True,
+                                   Key=dynamo.key(f"USER#{user['id']}", f"RENTAL#{first.json()['id']}"))["Item"]
+    assert "offer" not in raw and "launchAnswer" not in raw
+    assert item_bytes(raw) < 1024, item_bytes(raw)
+    again = api.post("/v1/rentals", {"familyId": "h100-80gb", "gpuCount": 1}, headers=headers)
+    assert again.status == 200 and again.json() == first.json()  # the first answer, not the rental now
+    assert first.json()["status"] == "provisioning"
+    check_invariants(user["id"])
+
+
 # ---------------------------------------------------------------- auto-topup is a state (issue 15, item 1)
 
 def _auto_topup_on(api: Api, ls, threshold: int, amount: int) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from gpurent.records import OpMarker, Rental, RentalChanges, RentalStatus
+from gpurent.records import LaunchAnswer, OpMarker, Rental, RentalChanges, RentalStatus
 
 TransactItem = dict[str, Any]  # one write of a transaction, as the money store builds it
 
@@ -66,6 +66,8 @@ class MoneyStore(Protocol):
     def get_op(self, op_key: str) -> dict[str, Any] | None: ...
 
     def get_op_marker(self, op_key: str) -> OpMarker | None: ...
+
+    def set_launch_answer(self, op_key: str, answer: LaunchAnswer) -> bool: ...
 
     def wallet_update(self, user_id: str, state: dict[str, Any], expected_version: int) -> TransactItem: ...
 
