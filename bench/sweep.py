@@ -254,6 +254,13 @@ class Meter:
             size = item_size(parsed["Item"]) if parsed.get("Item") else 0
             self.bytes_read += size
             self.read_units += max(1, math.ceil(size / 4096))  # strongly consistent
+        elif op == "BatchGetItem":  # the rentals the keys-only index named, strongly consistent
+            for items in parsed.get("Responses", {}).values():
+                self.items_read += len(items)
+                for i in items:
+                    size = item_size(i)
+                    self.bytes_read += size
+                    self.read_units += max(1, math.ceil(size / 4096))
         self.hook_s += time.perf_counter() - t
         self.hook_cpu += time.thread_time() - c
 
@@ -633,7 +640,7 @@ def show_tick(t: Tick, interval: float) -> None:
     print(f"    write units counted {w.total:,} WCU this tick ({', '.join(parts) or 'none'})\n"
           f"                        = {w.total / metered:.2f} per rental per tick = "
           f"{w.total / metered * per_hour:,.0f} per rental-hour from the sweep")
-    print(f"    read units (est.)   {m.read_units:,.0f} RCU ({m.items_read:,} index items, "
+    print(f"    read units (est.)   {m.read_units:,.0f} RCU ({m.items_read:,} items read by Query/BatchGetItem, "
           f"{m.bytes_read / 1e6:.1f} MB read) = {m.read_units / metered * per_hour:.1f} per rental-hour")
     rows = t.ledger_rows
     print(f"    ledger rows         {rows:,} = {rows / metered:.2f} per rental per tick = "
