@@ -81,7 +81,7 @@ CHECK_WALLETS = 20
 SIZE_SAMPLE = 200  # updated items read back (not counted) to measure their size
 
 # Assumptions for the extrapolation to AWS (moto is far slower than DynamoDB per request).
-ASSUMED_MS = {"TransactWriteItems": 10.0, "GetItem": 3.0, "Query": 25.0}  # per request, in-region
+ASSUMED_MS = {"TransactWriteItems": 10.0, "GetItem": 3.0, "Query": 25.0, "BatchGetItem": 10.0}  # in-region
 LAMBDA_TIMEOUT_S = 50.0  # MeteringSweepFunction's Timeout in template.yaml
 LAMBDA_MEMORY_MB = 1024  # Globals.Function.MemorySize: Lambda gives 1 vCPU at 1,769 MB
 CPU_FACTOR = 1769 / LAMBDA_MEMORY_MB  # this machine's core ≈ one Lambda vCPU, scaled to the memory share
@@ -799,7 +799,8 @@ def summary(results: list[Tick], interval: float) -> None:
         parts = [f"{k} {v / metered * per_hour:.0f}" for k, v in sorted(w.table.items())]
         parts += [f"index {k} {v / metered * per_hour:.0f}" for k, v in sorted(w.index.items()) if v]
         print(f"{t.n:>7,} {t.u:>6,} {t.n / t.u:>10.1f} {sweep_h:>7.0f} {reconcile_h:>9.2f} "
-              f"{sweep_h + reconcile_h:>7.0f}   {', '.join(parts)}  (target ≤ {TARGET_WCU_PER_RENTAL_HOUR})")
+              f"{sweep_h + reconcile_h:>7.0f}   {', '.join(parts)}  (target ≤ {TARGET_WCU_PER_RENTAL_HOUR}: "
+              f"{'met' if sweep_h + reconcile_h <= TARGET_WCU_PER_RENTAL_HOUR else 'not met'})")
     print("\nTargets: requests ≈ wallets + pages (not rentals × k); ≤ 60 ledger rows per rental-hour; "
           f"a 10,000-rental sweep well inside one invocation ({LAMBDA_TIMEOUT_S:.0f} s timeout).")
     print("Assumptions of the AWS estimate: " + ", ".join(f"{k} {v:g} ms" for k, v in ASSUMED_MS.items())
