@@ -3,7 +3,7 @@ transaction writes join the fake money store's transactions."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import MISSING, fields, replace
 from typing import TYPE_CHECKING, Any
 
@@ -54,10 +54,14 @@ class FakeRentalStore:
     def live(self, status: RentalStatus | None = None) -> list[Rental]:
         return [r for r in self.rows.values() if r.is_live and (status is None or r.status == status)]
 
-    def live_in_shard(self, n: int, status: RentalStatus | None = None,
-                      keep: Callable[[str], bool] | None = None) -> list[Rental]:
-        return sorted((r for r in self.live(status) if active_shard(r.user_id) == n
-                       and (keep is None or keep(r.user_id))), key=lambda r: r.user_id)
+    def live_in_shard(self, n: int, status: RentalStatus | None = None) -> list[Rental]:
+        return sorted((r for r in self.live(status) if active_shard(r.user_id) == n), key=lambda r: r.user_id)
+
+    def live_keys_in_shard(self, n: int, status: RentalStatus | None = None) -> list[tuple[str, str]]:
+        return [(r.user_id, r.id) for r in sorted(self.live_in_shard(n, status), key=lambda r: (r.user_id, r.id))]
+
+    def get_many(self, keys: Sequence[tuple[str, str]]) -> list[Rental]:
+        return [r for r in (self.get(u, rid) for u, rid in dict.fromkeys(keys)) if r is not None]
 
     def live_for_user(self, user_id: str, status: RentalStatus) -> list[Rental]:
         return [r for r in self.live(status) if r.user_id == user_id]

@@ -251,32 +251,36 @@ def test_a_crowded_shard_is_split_among_workers_by_order_key(pods, sweep_queue, 
     charges_are_the_formula(pods)
 
 
-def test_a_worker_reads_the_keys_only_index_then_only_its_wallets_rentals_whole(pods, clock) -> None:
-    """The `ActiveIndex` holds keys only (a tick's writes never touch it): a worker reads
-    its shard's keys, then only the rentals of the wallets its part covers, whole and as the
-    table has them now (one `BatchGetItem` for up to 100)."""
+def test_a_worker_reads_the_keys_only_index_then_only_its_wallets_rentals_whole(
+        pods, sweep_queue, clock, monkeypatch) -> None:
+    """The `ActiveIndex` holds keys only (a tick's writes never touch it): a worker reads its
+    shard's keys, splits a crowded shard on them, then reads only the rentals of the wallets
+    it kept, whole and as the table has them now (`BatchGetItem`, up to 100 a request)."""
     from gpurent.store import dynamo
 
-    seen: list[dict[str, Any]] = []
+    asked: list[tuple[str, str]] = []
 
     def note(params: dict[str, Any], **_: Any) -> None:
-        seen.append(params)
+        for table in params["RequestItems"].values():
+            assert table["ConsistentRead"]
+            asked.extend((k["pk"]["S"].removeprefix("USER#"), k["sk"]["S"].removeprefix("RENTAL#"))
+                         for k in table["Keys"])
 
+    monkeypatch.setattr(sweep, "WALLETS_PER_WORKER", 1)
+    clock.advance(300)
+    tick = clock.now()
+    part = max((sweep.Part(n, tick) for n in range(ACTIVE_SHARDS)), key=lambda p: len(sweep.covered(p)))
+    assert len(sweep.covered(part)) > 1, "a shard with several wallets"
     events = dynamo.client().meta.events
     events.register("provide-client-params.dynamodb.BatchGetItem", note)
     try:
-        uid, rid, _ = pods[0]
-        shard = active_shard(uid)
-        mine = rental_store.live_in_shard(shard, "running", lambda user: user == uid)
-        assert [(r.user_id, r.id) for r in mine] == [(uid, rid)]
-        assert mine[0] == rental_store.get(uid, rid)  # whole: the same record a GetItem reads
-        (request,) = seen
-        (asked,) = request["RequestItems"].values()
-        assert asked["ConsistentRead"] and len(asked["Keys"]) == 1  # the other wallets' rentals: not read
-        everyone = rental_store.live_in_shard(shard, "running")
-        assert {r.user_id for r in everyone} == {u for u, _, _ in pods if active_shard(u) == shard}
-        # A rental that left `running` is not handed to the sweep, even where an index lags.
-        rental_store.update(uid, rid, {"status": "stopping"}, ("running",))
-        assert rental_store.live_for_user(uid, "running") == []
+        assert sweep.run_part(part).wallets == 1
     finally:
         events.unregister("provide-client-params.dynamodb.BatchGetItem", note)
+    (kept,) = sweep.covered(part)[:1]
+    assert asked == kept[2]  # the kept wallet's rentals only: the slices sent out read their own
+    uid, rid = kept[2][0]
+    assert sweep.wallets_of(part)[0][2] == [rental_store.get(uid, rid)]  # whole: what a GetItem reads
+    # A rental that left `running` is not handed to the sweep, even where the index lags.
+    rental_store.update(uid, rid, {"status": "stopping"}, ("running",))
+    assert sweep.read([kept]) == [] and rental_store.live_for_user(uid, "running") == []

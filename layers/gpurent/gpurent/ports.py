@@ -10,7 +10,7 @@ in milliseconds without DynamoDB. The other ports: Stripe's is `billing.ports.St
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from gpurent.records import LaunchAnswer, OpMarker, Rental, RentalChanges, RentalStatus
@@ -30,8 +30,15 @@ class RentalStore(Protocol):
 
     def live(self, status: RentalStatus | None = None) -> list[Rental]: ...
 
-    def live_in_shard(self, n: int, status: RentalStatus | None = None,
-                      keep: Callable[[str], bool] | None = None) -> list[Rental]: ...
+    def live_in_shard(self, n: int, status: RentalStatus | None = None) -> list[Rental]: ...
+
+    def live_keys_in_shard(self, n: int, status: RentalStatus | None = None) -> list[tuple[str, str]]:
+        """(user, rental id) of the shard's live rentals, from the index alone."""
+        ...
+
+    def get_many(self, keys: Sequence[tuple[str, str]]) -> list[Rental]:
+        """The rentals named by (user, rental id), read whole, in that order (absent ones left out)."""
+        ...
 
     def live_for_user(self, user_id: str, status: RentalStatus) -> list[Rental]: ...
 

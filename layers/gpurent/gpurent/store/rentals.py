@@ -20,7 +20,7 @@ none of which a metering tick writes, so the sweep's per-minute updates never re
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, cast
 
@@ -351,10 +351,9 @@ def live(status: RentalStatus | None = None) -> list[Rental]:
     return out
 
 
-def live_in_shard(n: int, status: RentalStatus | None = None,
-                  keep: Callable[[str], bool] | None = None) -> list[Rental]:
-    """One `ActiveIndex` shard's live rentals (all statuses, or one), ordered by user; with
-    `keep`, only those of the users it keeps (the others are not read)."""
+def live_keys_in_shard(n: int, status: RentalStatus | None = None) -> list[tuple[str, str]]:
+    """(user, rental id) of one `ActiveIndex` shard's live rentals (all statuses, or one),
+    ordered by user: the index only (eventually consistent), no rental read."""
     values: Item = {":k": f"A#{n}"}
     kwargs: Item = {"TableName": _table(), "IndexName": ACTIVE_INDEX,
                     "KeyConditionExpression": "activeKey = :k"}
@@ -362,8 +361,12 @@ def live_in_shard(n: int, status: RentalStatus | None = None,
         kwargs["KeyConditionExpression"] += " AND begins_with(activeSort, :p)"
         values[":p"] = f"{status}#"
     kwargs["ExpressionAttributeValues"] = to_values(values)
-    keys = [k for k in _live_keys(kwargs) if keep is None or keep(k[0])]
-    return sorted(_still(get_many(keys), status), key=lambda r: r.user_id)
+    return _live_keys(kwargs)
+
+
+def live_in_shard(n: int, status: RentalStatus | None = None) -> list[Rental]:
+    """One `ActiveIndex` shard's live rentals (all statuses, or one), ordered by user."""
+    return sorted(_still(get_many(live_keys_in_shard(n, status)), status), key=lambda r: r.user_id)
 
 
 def live_rental_from_item(item: Mapping[str, Any]) -> LiveRental:
