@@ -3,9 +3,10 @@
 A money operation is planned here as plain arithmetic on the wallet as read
 (`plan_*` functions, which tests call directly) and written by
 `gpurent.store.money` as ONE transaction: the wallet update guarded by its
-version, the ledger rows, a marker named by the operation's idempotency key,
-and the business rows the caller passes in. So it happens whole or not at
-all, exactly once per key:
+version, the ledger rows, a marker named by the operation's idempotency key
+(none for a metering tick, which its rentals' versions make exactly-once: see
+`apply`), and the business rows the caller passes in. So it happens whole or
+not at all, exactly once per key:
 
 - a retry of an operation that did commit finds its marker and answers what
   the first attempt answered;
