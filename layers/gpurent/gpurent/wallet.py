@@ -379,7 +379,10 @@ def apply(
         if before_write is not None:
             before_write()
         try:
-            store.transact(items, None if marker else _request_token(op_key, attempt))
+            if marker:
+                store.transact(items)
+            else:
+                store.transact(items, _request_token(op_key, attempt))
         except store.TransactionConflict:
             pass
         except store.TransactionCancelled as exc:
