@@ -5,6 +5,7 @@ growth is visible. Prints figures; asserts nothing about time.
     .venv/bin/python bench/sweep.py                      # N=1,000/U=100 and N=10,000/U=1,000
     .venv/bin/python bench/sweep.py --sizes 5000:500     # any N:U pairs
     .venv/bin/python bench/sweep.py --quick              # a tiny run (seconds)
+    .venv/bin/python bench/sweep.py --sizes 1000:1000,1000:100   # write units at 1 and 10 rentals per wallet
 
 Per size: one real rental is launched and turned `running` through
 `rentals.launch` / `rentals.advance` (provider simulators on loopback), and its
@@ -19,7 +20,12 @@ state).
 Figures per tick: DynamoDB requests by operation (botocore `before-call`
 hooks on `gpurent.store.dynamo.client()`), items per transaction, item sizes
 and the write units they cost (an estimate: a transactional write costs 2 WCU
-per started KB of the item; an update is priced on the item after it), read
+per started KB of the item; an update is priced on the item after it), the
+write units **counted per request** (`WriteUnits`: each written item read from
+moto before and after its request, the table write and every index write it
+causes priced by DynamoDB's rules; DynamoDB Local and moto report no consumed
+capacity), and from them the write units of one rental-hour (60 steady-state
+ticks, plus the reconciler's share; target ≤ 300), read
 units of the index pages and wallet reads, ledger rows per rental-hour, wall
 time and rentals/s on moto, and an extrapolation to DynamoDB and a Lambda of
 the template's memory size (stated assumptions, below). Then the CPU cost of
@@ -75,11 +81,13 @@ CHECK_WALLETS = 20
 SIZE_SAMPLE = 200  # updated items read back (not counted) to measure their size
 
 # Assumptions for the extrapolation to AWS (moto is far slower than DynamoDB per request).
-ASSUMED_MS = {"TransactWriteItems": 10.0, "GetItem": 3.0, "Query": 25.0}  # per request, in-region
+ASSUMED_MS = {"TransactWriteItems": 10.0, "GetItem": 3.0, "Query": 25.0, "BatchGetItem": 10.0}  # in-region
 LAMBDA_TIMEOUT_S = 50.0  # MeteringSweepFunction's Timeout in template.yaml
 LAMBDA_MEMORY_MB = 1024  # Globals.Function.MemorySize: Lambda gives 1 vCPU at 1,769 MB
 CPU_FACTOR = 1769 / LAMBDA_MEMORY_MB  # this machine's core ≈ one Lambda vCPU, scaled to the memory share
 TARGET_ROWS_PER_HOUR = 60
+TARGET_WCU_PER_RENTAL_HOUR = 300
+PROVIDERS = 3  # the reconciler's pass records: one per provider per minute
 
 
 # ---------------------------------------------------------------- moto, made usable at this size
@@ -246,6 +254,13 @@ class Meter:
             size = item_size(parsed["Item"]) if parsed.get("Item") else 0
             self.bytes_read += size
             self.read_units += max(1, math.ceil(size / 4096))  # strongly consistent
+        elif op == "BatchGetItem":  # the rentals the keys-only index named, strongly consistent
+            for items in parsed.get("Responses", {}).values():
+                self.items_read += len(items)
+                for i in items:
+                    size = item_size(i)
+                    self.bytes_read += size
+                    self.read_units += max(1, math.ceil(size / 4096))
         self.hook_s += time.perf_counter() - t
         self.hook_cpu += time.thread_time() - c
 
@@ -271,6 +286,121 @@ def quiet() -> contextlib.redirect_stdout[io.StringIO]:
 
 def wcu(size: int) -> int:
     return 2 * max(1, math.ceil(size / 1024))
+
+
+def units(size: int) -> int:
+    """Write units of one standard write of an item (or index entry) of `size` bytes."""
+    return max(1, math.ceil(size / 1024))
+
+
+@dataclass
+class WriteUnits:
+    """Write units counted per request, as DynamoDB meters them: each item a request writes is
+    read from moto just before and just after the request (not counted as requests), and
+
+    - the table write costs 1 unit per started KB of the larger of the two versions (an update is
+      priced on the larger, a put on the new item, a delete on the old one), twice that inside
+      a `TransactWriteItems`;
+    - each global secondary index costs 1 unit per started KB of the index entry (its keys, the
+      table's keys and its projected attributes) when the write changes that entry: a put when
+      the item enters the index, a delete when it leaves, both when its index keys change, one
+      write when only a projected attribute changes, nothing otherwise.
+
+    A request that fails (a cancelled transaction, a failed condition) is not counted."""
+
+    on: bool = True
+    table: Counter[str] = field(default_factory=Counter)  # units by item kind
+    index: Counter[str] = field(default_factory=Counter)  # units by index name
+    _indexes: dict[str, list[tuple[str, list[str], list[str] | None]]] = field(default_factory=dict)
+    _pending: list[tuple[str, dict[str, Any], bool, dict[str, Any] | None]] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.table.clear()
+        self.index.clear()
+        self._pending.clear()
+
+    @property
+    def total(self) -> int:
+        return sum(self.table.values()) + sum(self.index.values())
+
+    def _backend(self) -> Any:
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.dynamodb.models import dynamodb_backends
+
+        return dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+
+    def _item(self, table: str, k: dict[str, Any]) -> dict[str, Any] | None:
+        found = self._backend().get_item(table, k)
+        return copy.deepcopy(found.to_json()["Attributes"]) if found is not None else None
+
+    def _gsis(self, table: str) -> list[tuple[str, list[str], list[str] | None]]:
+        """(index name, key attributes with the table's, projected attributes or None for ALL)."""
+        if table not in self._indexes:
+            t = self._backend().get_table(table)
+            keys = [a for a in (t.hash_key_attr, t.range_key_attr) if a]
+            out = []
+            for g in t.global_indexes:
+                proj = g.projection or {}
+                kind = proj.get("ProjectionType", "ALL")
+                extra = None if kind == "ALL" else (list(proj.get("NonKeyAttributes", [])) if kind == "INCLUDE"
+                                                    else [])
+                out.append((g.name, [*keys, *g.schema_key_attrs], extra))
+            self._indexes[table] = out
+        return self._indexes[table]
+
+    def build(self, event_name: str, params: dict[str, Any], **kwargs: Any) -> None:
+        if not self.on:
+            return
+        op = event_name.rsplit(".", 1)[-1]
+        if op == "TransactWriteItems":
+            for it in params["TransactItems"]:
+                (kind, body), = it.items()
+                if kind != "ConditionCheck":
+                    self._note(body, True)
+        elif op in ("PutItem", "UpdateItem", "DeleteItem"):
+            self._note(params, False)
+        elif op == "BatchWriteItem":
+            for table, reqs in params["RequestItems"].items():
+                for r in reqs:
+                    (kind, body), = r.items()
+                    self._note({"TableName": table, **body}, False)
+
+    def _note(self, body: dict[str, Any], transactional: bool) -> None:
+        table = body["TableName"]
+        t = self._backend().get_table(table)
+        src = body.get("Key") or body["Item"]
+        k = {a: src[a] for a in (t.hash_key_attr, t.range_key_attr) if a}
+        self._pending.append((table, k, transactional, self._item(table, k)))
+
+    def after(self, event_name: str, parsed: dict[str, Any], **kwargs: Any) -> None:
+        pending, self._pending = self._pending, []
+        if not self.on or "Error" in parsed:
+            return
+        for table, k, transactional, old in pending:
+            new = self._item(table, k)
+            kind = kind_of(table, k)
+            size = max(item_size(old) if old else 0, item_size(new) if new else 0)
+            self.table[kind] += units(size) * (2 if transactional else 1)
+            for name, keys, projected in self._gsis(table):
+                self.index[name] += self._index_units(keys, projected, old, new)
+
+    @staticmethod
+    def _index_units(keys: list[str], projected: list[str] | None, old: dict[str, Any] | None,
+                     new: dict[str, Any] | None) -> int:
+        def entry(item: dict[str, Any] | None) -> dict[str, Any] | None:
+            if item is None or any(a not in item for a in keys):
+                return None
+            names = item.keys() if projected is None else [*keys, *projected]
+            return {a: item[a] for a in names if a in item}
+
+        before, after = entry(old), entry(new)
+        if before == after:
+            return 0
+        if before is None or after is None:
+            return units(item_size(before or after or {}))
+        if any(before[a] != after[a] for a in keys):
+            return units(item_size(before)) + units(item_size(after))
+        return units(item_size(after))
 
 
 # ---------------------------------------------------------------- seeding
@@ -301,12 +431,13 @@ def template_rental(manual: clock.ManualClock) -> Rental:
 def clone(tpl: Rental, user: str, price: int, started: float) -> Rental:
     """A running rental as `launch` + `mark_running` leave it (a user with an SSH key on file)."""
     rid = ids.new_id("rent")
-    answer = tpl.launch_answer
+    answer = tpl.launch_answer  # rentals stored before the answer moved to the launch's marker
     return replace(
         tpl, id=rid, user_id=user, price_per_hour_cents=price, reserve_cents=price, charged_cents=0,
         billed_seconds=0, overage_cents=0, refunded_cents=0, ssh_key_count=1, created_at=started - 6,
         allocating_until=started + 54, last_checked_at=started, running_at=started, metered_until=started,
-        last_healthy_at=started, instance_id=uuid.uuid4().hex, offer=replace(tpl.offer, price_per_hour_cents=price),
+        last_healthy_at=started, instance_id=uuid.uuid4().hex,
+        offer=replace(tpl.offer, price_per_hour_cents=price) if tpl.offer else None,
         launch_answer={**answer, "id": rid, "pricePerHourCents": price, "startedAt": clock.iso(started - 6),
                        "warnings": []} if answer else None,
     )
@@ -384,6 +515,7 @@ class Tick:
     timers_armed: int
     arm_next_s: float
     arm_next_calls: int
+    counted: WriteUnits = field(default_factory=WriteUnits)
 
     @property
     def requests(self) -> int:
@@ -439,17 +571,19 @@ def sizes_of(m: Meter) -> dict[str, list[int]]:
 captured: list[tuple[str, int, list[Rental], float]] = []
 
 
-def run_tick(label: str, n: int, u: int, manual: clock.ManualClock, interval: float, m: Meter) -> Tick:
+def run_tick(label: str, n: int, u: int, manual: clock.ManualClock, interval: float, m: Meter,
+             w: WriteUnits) -> Tick:
     timers.clear()
     manual.advance(interval)
     original = metering.arm_next
     spent = [0.0, 0]
 
-    def timed(user_id: str, available: int, running: list[Rental], now: float) -> float | None:
+    def timed(user_id: str, available: int, running: list[Rental], now: float,
+              held_until: float | None = None) -> float | None:
         captured.append((user_id, available, list(running), now))
         t = time.perf_counter()
         try:
-            return original(user_id, available, running, now)
+            return original(user_id, available, running, now, held_until)
         finally:
             spent[0] += time.perf_counter() - t
             spent[1] += 1
@@ -457,6 +591,7 @@ def run_tick(label: str, n: int, u: int, manual: clock.ManualClock, interval: fl
     captured.clear()
     metering.arm_next = timed  # type: ignore[assignment]
     m.reset()
+    w.reset()
     t, c = time.perf_counter(), time.thread_time()
     try:
         with quiet():
@@ -467,7 +602,8 @@ def run_tick(label: str, n: int, u: int, manual: clock.ManualClock, interval: fl
         metering.arm_next = original  # type: ignore[assignment]
     armed = len(timers._pending)
     timers.clear()
-    return Tick(label, n, u, report, wall, cpu, m, sizes_of(m), armed, spent[0], int(spent[1]))
+    counted = WriteUnits(table=Counter(w.table), index=Counter(w.index))
+    return Tick(label, n, u, report, wall, cpu, m, sizes_of(m), armed, spent[0], int(spent[1]), counted)
 
 
 def show_tick(t: Tick, interval: float) -> None:
@@ -496,9 +632,15 @@ def show_tick(t: Tick, interval: float) -> None:
     units = t.write_units()
     metered = max(1, rep["rentals"])
     per_hour = 3600 / interval
-    print(f"    write units (est.)  {units:,} WCU this tick = {units / metered:.1f} per rental per tick "
-          f"= {units / metered * per_hour:,.0f} per rental-hour")
-    print(f"    read units (est.)   {m.read_units:,.0f} RCU ({m.items_read:,} index items, "
+    print(f"    write units (sizes) {units:,} WCU this tick = {units / metered:.1f} per rental per tick "
+          f"= {units / metered * per_hour:,.0f} per rental-hour (table items only, from sampled sizes)")
+    w = t.counted
+    parts = [f"{k} {v:,}" for k, v in sorted(w.table.items())]
+    parts += [f"index {k} {v:,}" for k, v in sorted(w.index.items()) if v]
+    print(f"    write units counted {w.total:,} WCU this tick ({', '.join(parts) or 'none'})\n"
+          f"                        = {w.total / metered:.2f} per rental per tick = "
+          f"{w.total / metered * per_hour:,.0f} per rental-hour from the sweep")
+    print(f"    read units (est.)   {m.read_units:,.0f} RCU ({m.items_read:,} items read by Query/BatchGetItem, "
           f"{m.bytes_read / 1e6:.1f} MB read) = {m.read_units / metered * per_hour:.1f} per rental-hour")
     rows = t.ledger_rows
     print(f"    ledger rows         {rows:,} = {rows / metered:.2f} per rental per tick = "
@@ -599,7 +741,10 @@ def run_size(n: int, u: int, interval: float, ticks: int) -> list[Tick]:
               f"{item_size(dynamo.to_item(rental_items.rental_item(tpl))):,} B)")
         print(f"  seeded in {seed_s:.1f} s; consistency before: {check(sample_users)}")
         m = Meter()
+        w = WriteUnits()
         events = dynamo.client().meta.events
+        events.register("before-parameter-build.dynamodb.*", w.build)
+        events.register("after-call.dynamodb.*", w.after)
         events.register("before-parameter-build.dynamodb.*", m.build)
         events.register("before-call.dynamodb.*", m.before)
         events.register("before-parse.dynamodb.*", m.answered)
@@ -607,10 +752,11 @@ def run_size(n: int, u: int, interval: float, ticks: int) -> list[Tick]:
         out = []
         for i in range(ticks):
             label = f"tick {i + 1} (+{interval:g} s)" + (" — steady state" if i else " — first after launch")
-            tick = run_tick(label, n, u, manual, interval, m)
+            tick = run_tick(label, n, u, manual, interval, m, w)
             show_tick(tick, interval)
             out.append(tick)
             last = list(captured)
+        w.on = False
         with m.paused():
             print(f"\n  consistency after: {check(sample_users)}")
         print("\n  predict_exhaustion / arm_next, pure CPU, on the wallets of the last tick:")
@@ -619,7 +765,8 @@ def run_size(n: int, u: int, interval: float, ticks: int) -> list[Tick]:
         for line in one_wallet_scaling(last[0][2], last[0][3]):
             print(line)
         for ev, fn in (("before-parameter-build", m.build), ("before-call", m.before),
-                       ("before-parse", m.answered), ("after-call", m.after)):
+                       ("before-parse", m.answered), ("after-call", m.after), ("before-parameter-build", w.build),
+                       ("after-call", w.after)):
             events.unregister(f"{ev}.dynamodb.*", fn)
         dynamo.reset_client()
     return out
@@ -630,6 +777,7 @@ def summary(results: list[Tick], interval: float) -> None:
     print("\n== Growth (steady-state tick of each size)")
     print(f"{'N':>7} {'U':>6} {'requests':>9} {'TWI':>6} {'GetItem':>8} {'Query':>6} {'req/rental':>10} "
           f"{'WCU/rental-h':>12} {'rows/rental-h':>13} {'wall moto':>10} {'rentals/s':>10} {'AWS est.':>9}")
+    counted = []
     for t in results:
         c = t.meter.calls
         metered = max(1, t.report["rentals"])
@@ -637,6 +785,22 @@ def summary(results: list[Tick], interval: float) -> None:
               f"{c['Query']:>6,} {t.requests / metered:>10.3f} {t.write_units() / metered * per_hour:>12,.0f} "
               f"{t.ledger_rows / metered * per_hour:>13.0f} {t.wall:>9.1f}s {metered / t.wall:>10,.0f} "
               f"{t.estimate_s():>8.1f}s")
+        counted.append(t)
+    print("\n== Write units of one rental-hour, counted per request (steady-state tick × 60, index writes included)")
+    print(f"{'N':>7} {'U':>6} {'per wallet':>10} {'sweep':>7} {'reconcile':>9} {'total':>7}   "
+          "by item (per rental-hour)")
+    for t in counted:
+        metered = max(1, t.report["rentals"])
+        w = t.counted
+        sweep_h = w.total / metered * per_hour
+        # The reconciler writes nothing for a healthy running rental (`lastHealthyAt` only on a
+        # change): per pass it puts one record per provider (`put_pass`, an item under 1 KB).
+        reconcile_h = PROVIDERS * per_hour / t.n
+        parts = [f"{k} {v / metered * per_hour:.0f}" for k, v in sorted(w.table.items())]
+        parts += [f"index {k} {v / metered * per_hour:.0f}" for k, v in sorted(w.index.items()) if v]
+        print(f"{t.n:>7,} {t.u:>6,} {t.n / t.u:>10.1f} {sweep_h:>7.0f} {reconcile_h:>9.2f} "
+              f"{sweep_h + reconcile_h:>7.0f}   {', '.join(parts)}  (target ≤ {TARGET_WCU_PER_RENTAL_HOUR}: "
+              f"{'met' if sweep_h + reconcile_h <= TARGET_WCU_PER_RENTAL_HOUR else 'not met'})")
     print("\nTargets: requests ≈ wallets + pages (not rentals × k); ≤ 60 ledger rows per rental-hour; "
           f"a 10,000-rental sweep well inside one invocation ({LAMBDA_TIMEOUT_S:.0f} s timeout).")
     print("Assumptions of the AWS estimate: " + ", ".join(f"{k} {v:g} ms" for k, v in ASSUMED_MS.items())

@@ -36,9 +36,10 @@ from gpurent.records import ACTIVE_SHARDS  # noqa: E402
 from gpurent.store import dynamo  # noqa: E402
 from infra.local import dynamodb_local, template  # noqa: E402
 
-OPS = {"TransactWriteItems", "PutItem", "UpdateItem", "GetItem", "Query", "DeleteItem"}
+OPS = {"TransactWriteItems", "PutItem", "UpdateItem", "GetItem", "Query", "DeleteItem", "BatchGetItem"}
 # The model's assumptions (in-region DynamoDB latencies per request; a worker's CPU).
-AWS_MS = {"TransactWriteItems": 12.0, "UpdateItem": 6.0, "PutItem": 6.0, "GetItem": 4.0, "Query": 25.0}
+AWS_MS = {"TransactWriteItems": 12.0, "UpdateItem": 6.0, "PutItem": 6.0, "GetItem": 4.0, "Query": 25.0,
+          "BatchGetItem": 15.0}
 LAMBDA_VCPU = 1024 / 1769  # MeteringSweepFunction's 1,024 MB share of a vCPU
 TIMEOUT_S = 50.0
 

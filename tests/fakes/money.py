@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from gpurent.records import OpMarker
+from gpurent.records import LaunchAnswer, OpMarker
 from gpurent.store import money as real
 from tests.fakes.writes import FakeWrite
 from tests.fakes.writes import item as as_item
@@ -38,6 +38,13 @@ class FakeMoneyStore:
     def get_op_marker(self, op_key: str) -> OpMarker | None:
         found = self.get_op(op_key)
         return real.op_marker_from_item(op_key, found) if found is not None else None
+
+    def set_launch_answer(self, op_key: str, answer: LaunchAnswer) -> bool:
+        marker = self.items.get((f"OP#{op_key}", "OP"))
+        if marker is None or "launchAnswer" in marker:
+            return False
+        marker["launchAnswer"] = copy.deepcopy(dict(answer))
+        return True
 
     def query_ledger(self, user_id: str, start_after: str | None, limit: int,
                      entry_type: str | None) -> tuple[list[dict[str, Any]], str | None]:

@@ -3,7 +3,8 @@ transaction writes join the fake money store's transactions."""
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from collections.abc import Sequence
+from dataclasses import MISSING, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from gpurent.records import LIVE, Rental, RentalChanges, RentalStatus, active_shard
@@ -11,7 +12,8 @@ from gpurent.store import rental_items
 from gpurent.store import rentals as real
 from tests.fakes.writes import FakeWrite, item
 
-_DEFAULTS = {f.name: f.default for f in fields(Rental)}
+# A field without a default (the offer, dropped once running) reads as None once removed.
+_DEFAULTS = {f.name: None if f.default is MISSING else f.default for f in fields(Rental)}
 
 
 class FakeRentalStore:
@@ -55,6 +57,12 @@ class FakeRentalStore:
 
     def live_in_shard(self, n: int, status: RentalStatus | None = None) -> list[Rental]:
         return sorted((r for r in self.live(status) if active_shard(r.user_id) == n), key=lambda r: r.user_id)
+
+    def live_keys_in_shard(self, n: int, status: RentalStatus | None = None) -> list[tuple[str, str]]:
+        return [(r.user_id, r.id) for r in sorted(self.live_in_shard(n, status), key=lambda r: (r.user_id, r.id))]
+
+    def get_many(self, keys: Sequence[tuple[str, str]]) -> list[Rental]:
+        return [r for r in (self.get(u, rid) for u, rid in dict.fromkeys(keys)) if r is not None]
 
     def live_for_user(self, user_id: str, status: RentalStatus) -> list[Rental]:
         return [r for r in self.live(status) if r.user_id == user_id]

@@ -71,6 +71,10 @@ COVERED_ELSEWHERE = {
     ("ReconcileWorkerFunction", "dynamodb:*", "table/"): "tests/crashpoints 'reconcile pass', 'launch (failover)': "
                                                   "settling a crashed rental, resuming a launch (its SSH keys, "
                                                   "the catalog's next listing)",
+    ("MeteringSweepFunction", "dynamodb:PutItem", "-money"): "tests/crashpoints 'stop (empty wallet, sweep)': an "
+                                                              "empty wallet's stops (the courtesy email's outbox "
+                                                              "item, each settlement's marker); a metering tick "
+                                                              "itself puts nothing in the money table",
     ("*", "ssm:GetParameter", "-api-key"): "tests/crashpoints 'stop (empty wallet, sweep)', 'stop "
                                            "(autoStopAfterHours timer)': terminating pods (adapters installed "
                                            "directly there)",

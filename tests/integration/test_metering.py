@@ -268,19 +268,61 @@ def test_a_crash_reported_after_a_tick_charged_past_it_gives_the_excess_back(api
     check_invariants(user["id"])
 
 
-def test_a_metering_ticks_marker_expires_and_money_operations_markers_do_not(api: Api, user, world, clock) -> None:
+def test_a_metering_tick_writes_no_marker_and_money_operations_keep_theirs(api: Api, user, world, clock) -> None:
+    """A tick is exactly-once by its rentals' versions: it writes the wallet, the rentals and the
+    ledger rows, no operation marker (docs/decisions.md "Metering writes")."""
     from gpurent.store import dynamo
 
     fund(user["id"], 100_000, clock)
     launch_running(api, clock)
-    clock.advance(600)
-    sweep.start()
+    for _ in range(3):
+        clock.advance(600)
+        sweep.start()
     items = dynamo.client().scan(TableName=dynamo.settings().money_table)["Items"]
-    markers = {i["pk"]["S"]: i for i in items if i["pk"]["S"].startswith("OP#")}
-    meter = [m for k, m in markers.items() if k.startswith("OP#meter:")]
-    assert meter and all(int(m["ttl"]["N"]) == int(clock.now()) + metering.METER_MARKER_TTL for m in meter)
-    others = [m for k, m in markers.items() if not k.startswith("OP#meter:")]
-    assert others and all("ttl" not in m for m in others)  # adjustments, reserves: kept
+    markers = [i["pk"]["S"] for i in items if i["pk"]["S"].startswith("OP#")]
+    assert markers and not any(k.startswith("OP#meter:") for k in markers)  # adjustments, reserves: kept
+    charges = [e for e in api.get("/v1/billing/ledger?type=rental_charge&pageSize=200").json()["entries"]]
+    assert len(charges) == 3
+    check_invariants(user["id"])
+
+
+def item_bytes(item: dict) -> int:
+    """An item's size by DynamoDB's rules (attribute names plus values), rounded up: a number
+    is counted as one byte per character (DynamoDB stores about half that)."""
+    def value(v: dict) -> int:
+        ((t, x),) = v.items()
+        if t == "M":
+            return 3 + sum(len(k.encode()) + 1 + value(e) for k, e in x.items())
+        if t == "L":
+            return 3 + sum(1 + value(e) for e in x)
+        if t in ("BOOL", "NULL"):
+            return 1
+        return len(str(x).encode())
+
+    return sum(len(k.encode()) + value(v) for k, v in item.items())
+
+
+def test_a_running_rental_item_is_lean_and_a_replayed_launch_still_answers_its_first_answer(
+        api: Api, user, world, clock) -> None:
+    """Every tick rewrites the running rental's item (1 write unit per started KB, twice in a
+    transaction): it carries neither the offer it was allocated from nor the launch's answer.
+    The answer lives on the launch's operation marker, so a replay still answers it."""
+    fund(user["id"], 100_000, clock)
+    headers = {"Idempotency-Key": "lean-item-1"}
+    first = api.post("/v1/rentals", {"familyId": "h100-80gb", "gpuCount": 1}, headers=headers)
+    assert first.status == 200, first.body
+    clock.advance(6)
+    assert api.get(f"/v1/rentals/{first.json()['id']}").json()["status"] == "running"
+    clock.advance(60)
+    sweep.start()
+    raw = dynamo.client().get_item(TableName=dynamo.settings().money_table, ConsistentRead=True,
+                                   Key=dynamo.key(f"USER#{user['id']}", f"RENTAL#{first.json()['id']}"))["Item"]
+    assert "offer" not in raw and "launchAnswer" not in raw
+    assert item_bytes(raw) < 1024, item_bytes(raw)
+    again = api.post("/v1/rentals", {"familyId": "h100-80gb", "gpuCount": 1}, headers=headers)
+    assert again.status == 200 and again.json() == first.json()  # the first answer, not the rental now
+    assert first.json()["status"] == "provisioning"
+    check_invariants(user["id"])
 
 
 # ---------------------------------------------------------------- auto-topup is a state (issue 15, item 1)

@@ -249,3 +249,38 @@ def test_a_crowded_shard_is_split_among_workers_by_order_key(pods, sweep_queue, 
     after = metered(pods)
     assert after[wallets[0][1]] == tick and all(after[w[1]] == tick + 1 for w in wallets[1:])
     charges_are_the_formula(pods)
+
+
+def test_a_worker_reads_the_keys_only_index_then_only_its_wallets_rentals_whole(
+        pods, sweep_queue, clock, monkeypatch) -> None:
+    """The `ActiveIndex` holds keys only (a tick's writes never touch it): a worker reads its
+    shard's keys, splits a crowded shard on them, then reads only the rentals of the wallets
+    it kept, whole and as the table has them now (`BatchGetItem`, up to 100 a request)."""
+    from gpurent.store import dynamo
+
+    asked: list[tuple[str, str]] = []
+
+    def note(params: dict[str, Any], **_: Any) -> None:
+        for table in params["RequestItems"].values():
+            assert table["ConsistentRead"]
+            asked.extend((k["pk"]["S"].removeprefix("USER#"), k["sk"]["S"].removeprefix("RENTAL#"))
+                         for k in table["Keys"])
+
+    monkeypatch.setattr(sweep, "WALLETS_PER_WORKER", 1)
+    clock.advance(300)
+    tick = clock.now()
+    part = max((sweep.Part(n, tick) for n in range(ACTIVE_SHARDS)), key=lambda p: len(sweep.covered(p)))
+    assert len(sweep.covered(part)) > 1, "a shard with several wallets"
+    events = dynamo.client().meta.events
+    events.register("provide-client-params.dynamodb.BatchGetItem", note)
+    try:
+        assert sweep.run_part(part).wallets == 1
+    finally:
+        events.unregister("provide-client-params.dynamodb.BatchGetItem", note)
+    (kept,) = sweep.covered(part)[:1]
+    assert asked == kept[2]  # the kept wallet's rentals only: the slices sent out read their own
+    uid, rid = kept[2][0]
+    assert sweep.wallets_of(part)[0][2] == [rental_store.get(uid, rid)]  # whole: what a GetItem reads
+    # A rental that left `running` is not handed to the sweep, even where the index lags.
+    rental_store.update(uid, rid, {"status": "stopping"}, ("running",))
+    assert sweep.read([kept]) == [] and rental_store.live_for_user(uid, "running") == []

@@ -48,10 +48,7 @@ from gpurent.store import rentals as store
 from gpurent.store.money import TransactItem
 from gpurent.telemetry import count, logger
 
-CHUNK = 45  # rentals per transaction: 2 items each (row update + ledger row) + wallet + marker
-# A tick's marker (its key is random, never retried later) only has to outlive the tick: without
-# a TTL, a thousand wallets would leave ~1.4 million markers a day behind.
-METER_MARKER_TTL = 86400
+CHUNK = 45  # rentals per transaction: 2 items each (row update + ledger row) + the wallet
 
 
 def billable_seconds(r: Rental, now: float) -> int:
@@ -164,8 +161,7 @@ def charge_wallet(user_id: str, batch: list[Rental], now: float) -> tuple[wallet
         return items
 
     result = wallet.apply(user_id, f"meter:{user_id}:{uuid.uuid4().hex}", {"op": "meter"},
-                          lambda w: plan_charges(w, batch, now), extras, marker_ttl=METER_MARKER_TTL,
-                          check_auto_topup=False)
+                          lambda w: plan_charges(w, batch, now), extras, marker=False, check_auto_topup=False)
     return result, after
 
 

@@ -10,9 +10,10 @@ in milliseconds without DynamoDB. The other ports: Stripe's is `billing.ports.St
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
-from gpurent.records import OpMarker, Rental, RentalChanges, RentalStatus
+from gpurent.records import LaunchAnswer, OpMarker, Rental, RentalChanges, RentalStatus
 
 TransactItem = dict[str, Any]  # one write of a transaction, as the money store builds it
 
@@ -30,6 +31,14 @@ class RentalStore(Protocol):
     def live(self, status: RentalStatus | None = None) -> list[Rental]: ...
 
     def live_in_shard(self, n: int, status: RentalStatus | None = None) -> list[Rental]: ...
+
+    def live_keys_in_shard(self, n: int, status: RentalStatus | None = None) -> list[tuple[str, str]]:
+        """(user, rental id) of the shard's live rentals, from the index alone."""
+        ...
+
+    def get_many(self, keys: Sequence[tuple[str, str]]) -> list[Rental]:
+        """The rentals named by (user, rental id), read whole, in that order (absent ones left out)."""
+        ...
 
     def live_for_user(self, user_id: str, status: RentalStatus) -> list[Rental]: ...
 
@@ -64,6 +73,8 @@ class MoneyStore(Protocol):
     def get_op(self, op_key: str) -> dict[str, Any] | None: ...
 
     def get_op_marker(self, op_key: str) -> OpMarker | None: ...
+
+    def set_launch_answer(self, op_key: str, answer: LaunchAnswer) -> bool: ...
 
     def wallet_update(self, user_id: str, state: dict[str, Any], expected_version: int) -> TransactItem: ...
 

@@ -31,7 +31,8 @@ StopReason = Literal["user", "insufficient_balance", "auto_stop", "max_total", "
 
 
 class LaunchAnswer(TypedDict):
-    """The first answer of `POST /v1/rentals`, kept on the rental so a replay answers the same."""
+    """The first answer of `POST /v1/rentals`, kept on the launch's operation marker so a replay
+    answers the same (rentals launched before that carry it on their own item)."""
 
     id: str
     status: str
@@ -69,7 +70,9 @@ class Rental:
     region: str
     region_code: str
     model: str
-    offer: Listing  # that listing, as it was when tried
+    # That listing, as it was when tried: what the launch allocates from. Dropped from the item
+    # once the rental runs (None), so the item every metering tick rewrites stays under 1 KB.
+    offer: Listing | None
     created_at: float
     version: int = 1  # +1 on every write; writes that saw another version fail
     name: str | None = None
@@ -93,7 +96,7 @@ class Rental:
     allocating_until: float = 0.0  # a launch owns the allocation until then
     allocation_uncertain: bool = False  # an allocate timed out: the instance may exist (found by label)
     instance_id: str | None = None
-    launch_answer: LaunchAnswer | None = None
+    launch_answer: LaunchAnswer | None = None  # rentals launched before it moved to the launch's marker
     # life
     host: str | None = None
     port: int | None = None
@@ -158,7 +161,7 @@ class RentalChanges(TypedDict, total=False):
     region: str
     region_code: str
     model: str
-    offer: Listing
+    offer: Listing | None
     reserve_cents: int
     charged_cents: int
     overage_cents: int
@@ -171,7 +174,6 @@ class RentalChanges(TypedDict, total=False):
     allocating_until: float
     allocation_uncertain: bool | None
     instance_id: str
-    launch_answer: LaunchAnswer
     host: str | None
     port: int | None
     running_at: float
@@ -208,6 +210,7 @@ class OpMarker:
     created_at: float
     result: OpResult
     ttl: int | None = None  # epoch seconds after which DynamoDB may delete it
+    launch_answer: LaunchAnswer | None = None  # a launch's first answer (`rentals.launching`)
 
 
 InvoiceStatus = Literal["draft", "open", "paid", "void", "uncollectible"]

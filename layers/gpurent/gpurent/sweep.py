@@ -6,7 +6,8 @@ past a Lambda's timeout, and a sweep that times out starves the same tail
 wallets every minute. So the minute's schedule starts a **coordinator** that
 reads nothing: it hands each `ActiveIndex` shard to its own **worker** (a
 message on the sweep queue; without a queue, each part runs in this process).
-A worker reads its shard's running rentals (one paged query), groups them by
+A worker reads its shard's running rentals (one paged query of the keys-only index, then
+the rentals of the wallets its part covers, 100 a request), groups them by
 wallet and charges `sweep_concurrency` wallets at once (`metering.meter_wallet`:
 charge, stop what is due, arm the next deadline's timer).
 
@@ -127,26 +128,42 @@ def start(tick: float | None = None) -> Report:
     return report
 
 
+Keys = list[tuple[str, str]]  # (user, rental id), as the keys-only `ActiveIndex` names rentals
+
+
+def covered(part: Part) -> list[tuple[str, str, Keys]]:
+    """The part's wallets as (order key, user, its running rentals' keys), in this tick's
+    order: the index alone, no rental read yet."""
+    by_user: dict[str, Keys] = {}
+    for k in store.live_keys_in_shard(part.shard, "running"):
+        by_user.setdefault(k[0], []).append(k)
+    wallets = [(order_key(part.tick, user_id), user_id, keys) for user_id, keys in by_user.items()]
+    return sorted((w for w in wallets if part.covers(w[0])), key=lambda w: w[0])
+
+
+def read(wallets: list[tuple[str, str, Keys]]) -> list[tuple[str, str, list[Rental]]]:
+    """Those wallets' running rentals, read whole (100 a request), in the same order."""
+    running = [r for r in store.get_many([k for _, _, keys in wallets for k in keys])
+               if r.status == "running" and r.running_at is not None]
+    by_user = {user_id: list(rs) for user_id, rs in groupby(sorted(running, key=lambda r: r.user_id),
+                                                             key=lambda r: r.user_id)}
+    return [(k, user_id, by_user[user_id]) for k, user_id, _ in wallets if user_id in by_user]
+
+
 def wallets_of(part: Part) -> list[tuple[str, str, list[Rental]]]:
     """The part's wallets as (order key, user, running rentals), in this tick's order."""
-    running = [r for r in store.live_in_shard(part.shard, "running") if r.running_at is not None]
-    wallets = []
-    for user_id, rs in groupby(sorted(running, key=lambda r: r.user_id), key=lambda r: r.user_id):
-        k = order_key(part.tick, user_id)
-        if part.covers(k):
-            wallets.append((k, user_id, list(rs)))
-    wallets.sort(key=lambda w: w[0])
-    return wallets
+    return read(covered(part))
 
 
 def run_part(part: Part, time_left: Callable[[], float] | None = None) -> Report:
     """Charge the part's wallets, `sweep_concurrency` at once. `time_left` (seconds of the
     invocation left; None: no limit) decides when to stop starting wallets and hand on."""
     report = Report(parts=1)
-    wallets = wallets_of(part)
+    mine = covered(part)
     url = settings().sweep_queue_url
-    if url and len(wallets) > WALLETS_PER_WORKER:
-        wallets = split(part, wallets, url)
+    if url and len(mine) > WALLETS_PER_WORKER:
+        mine = split(part, mine, url)  # before reading them: the other slices' rentals are theirs to read
+    wallets = read(mine)
     concurrency = settings().sweep_concurrency
     now = clock.now()
 
@@ -197,7 +214,7 @@ def run_part(part: Part, time_left: Callable[[], float] | None = None) -> Report
     return report
 
 
-def split(part: Part, wallets: list[tuple[str, str, list[Rental]]], url: str) -> list[tuple[str, str, list[Rental]]]:
+def split(part: Part, wallets: list[tuple[str, str, Keys]], url: str) -> list[tuple[str, str, Keys]]:
     """Keep the first WALLETS_PER_WORKER wallets; send each further slice of the order as a
     part of its own (its key range), so the queue starts a worker for each at once."""
     starts = [wallets[i][0] for i in range(WALLETS_PER_WORKER, len(wallets), WALLETS_PER_WORKER)]

@@ -3,9 +3,10 @@
 A money operation is planned here as plain arithmetic on the wallet as read
 (`plan_*` functions, which tests call directly) and written by
 `gpurent.store.money` as ONE transaction: the wallet update guarded by its
-version, the ledger rows, a marker named by the operation's idempotency key,
-and the business rows the caller passes in. So it happens whole or not at
-all, exactly once per key:
+version, the ledger rows, a marker named by the operation's idempotency key
+(none for a metering tick, which its rentals' versions make exactly-once: see
+`apply`), and the business rows the caller passes in. So it happens whole or
+not at all, exactly once per key:
 
 - a retry of an operation that did commit finds its marker and answers what
   the first attempt answered;
@@ -296,15 +297,19 @@ def apply(
     planner: Planner,
     extras: Extras | None = None,
     before_write: Callable[[], None] | None = None,
-    marker_ttl: int | None = None,
+    marker: bool = True,
     check_auto_topup: bool = True,
     effects: Effects | None = None,
 ) -> Result:
     """Plan against a fresh read and write it as one transaction, exactly once per `op_key`.
 
-    `marker_ttl` (seconds) lets DynamoDB delete the operation's marker after that long:
-    for operations whose key is never retried after the fact (a metering tick's own
-    random key), the marker only has to outlive the invocation's retries.
+    `marker=False`: the operation writes no marker, for operations that are exactly-once
+    without one and whose key is never replayed (a metering tick: its key is random, and
+    each rental it charges is written under a condition on the rental's version, so the
+    same charge can never commit twice; `docs/decisions.md` "Metering writes"). The
+    transaction then carries a client request token instead, so a request the SDK resends
+    after a lost answer is not applied twice either (it could not be: the versions moved;
+    the token only spares the re-plan). Such an operation is never answered as a replay.
 
     `description` names the operation and its parameters: a replay of the key
     with a different description is refused (IdempotencyMismatch).
@@ -357,30 +362,33 @@ def apply(
             state["openInvoiceCount"] = wallet.open_invoice_count + invoice_count
             if state["openInvoicesCents"] < 0 or state["openInvoiceCount"] < 0:
                 raise AssertionError("open invoice counters cannot go below zero")
-        marker = {
-            "userId": user_id,
-            "fingerprint": fp,
-            "createdAt": now,
-            "result": {"entries": rows, "available": available, "reserved": reserved, "steps": result.steps},
-        }
-        if marker_ttl is not None:
-            marker["ttl"] = int(now) + marker_ttl
         business = list(extras(wallet, steps)) if extras else []
         owed = list(effects(wallet, steps)) if effects else []
-        items = [store.wallet_update(user_id, state, wallet.version), store.op_put(op_key, marker)]
+        items = [store.wallet_update(user_id, state, wallet.version)]
+        if marker:
+            items.append(store.op_put(op_key, {
+                "userId": user_id,
+                "fingerprint": fp,
+                "createdAt": now,
+                "result": {"entries": rows, "available": available, "reserved": reserved, "steps": result.steps},
+            }))
+        first_row = len(items)
         items += [store.ledger_put(user_id, r) for r in rows]
         items += business
         items += [outbox_store.put_item(user_id, kind, payload, now, seq) for seq, (kind, payload) in enumerate(owed)]
         if before_write is not None:
             before_write()
         try:
-            store.transact(items)
+            if marker:
+                store.transact(items)
+            else:
+                store.transact(items, _request_token(op_key, attempt))
         except store.TransactionConflict:
             pass
         except store.TransactionCancelled as exc:
-            if exc.codes[1] == "ConditionalCheckFailed":
+            if marker and exc.codes[1] == "ConditionalCheckFailed":
                 return _replay(op_key, fp)
-            first_business = 2 + len(rows)
+            first_business = first_row + len(rows)
             for i, code in enumerate(exc.codes[first_business:], start=first_business):
                 if code == "ConditionalCheckFailed":
                     raise BusinessConditionFailed(i - first_business, exc.items[i]) from None
@@ -398,6 +406,12 @@ def apply(
             pause = backoff.next_pause(pause, time.monotonic() - started)
             time.sleep(pause)
     raise ConflictRetryExhausted(f"wallet {user_id}: {backoff.attempts} attempts lost to concurrent writers")
+
+
+def _request_token(op_key: str, attempt: int) -> str:
+    """A transaction's client request token (at most 36 characters): one per attempt, since
+    each attempt is planned afresh and DynamoDB refuses a token reused with other items."""
+    return hashlib.sha256(f"{op_key}#{attempt}".encode()).hexdigest()[:36]
 
 
 def _kick_outbox(user_id: str) -> None:

@@ -3,6 +3,7 @@ that runs the same plan forward (checked against a second-by-second search)."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -86,6 +87,30 @@ def test_a_tick_charges_the_formula_and_moves_the_rental_in_the_same_transaction
     # A second tick at the same moment charges nothing more.
     _, again = metering.charge_wallet(r.user_id, after, T0 + 1234)
     assert again[0].charged_cents == cost
+
+
+def test_a_tick_writes_no_marker_its_rentals_versions_make_it_exactly_once(world: FakeWorld) -> None:
+    """The tick's transaction is the wallet, the rental rows and the ledger rows, no operation
+    marker: a pass that read a rental before another pass charged it (an overlapping sweep, a
+    retried invocation, a redelivered part) is refused whole by the rental's version and moves
+    nothing; re-read, it charges only what is not charged yet."""
+    r = seed(world, rental(), available=10_000)
+    markers = {k for k in world.money.items if k[0].startswith("OP#")}
+    world.clock.advance(600)
+    result, after = metering.charge_wallet(r.user_id, [r], T0 + 600)
+    assert {k for k in world.money.items if k[0].startswith("OP#")} == markers  # none added by the tick
+    assert not result.replayed and after[0].charged_cents == charge_for_seconds(600, RATE)
+    money, rows = world.money.wallet(r.user_id), world.money.all_ledger(r.user_id)
+    with pytest.raises(wallet.BusinessConditionFailed) as caught:
+        metering.charge_wallet(r.user_id, [r], T0 + 660)  # the rental as read before the first tick
+    assert caught.value.index == 0 and caught.value.old is not None
+    assert world.money.wallet(r.user_id) == money and world.money.all_ledger(r.user_id) == rows
+    out = metering._charge_all(r.user_id, [r], T0 + 660)  # the sweep's own recovery: re-read, charge the rest
+    assert out.conflicts == 1 and out.charged == charge_for_seconds(660, RATE) - charge_for_seconds(600, RATE)
+    stored = world.rentals.get(r.user_id, r.id)
+    assert stored is not None and stored.charged_cents == charge_for_seconds(660, RATE)
+    ledger = [-int(x["amountCents"]) for x in world.money.all_ledger(r.user_id) if x["type"] == "rental_charge"]
+    assert sum(ledger) == stored.charged_cents
 
 
 def test_a_wallet_that_cannot_pay_is_exhausted_stopped_and_told(world: FakeWorld) -> None:

@@ -1,6 +1,7 @@
 """The `ProviderIndex` (the reconciler's read of live rentals) projects only what a pass
 compares, and nothing a metering tick writes: the sweep updates every running rental every
-minute, and an update that changes a projected attribute is written to the index too."""
+minute, and an update that changes a projected attribute is written to the index too. The
+`ActiveIndex` (the sweep's) projects its keys only, for the same reason."""
 
 from __future__ import annotations
 
@@ -20,10 +21,16 @@ def _camel(name: str) -> str:
     return head + "".join(w.capitalize() for w in rest)
 
 
-def provider_index() -> dict[str, Any]:
+def provider_index(name: str = rental_store.PROVIDER_INDEX) -> dict[str, Any]:
     spec = template.table_definitions()["MoneyTable"]["create"]
-    (index,) = [g for g in spec["GlobalSecondaryIndexes"] if g["IndexName"] == rental_store.PROVIDER_INDEX]
+    (index,) = [g for g in spec["GlobalSecondaryIndexes"] if g["IndexName"] == name]
     return dict(index)
+
+
+def test_the_active_index_projects_its_keys_only() -> None:
+    index = provider_index(rental_store.ACTIVE_INDEX)
+    assert [k["AttributeName"] for k in index["KeySchema"]] == ["activeKey", "activeSort"]
+    assert index["Projection"] == {"ProjectionType": "KEYS_ONLY"}
 
 
 def test_the_template_projects_what_the_store_reads() -> None:

@@ -18,7 +18,7 @@ from gpurent.errors import ApiError
 from gpurent.listing import Listing, failover
 from gpurent.providers import registry
 from gpurent.providers.base import AllocateRequest, Instance, ProviderError
-from gpurent.records import Rental, RentalChanges
+from gpurent.records import LaunchAnswer, Rental, RentalChanges
 from gpurent.rentals import instances, settlement, views
 from gpurent.store import money as money_store
 from gpurent.store import rentals as store
@@ -62,7 +62,7 @@ def launch(user_id: str, body: Launch, idempotency_key: str | None) -> tuple[dic
         if previous is not None:
             if previous.fingerprint != wallet.fingerprint(description):
                 raise wallet.IdempotencyMismatch()
-            return _resume(user_id, str(previous.result.steps[0]["rentalId"]))
+            return _resume(user_id, str(previous.result.steps[0]["rentalId"]), op_key, previous.launch_answer)
 
     found = catalog.candidates(body.familyId, body.gpuCount, region)
     if not found:
@@ -97,9 +97,10 @@ def launch(user_id: str, body: Launch, idempotency_key: str | None) -> tuple[dic
         raise ApiError("insufficient_balance", "Available balance is below the 1-hour reserve",
                        {"requiredCents": price}) from None
     if result.replayed:  # a concurrent duplicate won the race
-        return _resume(user_id, result.steps[0]["rentalId"])
+        won = money_store.get_op_marker(op_key)
+        return _resume(user_id, result.steps[0]["rentalId"], op_key, won.launch_answer if won else None)
     count("Launches")
-    return _finish_launch(record, _allocate(record, keys, found))
+    return _finish_launch(record, _allocate(record, keys, found), op_key)
 
 
 def _warnings(r: Rental) -> list[str]:
@@ -120,31 +121,32 @@ def _unavailable(r: Rental) -> tuple[dict[str, Any], int]:
              "details": {"rentalId": r.id}}, 400)
 
 
-def _finish_launch(record: Rental, final: Rental) -> tuple[dict[str, Any], int]:
+def _finish_launch(record: Rental, final: Rental, op_key: str) -> tuple[dict[str, Any], int]:
+    """The launch's answer, kept on its operation marker (not on the rental: the rental item is
+    rewritten every minute while it runs, so it carries nothing it does not need)."""
     if final.status == "failed":
         return _unavailable(final)
     answer = views.launch_answer(final, _warnings(final))
-    try:
-        store.update(record.user_id, record.id, {"launch_answer": answer}, ())
-    except store.StaleRental:
-        pass
+    money_store.set_launch_answer(op_key, answer)  # False: a concurrent duplicate answered first
     return dict(answer), 200
 
 
-def _resume(user_id: str, rental_id: str) -> tuple[dict[str, Any], int]:
+def _resume(user_id: str, rental_id: str, op_key: str, answer: LaunchAnswer | None) -> tuple[dict[str, Any], int]:
     """A replayed launch: the first answer if there is one; else, if the first attempt died
     before the provider call finished (its lease expired), finish the launch now."""
+    if answer:
+        return dict(answer), 200
     r = store.get(user_id, rental_id)
     if r is None:
         raise AssertionError("a launch marker points at a missing rental")
-    if r.launch_answer:
+    if r.launch_answer:  # launched before answers moved to the marker
         return dict(r.launch_answer), 200
     if r.status == "failed" and not r.instance_id:
         return _unavailable(r)
     now = clock.now()
     if r.status != "provisioning" or r.instance_id or now < r.allocating_until:
         return dict(views.launch_answer(r, _warnings(r))), 200
-    return _finish_launch(r, continue_launch(r))
+    return _finish_launch(r, continue_launch(r), op_key)
 
 
 def continue_launch(r: Rental, listed: instances.Listed | None = None) -> Rental:
@@ -161,9 +163,10 @@ def continue_launch(r: Rental, listed: instances.Listed | None = None) -> Rental
         return r
     if inst is not None:
         return adopt(r, inst)
+    tried = [r.offer] if r.offer is not None else []
     others = [c for c in catalog.candidates(r.family_id, r.gpu_count, r.region_filter)
-              if c.id != r.offer.id and c.id not in r.attempts]
-    return _allocate(r, ssh_keys.public_keys(r.user_id), [r.offer, *others])
+              if c.id != r.listing_id and c.id not in r.attempts]
+    return _allocate(r, ssh_keys.public_keys(r.user_id), [*tried, *others])
 
 
 def adopt(r: Rental, inst: Instance) -> Rental:
@@ -244,7 +247,8 @@ def _allocate(record: Rental, public_keys: list[str], candidates: list[Listing])
             current = moved
             if current.status != "provisioning":
                 return current  # stopped meanwhile: nothing allocated
-        req = AllocateRequest(rental_id=rental_id, offer=current.offer.to_offer(), image=template.image,
+        offer = current.offer if current.offer is not None else listing  # a provisioning rental has its offer
+        req = AllocateRequest(rental_id=rental_id, offer=offer.to_offer(), image=template.image,
                               start_command=template.start_command, ssh_public_keys=tuple(public_keys))
         try:
             instance_id = instances.run(registry.adapter(listing.provider).allocate(req))

@@ -93,10 +93,13 @@ def mark_running(r: Rental, inst: Instance) -> Rental:
     changes: RentalChanges = {
         "status": "running", "host": inst.host, "port": inst.ssh_port, "running_at": now,
         "metered_until": now, "last_healthy_at": now, "instance_id": inst.instance_id,
+        # The offer served the allocation; the running item (rewritten by every metering tick)
+        # does without it. Listing, provider, region, model and price stay on the rental.
+        "offer": None,
     }
     if inst.cost_cents_per_hour is not None:
         changes["provider_cost_cents_per_hour"] = inst.cost_cents_per_hour
-        if inst.cost_cents_per_hour > r.offer.cost_cents_per_hour:
+        if r.offer is not None and inst.cost_cents_per_hour > r.offer.cost_cents_per_hour:
             # The provider bills more than it quoted: our margin pays; the user keeps the locked price.
             logger.warning("provider bills more than its quote", extra={
                 "rentalId": r.id, "provider": r.provider, "quotedCents": r.offer.cost_cents_per_hour,

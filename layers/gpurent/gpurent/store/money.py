@@ -7,16 +7,17 @@ this module writes it as one `TransactWriteItems`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from gpurent.config import settings
-from gpurent.records import OpMarker, OpResult
+from gpurent.records import LaunchAnswer, OpMarker, OpResult
 from gpurent.store.dynamo import (
     ClientError,
     cancellation_codes,
     client,
     error_code,
     from_item,
+    is_conditional_failure,
     key,
     to_item,
     to_values,
@@ -249,13 +250,31 @@ def op_marker_from_item(op_key: str, item: dict[str, Any]) -> OpMarker:
     """An operation marker item (`op_put`'s record) → OpMarker."""
     r = item.get("result") or {}
     ttl = item.get("ttl")
+    answer = item.get("launchAnswer")
     return OpMarker(
         op_key=op_key, user_id=str(item.get("userId", "")), fingerprint=str(item.get("fingerprint", "")),
         created_at=float(item.get("createdAt", 0)),
         result=OpResult(entries=list(r.get("entries", [])), available=int(r.get("available", 0)),
                         reserved=int(r.get("reserved", 0)), steps=list(r.get("steps", []))),
         ttl=int(ttl) if ttl is not None else None,
+        launch_answer=cast(LaunchAnswer, dict(answer)) if answer else None,
     )
+
+
+def set_launch_answer(op_key: str, answer: LaunchAnswer) -> bool:
+    """Keep a launch's first answer on its operation marker (a replay of the launch answers
+    it). False when the marker already holds one (the first stays) or does not exist."""
+    try:
+        client().update_item(
+            TableName=_money(), Key=key(f"OP#{op_key}", "OP"), UpdateExpression="SET launchAnswer = :a",
+            ConditionExpression="attribute_exists(pk) AND attribute_not_exists(launchAnswer)",
+            ExpressionAttributeValues=to_values({":a": dict(answer)}),
+        )
+    except ClientError as exc:
+        if is_conditional_failure(exc):
+            return False
+        raise
+    return True
 
 
 def get_op_marker(op_key: str) -> OpMarker | None:

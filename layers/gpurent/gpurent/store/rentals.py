@@ -2,10 +2,14 @@
 
 While a rental is live (provisioning, running, stopping) it carries
 `activeKey`/`activeSort`, which put it in the sparse `ActiveIndex`: the
-reconciler and the metering sweep read live rentals from there, never by a
-Scan. `activeKey` is one of a few shards so no index partition is hot;
+metering sweep and timers find live rentals there, never by a Scan.
+`activeKey` is one of a few shards so no index partition is hot;
 `activeSort` = `<status>#<user>#<rental>` groups a shard's rentals by status,
-then by wallet.
+then by wallet. The index projects only its keys: it names the rentals, and
+they are then read whole from the table (`get_many`, strongly consistent,
+100 a request). A metering tick rewrites every running rental every minute;
+an index holding any attribute the tick writes would be written with it (one
+more write unit per rental per minute), and keys change only with the status.
 
 The reconciler reads them by provider instead, from the sparse `ProviderIndex`
 (key `provider`, `activeSort`: the same live rentals, no attribute of their own). It
@@ -15,7 +19,8 @@ none of which a metering tick writes, so the sweep's per-minute updates never re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gpurent.config import settings
@@ -33,7 +38,10 @@ from gpurent.store.dynamo import ClientError, client, from_item, is_conditional_
 from gpurent.store.money import TransactItem, money_put
 from gpurent.store.rental_items import Item, changes_item, live_rental_from_item, rental_from_item, rental_item
 
+ACTIVE_INDEX = "ActiveIndex"  # KEYS_ONLY (template.yaml; tests/unit/core checks it)
 PROVIDER_INDEX = "ProviderIndex"
+BATCH_GET = 100  # keys per BatchGetItem (DynamoDB's limit)
+BATCH_GET_ATTEMPTS = 8  # rounds of asking again for keys DynamoDB left unprocessed (throttling)
 # The ProviderIndex's projected attributes besides the keys (template.yaml must list the same:
 # tests/template checks it). None of them changes on a metering tick.
 LIVE_PROJECTION = (
@@ -196,14 +204,49 @@ def list_for_user(
         kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
 
 
-def _query_all(kwargs: Item) -> list[Rental]:
-    out: list[Rental] = []
+def get_many(keys: Sequence[tuple[str, str]]) -> list[Rental]:
+    """The rentals named by (user, rental id), read whole and strongly consistent, in the order
+    given; one absent from the table is left out. `BatchGetItem`, 100 keys a request; keys
+    DynamoDB leaves unprocessed (throttling) are asked again after a short pause."""
+    found: dict[tuple[str, str], Rental] = {}
+    table = _table()
+    for start in range(0, len(keys), BATCH_GET):
+        pending: list[Item] = [rental_key(u, r) for u, r in dict.fromkeys(keys[start:start + BATCH_GET])]
+        for attempt in range(BATCH_GET_ATTEMPTS):
+            if not pending:
+                break
+            if attempt:
+                time.sleep(min(1.0, 0.05 * 2 ** attempt))
+            answer = client().batch_get_item(RequestItems={table: {"Keys": pending, "ConsistentRead": True}})
+            for raw in answer.get("Responses", {}).get(table, []):
+                item = from_item(raw)
+                if item is not None:
+                    r = rental_from_item(item)
+                    found[(r.user_id, r.id)] = r
+            left = answer.get("UnprocessedKeys") or {}
+            pending = list(left[table]["Keys"]) if table in left else []
+        if pending:
+            raise RuntimeError(f"{len(pending)} rentals still unprocessed after {BATCH_GET_ATTEMPTS} batch reads")
+    return [found[k] for k in dict.fromkeys(keys) if k in found]
+
+
+def _live_keys(kwargs: Item) -> list[tuple[str, str]]:
+    """(user, rental id) of each `ActiveIndex` entry the query names, every page."""
+    out: list[tuple[str, str]] = []
     while True:
         r = client().query(**kwargs)
-        out.extend(rental_from_item(i) for i in (from_item(x) for x in r.get("Items", [])) if i is not None)
+        for raw in r.get("Items", []):
+            item = from_item(raw) or {}
+            _, user_id, rental_id = str(item["activeSort"]).split("#", 2)
+            out.append((user_id, rental_id))
         if "LastEvaluatedKey" not in r:
             return out
         kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
+
+
+def _still(rentals: list[Rental], status: RentalStatus | None) -> list[Rental]:
+    """What the index named, as the table has it now: still live (and in `status`)."""
+    return [r for r in rentals if r.is_live and (status is None or r.status == status)]
 
 
 def live(status: RentalStatus | None = None) -> list[Rental]:
@@ -214,16 +257,22 @@ def live(status: RentalStatus | None = None) -> list[Rental]:
     return out
 
 
-def live_in_shard(n: int, status: RentalStatus | None = None) -> list[Rental]:
-    """One `ActiveIndex` shard's live rentals (all statuses, or one), ordered by user."""
+def live_keys_in_shard(n: int, status: RentalStatus | None = None) -> list[tuple[str, str]]:
+    """(user, rental id) of one `ActiveIndex` shard's live rentals (all statuses, or one),
+    ordered by user: the index only (eventually consistent), no rental read."""
     values: Item = {":k": f"A#{n}"}
-    kwargs: Item = {"TableName": _table(), "IndexName": "ActiveIndex",
+    kwargs: Item = {"TableName": _table(), "IndexName": ACTIVE_INDEX,
                     "KeyConditionExpression": "activeKey = :k"}
     if status:
         kwargs["KeyConditionExpression"] += " AND begins_with(activeSort, :p)"
         values[":p"] = f"{status}#"
     kwargs["ExpressionAttributeValues"] = to_values(values)
-    return _query_all(kwargs)
+    return _live_keys(kwargs)
+
+
+def live_in_shard(n: int, status: RentalStatus | None = None) -> list[Rental]:
+    """One `ActiveIndex` shard's live rentals (all statuses, or one), ordered by user."""
+    return sorted(_still(get_many(live_keys_in_shard(n, status)), status), key=lambda r: r.user_id)
 
 
 def provider_live(provider: str) -> list[LiveRental]:
@@ -281,12 +330,13 @@ def find_by_id(rental_id: str) -> Rental | None:
 
 
 def live_for_user(user_id: str, status: RentalStatus) -> list[Rental]:
-    """One user's live rentals in one status (one query of its index shard)."""
-    return _query_all({
-        "TableName": _table(), "IndexName": "ActiveIndex",
+    """One user's live rentals in one status (one query of its index shard, then the rentals)."""
+    keys = _live_keys({
+        "TableName": _table(), "IndexName": ACTIVE_INDEX,
         "KeyConditionExpression": "activeKey = :k AND begins_with(activeSort, :p)",
         "ExpressionAttributeValues": to_values({":k": shard(user_id), ":p": f"{status}#{user_id}#"}),
     })
+    return _still(get_many(keys), status)
 
 
 if TYPE_CHECKING:  # this module is the adapter of `ports.RentalStore`: mypy checks it fits
