@@ -10,7 +10,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "layers" / "gpurent" / "gpurent"
 FORBIDDEN = ("gpurent.billing", "gpurent.rentals", "gpurent.metering")
-CORE = ["gpurent.wallet", "gpurent.ledger",
+CORE = ["gpurent.wallet", "gpurent.wallet_plan", "gpurent.ledger",
         *sorted(f"gpurent.store.{p.stem}" for p in (PACKAGE / "store").glob("*.py") if p.stem != "__init__")]
 
 

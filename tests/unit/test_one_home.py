@@ -6,13 +6,13 @@ from typing import get_args
 
 from gpurent_cli.output import ledger_types
 
-from gpurent import ledger, wallet
+from gpurent import ledger, wallet, wallet_plan
 from infra import contract, openapi
 
 
 def test_ledger_types_are_defined_once_and_derived_everywhere() -> None:
     assert set(ledger.CREDIT_TYPES) <= set(ledger.LEDGER_TYPES)
-    assert wallet.LEDGER_TYPES is ledger.LEDGER_TYPES and wallet.CREDIT_TYPES is ledger.CREDIT_TYPES
+    assert wallet.LEDGER_TYPES is ledger.LEDGER_TYPES and wallet_plan.CREDIT_TYPES is ledger.CREDIT_TYPES
     assert contract.LedgerEntry.model_fields["type"].annotation is ledger.LedgerType
     assert get_args(contract.LedgerEntry.model_fields["type"].annotation) == ledger.LEDGER_TYPES
     doc = openapi.build()
