@@ -17,6 +17,7 @@ PYTEST_ARGS ?=
 # Parallel test workers (pytest-xdist): each test file stays on one worker, the e2e tier's files
 # share a worker per local stack (tests/conftest.py). 3 on 2 cores: much of a run waits on I/O.
 PYTEST_WORKERS ?= 3
+PY313_WORKERS ?= 2
 PIP_QUIET := --quiet --disable-pip-version-check
 say = @printf '\033[1m[make] %s\033[0m\n' "$(1)"
 
@@ -145,28 +146,32 @@ define run_pytest
 	if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 endef
 
-# Every tier at once on PYTEST_WORKERS workers; lint and the Python 3.13 run (unit + integration
-# on the Lambda runtime's Python) beside them; the slowest tests are listed at the end. The
+# Every tier once: the unit and integration tiers on Python 3.13 (the Lambda runtime's), on
+# PY313_WORKERS workers; every other tier, and the unit tier again, on Python 3.11 (the oldest
+# Python `make dev` supports) on PYTEST_WORKERS workers; lint beside them. Each run lists its
+# slowest tests at the end. The
 # installs run in parallel too (`make -j3 deps web browser`): the dashboard is built and the browser
 # tests (tests/e2e/browser, their own worker and local stack) run beside the other tiers.
 test:
 	$(call say,installing what the tests need (in parallel))
 	$(MAKE) --no-print-directory -j3 deps web browser
-	$(call say,lint and Python 3.13 in the background; every test tier on $(PYTEST_WORKERS) workers)
+	$(call say,lint and Python 3.13 (unit + integration) in the background; the other tiers on 3.11)
 	@( $(MAKE) --no-print-directory lint > .lint.log 2>&1; echo $$? > .lint.rc ) & \
 	( $(MAKE) --no-print-directory py313 > .py313.log 2>&1; echo $$? > .py313.rc ) & \
-	SAM_CLI=$(abspath $(SAM)) SAM_PYTHON_BIN=$(PY313_BIN) $(PY) -m pytest tests -n $(PYTEST_WORKERS) \
-	    --dist loadgroup --durations=25 --durations-min=2 $(PYTEST_ARGS); rc=$$?; \
+	SAM_CLI=$(abspath $(SAM)) SAM_PYTHON_BIN=$(PY313_BIN) $(PY) -m pytest tests --ignore=tests/integration \
+	    -n $(PYTEST_WORKERS) --dist loadgroup --durations=25 --durations-min=2 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then rc=0; fi; \
 	wait; echo "== lint"; cat .lint.log; lint=$$(cat .lint.rc); \
-	echo "== Python 3.13: unit + integration (.py313.log)"; tail -n 5 .py313.log; py313=$$(cat .py313.rc); \
+	echo "== Python 3.13: unit + integration (.py313.log)"; sed -n '/slowest/,$$p' .py313.log; \
+	py313=$$(cat .py313.rc); \
 	rm -f .lint.log .lint.rc .py313.rc; \
 	if [ "$$lint" != 0 ]; then echo "lint failed"; exit 1; fi; \
 	if [ "$$py313" != 0 ]; then echo "Python 3.13 run failed (.py313.log)"; exit 1; fi; exit $$rc
 
-py313: $(VENV313)/.installed
+py313: $(VENV313)/.installed node_modules/.installed
 	SAM_CLI=$(abspath $(SAM)) SAM_PYTHON_BIN=$(PY313_BIN) $(VENV313)/bin/python -m pytest tests/unit tests/integration \
-		-p no:cacheprovider $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+		-n $(PY313_WORKERS) --dist loadgroup --durations=15 --durations-min=2 -p no:cacheprovider $(PYTEST_ARGS); \
+		rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 unit: $(VENV)/.installed
 	$(call run_pytest,tests/unit)

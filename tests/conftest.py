@@ -39,6 +39,7 @@ from gpurent import config  # noqa: E402
 from gpurent.store import dynamo, secrets, ses  # noqa: E402
 from infra.local import template  # noqa: E402
 from infra.local.client import Reply, invoke  # noqa: E402
+from tests import moto_fast  # noqa: E402
 
 # The local Stripe (one per process: localstripe keeps its state in module globals); the IAM
 # check of every AWS call a function makes (tests/iam/plugin.py).
@@ -107,6 +108,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, clock: clock_mod.ManualClock) -> Iterat
     """moto in-process: every table of template.yaml, SES with a verified sender."""
     from moto import mock_aws
 
+    moto_fast.install()
     with mock_aws():
         names = template.default_table_names("test")
         for k, v in {**TEST_ENV, **table_env(names)}.items():

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from infra.local import template
+from tests import moto_fast
 from tests.conftest import TEST_ENV, reset_clients, table_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +26,7 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, clo
         from moto import mock_aws
 
         monkeypatch.delenv("DYNAMODB_ENDPOINT", raising=False)
+        moto_fast.install()
         with mock_aws():
             reset_clients()
             from gpurent.store import dynamo
