@@ -39,6 +39,7 @@ from gpurent.billing import cards, gateway, invoices, topups
 from gpurent.errors import ApiError
 from gpurent.money import dollars
 from gpurent.store import billing as store
+from gpurent.store.money import wallet_from_item
 from gpurent.telemetry import count, logger
 
 COOLDOWN = wallet.AUTO_TOPUP_COOLDOWN
@@ -113,7 +114,7 @@ def run(user_id: str) -> str:
     Returns the state it found (for the timer's log)."""
     item = store.wallet_item(user_id)
     now = clock.now()
-    state = wallet.Wallet.from_record(user_id, item or None).auto_topup_state(now)
+    state = wallet.Wallet.from_record(user_id, wallet_from_item(item or None)).auto_topup_state(now)
     if state == wallet.PENDING:
         fire(user_id)
     elif state == wallet.DUE and claim(user_id, item, now):
@@ -147,7 +148,7 @@ def claim(user_id: str, item: dict[str, Any], now: float) -> bool:
 
 def resume(user_id: str) -> None:
     """Finish the user's claimed attempt if it has no recorded outcome (idempotent)."""
-    if wallet.Wallet.from_record(user_id, store.wallet_item(user_id) or None).auto_topup_pending:
+    if wallet.Wallet.from_record(user_id, wallet_from_item(store.wallet_item(user_id) or None)).auto_topup_pending:
         fire(user_id)
 
 
