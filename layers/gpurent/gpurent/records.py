@@ -260,11 +260,32 @@ class OpMarker:
     launch_answer: LaunchAnswer | None = None  # a launch's first answer (`rentals.launching`)
 
 
+class CardOnFile(TypedDict):
+    """The saved card on the wallet item (`billing.cards.card_fields`)."""
+
+    pmId: str  # Stripe's PaymentMethod
+    brand: str
+    last4: str
+    expMonth: int
+    expYear: int
+    savedAt: NotRequired[float]
+
+
+class AutoTopupRule(TypedDict, total=False):
+    """The user's auto-topup settings on the wallet item (`billing.autotopup`)."""
+
+    enabled: bool
+    thresholdCents: int
+    topupAmountCents: int
+    disabledReason: str | None  # why it was switched off (a declined card, the card removed)
+    disabledAt: float
+
+
 class WalletItem(TypedDict, total=False):
-    """The wallet item's fields the wallet reads and writes (`store.money` converts the item):
-    the money, the open-invoice counters and the auto-topup state (`wallet_plan.Wallet`). The
-    same item holds billing's settings (customer, card, auto-topup rule), which billing reads
-    as the raw item (`store.billing.wallet_item`) and the wallet never touches."""
+    """The wallet item (pk `USER#<user>`, sk `WALLET`) as `store.money.wallet_from_item` reads
+    it: the money, the open-invoice counters and the auto-topup state, which `wallet` writes
+    and `wallet_plan.Wallet` reads, and billing's settings (customer, card, auto-topup rule and
+    its attempts), which `store.billing` writes apart from the money (never its `version`)."""
 
     userId: str
     createdAt: float
@@ -280,6 +301,12 @@ class WalletItem(TypedDict, total=False):
     autoTopupAttempt: str  # the last claimed attempt
     autoTopupAttemptAt: float
     autoTopupAttemptDone: str  # the last attempt whose outcome is recorded
+    autoTopupAttemptAmountCents: int  # what the claimed attempt charges
+    autoTopupAttemptPmId: str  # and with which card
+    stripeCustomerId: str
+    card: CardOnFile
+    cardSourceCreated: int  # Stripe's `created` of the SetupIntent / Session that saved the card
+    autoTopup: AutoTopupRule
 
 
 InvoiceStatus = Literal["draft", "open", "paid", "void", "uncollectible"]

@@ -38,8 +38,8 @@ from gpurent import clock, timers, wallet
 from gpurent.billing import cards, gateway, invoices, topups
 from gpurent.errors import ApiError
 from gpurent.money import dollars
+from gpurent.records import AutoTopupRule, WalletItem
 from gpurent.store import billing as store
-from gpurent.store.money import wallet_from_item
 from gpurent.telemetry import count, logger
 
 COOLDOWN = wallet.AUTO_TOPUP_COOLDOWN
@@ -57,7 +57,7 @@ class AutoTopup(BaseModel):
     topupAmountCents: int | None = None
 
 
-def public(item: dict[str, Any]) -> dict[str, Any]:
+def public(item: WalletItem) -> dict[str, Any]:
     auto = item.get("autoTopup") or {}
     return {
         "enabled": bool(auto.get("enabled", False)),
@@ -91,7 +91,7 @@ def put(user_id: str, body: AutoTopup) -> dict[str, Any]:
         if cards.card_of(item) is None:
             raise ApiError("validation_failed", "Auto-topup needs a saved card: add one first",
                            {"card": "a saved card is required"})
-    auto = dict(item.get("autoTopup") or {})
+    auto = (item.get("autoTopup") or AutoTopupRule()).copy()
     auto["enabled"] = body.enabled
     if body.thresholdCents is not None:
         auto["thresholdCents"] = body.thresholdCents
@@ -114,7 +114,7 @@ def run(user_id: str) -> str:
     Returns the state it found (for the timer's log)."""
     item = store.wallet_item(user_id)
     now = clock.now()
-    state = wallet.Wallet.from_record(user_id, wallet_from_item(item or None)).auto_topup_state(now)
+    state = wallet.Wallet.from_record(user_id, item or None).auto_topup_state(now)
     if state == wallet.PENDING:
         fire(user_id)
     elif state == wallet.DUE and claim(user_id, item, now):
@@ -122,7 +122,7 @@ def run(user_id: str) -> str:
     return state
 
 
-def claim(user_id: str, item: dict[str, Any], now: float) -> bool:
+def claim(user_id: str, item: WalletItem, now: float) -> bool:
     """Claim a new attempt if the wallet is in the DUE state, with one conditional write
     whose condition is that very state (so racing claimers cannot both win)."""
     auto = item.get("autoTopup") or {}
@@ -148,7 +148,7 @@ def claim(user_id: str, item: dict[str, Any], now: float) -> bool:
 
 def resume(user_id: str) -> None:
     """Finish the user's claimed attempt if it has no recorded outcome (idempotent)."""
-    if wallet.Wallet.from_record(user_id, wallet_from_item(store.wallet_item(user_id) or None)).auto_topup_pending:
+    if wallet.Wallet.from_record(user_id, store.wallet_item(user_id) or None).auto_topup_pending:
         fire(user_id)
 
 
@@ -203,7 +203,7 @@ def _failed(user_id: str, attempt: str, amount: int, reason: str, message: str) 
         "noLinkLine": "The invoice is under Billing → Invoices.\n"})
     invoices.issue(record, f"autotopup_failed:{user_id}:{attempt}", effects=[email])
     item = store.wallet_item(user_id)
-    auto = dict(item.get("autoTopup") or {})
+    auto = (item.get("autoTopup") or AutoTopupRule()).copy()
     auto.update({"enabled": False, "disabledReason": reason, "disabledAt": clock.now()})
     store.update_settings(user_id, {"autoTopup": auto, "autoTopupAttemptDone": attempt},
                           remove=("autoTopupThresholdCents",))

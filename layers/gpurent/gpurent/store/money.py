@@ -57,8 +57,8 @@ _WALLET_FIELDS = WalletItem.__required_keys__ | WalletItem.__optional_keys__
 
 
 def wallet_from_item(item: Mapping[str, Any] | None) -> WalletItem | None:
-    """The wallet item (as read, or as a cancelled transaction returned it) → the fields the
-    wallet reads; billing's settings on the same item are left to `store.billing`."""
+    """The wallet item (as read, or as a cancelled transaction returned it) → a WalletItem (the
+    table's keys left off)."""
     if item is None:
         return None
     return cast(WalletItem, {k: v for k, v in item.items() if k in _WALLET_FIELDS})
