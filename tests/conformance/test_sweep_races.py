@@ -55,7 +55,7 @@ def running(tables: None, clock: Any) -> list[Rental]:
                         reserve_cents=price, running_at=clock.now(), metered_until=clock.now(),
                         last_healthy_at=clock.now(), created_at=clock.now() - 10)
                 for price in ((250, 99) if i % 3 == 0 else (180,))]
-        wallet.credit(user_id, FUNDS, "adjustment", f"seed:{user_id}", {"reason": "test"})
+        wallet.credit(user_id, FUNDS, "adjustment", f"seed:{user_id}", {"description": "test"})
         for r in mine:
             wallet.reserve(user_id, r.reserve_cents, f"reserve:{r.id}",
                            extras=lambda w, steps, r=r: [rental_store.put_item(r),

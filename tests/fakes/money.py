@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from gpurent.records import LaunchAnswer, OpMarker
+from gpurent.records import LaunchAnswer, LedgerRow, OpMarker, WalletItem
 from gpurent.store import money as real
 from tests.fakes.writes import FakeWrite
 from tests.fakes.writes import item as as_item
@@ -22,15 +22,17 @@ class FakeMoneyStore:
 
     def __init__(self) -> None:
         self.items: dict[Key, dict[str, Any]] = {}  # the money table: wallets, markers, business rows
-        self.ledger: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.ledger: dict[str, list[LedgerRow]] = defaultdict(list)
         self.transactions = 0  # transact calls, applied or not
         self.conflicts = 0  # the next `conflicts` calls raise TransactionConflict (another writer)
         self.before_transact: list[Callable[[], None]] = []  # run once each, before the next transact
 
     # ---------------------------------------------------------------- reads
 
-    def get_wallet(self, user_id: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.items.get((f"USER#{user_id}", "WALLET")))
+    def get_wallet(self, user_id: str) -> WalletItem | None:
+        return real.wallet_from_item(copy.deepcopy(self.items.get((f"USER#{user_id}", "WALLET"))))
+
+    wallet_from_item = staticmethod(real.wallet_from_item)
 
     def get_op(self, op_key: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.items.get((f"OP#{op_key}", "OP")))
@@ -47,19 +49,19 @@ class FakeMoneyStore:
         return True
 
     def query_ledger(self, user_id: str, start_after: str | None, limit: int,
-                     entry_type: str | None) -> tuple[list[dict[str, Any]], str | None]:
+                     entry_type: str | None) -> tuple[list[LedgerRow], str | None]:
         rows = sorted(self.ledger[user_id], key=lambda r: r["id"], reverse=True)
         rows = [r for r in rows if (start_after is None or r["id"] < start_after)
                 and (entry_type is None or r["type"] == entry_type)]
         page = copy.deepcopy(rows[:limit])
         return page, (page[-1]["id"] if len(rows) > limit else None)
 
-    def all_ledger(self, user_id: str) -> list[dict[str, Any]]:
+    def all_ledger(self, user_id: str) -> list[LedgerRow]:
         return copy.deepcopy(sorted(self.ledger[user_id], key=lambda r: r["id"]))
 
     # ---------------------------------------------------------------- writes (items of a transaction)
 
-    def wallet_update(self, user_id: str, state: dict[str, Any], expected_version: int) -> dict[str, Any]:
+    def wallet_update(self, user_id: str, state: WalletItem, expected_version: int) -> dict[str, Any]:
         key = (f"USER#{user_id}", "WALLET")
 
         def check() -> bool:
@@ -71,10 +73,10 @@ class FakeMoneyStore:
 
         return as_item(FakeWrite(f"wallet {user_id}", check, apply, lambda: self.items.get(key)))
 
-    def op_put(self, op_key: str, record: dict[str, Any]) -> dict[str, Any]:
-        return self.money_put({"pk": f"OP#{op_key}", "sk": "OP", **record})
+    def op_put(self, marker: OpMarker) -> dict[str, Any]:
+        return self.money_put(real.op_marker_item(marker))
 
-    def ledger_put(self, user_id: str, row: dict[str, Any]) -> dict[str, Any]:
+    def ledger_put(self, user_id: str, row: LedgerRow) -> dict[str, Any]:
         def apply() -> None:
             self.ledger[user_id].append(copy.deepcopy(row))
 

@@ -52,7 +52,7 @@ def seed_running(tpl: Rental, user_id: str) -> Rental:
                 metered_until=now, last_healthy_at=now, last_checked_at=now, instance_id=uuid.uuid4().hex)
 
     def plan(w: wallet.Wallet) -> list[Any]:
-        credit = wallet.plan_credit(w, 50_000, "adjustment", {"reason": "test funding"})
+        credit = wallet.plan_credit(w, 50_000, "adjustment", {"description": "test funding"})
         funded = wallet.Wallet(user_id, w.available + 50_000, w.reserved)
         return [credit, wallet.with_step_info(wallet.plan_reserve(funded, r.reserve_cents), rentalId=r.id)]
 

@@ -12,6 +12,7 @@ from gpurent import auth, clock, ids, text, timers, wallet
 from gpurent.errors import ApiError
 from gpurent.ledger import entry_public
 from gpurent.money import dollars
+from gpurent.records import LedgerRefs
 from gpurent.store import identity
 from gpurent.store import money as store
 from gpurent.telemetry import logger
@@ -67,7 +68,7 @@ def adjust(admin_id: str, body: Adjustment, idempotency_key: str | None) -> dict
         raise ApiError("validation_failed", "reason must be printable text", {"reason": "must be printable text"})
     target = resolve_user(body.userId, body.email)
     key = f"adjust:{admin_id}:{idempotency_key}" if idempotency_key else f"adjust:{ids.new_id('adj')}"
-    refs = {"description": reason, "adminId": admin_id}
+    refs: LedgerRefs = {"description": reason, "adminId": admin_id}
     verb = "added to" if body.amountCents > 0 else "taken from"
 
     def email(w: wallet.Wallet, steps: Any) -> list[wallet.Effect]:

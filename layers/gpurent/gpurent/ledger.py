@@ -10,6 +10,7 @@ from typing import Any, Literal, get_args
 
 from gpurent import clock, cursor, ids
 from gpurent.errors import ApiError
+from gpurent.records import LedgerRow
 from gpurent.store import money as store
 
 # The ledger entry types: the one definition (`wallet`, the API contract, the CLI derive theirs).
@@ -21,7 +22,7 @@ CreditType = Literal["stripe_topup", "auto_topup", "refund", "adjustment", "disp
 CREDIT_TYPES: tuple[CreditType, ...] = get_args(CreditType)
 
 
-def entry_public(row: dict[str, Any]) -> dict[str, Any]:
+def entry_public(row: LedgerRow) -> dict[str, Any]:
     return {
         "id": row["id"],
         "type": row["type"],

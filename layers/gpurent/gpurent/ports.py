@@ -10,10 +10,10 @@ in milliseconds without DynamoDB. The other ports: Stripe's is `billing.ports.St
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from gpurent.records import LaunchAnswer, OpMarker, Rental, RentalChanges, RentalStatus
+from gpurent.records import LaunchAnswer, LedgerRow, OpMarker, Rental, RentalChanges, RentalStatus, WalletItem
 
 TransactItem = dict[str, Any]  # one write of a transaction, as the money store builds it
 
@@ -68,7 +68,11 @@ class MoneyStore(Protocol):
     or `TransactionConflict` (another writer at the same time); nothing is applied.
     """
 
-    def get_wallet(self, user_id: str) -> dict[str, Any] | None: ...
+    def get_wallet(self, user_id: str) -> WalletItem | None: ...
+
+    def wallet_from_item(self, item: Mapping[str, Any] | None) -> WalletItem | None:
+        """A raw wallet item (a cancelled transaction's) → the fields the wallet reads."""
+        ...
 
     def get_op(self, op_key: str) -> dict[str, Any] | None: ...
 
@@ -76,22 +80,22 @@ class MoneyStore(Protocol):
 
     def set_launch_answer(self, op_key: str, answer: LaunchAnswer) -> bool: ...
 
-    def wallet_update(self, user_id: str, state: dict[str, Any], expected_version: int) -> TransactItem: ...
+    def wallet_update(self, user_id: str, state: WalletItem, expected_version: int) -> TransactItem: ...
 
-    def op_put(self, op_key: str, record: dict[str, Any]) -> TransactItem: ...
+    def op_put(self, marker: OpMarker) -> TransactItem: ...
 
-    def ledger_put(self, user_id: str, row: dict[str, Any]) -> TransactItem: ...
+    def ledger_put(self, user_id: str, row: LedgerRow) -> TransactItem: ...
 
     def money_put(self, item: dict[str, Any], condition: str | None = ...) -> TransactItem: ...
 
     def transact(self, items: list[TransactItem], token: str | None = None) -> None: ...
 
     def query_ledger(self, user_id: str, start_after: str | None, limit: int,
-                     entry_type: str | None) -> tuple[list[dict[str, Any]], str | None]:
+                     entry_type: str | None) -> tuple[list[LedgerRow], str | None]:
         """A page of ledger rows, newest first, and where the next page resumes (None: no more)."""
         ...
 
-    def all_ledger(self, user_id: str) -> list[dict[str, Any]]: ...
+    def all_ledger(self, user_id: str) -> list[LedgerRow]: ...
 
 
 class OutboxStore(Protocol):

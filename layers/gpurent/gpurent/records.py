@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict, get_args
+from typing import TYPE_CHECKING, Literal, NotRequired, TypedDict, get_args
 
 if TYPE_CHECKING:  # only a type here: the wallet's import of this module stays light (cold start)
     from gpurent.listing import Listing
@@ -190,14 +190,61 @@ class RentalChanges(TypedDict, total=False):
     terminated_at: float
 
 
+class LedgerRefs(TypedDict, total=False):
+    """What a ledger row refers to, each optional (a `None` is left off the row): the rental
+    charged or refunded, the Stripe charge and payment of a top-up or its reversal, the invoice
+    paid, the admin of an adjustment, and the words the user reads (`ledger.entry_public`)."""
+
+    rentalId: str | None
+    stripeChargeId: str | None
+    paymentIntentId: str | None
+    invoiceId: str | None
+    adminId: str | None
+    description: str | None
+
+
+class LedgerRow(LedgerRefs):
+    """A ledger row as `wallet` writes it (the ledger table's item without its keys), and as an
+    operation's answer and its marker hold it. Never updated once written."""
+
+    id: str  # "led_<ulid>": also the row's sort key
+    type: str  # a `ledger.LedgerType`
+    amountCents: int  # signed
+    balanceAfterCents: int  # the wallet total after this row
+    createdAt: float
+    opKey: str  # the operation that wrote it
+
+
+class SplitRecord(TypedDict):
+    """How a rental's charge was paid (`wallet_plan.ChargeSplit`) as an operation stores it."""
+
+    charged: int
+    from_reserve: int
+    from_available: int
+    overage: int
+    topup: int
+    reserve_after: int
+
+
+class StepRecord(TypedDict, total=False):
+    """One step of a money operation as its answer and marker keep it (`wallet_plan.StepInfo`,
+    a charge's split as a plain record): what the callers read back on a replay."""
+
+    reserve: int  # moved from available to a rental's reserve
+    released: int  # a rental's reserve moved back to available
+    split: SplitRecord
+    rentalId: str
+    invoiceId: str
+
+
 @dataclass(frozen=True)
 class OpResult:
     """What a money operation answered (its replay answers the same)."""
 
-    entries: list[dict[str, Any]]  # the ledger rows it wrote
+    entries: list[LedgerRow]  # the ledger rows it wrote
     available: int
     reserved: int
-    steps: list[dict[str, Any]]  # each step's info (e.g. `rentalId`, a charge's split)
+    steps: list[StepRecord]  # each step's info (e.g. `rentalId`, a charge's split)
 
 
 @dataclass(frozen=True)
@@ -211,6 +258,55 @@ class OpMarker:
     result: OpResult
     ttl: int | None = None  # epoch seconds after which DynamoDB may delete it
     launch_answer: LaunchAnswer | None = None  # a launch's first answer (`rentals.launching`)
+
+
+class CardOnFile(TypedDict):
+    """The saved card on the wallet item (`billing.cards.card_fields`)."""
+
+    pmId: str  # Stripe's PaymentMethod
+    brand: str
+    last4: str
+    expMonth: int
+    expYear: int
+    savedAt: NotRequired[float]
+
+
+class AutoTopupRule(TypedDict, total=False):
+    """The user's auto-topup settings on the wallet item (`billing.autotopup`)."""
+
+    enabled: bool
+    thresholdCents: int
+    topupAmountCents: int
+    disabledReason: str | None  # why it was switched off (a declined card, the card removed)
+    disabledAt: float
+
+
+class WalletItem(TypedDict, total=False):
+    """The wallet item (pk `USER#<user>`, sk `WALLET`) as `store.money.wallet_from_item` reads
+    it: the money, the open-invoice counters and the auto-topup state, which `wallet` writes
+    and `wallet_plan.Wallet` reads, and billing's settings (customer, card, auto-topup rule and
+    its attempts), which `store.billing` writes apart from the money (never its `version`)."""
+
+    userId: str
+    createdAt: float
+    updatedAt: float
+    version: int  # +1 on every money operation; 0 (absent): no money has moved yet
+    availableCents: int
+    reservedCents: int
+    lastLedgerUlid: str  # the newest ledger row's ulid (the next one sorts after it)
+    openInvoicesCents: int
+    openInvoiceCount: int
+    shortRunRefunds: list[float]  # when recent under-a-minute runs were refunded
+    autoTopupThresholdCents: int  # set only while auto-topup is on
+    autoTopupAttempt: str  # the last claimed attempt
+    autoTopupAttemptAt: float
+    autoTopupAttemptDone: str  # the last attempt whose outcome is recorded
+    autoTopupAttemptAmountCents: int  # what the claimed attempt charges
+    autoTopupAttemptPmId: str  # and with which card
+    stripeCustomerId: str
+    card: CardOnFile
+    cardSourceCreated: int  # Stripe's `created` of the SetupIntent / Session that saved the card
+    autoTopup: AutoTopupRule
 
 
 InvoiceStatus = Literal["draft", "open", "paid", "void", "uncollectible"]

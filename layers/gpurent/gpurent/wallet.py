@@ -29,13 +29,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, cast
 
 from gpurent import clock, ids, retry, timers
 from gpurent.errors import ApiError, ConflictRetryExhausted
 from gpurent.ledger import LEDGER_TYPES
+from gpurent.records import LedgerRefs, LedgerRow, OpMarker, OpResult, StepRecord, WalletItem
 from gpurent.store import money as store
 from gpurent.store import outbox as outbox_store
 from gpurent.telemetry import logger
@@ -54,6 +55,7 @@ from gpurent.wallet_plan import ChargeSplit as ChargeSplit
 from gpurent.wallet_plan import Entry as Entry
 from gpurent.wallet_plan import InsufficientBalance as InsufficientBalance
 from gpurent.wallet_plan import Step as Step
+from gpurent.wallet_plan import StepInfo as StepInfo
 from gpurent.wallet_plan import Wallet as Wallet
 from gpurent.wallet_plan import plan_charge as plan_charge
 from gpurent.wallet_plan import plan_credit as plan_credit
@@ -89,10 +91,10 @@ class BusinessConditionFailed(Exception):
 class Result:
     """What a money operation answers (the same on a replay of its key)."""
 
-    entries: list[dict[str, Any]]
+    entries: list[LedgerRow]
     available: int
     reserved: int
-    steps: list[dict[str, Any]]
+    steps: list[StepRecord]
     replayed: bool = False
     wallet: Wallet | None = None  # the wallet right after the operation (None on a replay)
 
@@ -107,21 +109,19 @@ Effect = tuple[str, dict[str, Any]]  # (kind, payload): see `gpurent.outbox`
 Effects = Callable[[Wallet, Sequence[Step]], list[Effect]]
 
 
-def fingerprint(description: dict[str, Any]) -> str:
+def fingerprint(description: Mapping[str, object]) -> str:
     return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in info.items():
-        out[k] = v.__dict__ if hasattr(v, "__dict__") else v
-    return out
+def _step_record(info: StepInfo) -> StepRecord:
+    """A step's info as the operation answers and stores it: a charge's split as a plain record."""
+    return cast(StepRecord, {k: asdict(v) if isinstance(v, ChargeSplit) else v for k, v in info.items()})
 
 
 def apply(
     user_id: str,
     op_key: str,
-    description: dict[str, Any],
+    description: Mapping[str, object],
     planner: Planner,
     extras: Extras | None = None,
     before_write: Callable[[], None] | None = None,
@@ -152,7 +152,7 @@ def apply(
     fp = fingerprint(description)
     backoff = retry.policy()
     pause = 0.0
-    fresh: dict[str, Any] | None = None  # the wallet as the writer that beat us left it
+    fresh: WalletItem | None = None  # the wallet as the writer that beat us left it
     for attempt in range(backoff.attempts):
         started = time.monotonic()
         wallet = Wallet.from_record(user_id, fresh if fresh is not None else store.get_wallet(user_id))
@@ -165,13 +165,13 @@ def apply(
             # A refusal (insufficient balance, a reserve that is no longer
             # there) may only be because this very operation already happened:
             # then its replay answers, not the refusal.
-            if store.get_op(op_key) is not None:
+            if store.get_op_marker(op_key) is not None:
                 return _replay(op_key, fp)
             raise
         after = replace(wallet, available=available, reserved=reserved, version=wallet.version + 1,
                         last_ledger_ulid=last, updated_at=now)
-        result = Result(rows, available, reserved, [_jsonable(s.info) for s in steps], wallet=after)
-        state: dict[str, Any] = {
+        result = Result(rows, available, reserved, [_step_record(s.info) for s in steps], wallet=after)
+        state: WalletItem = {
             "availableCents": available,
             "reservedCents": reserved,
             "version": wallet.version + 1,
@@ -194,12 +194,8 @@ def apply(
         owed = list(effects(wallet, steps)) if effects else []
         items = [store.wallet_update(user_id, state, wallet.version)]
         if marker:
-            items.append(store.op_put(op_key, {
-                "userId": user_id,
-                "fingerprint": fp,
-                "createdAt": now,
-                "result": {"entries": rows, "available": available, "reserved": reserved, "steps": result.steps},
-            }))
+            items.append(store.op_put(OpMarker(op_key, user_id, fp, now,
+                                               OpResult(rows, available, reserved, result.steps))))
         first_row = len(items)
         items += [store.ledger_put(user_id, r) for r in rows]
         items += business
@@ -223,7 +219,7 @@ def apply(
             if exc.codes[0] != "ConditionalCheckFailed" and "TransactionConflict" not in exc.codes:
                 raise
             if exc.codes[0] == "ConditionalCheckFailed":
-                fresh = exc.items[0]  # DynamoDB returned the wallet that won: plan on it, no re-read
+                fresh = store.wallet_from_item(exc.items[0])  # DynamoDB returned the wallet that won: no re-read
         else:
             if owed:
                 _kick_outbox(user_id)
@@ -273,10 +269,10 @@ def after_debit(after: Wallet) -> None:
 
 def _ledger_rows(
     wallet: Wallet, steps: Sequence[Step], op_key: str, now: float
-) -> tuple[list[dict[str, Any]], int, int, str | None]:
+) -> tuple[list[LedgerRow], int, int, str | None]:
     """The ledger rows of `steps` applied to `wallet`, and the wallet after them."""
     available, reserved = wallet.available, wallet.reserved
-    rows: list[dict[str, Any]] = []
+    rows: list[LedgerRow] = []
     last = wallet.last_ledger_ulid
     for step in steps:
         if sum(e.amount for e in step.entries) != step.available_delta + step.reserved_delta:
@@ -289,6 +285,7 @@ def _ledger_rows(
                 raise AssertionError(f"unknown ledger type {e.type}")
             running += e.amount
             last = ids.next_ulid_after(last, now)
+            refs = cast(LedgerRefs, {k: v for k, v in e.refs.items() if v is not None})
             rows.append(
                 {
                     "id": f"led_{last}",
@@ -297,7 +294,7 @@ def _ledger_rows(
                     "balanceAfterCents": running,
                     "createdAt": now,
                     "opKey": op_key,
-                    **{k: v for k, v in e.refs.items() if v is not None},
+                    **refs,
                 }
             )
     if available < 0 or reserved < 0:
@@ -306,13 +303,13 @@ def _ledger_rows(
 
 
 def _replay(op_key: str, fp: str) -> Result:
-    marker = store.get_op(op_key)
+    marker = store.get_op_marker(op_key)
     if marker is None:
         raise AssertionError("an operation marker vanished")
-    if marker.get("fingerprint") != fp:
+    if marker.fingerprint != fp:
         raise IdempotencyMismatch()
-    r = marker["result"]
-    return Result(list(r["entries"]), int(r["available"]), int(r["reserved"]), list(r.get("steps", [])), True)
+    r = marker.result
+    return Result(list(r.entries), r.available, r.reserved, list(r.steps), True)
 
 
 def get(user_id: str) -> Wallet:
@@ -321,21 +318,21 @@ def get(user_id: str) -> Wallet:
 
 # ---------------------------------------------------------------- the operations
 
-def credit(user_id: str, amount: int, entry_type: str, op_key: str, refs: dict[str, Any] | None = None,
+def credit(user_id: str, amount: int, entry_type: str, op_key: str, refs: LedgerRefs | None = None,
            extras: Extras | None = None, effects: Effects | None = None) -> Result:
     desc = {"op": "credit", "amount": amount, "type": entry_type, "refs": refs or {}}
     return apply(user_id, op_key, desc, lambda w: [plan_credit(w, amount, entry_type, refs)], extras,
                  effects=effects)
 
 
-def debit(user_id: str, amount: int, op_key: str, refs: dict[str, Any] | None = None,
+def debit(user_id: str, amount: int, op_key: str, refs: LedgerRefs | None = None,
           extras: Extras | None = None, effects: Effects | None = None) -> Result:
     desc = {"op": "debit", "amount": amount, "refs": refs or {}}
     return apply(user_id, op_key, desc, lambda w: [plan_debit(w, amount, "adjustment", refs)], extras,
                  effects=effects)
 
 
-def adjust(user_id: str, amount: int, op_key: str, refs: dict[str, Any], extras: Extras | None = None,
+def adjust(user_id: str, amount: int, op_key: str, refs: LedgerRefs, extras: Extras | None = None,
            effects: Effects | None = None) -> Result:
     """An admin adjustment: positive credits, negative debits (never below zero)."""
     if amount == 0:
@@ -355,7 +352,7 @@ def release(user_id: str, reserve_held: int, op_key: str, extras: Extras | None 
 
 
 def charge(user_id: str, reserve_held: int, amount: int, reserve_target: int, op_key: str,
-           refs: dict[str, Any], extras: Extras | None = None) -> Result:
+           refs: LedgerRefs, extras: Extras | None = None) -> Result:
     desc = {"op": "charge", "reserve": reserve_held, "amount": amount, "target": reserve_target, "refs": refs}
     return apply(user_id, op_key, desc, lambda w: [plan_charge(w, reserve_held, amount, reserve_target, refs)],
                  extras)

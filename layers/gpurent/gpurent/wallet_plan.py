@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TypedDict, Unpack
 
 from gpurent.errors import ApiError
 from gpurent.ledger import CREDIT_TYPES
+from gpurent.records import LedgerRefs, WalletItem
 
 # Auto-topup as a state of the wallet item (`spec/decisions.md` "Auto-topup"): every debit,
 # every metering sweep and every timer asks the same question, so no transition can be missed.
@@ -44,7 +45,7 @@ class Wallet:
         return self.available + self.reserved
 
     @classmethod
-    def from_record(cls, user_id: str, record: dict[str, Any] | None) -> Wallet:
+    def from_record(cls, user_id: str, record: WalletItem | None) -> Wallet:
         if record is None:
             return cls(user_id)
         return cls(
@@ -103,7 +104,18 @@ class Entry:
 
     type: str
     amount: int
-    refs: dict[str, Any] = field(default_factory=dict)
+    refs: LedgerRefs = field(default_factory=LedgerRefs)
+
+
+class StepInfo(TypedDict, total=False):
+    """What a step tells its caller beyond the money (the operation's answer keeps it, a
+    charge's split as a `records.SplitRecord`: `records.StepRecord`)."""
+
+    reserve: int  # plan_reserve: moved from available to a rental's reserve
+    released: int  # plan_release: a rental's reserve moved back to available
+    split: ChargeSplit  # plan_charge: how the charge was paid
+    rentalId: str  # the rental the step is for (a launch's reserve, a metering charge)
+    invoiceId: str  # the invoice it opens or settles (`billing.invoices`)
 
 
 @dataclass(frozen=True)
@@ -117,14 +129,14 @@ class Step:
     available_delta: int
     reserved_delta: int
     entries: tuple[Entry, ...] = ()
-    info: dict[str, Any] = field(default_factory=dict)
+    info: StepInfo = field(default_factory=StepInfo)
     # Open invoices the step adds (+) or settles (−): (cents, count). Not money in the
     # wallet, but the balance's `openInvoices*` counters live on the wallet item, so they
     # change in the same transaction as the invoice row.
     open_invoices: tuple[int, int] = (0, 0)
     # Other wallet fields the step sets in the same transaction (not money: e.g. the log of
     # refunded short runs), planned on the wallet as read, so they race like the money does.
-    wallet_sets: dict[str, Any] = field(default_factory=dict)
+    wallet_sets: WalletItem = field(default_factory=WalletItem)
 
 
 class InsufficientBalance(ApiError):
@@ -134,21 +146,21 @@ class InsufficientBalance(ApiError):
 
 # ---------------------------------------------------------------- pure planning
 
-def plan_credit(w: Wallet, amount: int, entry_type: str, refs: dict[str, Any] | None = None) -> Step:
+def plan_credit(w: Wallet, amount: int, entry_type: str, refs: LedgerRefs | None = None) -> Step:
     if amount <= 0:
         raise ValueError("a credit is a positive amount")
     if entry_type not in CREDIT_TYPES:
         raise ValueError(f"{entry_type} is not a credit type")
-    return Step(amount, 0, (Entry(entry_type, amount, dict(refs or {})),))
+    return Step(amount, 0, (Entry(entry_type, amount, refs.copy() if refs else LedgerRefs()),))
 
 
-def plan_debit(w: Wallet, amount: int, entry_type: str = "adjustment", refs: dict[str, Any] | None = None) -> Step:
+def plan_debit(w: Wallet, amount: int, entry_type: str = "adjustment", refs: LedgerRefs | None = None) -> Step:
     """Take money out of available (a negative adjustment); never below zero."""
     if amount <= 0:
         raise ValueError("a debit is a positive amount")
     if w.available < amount:
         raise InsufficientBalance(f"Available balance ({w.available} cents) is below the debit ({amount} cents)")
-    return Step(-amount, 0, (Entry(entry_type, -amount, dict(refs or {})),))
+    return Step(-amount, 0, (Entry(entry_type, -amount, refs.copy() if refs else LedgerRefs()),))
 
 
 def plan_reserve(w: Wallet, amount: int) -> Step:
@@ -194,7 +206,7 @@ def split_charge(available: int, reserve_held: int, charge: int, reserve_target:
     return ChargeSplit(charge - overage, from_reserve, from_available, overage, topup, left_reserve + topup)
 
 
-def plan_charge(w: Wallet, reserve_held: int, charge: int, reserve_target: int, refs: dict[str, Any]) -> Step:
+def plan_charge(w: Wallet, reserve_held: int, charge: int, reserve_target: int, refs: LedgerRefs) -> Step:
     s = split_charge(w.available, reserve_held, charge, reserve_target)
     entries = (Entry("rental_charge", -s.charged, refs),) if s.charged else ()
     return Step(
@@ -210,5 +222,6 @@ def total_after(w: Wallet, steps: Sequence[Step]) -> int:
     return w.total + sum(s.available_delta + s.reserved_delta for s in steps)
 
 
-def with_step_info(step: Step, **info: Any) -> Step:
-    return replace(step, info={**step.info, **info})
+def with_step_info(step: Step, **info: Unpack[StepInfo]) -> Step:
+    merged: StepInfo = {**step.info, **info}
+    return replace(step, info=merged)

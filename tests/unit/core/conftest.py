@@ -41,7 +41,7 @@ def seed(world: FakeWorld, r: Rental, available: int) -> Rental:
     """Store the rental and a wallet holding its reserve plus `available`, as a launch would."""
     from gpurent import wallet
 
-    wallet.credit(r.user_id, available + r.reserve_cents, "adjustment", f"seed:{r.id}", {"reason": "test"})
+    wallet.credit(r.user_id, available + r.reserve_cents, "adjustment", f"seed:{r.id}", {"description": "test"})
     if r.reserve_cents:
         wallet.reserve(r.user_id, r.reserve_cents, f"reserve:{r.id}",
                        extras=lambda w, steps: [world.rentals.put_item(r), world.rentals.owner_item(r.id, r.user_id)])

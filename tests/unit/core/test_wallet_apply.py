@@ -12,7 +12,7 @@ USER = "usr_apply"
 
 
 def credit(amount: int, key: str) -> wallet.Result:
-    return wallet.credit(USER, amount, "adjustment", key, {"reason": "test"})
+    return wallet.credit(USER, amount, "adjustment", key, {"description": "test"})
 
 
 def test_an_operation_writes_wallet_marker_and_ledger_row_together(world: FakeWorld) -> None:

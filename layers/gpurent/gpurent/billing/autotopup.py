@@ -38,6 +38,7 @@ from gpurent import clock, timers, wallet
 from gpurent.billing import cards, gateway, invoices, topups
 from gpurent.errors import ApiError
 from gpurent.money import dollars
+from gpurent.records import AutoTopupRule, WalletItem
 from gpurent.store import billing as store
 from gpurent.telemetry import count, logger
 
@@ -56,7 +57,7 @@ class AutoTopup(BaseModel):
     topupAmountCents: int | None = None
 
 
-def public(item: dict[str, Any]) -> dict[str, Any]:
+def public(item: WalletItem) -> dict[str, Any]:
     auto = item.get("autoTopup") or {}
     return {
         "enabled": bool(auto.get("enabled", False)),
@@ -90,7 +91,7 @@ def put(user_id: str, body: AutoTopup) -> dict[str, Any]:
         if cards.card_of(item) is None:
             raise ApiError("validation_failed", "Auto-topup needs a saved card: add one first",
                            {"card": "a saved card is required"})
-    auto = dict(item.get("autoTopup") or {})
+    auto = (item.get("autoTopup") or AutoTopupRule()).copy()
     auto["enabled"] = body.enabled
     if body.thresholdCents is not None:
         auto["thresholdCents"] = body.thresholdCents
@@ -121,7 +122,7 @@ def run(user_id: str) -> str:
     return state
 
 
-def claim(user_id: str, item: dict[str, Any], now: float) -> bool:
+def claim(user_id: str, item: WalletItem, now: float) -> bool:
     """Claim a new attempt if the wallet is in the DUE state, with one conditional write
     whose condition is that very state (so racing claimers cannot both win)."""
     auto = item.get("autoTopup") or {}
@@ -202,7 +203,7 @@ def _failed(user_id: str, attempt: str, amount: int, reason: str, message: str) 
         "noLinkLine": "The invoice is under Billing → Invoices.\n"})
     invoices.issue(record, f"autotopup_failed:{user_id}:{attempt}", effects=[email])
     item = store.wallet_item(user_id)
-    auto = dict(item.get("autoTopup") or {})
+    auto = (item.get("autoTopup") or AutoTopupRule()).copy()
     auto.update({"enabled": False, "disabledReason": reason, "disabledAt": clock.now()})
     store.update_settings(user_id, {"autoTopup": auto, "autoTopupAttemptDone": attempt},
                           remove=("autoTopupThresholdCents",))

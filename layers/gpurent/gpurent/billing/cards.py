@@ -13,6 +13,7 @@ from typing import Any
 from gpurent import clock
 from gpurent.billing import gateway
 from gpurent.errors import ApiError
+from gpurent.records import AutoTopupRule, CardOnFile, WalletItem
 from gpurent.store import billing as store
 from gpurent.store import identity
 
@@ -22,7 +23,7 @@ def require_enabled() -> None:
         raise ApiError("billing_disabled", "Stripe is not configured on this deployment")
 
 
-def ensure_customer(user_id: str, item: dict[str, Any] | None = None) -> str:
+def ensure_customer(user_id: str, item: WalletItem | None = None) -> str:
     """The user's Stripe customer, created once (a Stripe idempotency key guards the race).
     `item`: the wallet item when the caller has just read it (not read again)."""
     current = (store.wallet_item(user_id) if item is None else item).get("stripeCustomerId")
@@ -35,7 +36,7 @@ def ensure_customer(user_id: str, item: dict[str, Any] | None = None) -> str:
     return store.set_customer_once(user_id, customer)
 
 
-def card_of(item: dict[str, Any]) -> dict[str, Any] | None:
+def card_of(item: WalletItem) -> CardOnFile | None:
     card = item.get("card")
     return card if isinstance(card, dict) and card.get("pmId") else None
 
@@ -55,7 +56,7 @@ def setup_intent(user_id: str) -> dict[str, Any]:
     return {"clientSecret": si.client_secret, "publishableKey": gateway.publishable_key()}
 
 
-def card_fields(card: gateway.Card) -> dict[str, Any]:
+def card_fields(card: gateway.Card) -> CardOnFile:
     return {"pmId": card.pm_id, "brand": card.brand, "last4": card.last4, "expMonth": card.exp_month,
             "expYear": card.exp_year, "savedAt": clock.now()}
 
@@ -66,7 +67,7 @@ def delete_card(user_id: str) -> dict[str, Any]:
     card = card_of(item)
     if card is not None and gateway.enabled():
         gateway.detach_payment_method(str(card["pmId"]))
-    auto = dict(item.get("autoTopup") or {})
+    auto = (item.get("autoTopup") or AutoTopupRule()).copy()
     sets: dict[str, Any] = {}
     if auto.get("enabled"):
         auto.update({"enabled": False, "disabledReason": "card_removed", "disabledAt": clock.now()})

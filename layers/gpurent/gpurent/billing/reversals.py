@@ -28,7 +28,7 @@ from typing import Any
 from gpurent import wallet
 from gpurent.billing import gateway, invoices, topups
 from gpurent.money import dollars
-from gpurent.records import Invoice
+from gpurent.records import Invoice, LedgerRefs
 from gpurent.store import billing as store
 from gpurent.store import identity
 from gpurent.store.money import TransactItem
@@ -57,7 +57,7 @@ def _top_up_of(pi_id: str | None) -> tuple[str, gateway.PaymentIntent] | None:
 Records = Callable[[int, "str | None"], list[TransactItem]]
 
 
-def _reverse(user_id: str, op_key: str, amount: int, entry_type: str, refs: dict[str, Any], description: str,
+def _reverse(user_id: str, op_key: str, amount: int, entry_type: str, refs: LedgerRefs, description: str,
              records: Records) -> tuple[int, str | None]:
     """Take `amount` back: from available as far as it goes, the rest as a `manual` invoice, in
     one transaction with `records(taken, invoice id)` (the event marker, the charge's or the

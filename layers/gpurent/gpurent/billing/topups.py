@@ -20,6 +20,7 @@ from gpurent.billing import cards, gateway
 from gpurent.config import settings
 from gpurent.errors import ApiError
 from gpurent.money import dollars
+from gpurent.records import LedgerRefs
 from gpurent.store import billing as store
 from gpurent.store.money import TransactItem
 from gpurent.telemetry import logger
@@ -61,7 +62,7 @@ def deposit(user_id: str, payment_intent_id: str, amount: int, entry_type: str, 
     The fingerprint names only the payment, its amount and type, so the first
     path's references (its charge id) stand and later paths replay cleanly.
     """
-    refs = {"stripeChargeId": charge_id, "paymentIntentId": payment_intent_id}
+    refs: LedgerRefs = {"stripeChargeId": charge_id, "paymentIntentId": payment_intent_id}
     desc = {"op": "deposit", "pi": payment_intent_id, "amount": amount, "type": entry_type}
     what = "Auto-topup" if entry_type == "auto_topup" else "Top-up"
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from gpurent.config import settings
+from gpurent.records import WalletItem
 from gpurent.store.dynamo import ClientError, client, from_item, is_conditional_failure, key, to_item, to_values
-from gpurent.store.money import TransactItem, money_put, money_update
+from gpurent.store.money import TransactItem, money_put, money_update, wallet_from_item
 
 EVENT_TTL = 90 * 86400  # Stripe retries for 3 days; keep markers well beyond
 
@@ -22,9 +23,10 @@ def _table() -> str:
     return settings().money_table
 
 
-def wallet_item(user_id: str) -> dict[str, Any]:
+def wallet_item(user_id: str) -> WalletItem:
+    """The wallet item with its billing settings ({} when the user has none yet)."""
     r = client().get_item(TableName=_table(), Key=key(f"USER#{user_id}", "WALLET"), ConsistentRead=True)
-    return from_item(r.get("Item")) or {}
+    return wallet_from_item(from_item(r.get("Item"))) or {}
 
 
 def _parts(user_id: str, sets: dict[str, Any], remove: tuple[str, ...]) -> tuple[str, dict[str, str], dict[str, Any]]:
@@ -77,7 +79,7 @@ def card_item(user_id: str, sets: dict[str, Any], source_created: int) -> Transa
                         "attribute_not_exists(cardSourceCreated) OR cardSourceCreated <= :created", names, values)
 
 
-def newer_card_recorded(item: dict[str, Any], source_created: int) -> bool:
+def newer_card_recorded(item: WalletItem, source_created: int) -> bool:
     return item.get("cardSourceCreated") is not None and int(item["cardSourceCreated"]) > source_created
 
 

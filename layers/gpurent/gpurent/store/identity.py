@@ -7,6 +7,7 @@ guess counters), `sessions`, `tokens` (API tokens), `ssh_keys` and `rate_limits`
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gpurent.config import settings
@@ -114,6 +115,29 @@ def delete_listed(user_id: str, items: list[dict[str, Any]], kind: str) -> None:
 def transact(items: list[dict[str, Any]]) -> None:
     """One DynamoDB transaction of `items` (TransactWriteItems entries)."""
     client().transact_write_items(TransactItems=items)  # type: ignore[arg-type]
+
+
+def delete_with_lookup(user_id: str, sk: str, lookup: Callable[[dict[str, Any]], tuple[str, str]],
+                       name: str) -> None:
+    """Delete the user's item `sk` and its look-up item (`lookup(item)`: its pk and sk) in one
+    transaction, conditional on the item still existing; NotFound(name) when it does not (an SSH
+    key and its fingerprint marker, a token and its hash item)."""
+    r = client().get_item(TableName=table(), Key=key(f"USER#{user_id}", sk), ConsistentRead=True)
+    item = from_item(r.get("Item"))
+    if item is None:
+        raise NotFound(name)
+    try:
+        client().transact_write_items(
+            TransactItems=[
+                {"Delete": {"TableName": table(), "Key": key(f"USER#{user_id}", sk),
+                            "ConditionExpression": "attribute_exists(pk)"}},
+                {"Delete": {"TableName": table(), "Key": key(*lookup(item))}},
+            ]
+        )
+    except ClientError as exc:
+        if "ConditionalCheckFailed" in cancellation_codes(exc):
+            raise NotFound(name) from exc
+        raise
 
 
 def query_prefix(pk: str, prefix: str) -> list[dict[str, Any]]:

@@ -7,10 +7,11 @@ this module writes it as one `TransactWriteItems`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from gpurent.config import settings
-from gpurent.records import LaunchAnswer, OpMarker, OpResult
+from gpurent.records import LaunchAnswer, LedgerRow, OpMarker, OpResult, StepRecord, WalletItem
 from gpurent.store.dynamo import (
     ClientError,
     cancellation_codes,
@@ -47,9 +48,20 @@ def _ledger() -> str:
     return settings().ledger_table
 
 
-def get_wallet(user_id: str) -> dict[str, Any] | None:
+def get_wallet(user_id: str) -> WalletItem | None:
     r = client().get_item(TableName=_money(), Key=key(f"USER#{user_id}", "WALLET"), ConsistentRead=True)
-    return from_item(r.get("Item"))
+    return wallet_from_item(from_item(r.get("Item")))
+
+
+_WALLET_FIELDS = WalletItem.__required_keys__ | WalletItem.__optional_keys__
+
+
+def wallet_from_item(item: Mapping[str, Any] | None) -> WalletItem | None:
+    """The wallet item (as read, or as a cancelled transaction returned it) → a WalletItem (the
+    table's keys left off)."""
+    if item is None:
+        return None
+    return cast(WalletItem, {k: v for k, v in item.items() if k in _WALLET_FIELDS})
 
 
 def get_op(op_key: str) -> dict[str, Any] | None:
@@ -57,10 +69,10 @@ def get_op(op_key: str) -> dict[str, Any] | None:
     return from_item(r.get("Item"))
 
 
-def wallet_update(user_id: str, state: dict[str, Any], expected_version: int) -> TransactItem:
+def wallet_update(user_id: str, state: WalletItem, expected_version: int) -> TransactItem:
     """Set the wallet to `state` if it is still at `expected_version` (0: not yet created)."""
     names = {f"#{k}": k for k in state}
-    values = {f":{k}": v for k, v in state.items()}
+    values: dict[str, object] = {f":{k}": v for k, v in state.items()}
     sets = ", ".join(f"#{k} = :{k}" for k in state)
     if expected_version == 0:
         # No money has moved yet (billing settings may already live on the item).
@@ -82,11 +94,12 @@ def wallet_update(user_id: str, state: dict[str, Any], expected_version: int) ->
     }
 
 
-def op_put(op_key: str, record: dict[str, Any]) -> TransactItem:
+def op_put(marker: OpMarker) -> TransactItem:
+    """Write `marker` unless its key already has one (then the operation happened)."""
     return {
         "Put": {
             "TableName": _money(),
-            "Item": to_item({"pk": f"OP#{op_key}", "sk": "OP", **record}),
+            "Item": to_item(op_marker_item(marker)),
             "ConditionExpression": "attribute_not_exists(pk)",
         }
     }
@@ -103,8 +116,8 @@ SCAN_BUDGET = 4  # queries per page of `?type=rental_charge`
 SCAN_PAGE = 200  # rows each of those queries reads
 
 
-def ledger_put(user_id: str, row: dict[str, Any]) -> TransactItem:
-    item = {"pk": f"USER#{user_id}", "sk": row["id"], **row}
+def ledger_put(user_id: str, row: LedgerRow) -> TransactItem:
+    item: dict[str, object] = {"pk": f"USER#{user_id}", "sk": row["id"], **row}
     if row["type"] not in UNINDEXED_TYPES:
         item["typeKey"] = f"USER#{user_id}#{row['type']}"
     return {
@@ -169,7 +182,7 @@ def transact(items: list[TransactItem], token: str | None = None) -> None:
 
 def query_ledger(
     user_id: str, start_after: str | None, limit: int, entry_type: str | None
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[LedgerRow], str | None]:
     """Up to `limit` ledger rows, newest first, strictly older than `start_after`, and the id to
     resume after (None: no older rows). A bounded number of reads whatever the filter:
 
@@ -191,7 +204,7 @@ def query_ledger(
         kwargs["ExpressionAttributeNames"] = {"#type": "type"}
         values[":type"] = entry_type
     kwargs["ExpressionAttributeValues"] = to_values(values)
-    rows: list[dict[str, Any]] = []
+    rows: list[LedgerRow] = []
     for _ in range(SCAN_BUDGET if entry_type else 2):
         # One row more than asked tells whether another page exists.
         kwargs["Limit"] = SCAN_PAGE if entry_type else limit + 1 - len(rows)
@@ -202,7 +215,7 @@ def query_ledger(
                 continue
             if len(rows) == limit:
                 return rows, rows[-1]["id"]  # a row beyond the page: more exist
-            rows.append(item)
+            rows.append(ledger_row_from_item(item))
         if "LastEvaluatedKey" not in r:
             return rows, None
         kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
@@ -213,7 +226,7 @@ def query_ledger(
 
 
 def _query_type_index(user_id: str, start_after: str | None, limit: int,
-                      entry_type: str) -> tuple[list[dict[str, Any]], str | None]:
+                      entry_type: str) -> tuple[list[LedgerRow], str | None]:
     values: dict[str, Any] = {":tk": f"USER#{user_id}#{entry_type}"}
     cond = "typeKey = :tk"
     if start_after:
@@ -221,15 +234,15 @@ def _query_type_index(user_id: str, start_after: str | None, limit: int,
         values[":after"] = start_after
     r = client().query(TableName=_ledger(), IndexName=TYPE_INDEX, KeyConditionExpression=cond,
                        ExpressionAttributeValues=to_values(values), ScanIndexForward=False, Limit=limit + 1)
-    rows = [i for i in (from_item(x) for x in r.get("Items", [])) if i is not None]
+    rows = [ledger_row_from_item(i) for i in (from_item(x) for x in r.get("Items", [])) if i is not None]
     if len(rows) > limit:
         return rows[:limit], rows[limit - 1]["id"]
     return rows, None
 
 
-def all_ledger(user_id: str) -> list[dict[str, Any]]:
+def all_ledger(user_id: str) -> list[LedgerRow]:
     """Every ledger row of a user, oldest first (tests, audits and reconciliation)."""
-    rows: list[dict[str, Any]] = []
+    rows: list[LedgerRow] = []
     kwargs: dict[str, Any] = {
         "TableName": _ledger(),
         "KeyConditionExpression": "pk = :pk",
@@ -238,24 +251,45 @@ def all_ledger(user_id: str) -> list[dict[str, Any]]:
     }
     while True:
         r = client().query(**kwargs)
-        rows.extend(i for i in (from_item(x) for x in r.get("Items", [])) if i is not None)
+        rows.extend(ledger_row_from_item(i) for i in (from_item(x) for x in r.get("Items", [])) if i is not None)
         if "LastEvaluatedKey" not in r:
             return rows
         kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
 
 
+def ledger_row_from_item(item: Mapping[str, Any]) -> LedgerRow:
+    """A ledger item → the row as the wallet wrote it (the table's keys and `typeKey` left off)."""
+    return cast(LedgerRow, {k: v for k, v in item.items() if k not in ("pk", "sk", "typeKey")})
+
+
 # ---------------------------------------------------------------- typed operation markers
 
-def op_marker_from_item(op_key: str, item: dict[str, Any]) -> OpMarker:
-    """An operation marker item (`op_put`'s record) → OpMarker."""
+def op_marker_item(marker: OpMarker) -> dict[str, Any]:
+    """An OpMarker → its item (`ttl` and `launchAnswer` only once set)."""
+    r = marker.result
+    item: dict[str, Any] = {
+        "pk": f"OP#{marker.op_key}", "sk": "OP", "userId": marker.user_id, "fingerprint": marker.fingerprint,
+        "createdAt": marker.created_at,
+        "result": {"entries": r.entries, "available": r.available, "reserved": r.reserved, "steps": r.steps},
+    }
+    if marker.ttl is not None:
+        item["ttl"] = marker.ttl
+    if marker.launch_answer is not None:
+        item["launchAnswer"] = dict(marker.launch_answer)
+    return item
+
+
+def op_marker_from_item(op_key: str, item: Mapping[str, Any]) -> OpMarker:
+    """An operation marker item (`op_marker_item`) → OpMarker."""
     r = item.get("result") or {}
     ttl = item.get("ttl")
     answer = item.get("launchAnswer")
     return OpMarker(
         op_key=op_key, user_id=str(item.get("userId", "")), fingerprint=str(item.get("fingerprint", "")),
         created_at=float(item.get("createdAt", 0)),
-        result=OpResult(entries=list(r.get("entries", [])), available=int(r.get("available", 0)),
-                        reserved=int(r.get("reserved", 0)), steps=list(r.get("steps", []))),
+        result=OpResult(entries=cast(list[LedgerRow], list(r.get("entries", []))),
+                        available=int(r.get("available", 0)), reserved=int(r.get("reserved", 0)),
+                        steps=cast(list[StepRecord], list(r.get("steps", [])))),
         ttl=int(ttl) if ttl is not None else None,
         launch_answer=cast(LaunchAnswer, dict(answer)) if answer else None,
     )

@@ -8,11 +8,9 @@ from gpurent.store.dynamo import (
     ClientError,
     cancellation_codes,
     client,
-    from_item,
-    key,
     to_item,
 )
-from gpurent.store.identity import AlreadyExists, NotFound, query_prefix, table
+from gpurent.store.identity import AlreadyExists, delete_with_lookup, query_prefix, table
 
 
 def put_ssh_key(user_id: str, record: dict[str, Any]) -> None:
@@ -48,19 +46,6 @@ def list_ssh_keys(user_id: str) -> list[dict[str, Any]]:
 
 
 def delete_ssh_key(user_id: str, key_id: str) -> None:
-    r = client().get_item(TableName=table(), Key=key(f"USER#{user_id}", f"KEY#{key_id}"), ConsistentRead=True)
-    item = from_item(r.get("Item"))
-    if item is None:
-        raise NotFound(key_id)
-    try:
-        client().transact_write_items(
-            TransactItems=[
-                {"Delete": {"TableName": table(), "Key": key(f"USER#{user_id}", f"KEY#{key_id}"),
-                            "ConditionExpression": "attribute_exists(pk)"}},
-                {"Delete": {"TableName": table(), "Key": key(f"USER#{user_id}", f"KEYFP#{item['fingerprint']}")}},
-            ]
-        )
-    except ClientError as exc:
-        if "ConditionalCheckFailed" in cancellation_codes(exc):
-            raise NotFound(key_id) from exc
-        raise
+    """Remove a key and its fingerprint marker together; NotFound when it is not on file."""
+    delete_with_lookup(user_id, f"KEY#{key_id}", lambda item: (f"USER#{user_id}", f"KEYFP#{item['fingerprint']}"),
+                       key_id)

@@ -7,7 +7,6 @@ from typing import Any
 
 from gpurent.store.dynamo import (
     ClientError,
-    cancellation_codes,
     client,
     error_code,
     from_item,
@@ -15,7 +14,7 @@ from gpurent.store.dynamo import (
     to_item,
     to_values,
 )
-from gpurent.store.identity import NotFound, query_prefix, table, transact
+from gpurent.store.identity import delete_with_lookup, query_prefix, table, transact
 
 
 def put_token(user_id: str, token_id: str, token_hash: str, record: dict[str, Any]) -> None:
@@ -85,19 +84,5 @@ def list_tokens(user_id: str) -> list[dict[str, Any]]:
 
 
 def delete_token(user_id: str, token_id: str) -> None:
-    r = client().get_item(TableName=table(), Key=key(f"USER#{user_id}", f"TOKEN#{token_id}"), ConsistentRead=True)
-    item = from_item(r.get("Item"))
-    if item is None:
-        raise NotFound(token_id)
-    try:
-        client().transact_write_items(
-            TransactItems=[
-                {"Delete": {"TableName": table(), "Key": key(f"USER#{user_id}", f"TOKEN#{token_id}"),
-                            "ConditionExpression": "attribute_exists(pk)"}},
-                {"Delete": {"TableName": table(), "Key": key(f"TOKEN#{item['hash']}", "TOKEN")}},
-            ]
-        )
-    except ClientError as exc:
-        if "ConditionalCheckFailed" in cancellation_codes(exc):
-            raise NotFound(token_id) from exc
-        raise
+    """Revoke a token: its item and its hash look-up together; NotFound when it is not there."""
+    delete_with_lookup(user_id, f"TOKEN#{token_id}", lambda item: (f"TOKEN#{item['hash']}", "TOKEN"), token_id)
