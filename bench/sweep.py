@@ -57,7 +57,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "gpurent")]
 os.environ.update({"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
                    "STAGE": "test", "MAIL_MODE": "console", "POWERTOOLS_LOG_LEVEL": "ERROR",
-                   "POWERTOOLS_METRICS_DISABLED": "1"})
+                   "POWERTOOLS_METRICS_DISABLED": "1",
+                   "ACTIVE_SHARDS": "8", "OUTBOX_SHARDS": "8"})  # as deployed (the test stage has 2)
 
 from moto import mock_aws  # noqa: E402
 

@@ -32,7 +32,7 @@ import sweep as base  # noqa: E402 - bench/sweep.py: its environment, template r
 
 from gpurent import clock, config, timers  # noqa: E402
 from gpurent import sweep as fanout  # noqa: E402
-from gpurent.records import ACTIVE_SHARDS  # noqa: E402
+from gpurent.records import active_shards  # noqa: E402
 from gpurent.store import dynamo  # noqa: E402
 from infra.local import dynamodb_local, template  # noqa: E402
 
@@ -65,9 +65,9 @@ def tick(manual: clock.ManualClock, counted: Counted) -> tuple[fanout.Report, fl
     manual.advance(60)
     timers.clear()
     counted.reset()
-    parts = [fanout.Part(n, manual.now()) for n in range(ACTIVE_SHARDS)]
+    parts = [fanout.Part(n, manual.now()) for n in range(active_shards())]
     began, cpu = time.perf_counter(), time.process_time()
-    with base.quiet(), ThreadPoolExecutor(ACTIVE_SHARDS) as pool:
+    with base.quiet(), ThreadPoolExecutor(active_shards()) as pool:
         reports = list(pool.map(fanout.run_part, parts))
     wall, cpu = time.perf_counter() - began, time.process_time() - cpu
     total = fanout.Report()
@@ -103,7 +103,7 @@ def main() -> None:
         with base.quiet():
             base.seed(tpl, n, u)
         print(f"DynamoDB Local: {n:,} running rentals over {u:,} wallets seeded in {time.perf_counter() - t:.0f} s; "
-              f"{ACTIVE_SHARDS} workers at once, each {a.concurrency} wallets at once")
+              f"{active_shards()} workers at once, each {a.concurrency} wallets at once")
         counted = Counted()
         events = dynamo.client().meta.events
         events.register("after-call.dynamodb.*", counted.after)
@@ -121,15 +121,15 @@ def main() -> None:
                   f"{requests / max(1, report.wallets):.2f} per wallet")
         per_wallet = {op: c / max(1, report.wallets) for op, c in counted.calls.items()}
         cpu_ms = cpu / max(1, report.wallets) * 1000
-        per_shard = a.model / ACTIVE_SHARDS
+        per_shard = a.model / active_shards()
         slices = math.ceil(per_shard / fanout.WALLETS_PER_WORKER)
         wallets_per_worker = per_shard / slices
         io_s = sum(per_wallet[op] * AWS_MS.get(op, 10.0) for op in per_wallet) / 1000 * wallets_per_worker
         cpu_s = cpu_ms / 1000 * wallets_per_worker / LAMBDA_VCPU
         worker_s = max(io_s / a.concurrency, cpu_s)
-        print(f"\nModel: {a.model:,} rentals at 1 per wallet on AWS: {ACTIVE_SHARDS} shards of {per_shard:,.0f} "
+        print(f"\nModel: {a.model:,} rentals at 1 per wallet on AWS: {active_shards()} shards of {per_shard:,.0f} "
               f"wallets, each split into {slices} parts of ≤ {fanout.WALLETS_PER_WORKER:,} "
-              f"({ACTIVE_SHARDS * slices} workers at once), {a.concurrency} wallets at once per worker: I/O "
+              f"({active_shards() * slices} workers at once), {a.concurrency} wallets at once per worker: I/O "
               f"{io_s:,.0f} s / {a.concurrency} = {io_s / a.concurrency:.1f} s, CPU {cpu_s:.1f} s "
               f"(measured {cpu_ms:.2f} ms per wallet here, on {LAMBDA_VCPU:.2f} vCPU) → a worker needs "
               f"~{worker_s:.0f} s of its {TIMEOUT_S:.0f} s (past {TIMEOUT_S - fanout.HAND_OFF_MARGIN_SECONDS:.0f} s "

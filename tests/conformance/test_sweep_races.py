@@ -17,7 +17,7 @@ import pytest
 
 from gpurent import config, ids, sweep, wallet
 from gpurent.money import charge_for_seconds
-from gpurent.records import ACTIVE_SHARDS, Rental, active_shard
+from gpurent.records import Rental, active_shard, active_shards
 from gpurent.store import rentals as rental_store
 from infra.local import template
 from tests.conftest import TEST_ENV, reset_clients, table_env
@@ -78,14 +78,14 @@ def exact(rs: list[Rental], now: float) -> None:
 def test_a_worker_charges_many_wallets_at_once_each_exactly(running: list[Rental], clock: Any) -> None:
     clock.advance(1234)
     report = sweep.start()
-    assert report.wallets == WALLETS and report.failed == 0 and report.parts == ACTIVE_SHARDS
+    assert report.wallets == WALLETS and report.failed == 0 and report.parts == active_shards()
     assert report.rentals == len(running)
     exact(running, clock.now())
 
 
 def test_two_workers_on_the_same_wallets_at_once_charge_each_second_once(running: list[Rental], clock: Any) -> None:
     clock.advance(600)
-    busiest = max(range(ACTIVE_SHARDS), key=lambda n: sum(active_shard(r.user_id) == n for r in running))
+    busiest = max(range(active_shards()), key=lambda n: sum(active_shard(r.user_id) == n for r in running))
     part = sweep.Part(busiest, clock.now())
     barrier = threading.Barrier(2)
     reports: list[sweep.Report] = []

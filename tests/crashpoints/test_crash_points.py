@@ -602,7 +602,7 @@ def fanout_act(ctx: Ctx, st: dict[str, Any]) -> Any:
     wallet is metered, every other worker runs out of time and its hand-off is lost (the next
     minute's parts cover those wallets)."""
     from gpurent import sweep
-    from gpurent.records import ACTIVE_SHARDS
+    from gpurent.records import active_shards
 
     started = {"n": 0}
 
@@ -613,7 +613,7 @@ def fanout_act(ctx: Ctx, st: dict[str, Any]) -> Any:
     real = sweep.hand_off
     sweep.hand_off = lambda part: None  # type: ignore[assignment]
     try:
-        for n in range(ACTIVE_SHARDS):
+        for n in range(active_shards()):
             sweep.run_part(sweep.Part(n, clock_mod.now()), time_left)
     finally:
         sweep.hand_off = real  # type: ignore[assignment]

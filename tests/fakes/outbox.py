@@ -14,8 +14,6 @@ from tests.fakes.writes import item as as_item
 
 
 class FakeOutboxStore:
-    SHARDS = real.SHARDS
-
     def __init__(self, money: FakeMoneyStore) -> None:
         self.money = money  # its `items` are the money table
 
@@ -32,6 +30,9 @@ class FakeOutboxStore:
             self.money.items[key] = record
 
         return as_item(FakeWrite(f"outbox {key}", lambda: key not in self.money.items, apply))
+
+    def shards(self) -> int:
+        return real.shards()
 
     def put(self, user_id: str, kind: str, payload: dict[str, Any], now: float) -> None:
         self.money.transact([self.put_item(user_id, kind, payload, now)])

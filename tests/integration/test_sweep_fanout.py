@@ -19,7 +19,7 @@ from gpurent import clock as clock_mod
 from gpurent.money import charge_for_seconds
 from gpurent.providers import registry
 from gpurent.providers.registry import build_adapters
-from gpurent.records import ACTIVE_SHARDS, Rental, active_shard
+from gpurent.records import Rental, active_shard, active_shards
 from gpurent.store import rentals as rental_store
 from gpurent.store import timers as queue_store
 from infra.local.events import schedule_event, sqs_event
@@ -137,10 +137,10 @@ def test_the_coordinator_hands_one_part_per_shard_to_the_queue_and_the_workers_c
     started = clock.now()
     report = handler(schedule_event("arn:aws:scheduler:us-east-1:123456789012:schedule/default/sweep"),
                      LocalContext("MeteringSweepFunction"))
-    assert report["parts"] == ACTIVE_SHARDS and report["rentals"] == 0  # the coordinator charged nothing
+    assert report["parts"] == active_shards() and report["rentals"] == 0  # the coordinator charged nothing
     assert all(m < started for m in metered(pods).values())
     parts = receive_all(sweep_queue)
-    assert sorted(p["shard"] for p in parts) == list(range(ACTIVE_SHARDS))
+    assert sorted(p["shard"] for p in parts) == list(range(active_shards()))
     for p in parts:
         reply = handler(sqs_event([p]), LocalContext("MeteringSweepFunction"))
         assert reply == {"batchItemFailures": []}
@@ -152,7 +152,7 @@ def test_the_coordinator_hands_one_part_per_shard_to_the_queue_and_the_workers_c
 def test_a_bad_part_is_reported_alone(pods, sweep_queue, clock) -> None:
     handler = load_handler("functions/sweep")
     good = sweep.Part(active_shard(pods[0][0]), clock.now()).body()
-    event = sqs_event([{"kind": "sweep", "shard": ACTIVE_SHARDS + 3, "tick": clock.now()}, good])
+    event = sqs_event([{"kind": "sweep", "shard": active_shards() + 3, "tick": clock.now()}, good])
     reply = handler(event, LocalContext("MeteringSweepFunction"))
     assert reply == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
 
@@ -161,7 +161,7 @@ def test_a_worker_out_of_time_hands_its_remainder_on_and_no_wallet_is_charged_tw
         pods, sweep_queue, clock) -> None:
     clock.advance(300)
     tick = clock.now()
-    parts = [sweep.Part(n, tick) for n in range(ACTIVE_SHARDS)]
+    parts = [sweep.Part(n, tick) for n in range(active_shards())]
     part = max(parts, key=lambda p: len(sweep.wallets_of(p)))
     wallets = sweep.wallets_of(part)
     assert len(wallets) >= 2, "ten users over eight shards: one shard holds two"
@@ -181,7 +181,7 @@ def test_a_worker_out_of_time_hands_its_remainder_on_and_no_wallet_is_charged_tw
 
 def test_each_minute_draws_a_fresh_order(pods, clock) -> None:
     """No wallet is always last: across ten minutes, the last wallet of a shard changes."""
-    shard = max(range(ACTIVE_SHARDS), key=lambda n: len(sweep.wallets_of(sweep.Part(n, 0))))
+    shard = max(range(active_shards()), key=lambda n: len(sweep.wallets_of(sweep.Part(n, 0))))
     lasts = {sweep.wallets_of(sweep.Part(shard, clock.now() + 60 * m))[-1][1] for m in range(10)}
     firsts = {sweep.wallets_of(sweep.Part(shard, clock.now() + 60 * m))[0][1] for m in range(10)}
     assert len(lasts) > 1 and len(firsts) > 1
@@ -192,7 +192,7 @@ def test_a_lost_hand_off_and_a_worker_dying_halfway_wait_one_minute_and_lose_not
     clock.advance(600)
     lost: list[sweep.Part] = []
     monkeypatch.setattr(sweep, "hand_off", lost.append)
-    for n in range(ACTIVE_SHARDS):
+    for n in range(active_shards()):
         sweep.run_part(sweep.Part(n, clock.now()), Budget(0))  # every worker out of time at once
     assert len(lost) == len({active_shard(uid) for uid, _, _ in pods})
     assert all(m < clock.now() for m in metered(pods).values())  # nothing charged this minute
@@ -237,7 +237,7 @@ def test_a_crowded_shard_is_split_among_workers_by_order_key(pods, sweep_queue, 
     monkeypatch.setattr(sweep, "WALLETS_PER_WORKER", 1)
     clock.advance(300)
     tick = clock.now()
-    part = max((sweep.Part(n, tick) for n in range(ACTIVE_SHARDS)), key=lambda p: len(sweep.wallets_of(p)))
+    part = max((sweep.Part(n, tick) for n in range(active_shards())), key=lambda p: len(sweep.wallets_of(p)))
     wallets = sweep.wallets_of(part)
     first = sweep.run_part(part)
     assert first.wallets == 1  # it kept one wallet and sent the others out
@@ -269,7 +269,7 @@ def test_a_worker_reads_the_keys_only_index_then_only_its_wallets_rentals_whole(
     monkeypatch.setattr(sweep, "WALLETS_PER_WORKER", 1)
     clock.advance(300)
     tick = clock.now()
-    part = max((sweep.Part(n, tick) for n in range(ACTIVE_SHARDS)), key=lambda p: len(sweep.covered(p)))
+    part = max((sweep.Part(n, tick) for n in range(active_shards())), key=lambda p: len(sweep.covered(p)))
     assert len(sweep.covered(part)) > 1, "a shard with several wallets"
     events = dynamo.client().meta.events
     events.register("provide-client-params.dynamodb.BatchGetItem", note)

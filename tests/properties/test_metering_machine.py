@@ -87,7 +87,7 @@ from gpurent.money import charge_for_seconds, whole_seconds
 from gpurent.providers import registry
 from gpurent.providers.base import ProviderAdapter
 from gpurent.providers.registry import build_adapters
-from gpurent.records import ACTIVE_SHARDS
+from gpurent.records import active_shards
 from gpurent.store import billing as billing_store
 from gpurent.store import dynamo, rental_items
 from gpurent.store import money as money_store
@@ -438,7 +438,7 @@ class MeteringMachine(RuleBasedStateMachine):
     def sweep(self) -> None:
         self._sweep_and_check()
 
-    @rule(shards=st.sets(st.integers(0, ACTIVE_SHARDS - 1), max_size=ACTIVE_SHARDS),
+    @rule(shards=st.sets(st.integers(0, active_shards() - 1), max_size=active_shards()),
           wallets=st.integers(0, 2), hand_off=st.sampled_from(["lost", "delivered", "twice"]))
     def a_fanned_out_sweep_partly(self, shards: set[int], wallets: int, hand_off: str) -> None:
         """Some shards' workers run (the others' parts lost), each out of time after `wallets`

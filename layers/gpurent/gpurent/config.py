@@ -39,6 +39,7 @@ LOCAL_DEFAULTS: dict[str, str] = {
     "MAIL_FROM": "no-reply@gpurent.local",
 }
 DEPLOYMENT_REQUIRED = (*LOCAL_DEFAULTS, "TIMER_QUEUE_URL")
+DEV_SHARDS = 2  # `active_shards` and `outbox_shards` of the local and test stages
 
 
 class MissingSettings(ValueError):
@@ -84,6 +85,12 @@ class Settings(BaseModel):
     sweep_queue_url: str | None = None
     # Wallets a sweep worker charges at once (threads); 1 charges them one after another.
     sweep_concurrency: int = Field(default=1, ge=1, le=64)
+    # Partitions the live rentals (`ActiveIndex`) and the pending effects (outbox) are spread
+    # over: the sweep, the reconciler and the outbox's safety net query each one every minute.
+    # Deployments keep 8 (100,000 running pods' writes); the local and test stages use 2 (a
+    # quarter of those queries). Fixed for the life of a stack's data: see docs/metering.md.
+    active_shards: int = Field(default=8, ge=1, le=64)
+    outbox_shards: int = Field(default=8, ge=1, le=64)
     # The SQS queue that hands each provider's reconcile pass (and chunks of its changed
     # rentals) to a worker; None outside AWS: hand-offs wait in process (`gpurent.reconciler`).
     reconcile_queue_url: str | None = None
@@ -175,6 +182,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "timer_queue_url": e.get("TIMER_QUEUE_URL") or None,
         "sweep_queue_url": e.get("SWEEP_QUEUE_URL") or None,
         "sweep_concurrency": int(e.get("SWEEP_CONCURRENCY") or 1),
+        "active_shards": int(e.get("ACTIVE_SHARDS") or (DEV_SHARDS if stage in DEV_STAGES else 8)),
+        "outbox_shards": int(e.get("OUTBOX_SHARDS") or (DEV_SHARDS if stage in DEV_STAGES else 8)),
         "reconcile_queue_url": e.get("RECONCILE_QUEUE_URL") or None,
         "public_url": _public_url(e).rstrip("/"),
         "stripe": load_stripe_settings(e),

@@ -92,10 +92,10 @@ def drain(user_id: str) -> dict[str, int]:
 
 def rearm_overdue() -> int:
     """The safety net (every metering sweep): re-arm the outbox timer of every user with an
-    effect overdue (never picked up, or its retry is due). Eight queries when all is well."""
+    effect overdue (never picked up, or its retry is due). One query a shard when all is well."""
     now = clock.now()
     users: set[str] = set()
-    for n in range(store.SHARDS):
+    for n in range(store.shards()):
         for item in store.in_shard(n):
             lease = item.get("leaseUntil")
             overdue = float(lease) <= now if lease is not None else float(item["createdAt"]) <= now - OVERDUE

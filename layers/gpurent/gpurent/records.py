@@ -19,14 +19,18 @@ RentalStatus = Literal["provisioning", "running", "stopping", "stopped", "failed
 STATUSES: tuple[RentalStatus, ...] = get_args(RentalStatus)
 LIVE: tuple[RentalStatus, ...] = ("provisioning", "running", "stopping")
 
-# A live rental sits in one of ACTIVE_SHARDS partitions of the sparse `ActiveIndex`, chosen by
-# its user, so one user's live rentals share a shard and the metering sweep hands out one shard
-# per worker. Changing the count moves rentals between shards: see docs/metering.md first.
-ACTIVE_SHARDS = 8
+def active_shards() -> int:
+    """How many partitions of the sparse `ActiveIndex` live rentals are spread over (the
+    setting `active_shards`: 8 deployed). A rental's shard is chosen by its user, so one
+    user's live rentals share a shard and the metering sweep hands out one shard per worker.
+    Changing the count moves rentals between shards: see docs/metering.md first."""
+    from gpurent.config import settings  # here, not at the top: this module stays light (cold start)
+
+    return settings().active_shards
 
 
 def active_shard(user_id: str) -> int:
-    return int(hashlib.sha256(user_id.encode()).hexdigest(), 16) % ACTIVE_SHARDS
+    return int(hashlib.sha256(user_id.encode()).hexdigest(), 16) % active_shards()
 StopReason = Literal["user", "insufficient_balance", "auto_stop", "max_total", "provider_failure"]
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from gpurent import clock, metering
 from gpurent.config import settings
-from gpurent.records import ACTIVE_SHARDS, Rental
+from gpurent.records import Rental, active_shards
 from gpurent.store import rentals as store
 from gpurent.store import timers as queue
 from gpurent.telemetry import count, logger
@@ -71,7 +71,7 @@ class Part:
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Part:
         shard = int(body["shard"])
-        if not 0 <= shard < ACTIVE_SHARDS:
+        if not 0 <= shard < active_shards():
             raise ValueError(f"no shard {shard}")
         return cls(shard, float(body["tick"]), str(body.get("after", "")), int(body.get("hops", 0)),
                    str(body.get("before", "")))
@@ -111,9 +111,10 @@ def order_key(tick: float, user_id: str) -> str:
 def start(tick: float | None = None) -> Report:
     """The minute's coordinator: one part per shard, to the queue or (no queue) run here."""
     tick = clock.now() if tick is None else tick
-    parts = [Part(n, tick) for n in range(ACTIVE_SHARDS)]
+    shards = active_shards()
+    parts = [Part(n, tick) for n in range(shards)]
     # Rotate which shard goes first too, for the in-process run (the queue has no order).
-    first = int(order_key(tick, "")[:8], 16) % ACTIVE_SHARDS
+    first = int(order_key(tick, "")[:8], 16) % shards
     parts = parts[first:] + parts[:first]
     url = settings().sweep_queue_url
     report = Report()

@@ -18,7 +18,10 @@ from gpurent.config import settings
 from gpurent.store.dynamo import ClientError, client, from_item, is_conditional_failure, key, to_values
 from gpurent.store.money import TransactItem, money_put
 
-SHARDS = 8
+
+def shards() -> int:
+    """How many partitions pending effects are spread over (the setting `outbox_shards`)."""
+    return settings().outbox_shards
 
 
 def _table() -> str:
@@ -26,7 +29,7 @@ def _table() -> str:
 
 
 def shard(user_id: str) -> str:
-    return f"OUTBOX#{int(hashlib.sha256(user_id.encode()).hexdigest(), 16) % SHARDS}"
+    return f"OUTBOX#{int(hashlib.sha256(user_id.encode()).hexdigest(), 16) % shards()}"
 
 
 def put_item(user_id: str, kind: str, payload: dict[str, Any], now: float, seq: int = 0) -> TransactItem:

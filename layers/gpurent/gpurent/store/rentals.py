@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 from gpurent.config import settings
 from gpurent.records import (
-    ACTIVE_SHARDS,
     LIVE,
     LiveRental,
     PassRecord,
@@ -33,6 +32,7 @@ from gpurent.records import (
     RentalChanges,
     RentalStatus,
     active_shard,
+    active_shards,
 )
 from gpurent.store.dynamo import ClientError, client, from_item, is_conditional_failure, key, to_item, to_values
 from gpurent.store.money import TransactItem, money_put
@@ -252,7 +252,7 @@ def _still(rentals: list[Rental], status: RentalStatus | None) -> list[Rental]:
 def live(status: RentalStatus | None = None) -> list[Rental]:
     """Live rentals from the sparse index (all statuses, or one), grouped by user."""
     out: list[Rental] = []
-    for n in range(ACTIVE_SHARDS):
+    for n in range(active_shards()):
         out.extend(live_in_shard(n, status))
     return out
 
