@@ -4,9 +4,10 @@ document (`infra/openapi.py`).
 
 Imported at the first body a function validates, never at cold start: a handler names its
 model with `gpurent.api.Body("Launch")`, so no function imports pydantic (and its model
-machinery, the bulk of a cold start after boto3) until a request brings a body, and a function's
-requests without one never do (`docs/decisions.md` "Cold starts"). Every model is built
-lazily too (`defer_build`): the first body validated with a model pays for its validator.
+machinery, the bulk of a cold start after boto3) until a request brings a body, and a
+function's requests without one never do (`docs/decisions.md` "Cold starts: no pydantic at
+import"). Every model is built lazily too (`defer_build`): the first body validated with a
+model pays for its validator.
 
 Keep this module light: only pydantic and modules a cold start has already imported, or
 cheap ones (`templates`, `regions`). A model has no docstring: it would become the schema's

@@ -1,9 +1,9 @@
 """Settings, read once from the environment into validated frozen dataclasses: every
 setting a deployment passes goes through here (`Settings`, `StripeSettings`,
 `ProviderSettings`; each provider's own settings are its adapter's `ProviderConfig`).
-Plain dataclasses, not pydantic models: every function reads them at its first request,
-and pydantic's model machinery is not worth a cold start for a few dozen strings
-(`docs/decisions.md` "Cold starts"). Secrets are `SecretStr`, hidden in `repr`.
+Plain dataclasses, not pydantic models: every function imports this module, and pydantic's
+model machinery is not worth a cold start for a few dozen strings (`docs/decisions.md`
+"Cold starts: no pydantic at import"). Secrets are `SecretStr`, hidden in `repr`.
 
 No silent defaults for what a deployment must set: a stage other than `local` and
 `test` (`DEV_STAGES`; a missing `STAGE` is `prod`) must give the table names,
