@@ -28,7 +28,7 @@ from typing import Any, cast
 from pydantic import BaseModel
 
 from gpurent import families, templates, text
-from gpurent.api import MUTATING, Route, Router
+from gpurent.api import MUTATING, Body, Route, Router
 from gpurent.auth import EMAIL_PATTERN
 from gpurent.billing import autotopup, topups
 from gpurent.catalog import GPU_COUNTS
@@ -234,9 +234,9 @@ def operation(route_key: str, route: Route, function: str, schemas: _Schemas) ->
     if params:
         op["parameters"] = params
     if doc.body is not None:
-        model = doc.body if not isinstance(doc.body, str) else _model(doc.body)
+        model = doc.body.model() if isinstance(doc.body, Body) else _model(doc.body)
         op["requestBody"] = {"required": True, "content": {"application/json": {
-            "schema": schemas.add(model, refine=not isinstance(doc.body, str))}}}
+            "schema": schemas.add(model, refine=isinstance(doc.body, Body))}}}
     if route.session_only:
         op["security"] = [{"sessionCookie": []}]
         op["description"] = (op.get("description", "") + "\n\nA signed-in session only: an API token gets 403 "

@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpurent import admin
-from gpurent.api import CURSOR_QUERY, Request, Router, idempotency_key, page_size_query, query_int
+from gpurent.api import CURSOR_QUERY, Body, Request, Router, idempotency_key, page_size_query, query_int
 from gpurent.telemetry import API, lambda_handler
+
+if TYPE_CHECKING:
+    from gpurent.bodies import Adjustment, ManualInvoice
 
 router = Router()
 
+ADJUSTMENT: Body[Adjustment] = Body("Adjustment")
+MANUAL_INVOICE: Body[ManualInvoice] = Body("ManualInvoice")
 
-@router.route("POST /v1/admin/adjustments", admin=True, summary="Adjust a wallet (admin)", body=admin.Adjustment,
+
+@router.route("POST /v1/admin/adjustments", admin=True, summary="Adjust a wallet (admin)", body=ADJUSTMENT,
               response="AdjustmentAnswer", headers=("Idempotency-Key",),
               errors=("user_not_found", "invalid_email", "insufficient_balance"))
 def adjustments(req: Request) -> dict[str, Any]:
-    body = req.parse(admin.Adjustment)
+    body = req.parse(ADJUSTMENT)
     return admin.adjust(req.user_id, body, idempotency_key(req))
 
 
 @router.route("POST /v1/admin/invoices", admin=True, summary="Issue a manual invoice (admin)",
-              body=admin.ManualInvoice, response="Invoice", headers=("Idempotency-Key",),
+              body=MANUAL_INVOICE, response="Invoice", headers=("Idempotency-Key",),
               errors=("user_not_found", "invalid_email"))
 def manual_invoice(req: Request) -> dict[str, Any]:
-    return admin.manual_invoice(req.user_id, req.parse(admin.ManualInvoice), idempotency_key(req))
+    return admin.manual_invoice(req.user_id, req.parse(MANUAL_INVOICE), idempotency_key(req))
 
 
 @router.route("POST /v1/admin/invoices/{id}/void", admin=True, summary="Void an open invoice (admin)",

@@ -3,56 +3,39 @@ person's own list of sessions and tokens ("sign out everywhere")."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any
 
 from gpurent import auth, credentials, oauth, sign_in
-from gpurent.api import Request, Response, Router, redirect
+from gpurent.api import Body, Request, Response, Router, redirect
 from gpurent.clock import iso
 from gpurent.telemetry import API, lambda_handler
 
+if TYPE_CHECKING:
+    from gpurent.bodies import NewToken, RequestCode, RevokeOthers, VerifyCode
+
 router = Router()
 
-
-class RequestCode(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    email: str = Field(max_length=320)
-    intent: str | None = Field(default=None, pattern="^(login|signup)$")
-
-
-class VerifyCode(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    email: str = Field(max_length=320)
-    code: str = Field(max_length=32)
+REQUEST_CODE: Body[RequestCode] = Body("RequestCode")
+VERIFY_CODE: Body[VerifyCode] = Body("VerifyCode")
+NEW_TOKEN: Body[NewToken] = Body("NewToken")
+REVOKE_OTHERS: Body[RevokeOthers] = Body("RevokeOthers")
 
 
-class NewToken(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    name: str = Field(min_length=1, max_length=64)
-    expiresInDays: int | None = Field(default=None, ge=1, le=3650)
-
-
-class RevokeOthers(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    tokens: bool = Field(default=False, description="Revoke every personal API token too")
-
-
-@router.route("POST /v1/auth/request-code", auth=False, summary="Mail a one-time sign-in code", body=RequestCode,
+@router.route("POST /v1/auth/request-code", auth=False, summary="Mail a one-time sign-in code", body=REQUEST_CODE,
               response="RequestCodeAnswer", errors=("invalid_email", "code_request_rate_limited"),
               description="No code is mailed while the address's wrong guesses of the day are used up "
                           "(429 `rate_limited` with `Retry-After`).")
 def request_code(req: Request) -> dict[str, Any]:
-    body = req.parse(RequestCode)
+    body = req.parse(REQUEST_CODE)
     return sign_in.request_code(body.email)
 
 
 @router.route("POST /v1/auth/verify-code", auth=False, summary="Sign in with the mailed code (sets `sid`)",
-              body=VerifyCode, response="SessionAnswer", errors=("invalid_email", "code_invalid", "code_expired"),
+              body=VERIFY_CODE, response="SessionAnswer", errors=("invalid_email", "code_invalid", "code_expired"),
               description="20 wrong codes a day per address and 100 per source address (rolling 24 hours): "
                           "beyond them, 429 `rate_limited` with `Retry-After`.")
 def verify_code(req: Request) -> Response:
-    body = req.parse(VerifyCode)
+    body = req.parse(VERIFY_CODE)
     user, sid, expires_at = sign_in.verify_code(body.email, body.code, req.source_ip, req.headers.get("user-agent"))
     return Response(200, {"user": auth.user_public(user), "expiresAt": iso(expires_at)},
                     cookies=[auth.session_cookie(sid)])
@@ -95,10 +78,10 @@ def oauth_callback(req: Request) -> Response:
 
 
 @router.route("POST /v1/auth/tokens", session_only=True, summary="Create a personal API token (shown once)",
-              body=NewToken, response="NewTokenAnswer")
+              body=NEW_TOKEN, response="NewTokenAnswer")
 def create_token(req: Request) -> dict[str, Any]:
     assert req.principal is not None
-    body = req.parse(NewToken)
+    body = req.parse(NEW_TOKEN)
     return credentials.create_token(req.principal, body.name, body.expiresInDays)
 
 
@@ -131,12 +114,12 @@ def end_session(req: Request) -> Response:
     return Response(200, {"ok": True}, cookies=[auth.cleared_cookie()] if current else [])
 
 
-@router.route("POST /v1/auth/sessions/revoke-others", session_only=True, body=RevokeOthers,
+@router.route("POST /v1/auth/sessions/revoke-others", session_only=True, body=REVOKE_OTHERS,
               summary="Sign out everywhere else (and revoke every API token with `tokens: true`)",
               response="RevokeOthersAnswer")
 def revoke_others(req: Request) -> dict[str, Any]:
     assert req.principal is not None
-    body = req.parse(RevokeOthers)
+    body = req.parse(REVOKE_OTHERS)
     return credentials.revoke_others(req.principal, body.tokens)
 
 

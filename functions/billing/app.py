@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpurent import ledger
-from gpurent.api import CURSOR_QUERY, Request, Router, idempotency_key, page_size_query, query_int
+from gpurent.api import CURSOR_QUERY, Body, Request, Router, idempotency_key, page_size_query, query_int
 from gpurent.billing import autotopup, cards, invoices, topups
 from gpurent.ledger import LEDGER_TYPES
 from gpurent.telemetry import API, lambda_handler
 
+if TYPE_CHECKING:
+    from gpurent.bodies import AutoTopup, Checkout
+
 router = Router()
+
+CHECKOUT: Body[Checkout] = Body("Checkout")
+AUTO_TOPUP: Body[AutoTopup] = Body("AutoTopup")
 
 
 @router.route("GET /v1/billing/balance", summary="The wallet: available, reserved, total, open invoices",
@@ -28,10 +34,10 @@ def ledger_page(req: Request) -> dict[str, Any]:
 
 
 @router.route("POST /v1/billing/checkout", summary="Top up: Stripe Checkout, or charge the saved card",
-              body=topups.Checkout, response="CheckoutAnswer", headers=("Idempotency-Key",),
+              body=CHECKOUT, response="CheckoutAnswer", headers=("Idempotency-Key",),
               errors=("invalid_amount", "billing_disabled", "card_declined", "rate_limited"))
 def checkout(req: Request) -> dict[str, Any]:
-    return topups.checkout(req.user_id, req.parse(topups.Checkout), idempotency_key(req))
+    return topups.checkout(req.user_id, req.parse(CHECKOUT), idempotency_key(req))
 
 
 @router.route("POST /v1/billing/setup-intent", summary="A SetupIntent to save a card", response="SetupIntentAnswer",
@@ -55,10 +61,10 @@ def get_auto_topup(req: Request) -> dict[str, Any]:
     return autotopup.get(req.user_id)
 
 
-@router.route("PUT /v1/billing/auto-topup", summary="Set auto-topup", body=autotopup.AutoTopup,
+@router.route("PUT /v1/billing/auto-topup", summary="Set auto-topup", body=AUTO_TOPUP,
               response="AutoTopupAnswer", errors=("billing_disabled",))
 def put_auto_topup(req: Request) -> dict[str, Any]:
-    return autotopup.put(req.user_id, req.parse(autotopup.AutoTopup))
+    return autotopup.put(req.user_id, req.parse(AUTO_TOPUP))
 
 
 @router.route("GET /v1/billing/invoices", summary="Invoices, newest first (drafts hidden)", response="InvoicePage",

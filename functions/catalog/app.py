@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import os
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any
 
 import gpurent
 from gpurent import catalog, templates
-from gpurent.api import CURSOR_QUERY, Request, Response, Router, page_size_query, query_int
+from gpurent.api import CURSOR_QUERY, Body, Request, Response, Router, page_size_query, query_int
 from gpurent.errors import ApiError
+from gpurent.regions import REGION_PATTERN
 from gpurent.telemetry import API, lambda_handler
+
+if TYPE_CHECKING:
+    from gpurent.bodies import Preview
 
 router = Router()
 
-
-class Preview(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    familyId: str = Field(max_length=64)
-    gpuCount: int
-    templateId: str = Field(default=templates.DEFAULT_TEMPLATE, max_length=64)
-    region: str | None = Field(default=None, max_length=8, pattern=catalog.REGION_PATTERN)
-    maxPricePerHourCents: int | None = Field(default=None, ge=1, le=100_000_000)
+PREVIEW: Body[Preview] = Body("Preview")
 
 
 def _number(req: Request, name: str, integer: bool) -> float | None:
@@ -44,7 +39,7 @@ def _number(req: Request, name: str, integer: bool) -> float | None:
                   "model": {"type": "string", "maxLength": 64, "pattern": "^[A-Za-z0-9_-]*$"},
                   "minVramGb": {"type": "number", "minimum": 0, "maximum": 10**9},
                   "gpuCount": {"type": "integer", "enum": [1, 2, 4, 8]},
-                  "region": {"type": "string", "pattern": catalog.REGION_PATTERN.replace(")$", ")?$"),  # or empty
+                  "region": {"type": "string", "pattern": REGION_PATTERN.replace(")$", ")?$"),  # or empty
                              "description": "ISO country code or us, eu, apac"},
                   "maxPricePerHourCents": {"type": "number", "minimum": 0, "maximum": 10**9},
                   "cursor": CURSOR_QUERY, "pageSize": page_size_query()})
@@ -83,9 +78,9 @@ def template_list(req: Request) -> dict[str, Any]:
 
 
 @router.route("POST /v1/rentals/preview", summary="What a launch would pick and cost (reserves nothing)",
-              body=Preview, response="PreviewAnswer", errors=("invalid_count", "model_unavailable"))
+              body=PREVIEW, response="PreviewAnswer", errors=("invalid_count", "model_unavailable"))
 def preview(req: Request) -> dict[str, Any]:
-    body = req.parse(Preview)
+    body = req.parse(PREVIEW)
     catalog.check_family(body.familyId)
     catalog.check_gpu_count(body.gpuCount)
     if templates.get_template(body.templateId) is None:

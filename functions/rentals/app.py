@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpurent import rentals
-from gpurent.api import CURSOR_QUERY, Request, Response, Router, idempotency_key, page_size_query, query_int
+from gpurent.api import CURSOR_QUERY, Body, Request, Response, Router, idempotency_key, page_size_query, query_int
 from gpurent.telemetry import API, lambda_handler
+
+if TYPE_CHECKING:
+    from gpurent.bodies import Launch
 
 router = Router()
 
+LAUNCH: Body[Launch] = Body("Launch")
 
-@router.route("POST /v1/rentals", summary="Launch a pod (reserves one hour)", body=rentals.Launch,
+
+@router.route("POST /v1/rentals", summary="Launch a pod (reserves one hour)", body=LAUNCH,
               response="LaunchAnswer", headers=("Idempotency-Key",),
               errors=("invalid_count", "model_unavailable", "insufficient_balance"))
 def launch(req: Request) -> Response:
-    body, status = rentals.launch(req.user_id, req.parse(rentals.Launch), idempotency_key(req))
+    body, status = rentals.launch(req.user_id, req.parse(LAUNCH), idempotency_key(req))
     return Response(status, body)
 
 

@@ -10,6 +10,7 @@ DynamoDB Local."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections import Counter
@@ -22,7 +23,7 @@ import pytest
 
 from gpurent import config, reconciler, rentals
 from gpurent.providers.base import ProviderError
-from gpurent.rentals import instances, lifecycle
+from gpurent.rentals import lifecycle
 from gpurent.store import dynamo
 from gpurent.store import rentals as rental_store
 from infra.local import template
@@ -197,7 +198,7 @@ def test_a_pass_over_healthy_pods_writes_only_its_record_and_opens_one_client(
         real_init(self, *a, **kw)
 
     monkeypatch.setattr(httpx.AsyncClient, "__init__", counted)
-    monkeypatch.setattr(instances.asyncio, "run", lambda *a, **kw: pytest.fail("a provider call made its own loop"))
+    monkeypatch.setattr(asyncio, "run", lambda *a, **kw: pytest.fail("a provider call made its own loop"))
     requests_by_operation.clear()
     before = len(world.requests())
     counts = rentals.reconcile()

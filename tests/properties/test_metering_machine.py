@@ -78,7 +78,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from gpurent import auth, catalog, catalog_refresh, config, rentals, sweep, timers, wallet
+from gpurent import auth, bodies, catalog, catalog_refresh, config, rentals, sweep, timers, wallet
 from gpurent import clock as clock_mod
 from gpurent.billing import autotopup, cards, gateway, topups
 from gpurent.errors import ApiError
@@ -353,7 +353,7 @@ class MeteringMachine(RuleBasedStateMachine):
     def launch(self, u: str, family: str, auto_stop: float | None, max_total: int | None, wait: bool) -> None:
         """`POST /v1/rentals`; with `wait`, the pod boots and a `GET` sees it running (as `launch --wait`)."""
         user = self.uid(u)
-        body = rentals.Launch(familyId=family, gpuCount=1, autoStopAfterHours=auto_stop, maxTotalCents=max_total)
+        body = bodies.Launch(familyId=family, gpuCount=1, autoStopAfterHours=auto_stop, maxTotalCents=max_total)
         try:
             answer, status = rentals.launch(user, body, None)
         except ApiError as exc:
@@ -489,7 +489,7 @@ class MeteringMachine(RuleBasedStateMachine):
     @rule(u=st.sampled_from(USERS), on=st.booleans(), threshold=st.sampled_from([100, 300, 1_500]),
           amount=st.sampled_from([1_000, 2_500]))
     def set_auto_topup(self, u: str, on: bool, threshold: int, amount: int) -> None:
-        body = autotopup.AutoTopup(enabled=on, thresholdCents=threshold, topupAmountCents=amount)
+        body = bodies.AutoTopup(enabled=on, thresholdCents=threshold, topupAmountCents=amount)
         autotopup.put(self.uid(u), body)  # switched on below the threshold: its timer fires it
 
     @rule(ok=st.booleans())
@@ -512,7 +512,7 @@ class MeteringMachine(RuleBasedStateMachine):
     def saved_card_top_up(self, u: str, amount: int, keyed: bool) -> None:
         """`POST /v1/billing/checkout` with the card on file (the durable intent, then Stripe)."""
         try:
-            answer = topups.checkout(self.uid(u), topups.Checkout(amountCents=amount),
+            answer = topups.checkout(self.uid(u), bodies.Checkout(amountCents=amount),
                                      self.key("topup") if keyed else None)
         except ApiError as exc:
             assert exc.code in ("card_declined", "service_unavailable", "rate_limited"), (exc.code, exc.message)

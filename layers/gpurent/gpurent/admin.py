@@ -4,9 +4,7 @@ the same transaction as its effect."""
 from __future__ import annotations
 
 import re
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any
 
 from gpurent import auth, clock, ids, text, timers, wallet
 from gpurent.errors import ApiError
@@ -17,15 +15,8 @@ from gpurent.store import identity
 from gpurent.store import money as store
 from gpurent.telemetry import logger
 
-MAX_ADJUSTMENT_CENTS = 10_000_000  # $100,000: a typo guard, not a policy
-
-
-class Adjustment(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    userId: str | None = None
-    email: str | None = Field(default=None, max_length=320)
-    amountCents: int = Field(ge=-MAX_ADJUSTMENT_CENTS, le=MAX_ADJUSTMENT_CENTS)
-    reason: str = Field(min_length=1, max_length=500)
+if TYPE_CHECKING:
+    from gpurent.bodies import Adjustment, ManualInvoice  # the request bodies (`gpurent.bodies`)
 
 
 def audit_row(admin_id: str, action: str, target_user: str, details: dict[str, Any]) -> store.TransactItem:
@@ -138,15 +129,6 @@ def audit_list(admin_id: str, month: str | None, raw_cursor: str | None, page_si
 
 
 # ---------------------------------------------------------------- invoices
-
-class ManualInvoice(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    userId: str | None = None
-    email: str | None = Field(default=None, max_length=320)
-    amountCents: int = Field(ge=100, le=MAX_ADJUSTMENT_CENTS)
-    description: str = Field(min_length=1, max_length=500)
-    creditsWallet: bool = False  # paying it adds the amount to the wallet (e.g. a wire top-up)
-
 
 def manual_invoice(admin_id: str, body: ManualInvoice, idempotency_key: str | None) -> dict[str, Any]:
     from gpurent.billing import invoices

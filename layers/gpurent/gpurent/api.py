@@ -6,29 +6,50 @@ API Gateway name them, e.g. `GET /v1/rentals/{id}`), so dispatch is one dict
 look-up. Here, and only here: authentication, the Origin check, rate limits,
 body parsing and validation, and the mapping of `ApiError` to the documented
 envelope.
+
+No pydantic here: a body's model is named (`Body`) and imported, with pydantic, at the first
+body the function validates (`gpurent.bodies`), not at cold start.
 """
 
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from gpurent import auth, clock, rate_limits, retry, text
 from gpurent.config import settings
 from gpurent.errors import ApiError, ConflictRetryExhausted
 from gpurent.telemetry import count, logger
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+
 MAX_BODY_BYTES = 64 * 1024
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound="BaseModel")
+
+
+@dataclass(frozen=True)
+class Body(Generic[M]):
+    """A request body's model, by its name in `gpurent.bodies`: `Request.parse` validates
+    with it and `Router.route(body=…)` documents it. The module (and pydantic) is imported
+    at the first body validated, not when a function's routes are declared: a cold start
+    does not pay pydantic's model machinery, the first request with a body does.
+
+        LAUNCH: Body[Launch] = Body("Launch")  # `Launch` imported under TYPE_CHECKING
+    """
+
+    name: str
+
+    def model(self) -> type[M]:
+        return cast("type[M]", getattr(importlib.import_module("gpurent.bodies"), self.name))
 
 
 _IDEMPOTENCY_KEY = re.compile(text.IDEMPOTENCY_KEY_PATTERN.removeprefix("^").removesuffix("$"))
@@ -72,11 +93,15 @@ class Request:
         except (ValueError, RecursionError) as exc:
             raise ApiError("validation_failed", "Body is not valid JSON", {"body": "not valid JSON"}) from exc
 
-    def parse(self, model: type[M]) -> M:
-        """Validate the JSON body against `model` (unknown fields rejected)."""
+    def parse(self, body: Body[M]) -> M:
+        """Validate the JSON body against `body`'s model (unknown fields rejected)."""
         data = self.json()
         if not isinstance(data, dict):
             raise ApiError("validation_failed", "Body must be a JSON object", {"body": "must be a JSON object"})
+        model = body.model()  # imports pydantic at a process's first body
+
+        from pydantic import ValidationError
+
         try:
             return model.model_validate(data)
         except ValidationError as exc:
@@ -141,8 +166,9 @@ class RouteDoc:
     """What the OpenAPI document says about a route (`infra/openapi.py` reads it).
 
     Plain data, never used to serve a request: `body` is the request model the
-    handler parses (or the name of a model in `infra/contract.py` for a body
-    the handler does not parse with pydantic), `query` maps each query
+    handler parses (a `Body` of `gpurent.bodies`; or the name, a string, of a
+    model in `infra/contract.py` for a body the handler does not parse with
+    pydantic), `query` maps each query
     parameter to its JSON schema, `response` names the answer's model in
     `infra/contract.py`, `errors` are the route-specific documented error
     codes (the generic ones follow from auth/admin/rate limits/body), and
@@ -150,7 +176,7 @@ class RouteDoc:
     """
 
     summary: str = ""
-    body: type[BaseModel] | str | None = None
+    body: Body[Any] | str | None = None
     query: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     response: str | None = None
     errors: tuple[str, ...] = ()
@@ -182,7 +208,7 @@ class Router:
         session_only: bool = False,
         summary: str = "",
         description: str = "",
-        body: type[BaseModel] | str | None = None,
+        body: Body[Any] | str | None = None,
         query: Mapping[str, Mapping[str, Any]] | None = None,
         response: str | None = None,
         errors: tuple[str, ...] = (),

@@ -84,8 +84,7 @@ def live_listings() -> tuple[Listing, ...]:
 # ---------------------------------------------------------------- filters
 
 # A country code or a group (us, eu: two letters too; apac), any case: the contract states it
-# (`REGION_PATTERN`, JSON Schema and pydantic), so a request it allows is never refused here.
-REGION_PATTERN = "^([A-Za-z]{2}|[Aa][Pp][Aa][Cc])$"
+# (`regions.REGION_PATTERN`, JSON Schema and pydantic), so a request it allows is never refused here.
 _REGION_RE = re.compile(r"^([A-Za-z]{2}|apac)\Z", re.IGNORECASE)
 
 

@@ -1,6 +1,9 @@
-"""Settings, read once from the environment into validated pydantic models: every
+"""Settings, read once from the environment into validated frozen dataclasses: every
 setting a deployment passes goes through here (`Settings`, `StripeSettings`,
 `ProviderSettings`; each provider's own settings are its adapter's `ProviderConfig`).
+Plain dataclasses, not pydantic models: every function imports this module, and pydantic's
+model machinery is not worth a cold start for a few dozen strings (`docs/decisions.md`
+"Cold starts: no pydantic at import"). Secrets are `SecretStr`, hidden in `repr`.
 
 No silent defaults for what a deployment must set: a stage other than `local` and
 `test` (`DEV_STAGES`; a missing `STAGE` is `prod`) must give the table names,
@@ -18,11 +21,11 @@ may give values directly (`STRIPE_SECRET_KEY`, …).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from functools import lru_cache
-
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 def _list(value: str | None) -> list[str]:
@@ -46,11 +49,75 @@ class MissingSettings(ValueError):
     """A deployment stage lacks settings it must set."""
 
 
-class StripeSettings(BaseModel):
+class SecretStr:
+    """A secret setting: `get_secret_value()` gives it; `repr` and `str` never do (as pydantic's
+    `SecretStr`, which this replaces here)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"a secret must be a string, not {type(value).__name__}")
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "SecretStr('**********')" if self._value else "SecretStr('')"
+
+    def __str__(self) -> str:
+        return "**********" if self._value else ""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretStr) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+
+def _invalid(model: str, name: str, message: str, value: object) -> ValueError:
+    return ValueError(f"1 validation error for {model}\n{name}\n  {message} [input_value={value!r}]")
+
+
+def _check_types(obj: object) -> None:
+    """Each field of a settings dataclass holds what its annotation says (the loaders below
+    convert the environment's strings; this guards a settings object built by hand)."""
+    kinds = {"str": str, "int": int, "float": float, "bool": bool, "SecretStr": SecretStr, "tuple": tuple}
+    for f in fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        annotation = str(f.type)
+        if value is None and annotation.endswith("| None"):
+            continue
+        base = annotation.removesuffix(" | None").split("[")[0]
+        want = kinds.get(base)
+        if want is None:
+            continue
+        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(obj, f.name, float(value))
+            ok = True
+        if not ok:
+            raise _invalid(type(obj).__name__, f.name, f"Input should be a valid {base}", value)
+
+
+def _range(model: str, name: str, value: float, *, gt: float | None = None, ge: float | None = None,
+           le: float | None = None) -> None:
+    if gt is not None and not value > gt:
+        raise _invalid(model, name, f"Input should be greater than {gt}", value)
+    if ge is not None and not value >= ge:
+        raise _invalid(model, name, f"Input should be greater than or equal to {ge}", value)
+    if le is not None and not value <= le:
+        raise _invalid(model, name, f"Input should be less than or equal to {le}", value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StripeSettings:
     """Stripe: each secret is given as the name of an SSM parameter (`*_PARAM`,
     deployments) or as itself (the local stack, tests). No secret key: billing is off."""
-
-    model_config = ConfigDict(frozen=True)
 
     secret_key: SecretStr | None = None  # STRIPE_SECRET_KEY
     secret_key_param: str | None = None  # STRIPE_SECRET_KEY_PARAM
@@ -59,14 +126,16 @@ class StripeSettings(BaseModel):
     publishable_key: str = ""  # STRIPE_PUBLISHABLE_KEY
     api_base: str | None = None  # STRIPE_API_BASE (local stack and tests only; default Stripe's own)
 
+    def __post_init__(self) -> None:
+        _check_types(self)
+
     @property
     def enabled(self) -> bool:
         return bool(self.secret_key_param or self.secret_key)
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+@dataclass(frozen=True, kw_only=True)
+class Settings:
     stage: str
     region: str = "us-east-1"
     identity_table: str
@@ -83,14 +152,14 @@ class Settings(BaseModel):
     # The SQS queue that hands the metering sweep's parts (one per ActiveIndex shard, and
     # hand-offs) to sweep workers; None: the sweep runs every part in this process.
     sweep_queue_url: str | None = None
-    # Wallets a sweep worker charges at once (threads); 1 charges them one after another.
-    sweep_concurrency: int = Field(default=1, ge=1, le=64)
+    # Wallets a sweep worker charges at once (threads), 1 to 64; 1 charges them one after another.
+    sweep_concurrency: int = 1
     # Partitions the live rentals (`ActiveIndex`) and the pending effects (outbox) are spread
-    # over: the sweep, the reconciler and the outbox's safety net query each one every minute.
-    # Deployments keep 8 (100,000 running pods' writes); the local and test stages use 2 (a
-    # quarter of those queries). Fixed for the life of a stack's data: see docs/metering.md.
-    active_shards: int = Field(default=8, ge=1, le=64)
-    outbox_shards: int = Field(default=8, ge=1, le=64)
+    # over, 1 to 64: the sweep, the reconciler and the outbox's safety net query each one every
+    # minute. Deployments keep 8 (100,000 running pods' writes); the local and test stages use 2
+    # (a quarter of those queries). Fixed for the life of a stack's data: see docs/metering.md.
+    active_shards: int = 8
+    outbox_shards: int = 8
     # The SQS queue that hands each provider's reconcile pass (and chunks of its changed
     # rentals) to a worker; None outside AWS: hand-offs wait in process (`gpurent.reconciler`).
     reconcile_queue_url: str | None = None
@@ -131,6 +200,14 @@ class Settings(BaseModel):
     github_token_url: str = "https://github.com/login/oauth/access_token"  # noqa: S105 - a URL
     github_api_url: str = "https://api.github.com"
 
+    def __post_init__(self) -> None:
+        _check_types(self)
+        if not isinstance(self.stripe, StripeSettings):
+            raise _invalid("Settings", "stripe", "Input should be a valid StripeSettings", self.stripe)
+        _range("Settings", "sweep_concurrency", self.sweep_concurrency, ge=1, le=64)
+        _range("Settings", "active_shards", self.active_shards, ge=1, le=64)
+        _range("Settings", "outbox_shards", self.outbox_shards, ge=1, le=64)
+
     @property
     def is_local(self) -> bool:
         return self.stage == "local"
@@ -151,9 +228,18 @@ def _missing(e: Mapping[str, str]) -> list[str]:
 
 
 def load_stripe_settings(e: Mapping[str, str]) -> StripeSettings:
-    values = {name: e.get(f"STRIPE_{name.upper()}") or None for name in StripeSettings.model_fields}
-    values["publishable_key"] = e.get("STRIPE_PUBLISHABLE_KEY", "")
-    return StripeSettings.model_validate(values)
+    def value(name: str) -> str | None:
+        return e.get(f"STRIPE_{name.upper()}") or None
+
+    secret_key, webhook_secret = value("secret_key"), value("webhook_secret")
+    return StripeSettings(
+        secret_key=SecretStr(secret_key) if secret_key is not None else None,
+        secret_key_param=value("secret_key_param"),
+        webhook_secret=SecretStr(webhook_secret) if webhook_secret is not None else None,
+        webhook_secret_param=value("webhook_secret_param"),
+        publishable_key=e.get("STRIPE_PUBLISHABLE_KEY", ""),
+        api_base=value("api_base"),
+    )
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -210,7 +296,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 "ip_rate_limit_per_hour", "user_rate_limit_per_minute", "user_rate_limit_per_hour"):
         if e.get(key.upper()):
             values[key] = int(e[key.upper()])
-    return Settings.model_validate(values)
+    return Settings(**values)  # type: ignore[arg-type]
 
 
 def _public_url(e: Mapping[str, str]) -> str:
@@ -229,17 +315,48 @@ def _public_url(e: Mapping[str, str]) -> str:
     raise MissingSettings("PUBLIC_URL (or PUBLIC_URL_PARAM)")
 
 
-class ProviderSettings(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class ProviderSettings:
     """What every provider adapter shares (each provider's own settings, its API key
     among them, are its adapter's `ProviderConfig`: `gpurent.providers.registry`)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     providers: tuple[str, ...] | None = None  # PROVIDERS: build only these (None: every one with a key)
-    connect_timeout_seconds: float = Field(default=3.0, gt=0)  # PROVIDER_CONNECT_TIMEOUT_SECONDS
-    read_timeout_seconds: float = Field(default=10.0, gt=0)  # PROVIDER_READ_TIMEOUT_SECONDS
-    max_attempts: int = Field(default=4, ge=1)  # PROVIDER_MAX_ATTEMPTS
-    disk_gb: int = Field(default=50, ge=1)  # PROVIDER_DISK_GB: the disk the offer prices include
+    connect_timeout_seconds: float = 3.0  # PROVIDER_CONNECT_TIMEOUT_SECONDS, > 0
+    read_timeout_seconds: float = 10.0  # PROVIDER_READ_TIMEOUT_SECONDS, > 0
+    max_attempts: int = 4  # PROVIDER_MAX_ATTEMPTS, >= 1
+    disk_gb: int = 50  # PROVIDER_DISK_GB: the disk the offer prices include, >= 1
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _range("ProviderSettings", "connect_timeout_seconds", self.connect_timeout_seconds, gt=0)
+        _range("ProviderSettings", "read_timeout_seconds", self.read_timeout_seconds, gt=0)
+        _range("ProviderSettings", "max_attempts", self.max_attempts, ge=1)
+        _range("ProviderSettings", "disk_gb", self.disk_gb, ge=1)
+
+
+def _parse_float(model: str, name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise _invalid(model, name, "Input should be a valid number, unable to parse string as a number",
+                       raw) from None
+
+
+def _parse_int(model: str, name: str, raw: str) -> int:
+    """As pydantic reads an int from a string: surrounding blanks, `_` separators and a zero
+    fraction (`80.0`) are accepted."""
+    try:
+        return int(raw)
+    except ValueError:
+        pass
+    try:
+        number = float(raw)
+    except ValueError:
+        raise _invalid(model, name, "Input should be a valid integer, unable to parse string as an integer",
+                       raw) from None
+    if not math.isfinite(number) or not number.is_integer():
+        raise _invalid(model, name, "Input should be a valid integer, got a number with a fractional part", raw)
+    return int(number)
 
 
 def load_provider_settings(values: Mapping[str, str]) -> ProviderSettings:
@@ -247,10 +364,13 @@ def load_provider_settings(values: Mapping[str, str]) -> ProviderSettings:
     out: dict[str, object] = {}
     if "PROVIDERS" in values:
         out["providers"] = tuple(p.lower() for p in _list(values["PROVIDERS"]))
-    for name in ("connect_timeout_seconds", "read_timeout_seconds", "max_attempts", "disk_gb"):
+    for name in ("connect_timeout_seconds", "read_timeout_seconds"):
         if values.get(f"PROVIDER_{name.upper()}"):
-            out[name] = values[f"PROVIDER_{name.upper()}"]
-    return ProviderSettings.model_validate(out)
+            out[name] = _parse_float("ProviderSettings", name, values[f"PROVIDER_{name.upper()}"])
+    for name in ("max_attempts", "disk_gb"):
+        if values.get(f"PROVIDER_{name.upper()}"):
+            out[name] = _parse_int("ProviderSettings", name, values[f"PROVIDER_{name.upper()}"])
+    return ProviderSettings(**out)  # type: ignore[arg-type]
 
 
 @lru_cache(maxsize=1)

@@ -20,6 +20,10 @@ from gpurent.families import norm
 
 RegionGroup = Literal["us", "eu", "apac"]
 
+# What a request's `region` filter may be: a country code or a group (us, eu: two letters too;
+# apac), any case. The request bodies and the query schema state it; `catalog.check_region` agrees.
+REGION_PATTERN = "^([A-Za-z]{2}|[Aa][Pp][Aa][Cc])$"
+
 
 @dataclass(frozen=True)
 class Region:

@@ -4,9 +4,7 @@ Parsing and checking one pasted public key is `gpurent.ssh_key_parser`."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any
 
 from gpurent import clock, ids
 from gpurent.errors import ApiError
@@ -15,12 +13,8 @@ from gpurent.store import identity
 from gpurent.store import ssh_keys as store
 from gpurent.text import check_name
 
-
-class NewKey(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    name: str = Field(min_length=1, max_length=64)
-    publicKey: str = Field(min_length=1, max_length=16384)
-
+if TYPE_CHECKING:
+    from gpurent.bodies import NewKey  # the request body (`POST /v1/ssh-keys`)
 
 
 def public(record: dict[str, Any]) -> dict[str, Any]:

@@ -30,9 +30,7 @@ for the attempt (`metering.meter_wallet`) is decided on the new balance.
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict
+from typing import TYPE_CHECKING, Any
 
 from gpurent import clock, timers, wallet
 from gpurent.billing import cards, gateway, invoices, topups
@@ -42,19 +40,14 @@ from gpurent.records import AutoTopupRule, WalletItem
 from gpurent.store import billing as store
 from gpurent.telemetry import count, logger
 
+if TYPE_CHECKING:
+    from gpurent.bodies import AutoTopup  # the request body (`PUT /v1/billing/auto-topup`)
+
 COOLDOWN = wallet.AUTO_TOPUP_COOLDOWN
 RESUME_AFTER = wallet.AUTO_TOPUP_RESUME_AFTER  # an attempt with no recorded outcome by then is resumed
 RETRY_AFTER = 30  # Stripe unreachable: the attempt's timer tries again this much later
 MIN_THRESHOLD, MAX_THRESHOLD = 100, 100_000
 MIN_AMOUNT, MAX_AMOUNT = 1000, 500_000
-
-
-class AutoTopup(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    enabled: bool
-    thresholdCents: int | None = None
-    topupAmountCents: int | None = None
 
 
 def public(item: WalletItem) -> dict[str, Any]:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict
+from typing import TYPE_CHECKING, Any
 
 from gpurent import clock, ids, rate_limits, wallet
 from gpurent.billing import cards, gateway
@@ -24,6 +22,9 @@ from gpurent.records import LedgerRefs
 from gpurent.store import billing as store
 from gpurent.store.money import TransactItem
 from gpurent.telemetry import logger
+
+if TYPE_CHECKING:
+    from gpurent.bodies import Checkout  # the request body (`POST /v1/billing/checkout`)
 
 MIN_TOPUP, MAX_TOPUP = 100, 500_000
 CHECKOUTS_PER_HOUR = 10
@@ -46,13 +47,6 @@ def charge_once(*, customer_id: str, payment_method_id: str, amount_cents: int, 
     return gateway.charge_saved_card(customer_id=customer_id, payment_method_id=payment_method_id,
                                      amount_cents=amount_cents, metadata=metadata,
                                      idempotency_key=idempotency_key)
-
-
-class Checkout(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    amountCents: int
-    useCheckout: bool = False
 
 
 def deposit(user_id: str, payment_intent_id: str, amount: int, entry_type: str, charge_id: str | None,

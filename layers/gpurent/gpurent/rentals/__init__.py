@@ -25,7 +25,7 @@ function in the module that defines it.
 """
 
 from gpurent.records import STATUSES
-from gpurent.rentals.launching import ALLOCATION_LEASE, MAX_ATTEMPTS, Launch, launch
+from gpurent.rentals.launching import ALLOCATION_LEASE, MAX_ATTEMPTS, launch
 from gpurent.rentals.lifecycle import (
     ADOPT_GRACE,
     FOLLOW_UP_FOR,
@@ -72,7 +72,6 @@ __all__ = [
     "SHORT_RUN_ALLOWANCE",
     "SHORT_RUN_PERIOD",
     "STATUSES",
-    "Launch",
     "Settled",
     "Settlement",
     "advance",

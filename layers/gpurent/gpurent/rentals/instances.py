@@ -1,20 +1,25 @@
-"""A rental's instance at its provider: the calls every part of a rental's life makes."""
+"""A rental's instance at its provider: the calls every part of a rental's life makes.
+
+asyncio and the HTTP client (`providers.http`, httpx) are imported at the first provider call,
+as the adapters themselves are (`providers.registry`): a request that calls no provider (a
+list, a meter) does not pay for them, at cold start or after."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Coroutine, Iterator
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gpurent.providers import registry
 from gpurent.providers.base import Instance, ProviderError
-from gpurent.providers.http import pooled
 from gpurent.records import Rental
 from gpurent.telemetry import logger
+
+if TYPE_CHECKING:
+    import asyncio
+    import concurrent.futures
 
 T = TypeVar("T")
 
@@ -26,12 +31,18 @@ class ProviderLoop:
     handshake per call."""
 
     def __init__(self) -> None:
+        import asyncio
+
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="provider-loop", daemon=True)
         self._closing: asyncio.Event | None = None
         self._session: concurrent.futures.Future[None] | None = None
 
     async def _hold(self, ready: threading.Event) -> None:
+        import asyncio
+
+        from gpurent.providers.http import pooled
+
         self._closing = asyncio.Event()
         async with pooled():
             ready.set()
@@ -39,6 +50,8 @@ class ProviderLoop:
 
     def __enter__(self) -> ProviderLoop:
         self._thread.start()
+        import asyncio
+
         ready = threading.Event()
         self._session = asyncio.run_coroutine_threadsafe(self._hold(ready), self.loop)
         ready.wait()
@@ -56,6 +69,8 @@ class ProviderLoop:
         self.loop.close()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        import asyncio
+
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
 
@@ -80,6 +95,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     found = _loop.get()
     if found is not None:
         return found.run(coro)
+    import asyncio
+
     return asyncio.run(coro)
 
 

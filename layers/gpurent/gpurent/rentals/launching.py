@@ -9,9 +9,7 @@ as it is known.
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any
 
 from gpurent import catalog, clock, ids, ssh_keys, wallet
 from gpurent.errors import ApiError
@@ -23,25 +21,14 @@ from gpurent.rentals import instances, settlement, views
 from gpurent.store import money as money_store
 from gpurent.store import rentals as store
 from gpurent.telemetry import count, logger
-from gpurent.templates import DEFAULT_TEMPLATE, get_template
+from gpurent.templates import get_template
 from gpurent.text import check_name
+
+if TYPE_CHECKING:
+    from gpurent.bodies import Launch  # the request body (`POST /v1/rentals`)
 
 MAX_ATTEMPTS = 3  # listings tried per launch (failover)
 ALLOCATION_LEASE = 60  # seconds a launch owns its allocation (a Lambda lives 29 s); a retry takes over after
-
-
-class Launch(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    familyId: str = Field(max_length=64)
-    gpuCount: int
-    templateId: str = Field(default=DEFAULT_TEMPLATE, max_length=64)
-    region: str | None = Field(default=None, max_length=8, pattern=catalog.REGION_PATTERN)
-    name: str | None = Field(default=None, max_length=64)
-    autoStopAfterHours: float | None = Field(default=None, gt=0, le=720)
-    maxTotalCents: int | None = Field(default=None, ge=1, le=100_000_000)
-    # Price tolerance: failover may place the rental on any listing up to this (default:
-    # the quote). The rate charged and reserved is the one obtained.
-    maxPricePerHourCents: int | None = Field(default=None, ge=1, le=100_000_000)
 
 
 def launch(user_id: str, body: Launch, idempotency_key: str | None) -> tuple[dict[str, Any], int]:
