@@ -19,6 +19,9 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 3
 PY313_WORKERS ?= 2
 PIP_QUIET := --quiet --disable-pip-version-check
+# Bytecode caches on, whatever the shell says: every test worker, local stack and CLI run is a new
+# Python process, and without written .pyc each one compiles the layer and the tests again.
+unexport PYTHONDONTWRITEBYTECODE
 say = @printf '\033[1m[make] %s\033[0m\n' "$(1)"
 
 .PHONY: all dev test lint unit integration conformance e2e template deps fmt clean bench fuzz thorough clients clients-deps lock py313 layer \
