@@ -338,6 +338,27 @@ def test_alarms_watch_every_function_and_the_metrics_the_code_emits() -> None:
                                                                   {"Ref": "AWS::NoValue"}]}
 
 
+def test_every_table_and_every_index_is_watched_for_throttles_within_the_metric_limit() -> None:
+    """A throttled index write holds back its table's writes (money's included): each table and
+    each global secondary index has its read and write throttle events in an alarm, and no
+    metric-math alarm names more than CloudWatch's 10 metrics (a hard limit)."""
+    resources = template.load()["Resources"]
+    alarms = [v for v in resources.values() if v["Type"] == "AWS::CloudWatch::Alarm"]
+    watched = [m for a in alarms for m in _alarm_metrics(a)]
+    for logical_id, table in resources.items():
+        if table["Type"] != "AWS::DynamoDB::Table":
+            continue
+        indexes = [i["IndexName"] for i in table["Properties"].get("GlobalSecondaryIndexes", [])]
+        for metric in ("ReadThrottleEvents", "WriteThrottleEvents"):
+            assert ("AWS/DynamoDB", metric, {"TableName": {"Ref": logical_id}}) in watched, (logical_id, metric)
+            for index in indexes:
+                dims = {"TableName": {"Ref": logical_id}, "GlobalSecondaryIndexName": index}
+                assert ("AWS/DynamoDB", metric, dims) in watched, (logical_id, index, metric)
+    assert "ProviderIndex" in str(resources)  # the loop above saw the indexes
+    for alarm in alarms:
+        assert len(_alarm_metrics(alarm)) <= 10, alarm["Properties"]["AlarmDescription"]
+
+
 def test_every_handler_is_a_powertools_entry_point() -> None:
     for logical_id, fn in template.functions().items():
         handler = load_handler(str(fn["Properties"]["CodeUri"]))
