@@ -268,8 +268,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "timer_queue_url": e.get("TIMER_QUEUE_URL") or None,
         "sweep_queue_url": e.get("SWEEP_QUEUE_URL") or None,
         "sweep_concurrency": int(e.get("SWEEP_CONCURRENCY") or 1),
-        "active_shards": int(e.get("ACTIVE_SHARDS") or (DEV_SHARDS if stage in DEV_STAGES else 8)),
-        "outbox_shards": int(e.get("OUTBOX_SHARDS") or (DEV_SHARDS if stage in DEV_STAGES else 8)),
+        "active_shards": _shards(e, "ACTIVE_SHARDS", stage),
+        "outbox_shards": _shards(e, "OUTBOX_SHARDS", stage),
         "reconcile_queue_url": e.get("RECONCILE_QUEUE_URL") or None,
         "public_url": _public_url(e).rstrip("/"),
         "stripe": load_stripe_settings(e),
@@ -297,6 +297,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if e.get(key.upper()):
             values[key] = int(e[key.upper()])
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def _shards(e: Mapping[str, str], name: str, stage: str) -> int:
+    """A shard count: as set, else 8 deployed and `DEV_SHARDS` on the local and test stages."""
+    raw = e.get(name)
+    if not raw:
+        return DEV_SHARDS if stage in DEV_STAGES else 8
+    return _parse_int("Settings", name.lower(), raw)
 
 
 def _public_url(e: Mapping[str, str]) -> str:
