@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gpurent import config
@@ -71,3 +73,18 @@ def test_the_stripe_gateway_reads_its_settings_through_the_model(monkeypatch: py
     finally:
         monkeypatch.undo()
         gateway.reset()
+
+
+def test_shard_counts_are_eight_deployed_two_locally_and_checked() -> None:
+    """A deployment keeps the 8 shards its data was written with unless told otherwise (the
+    template sets neither count); the local and test stages use 2; a bad count is refused."""
+    deployed = config.load_settings(DEPLOYED)
+    assert (deployed.active_shards, deployed.outbox_shards) == (8, 8)
+    local = config.load_settings({"STAGE": "local"})
+    assert (local.active_shards, local.outbox_shards) == (config.DEV_SHARDS, config.DEV_SHARDS) == (2, 2)
+    assert config.load_settings({**DEPLOYED, "ACTIVE_SHARDS": "4"}).active_shards == 4
+    for bad in ("0", "65", "x", "2.5"):
+        with pytest.raises(ValueError, match="active_shards"):
+            config.load_settings({**DEPLOYED, "ACTIVE_SHARDS": bad})
+    template = (Path(__file__).resolve().parents[2] / "template.yaml").read_text()
+    assert "ACTIVE_SHARDS" not in template and "OUTBOX_SHARDS" not in template
