@@ -162,14 +162,17 @@ test:
 	@( $(MAKE) --no-print-directory lint > .lint.log 2>&1; echo $$? > .lint.rc ) & \
 	( $(MAKE) --no-print-directory py313 > .py313.log 2>&1; echo $$? > .py313.rc ) & \
 	SAM_CLI=$(abspath $(SAM)) SAM_PYTHON_BIN=$(PY313_BIN) $(PY) -m pytest tests --ignore=tests/integration \
-	    -n $(PYTEST_WORKERS) --dist loadgroup --durations=25 --durations-min=2 $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then rc=0; fi; \
+	    -n $(PYTEST_WORKERS) --dist loadgroup --durations=25 --durations-min=2 $(PYTEST_ARGS) 2>&1 | tee .py311.log; \
+	rc=$${PIPESTATUS[0]}; if [ $$rc -eq 5 ]; then rc=0; fi; \
 	wait; echo "== lint"; cat .lint.log; lint=$$(cat .lint.rc); \
 	echo "== Python 3.13: unit + integration (.py313.log)"; sed -n '/slowest/,$$p' .py313.log; \
 	py313=$$(cat .py313.rc); \
 	rm -f .lint.log .lint.rc .py313.rc; \
-	if [ "$$lint" != 0 ]; then echo "lint failed"; exit 1; fi; \
-	if [ "$$py313" != 0 ]; then echo "Python 3.13 run failed (.py313.log)"; exit 1; fi; exit $$rc
+	if [ "$$lint$$py313$$rc" != 000 ]; then \
+	  echo "== what failed (Python 3.11 run: .py311.log, Python 3.13 run: .py313.log)"; \
+	  grep -h -E '^(FAILED|ERROR) ' .py311.log .py313.log; \
+	  [ "$$lint" = 0 ] || echo "lint failed"; fi; \
+	if [ "$$lint" != 0 ] || [ "$$py313" != 0 ]; then exit 1; fi; exit $$rc
 
 py313: $(VENV313)/.installed node_modules/.installed
 	SAM_CLI=$(abspath $(SAM)) SAM_PYTHON_BIN=$(PY313_BIN) $(VENV313)/bin/python -m pytest tests/unit tests/integration \

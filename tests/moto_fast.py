@@ -16,10 +16,19 @@ the fast path off.
 
 moto is pinned (pyproject.toml); a moto without the patched method fails `install()` loudly
 rather than running slower or differently in silence.
+
+Transactions: moto's `transact_write_items` deep-copies every table it touches before it
+starts, to restore it if the transaction is cancelled. The money table grows with the
+ledger, so that copy made each transaction slower than the last (a two-hour metering test
+spent most of its time in `copy.deepcopy`). `install()` makes the backup per item instead:
+a copy of each item the transaction names, put back (or removed, if it did not exist) when
+the transaction is cancelled. What a transaction can change is exactly those items, so the
+table after a cancel is the table before it, as with moto's own backup.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from datetime import datetime
@@ -79,4 +88,62 @@ def install() -> None:
         return 200, {"Content-Type": CONTENT_TYPE}, body
 
     ActionResult.execute_result = execute_result  # type: ignore[method-assign]
+    _install_item_backups()
     _installed = True
+
+
+class _NoTableCopy:
+    """Stands in for the `copy` module inside moto's DynamoDB backend: a table is not copied
+    (the transaction's items are, by `_install_item_backups`); everything else is."""
+
+    @staticmethod
+    def deepcopy(value: Any, memo: dict[int, Any] | None = None) -> Any:
+        from moto.dynamodb.models.table import Table
+
+        return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+
+def _install_item_backups() -> None:
+    import moto.dynamodb.models as models
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    backend_class = models.DynamoDBBackend
+    original = backend_class.transact_write_items
+    if getattr(models, "copy", None) is not copy:
+        raise RuntimeError("moto.dynamodb.models no longer uses copy.deepcopy for its transaction backup: "
+                           "update tests/moto_fast.py")
+
+    def item_backups(backend: Any, transact_items: list[dict[str, Any]]) -> list[tuple[Any, Any, Any, Any]]:
+        """(table, hash key, range key, a copy of the item or None) for every item named."""
+        backups = []
+        for entry in transact_items:
+            for op in entry.values():
+                table = backend.tables.get(op.get("TableName"))
+                if table is None:
+                    continue
+                key = op.get("Key") or op.get("Item") or {}
+                try:
+                    hash_value = DynamoType(key[table.hash_key_attr])
+                    range_value = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
+                except (KeyError, TypeError, AttributeError):
+                    continue  # no key: moto refuses the operation before it writes anything
+                current = table.get_item(hash_value, range_value)
+                backups.append((table, hash_value, range_value, copy.deepcopy(current)))
+        return backups
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        backups = item_backups(self, transact_items)
+        try:
+            original(self, transact_items)
+        except BaseException:
+            for table, hash_value, range_value, item in reversed(backups):
+                if item is None:
+                    table.delete_item(hash_value, range_value)
+                elif range_value is not None:
+                    table.items[hash_value][range_value] = item
+                else:
+                    table.items[hash_value] = item
+            raise
+
+    models.copy = _NoTableCopy  # type: ignore[assignment]
+    backend_class.transact_write_items = transact_write_items  # type: ignore[method-assign]

@@ -74,3 +74,61 @@ def test_refusals_and_binary_values_keep_the_serializer(ddb: Any) -> None:
         ddb.put_item(TableName="t", Item={"pk": {"S": "b"}, "sk": {"S": "1"}},
                      ConditionExpression="attribute_not_exists(pk)")
     assert refused.value.response["Error"]["Code"] == "ConditionalCheckFailedException"
+
+
+def _table(name: str = "t") -> Any:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+
+    return dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].tables[name]
+
+
+def _key(sk: str) -> dict[str, Any]:
+    return {"pk": {"S": "w"}, "sk": {"S": sk}}
+
+
+def _all(ddb: Any) -> list[dict[str, Any]]:
+    return sorted(ddb.scan(TableName="t", ConsistentRead=True)["Items"], key=lambda i: i["sk"]["S"])
+
+
+def _seed(ddb: Any) -> None:
+    for sk, n in (("wallet", "100"), ("hold", "7"), ("other", "1")):
+        ddb.put_item(TableName="t", Item={**_key(sk), "n": {"N": n}, "m": {"M": {"k": {"L": [{"S": sk}]}}}})
+
+
+def test_a_cancelled_transaction_puts_back_each_item_it_touched_without_copying_the_table(ddb: Any) -> None:
+    _seed(ddb)
+    before, table = _all(ddb), _table()
+    with pytest.raises(ClientError) as cancelled:
+        ddb.transact_write_items(TransactItems=[
+            {"Put": {"TableName": "t", "Item": {**_key("ledger#1"), "n": {"N": "5"}}}},
+            {"Update": {"TableName": "t", "Key": _key("wallet"),
+                        "UpdateExpression": "SET n = n - :a, m.k[0] = :s", "ExpressionAttributeValues": {
+                            ":a": {"N": "5"}, ":s": {"S": "changed"}}}},
+            {"Delete": {"TableName": "t", "Key": _key("hold")}},
+            {"ConditionCheck": {"TableName": "t", "Key": _key("other"), "ConditionExpression": "n > :z",
+                                "ExpressionAttributeValues": {":z": {"N": "9"}}}}])
+    assert cancelled.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert _all(ddb) == before  # the put is gone, the update and the delete undone
+    assert _table() is table  # moto's own backup would have swapped in a deep copy of the table
+
+
+def test_a_refused_operation_mid_transaction_undoes_the_writes_before_it(ddb: Any) -> None:
+    _seed(ddb)
+    before = _all(ddb)
+    with pytest.raises(ClientError):
+        ddb.transact_write_items(TransactItems=[
+            {"Update": {"TableName": "t", "Key": _key("wallet"), "UpdateExpression": "SET n = :z",
+                        "ExpressionAttributeValues": {":z": {"N": "0"}}}},
+            {"Put": {"TableName": "t", "Item": {"pk": {"S": "w"}, "n": {"N": "1"}}}}])  # no sort key
+    assert _all(ddb) == before
+
+
+def test_a_transaction_that_holds_writes_every_item(ddb: Any) -> None:
+    _seed(ddb)
+    ddb.transact_write_items(TransactItems=[
+        {"Put": {"TableName": "t", "Item": {**_key("ledger#1"), "n": {"N": "5"}}}},
+        {"Update": {"TableName": "t", "Key": _key("wallet"), "UpdateExpression": "SET n = n - :a",
+                    "ExpressionAttributeValues": {":a": {"N": "5"}}}},
+        {"Delete": {"TableName": "t", "Key": _key("hold")}}])
+    assert [(i["sk"]["S"], i["n"]["N"]) for i in _all(ddb)] == [("ledger#1", "5"), ("other", "1"), ("wallet", "95")]
