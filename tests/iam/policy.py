@@ -13,6 +13,7 @@ the tests' own table names, queue URLs and parameter names stand in for the real
 from __future__ import annotations
 
 import copy
+import fcntl
 import hashlib
 import json
 import os
@@ -60,26 +61,35 @@ def _sam_python() -> str:
 
 
 def expand(template_text: str) -> dict[str, Any]:
-    """The CloudFormation template SAM expands `template_text` to (cached on disk by content)."""
+    """The CloudFormation template SAM expands `template_text` to (cached on disk by content).
+
+    Every pytest worker of `make test` (both Pythons) asks for it at once on a fresh clone: one
+    of them runs the transform while the others wait on a lock, then all read the cache. Each
+    run reads its own copy of the template (a shared one could be rewritten under a running
+    transform, which then expands a truncated template: a role missing its statements)."""
     digest = hashlib.sha256(template_text.encode() + Path(__file__).read_bytes()).hexdigest()[:20]
     cache = ROOT / ".pytest_cache" / "iam" / f"{digest}.json"
-    if cache.exists():
-        data: dict[str, Any] = json.loads(cache.read_text())
-        return data
     cache.parent.mkdir(parents=True, exist_ok=True)
-    src = cache.with_suffix(".yaml")
-    src.write_text(template_text)
-    r = subprocess.run([_sam_python(), str(Path(__file__).with_name("sam_transform.py")), str(src)],
-                       capture_output=True, text=True, env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
-                       check=False)
-    if r.returncode != 0:
-        raise RuntimeError(f"SAM transform failed:\n{r.stderr[-3000:]}")
-    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(r.stdout)
-    tmp.replace(cache)
-    src.unlink(missing_ok=True)
-    data = json.loads(r.stdout)
-    return data
+    with open(cache.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if cache.exists():
+            data: dict[str, Any] = json.loads(cache.read_text())
+            return data
+        src = cache.with_suffix(f".{os.getpid()}.yaml")
+        src.write_text(template_text)
+        try:
+            r = subprocess.run([_sam_python(), str(Path(__file__).with_name("sam_transform.py")), str(src)],
+                               capture_output=True, text=True,
+                               env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}, check=False)
+        finally:
+            src.unlink(missing_ok=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"SAM transform failed:\n{r.stderr[-3000:]}")
+        data = json.loads(r.stdout)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(r.stdout)
+        tmp.replace(cache)
+        return data
 
 
 @lru_cache(maxsize=1)
