@@ -43,6 +43,7 @@ CONTENT_TYPE = "application/x-amz-json-1.0"
 _installed = False
 _check = False
 answered_fast = 0  # how many answers took the fast path (the unit test reads it)
+moto_project: Any = None  # moto's own `Item.project`, which the unit test compares against
 
 
 def _plain(value: Any) -> bool:
@@ -89,7 +90,27 @@ def install() -> None:
 
     ActionResult.execute_result = execute_result  # type: ignore[method-assign]
     _install_item_backups()
+    _install_projection()
     _installed = True
+
+
+def _install_projection() -> None:
+    from botocore.utils import merge_dicts
+    from moto.dynamodb.models import dynamo_type
+    from moto.dynamodb.models.dynamo_type import Item
+
+    def project(self: Any, projection_expressions: list[list[str]]) -> Any:
+        plain = self.to_regular_json()
+        result: dict[str, Any] = {}
+        for expr in projection_expressions:
+            # A copy: merging must never write into `plain`, which the next path reads.
+            merge_dicts(result, copy.deepcopy(dynamo_type.find_nested_key(expr, plain)))
+        return Item(hash_key=self.hash_key, range_key=self.range_key,
+                    attrs=dynamo_type.serializer.serialize(result)["M"])
+
+    global moto_project
+    moto_project = Item.project
+    Item.project = project  # type: ignore[method-assign]
 
 
 class _NoTableCopy:

@@ -132,3 +132,18 @@ def test_a_transaction_that_holds_writes_every_item(ddb: Any) -> None:
                     "ExpressionAttributeValues": {":a": {"N": "5"}}}},
         {"Delete": {"TableName": "t", "Key": _key("hold")}}])
     assert [(i["sk"]["S"], i["n"]["N"]) for i in _all(ddb)] == [("ledger#1", "5"), ("other", "1"), ("wallet", "95")]
+
+
+def test_a_projection_is_what_moto_itself_projects(ddb: Any) -> None:
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    item = Item(DynamoType(ITEM["pk"]), DynamoType(ITEM["sk"]), ITEM)
+    paths = [["pk"], ["map", "card", "last4"], ["list[2]", "k"], ["map"], ["map", "n"], ["list[1]"], ["missing"],
+             ["tags"], ["none"]]
+    for chosen in (paths, paths[:1], paths[1:3], list(reversed(paths))):
+        assert item.project(chosen).to_json() == moto_fast.moto_project(item, chosen).to_json(), chosen
+    assert item.to_json()["Attributes"] == ITEM  # projecting never changes the item
+    got = ddb.put_item(TableName="t", Item=ITEM) and ddb.get_item(
+        TableName="t", Key={"pk": ITEM["pk"], "sk": ITEM["sk"]}, ProjectionExpression="#m.card, available, ns",
+        ExpressionAttributeNames={"#m": "map"})["Item"]
+    assert got == {"map": {"M": {"card": ITEM["map"]["M"]["card"]}}, "available": ITEM["available"], "ns": ITEM["ns"]}
