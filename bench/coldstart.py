@@ -109,13 +109,27 @@ def handler_body(path: Path) -> str:
             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)")
 
 
+def sources_digest() -> str:
+    """What the layer is built from: its Makefile, the locked requirements and the package."""
+    import hashlib
+
+    h = hashlib.sha256()
+    src = ROOT / "layers" / "gpurent"
+    for f in sorted([src / "Makefile", src / "requirements.txt", *(src / "gpurent").rglob("*.py")]):
+        h.update(str(f.relative_to(src)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 def main() -> None:
-    if not (LAYER / "gpurent").exists():
+    # Built again whenever its sources changed: a stale layer times old code (or fails to import).
+    stamp, digest = LAYER.parent / ".sources", sources_digest()
+    if "LAYER_DIR" not in os.environ and (not stamp.exists() or stamp.read_text() != digest):
         import platform
 
         env = {**os.environ, "PATH": f"{Path(PY).parent}:{os.environ['PATH']}"}
         subprocess.run(["make", "-s", "-C", "layers/gpurent", "build-DomainLayer", f"ARTIFACTS_DIR={LAYER.parent}",
                         f"PLATFORM=manylinux2014_{platform.machine()}"], cwd=ROOT, check=True, env=env)
+        stamp.write_text(digest)
     print(f"CPython {subprocess.run([PY, '-V'], capture_output=True, text=True).stdout.split()[1]}, "
           f"layer {LAYER.relative_to(ROOT) if LAYER.is_relative_to(ROOT) else LAYER}, median of {RUNS}")
     floor, _ = timed("import boto3", ROOT)
