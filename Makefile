@@ -14,8 +14,9 @@ PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)
 # sam build needs the Lambda runtime's Python (3.13) first on PATH.
 PY313_BIN := $(firstword $(wildcard $(PYENV_ROOT)/versions/3.13*/bin))
 PYTEST_ARGS ?=
-# Parallel test workers (pytest-xdist): each test file stays on one worker, the e2e tier's files
-# share a worker per local stack (tests/conftest.py). 3 on 2 cores: much of a run waits on I/O.
+# Parallel test workers (pytest-xdist): each test goes to whichever worker is free, except the
+# e2e tier's files, which share a worker per local stack (tests/conftest.py). 3 on 2 cores: much
+# of a run waits on I/O.
 PYTEST_WORKERS ?= 3
 PY313_WORKERS ?= 2
 PIP_QUIET := --quiet --disable-pip-version-check

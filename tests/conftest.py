@@ -57,22 +57,24 @@ TEST_ENV = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist's `--dist loadgroup` (`make test`): a test file runs on one worker
-    (its module fixtures are built once), and the e2e tier's files run together on one worker, so
-    they share that worker's local stack (a session fixture). The browser tests (tests/e2e/browser)
-    are a group of their own: their worker starts its own stack and Chromium, so they run beside the
-    other e2e files instead of after them."""
+    """Groups for pytest-xdist's `--dist loadgroup` (`make test`): the e2e tier's files run
+    together on one worker, so they share that worker's local stack (a session fixture); the
+    contract fuzz run and the README have stacks of their own and a group each; the browser tests
+    (tests/e2e/browser) are a group of their own (their worker starts its own stack and Chromium),
+    so they run beside the other e2e files instead of after them. Every other test is placed on its
+    own, wherever a worker is free: one file's tests can then run on several workers at once (the
+    crash points of one file are each minutes long)."""
     for item in items:
         path = item.nodeid.split("::", 1)[0]
         if path.startswith("tests/e2e/browser/"):
             group = "e2e-browser"
         elif path.startswith("tests/e2e/"):
-            # The fuzz run and the README have stacks of their own (and are the longest e2e files).
             own = path.endswith(("test_contract_fuzz.py", "test_readme.py"))
             group = path if own else "e2e"
         else:
-            group = path
+            continue
         item.add_marker(pytest.mark.xdist_group(group))
 
 
