@@ -65,8 +65,9 @@ def expand(template_text: str) -> dict[str, Any]:
 
     Every pytest worker of `make test` (both Pythons) asks for it at once on a fresh clone: one
     of them runs the transform while the others wait on a lock, then all read the cache. Each
-    run reads its own copy of the template (a shared one could be rewritten under a running
-    transform, which then expands a truncated template: a role missing its statements)."""
+    run reads its own copy of the template: with one shared copy, a run's clean-up deleted it
+    before another run's transform had read it (a CI failure), and a rewrite under a running
+    transform could expand a truncated template."""
     digest = hashlib.sha256(template_text.encode() + Path(__file__).read_bytes()).hexdigest()[:20]
     cache = ROOT / ".pytest_cache" / "iam" / f"{digest}.json"
     cache.parent.mkdir(parents=True, exist_ok=True)
