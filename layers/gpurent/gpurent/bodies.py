@@ -53,21 +53,21 @@ class RevokeOthers(BaseModel):
 
 # ---------------------------------------------------------------- catalog and rentals
 
-class Preview(BaseModel):
+class _Placement(BaseModel):
+    """What a preview and a launch both ask for: a family, a GPU count, a template, a region."""
+
     model_config = _STRICT
     familyId: str = Field(max_length=64)
     gpuCount: int
     templateId: str = Field(default=DEFAULT_TEMPLATE, max_length=64)
     region: str | None = Field(default=None, max_length=8, pattern=REGION_PATTERN)
+
+
+class Preview(_Placement):
     maxPricePerHourCents: int | None = Field(default=None, ge=1, le=100_000_000)
 
 
-class Launch(BaseModel):
-    model_config = _STRICT
-    familyId: str = Field(max_length=64)
-    gpuCount: int
-    templateId: str = Field(default=DEFAULT_TEMPLATE, max_length=64)
-    region: str | None = Field(default=None, max_length=8, pattern=REGION_PATTERN)
+class Launch(_Placement):
     name: str | None = Field(default=None, max_length=64)
     autoStopAfterHours: float | None = Field(default=None, gt=0, le=720)
     maxTotalCents: int | None = Field(default=None, ge=1, le=100_000_000)
