@@ -117,11 +117,11 @@ class _NoTableCopy:
     """Stands in for the `copy` module inside moto's DynamoDB backend: a table is not copied
     (the transaction's items are, by `_install_item_backups`); everything else is."""
 
-    @staticmethod
-    def deepcopy(value: Any, memo: dict[int, Any] | None = None) -> Any:
-        from moto.dynamodb.models.table import Table
+    table_class: Any = None  # moto's Table, set by `_install_item_backups`
 
-        return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+    @classmethod
+    def deepcopy(cls, value: Any, memo: dict[int, Any] | None = None) -> Any:
+        return value if isinstance(value, cls.table_class) else copy.deepcopy(value, memo)
 
 
 def _install_item_backups() -> None:
@@ -166,5 +166,8 @@ def _install_item_backups() -> None:
                     table.items[hash_value] = item
             raise
 
+    from moto.dynamodb.models.table import Table
+
+    _NoTableCopy.table_class = Table
     models.copy = _NoTableCopy  # type: ignore[assignment]
     backend_class.transact_write_items = transact_write_items  # type: ignore[method-assign]
