@@ -1,6 +1,8 @@
 """SSH keys on file (`/v1/ssh-keys`): every key is injected into every pod launched later.
 
-Parsing and checking one pasted public key is `gpurent.ssh_key_parser`."""
+Parsing and checking one pasted public key is `gpurent.ssh_key_parser`, imported by `add_key`
+only: the rentals function reads keys at every launch and never parses one (its cold start
+skips the parser's regular expressions and classes)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from gpurent import clock, ids
 from gpurent.errors import ApiError
-from gpurent.ssh_key_parser import InvalidKey, WeakKey, parse_public_key
 from gpurent.store import identity
 from gpurent.store import ssh_keys as store
 from gpurent.text import check_name
@@ -28,6 +29,8 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def add_key(user_id: str, body: NewKey) -> dict[str, Any]:
+    from gpurent.ssh_key_parser import InvalidKey, WeakKey, parse_public_key
+
     name = check_name(body.name)
     try:
         parsed = parse_public_key(body.publicKey)
