@@ -134,11 +134,24 @@ def keydir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("sshkeys")
 
 
+class GeneratedKeys(dict[str, Path]):
+    """The public key file of each `KEY_SPECS` name, generated the first time a test asks for
+    it: a test worker generates only the keys of the tests it runs (RSA 4096 takes seconds)."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        self.directory = directory
+
+    def __missing__(self, name: str) -> Path:
+        self[name] = keygen(self.directory, name, *KEY_SPECS[name])
+        return self[name]
+
+
 @pytest.fixture(scope="session")
 def real_keys(keydir: Path) -> dict[str, Path]:
     if SSH_KEYGEN is None:
         pytest.skip("ssh-keygen not installed")
-    return {name: keygen(keydir, name, *args) for name, args in KEY_SPECS.items()}
+    return GeneratedKeys(keydir)
 
 
 @pytest.fixture(scope="session")
