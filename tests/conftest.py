@@ -111,7 +111,9 @@ def aws(monkeypatch: pytest.MonkeyPatch, clock: clock_mod.ManualClock) -> Iterat
     from moto import mock_aws
 
     moto_fast.install()
-    with mock_aws():
+    # boto3's default session is kept from test to test (moto would make a new one each time):
+    # every client names its region and endpoint, and the credentials are TEST_ENV's fakes.
+    with mock_aws(config={"core": {"reset_boto3_session": False}}):
         names = template.default_table_names("test")
         for k, v in {**TEST_ENV, **table_env(names)}.items():
             monkeypatch.setenv(k, v)

@@ -24,6 +24,14 @@ spent most of its time in `copy.deepcopy`). `install()` makes the backup per ite
 a copy of each item the transaction names, put back (or removed, if it did not exist) when
 the transaction is cancelled. What a transaction can change is exactly those items, so the
 table after a cancel is the table before it, as with moto's own backup.
+
+Loaders: moto gives every `mock_aws()` a new boto3 default session (so no credentials leak
+between tests), and each new botocore session reads the service models, the endpoint rules
+and the list of services from disk again: ~0.3 s of every test's `aws` fixture, most of an
+integration test. `install()` makes every botocore session of the process share one loader,
+whose cache keeps what it has read; moto's own model look-ups share another. The files are
+the same for every session, and botocore treats what it loaded as read-only (the clients of
+one session share it the same way).
 """
 
 from __future__ import annotations
@@ -89,9 +97,20 @@ def install() -> None:
         return 200, {"Content-Type": CONTENT_TYPE}, body
 
     ActionResult.execute_result = execute_result  # type: ignore[method-assign]
+    _share_loaders()
     _install_item_backups()
     _install_projection()
     _installed = True
+
+
+def _share_loaders() -> None:
+    import functools
+
+    import botocore.session
+    import moto.core.utils
+
+    botocore.session.create_loader = functools.cache(botocore.session.create_loader)  # type: ignore[attr-defined]
+    moto.core.utils.create_loader = functools.cache(moto.core.utils.create_loader)
 
 
 def _install_projection() -> None:
