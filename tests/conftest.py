@@ -105,6 +105,28 @@ def clock() -> Iterator[clock_mod.ManualClock]:
     clock_mod.set_clock(previous)
 
 
+_pristine_tables: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
+
+
+def create_tables(names: dict[str, str]) -> None:
+    """The template's tables in moto, empty. The first time a process needs a set of names they
+    are created through the API (`template.create_tables`) and a copy of moto's empty tables is
+    kept; after that each test gets a copy of those (four CreateTable and their TTL calls were
+    most of what was left of a test's setup)."""
+    import copy
+
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+
+    backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][dynamo.client().meta.region_name]
+    key = tuple(sorted(names.items()))
+    if key not in _pristine_tables:
+        template.create_tables(dynamo.client(), names)
+        _pristine_tables[key] = {name: copy.deepcopy(backend.tables[name]) for name in names.values()}
+    for name, table in _pristine_tables[key].items():
+        backend.tables[name] = copy.deepcopy(table)
+
+
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch, clock: clock_mod.ManualClock) -> Iterator[None]:
     """moto in-process: every table of template.yaml, SES with a verified sender."""
@@ -112,14 +134,14 @@ def aws(monkeypatch: pytest.MonkeyPatch, clock: clock_mod.ManualClock) -> Iterat
 
     moto_fast.install()
     # boto3's default session is kept from test to test (moto would make a new one each time):
-    # every client names its region and endpoint, and the credentials are TEST_ENV's fakes.
+    # every client names its region and endpoint, and the credentials are the fakes set above.
     with mock_aws(config={"core": {"reset_boto3_session": False}}):
         names = template.default_table_names("test")
         for k, v in {**TEST_ENV, **table_env(names)}.items():
             monkeypatch.setenv(k, v)
         monkeypatch.delenv("DYNAMODB_ENDPOINT", raising=False)
         reset_clients()
-        template.create_tables(dynamo.client(), names)
+        create_tables(names)
         import boto3
 
         boto3.client("ses", region_name="us-east-1").verify_email_identity(EmailAddress=MAIL_FROM)
