@@ -99,6 +99,7 @@ from infra.local.functions import load_handler
 from infra.local.stripe_local import LocalStripe, sign
 from infra.simulators import Simulators, start_simulators
 from tests import stripe_fixtures
+from tests.conftest import create_tables
 from tests.walletkit import check_invariants
 
 # Own profile names: the wallet machine registers "ci"/"thorough" with other sizes.
@@ -170,12 +171,13 @@ class MeteringMachine(RuleBasedStateMachine):
         money_store.transact = self._transact  # type: ignore[assignment]
         self.real_live_listings = catalog.live_listings
         catalog.live_listings = self._live_listings  # type: ignore[assignment]
-        # Fresh, small tables per example: moto copies table state inside every transaction.
-        self.names = template.default_table_names(f"m{self.run_id}")
+        # Fresh, empty tables per example (a copy of moto's, `tests.conftest.create_tables`):
+        # no example sees another's items.
+        self.names = template.default_table_names("mmetering")
         self.saved_env = {v: os.environ.get(v) for v in template.TABLE_ENV.values()}
         os.environ.update({template.TABLE_ENV[k]: v for k, v in self.names.items()})
         config.reset()
-        template.create_tables(dynamo.client(), self.names)
+        create_tables(self.names)
         timers.clear()
         self.sims.reset()
         registry.set_adapters(self.adapters)
@@ -201,8 +203,6 @@ class MeteringMachine(RuleBasedStateMachine):
         catalog.live_listings = self.real_live_listings  # type: ignore[assignment]
         timers.clear()
         catalog.invalidate()
-        for name in self.names.values():
-            dynamo.client().delete_table(TableName=name)
         for k, v in self.saved_env.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -30,9 +30,9 @@ from hypothesis.stateful import (
 
 from gpurent import config, wallet
 from gpurent.errors import ApiError
-from gpurent.store import dynamo
 from gpurent.store import money as store
 from infra.local import template
+from tests.conftest import create_tables
 from tests.walletkit import check_invariants, rental_put, rental_reserve_update
 
 settings.register_profile("ci", max_examples=100, stateful_step_count=15, deadline=None,
@@ -58,18 +58,16 @@ class WalletMachine(RuleBasedStateMachine):
         self.fault: str | None = None
         self.real_transact = store.transact
         store.transact = self._transact  # type: ignore[assignment]
-        # Fresh, small tables per example: moto copies table state inside every
-        # transaction, so a store shared by all examples gets slower and slower.
-        self.names = template.default_table_names(f"p{self.run_id}")
+        # Fresh, empty tables per example (a copy of moto's, `tests.conftest.create_tables`):
+        # no example sees another's items.
+        self.names = template.default_table_names("pwallet")
         self.saved_env = {v: os.environ.get(v) for v in template.TABLE_ENV.values()}
         os.environ.update({template.TABLE_ENV[k]: v for k, v in self.names.items()})
         config.reset()
-        template.create_tables(dynamo.client(), self.names)
+        create_tables(self.names)
 
     def teardown(self) -> None:
         store.transact = self.real_transact  # type: ignore[assignment]
-        for name in self.names.values():
-            dynamo.client().delete_table(TableName=name)
         for k, v in self.saved_env.items():
             if v is None:
                 os.environ.pop(k, None)
