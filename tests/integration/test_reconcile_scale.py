@@ -281,7 +281,7 @@ def test_a_provider_list_that_fails_writes_nothing_and_degrades_no_pod(
     assert record is not None
     adapter = world.adapters["lambda"]
 
-    async def timed_out() -> Any:
+    async def timed_out(expected: Any = ()) -> Any:
         raise ProviderError("lambda", "transient", "GET /instances failed: ReadTimeout")
 
     real_list = adapter.list_instances
