@@ -55,6 +55,9 @@ LAMBDA_CPU_SHARE = 1.0  # the worker has 1,769 MB: one whole vCPU (template.yaml
 PROVIDER_CALL_S = {"vast": 0.20, "runpod": 0.30, "lambda": 0.25}  # one request, answered (its own latency)
 LIST_BYTES_PER_INSTANCE = {"vast": 1900, "runpod": 1000, "lambda": 900}  # what one listed instance weighs
 # (vast's is measured from the simulator's rows, as its list asks for them: `vast.LIST_COLUMNS`)
+# Every vast.ai list page also carries `label_counts`, one entry per instance its filter matches
+# (counted over the page's id range, as the simulator does: vast.ai's reference does not say).
+LABEL_COUNT_BYTES = {"vast": 45}
 PROVIDER_BYTES_PER_S = 20e6  # a list answer streaming in (20 MB/s)
 
 calls: Counter[str] = Counter()
@@ -159,6 +162,7 @@ class PassFigures:
     provider: str
     wall: float
     cpu: float
+    loop_cpu: float  # of it, the provider loop's thread: provider requests sent, answers parsed
     counts: Counter[str]
     ddb: Counter[str]
     http: Counter[str]
@@ -192,7 +196,7 @@ def one_pass(sims: Simulators, code: str) -> PassFigures:
     cpu, t = time.thread_time(), time.perf_counter()
     counts = reconciler.reconcile_provider(code)
     wall, cpu = time.perf_counter() - t, time.thread_time() - cpu + sum(_loop_cpu)
-    return PassFigures(code, wall, cpu, Counter(counts), Counter(calls), provider_calls(sims) - before,
+    return PassFigures(code, wall, cpu, sum(_loop_cpu), Counter(counts), Counter(calls), provider_calls(sims) - before,
                        query_bytes["bytes"], query_bytes["items"])
 
 
@@ -267,19 +271,25 @@ def run(n: int) -> None:
 
 
 def vast_row_bytes(sims: Simulators) -> None:
-    """What one vast.ai list row weighs on the wire (a page of 25 from the simulator, divided),
-    whole and as the adapter asks for it (`vast.LIST_COLUMNS`)."""
+    """What a vast.ai list page weighs on the wire (from the simulator): a row, whole and as the
+    adapter asks for it (`vast.LIST_COLUMNS`), and an entry of the `label_counts` every page
+    carries (one per instance the page's filter matches: our labels are rental ids)."""
     sim = sims["vast"]
 
-    def per_row(**extra: str) -> int:
+    def page(**extra: str) -> dict[str, Any]:
         r = httpx.get(f"{sim.base_url}/api/v1/instances/", headers={"Authorization": f"Bearer {sim.api_key}"},
                       params={"limit": str(vast.LIST_PAGE), **extra}, timeout=10)
-        return len(r.content) // max(1, len(r.json()["instances"]))
+        return dict(r.json())
 
-    whole, asked = per_row(), per_row(select_cols=json.dumps(vast.LIST_COLUMNS))
-    LIST_BYTES_PER_INSTANCE["vast"] = asked
-    print(f"  a vast.ai list row on the simulator: {whole} B whole, {asked} B with select_cols "
-          f"({len(vast.LIST_COLUMNS)} columns)")
+    def per_row(answer: dict[str, Any]) -> int:
+        return len(json.dumps(answer["instances"], separators=(",", ":"))) // max(1, len(answer["instances"]))
+
+    whole, asked = page(), page(select_cols=json.dumps(vast.LIST_COLUMNS))
+    labels = asked["label_counts"]
+    LIST_BYTES_PER_INSTANCE["vast"] = per_row(asked)
+    LABEL_COUNT_BYTES["vast"] = len(json.dumps(labels, separators=(",", ":"))) // max(1, len(labels))
+    print(f"  a vast.ai list row on the simulator: {per_row(whole)} B whole, {per_row(asked)} B with select_cols "
+          f"({len(vast.LIST_COLUMNS)} columns); a label_counts entry {LABEL_COUNT_BYTES['vast']} B")
 
 
 def measure(seeded: Seeded, sims: Simulators, manual: clock.ManualClock, n: int) -> None:
@@ -328,9 +338,11 @@ def model(seeded: Seeded, steady: dict[str, list[PassFigures]], changed: dict[st
           "(the worker's own threads); provider requests " + ", ".join(
               f"{k} {v:.2f} s" for k, v in PROVIDER_CALL_S.items())
           + f", list answers streaming at {PROVIDER_BYTES_PER_S / 1e6:.0f} MB/s (a vast.ai row "
-          f"{LIST_BYTES_PER_INSTANCE['vast']} B as asked, measured on the simulator); vast.ai lists "
+          f"{LIST_BYTES_PER_INSTANCE['vast']} B as asked, and each page's label_counts "
+          f"{LABEL_COUNT_BYTES['vast']} B per instance of its range, measured on the simulator); vast.ai lists "
           f"{vast.LIST_PAGE} instances a page, in id ranges of {vast.LIST_RANGE} listed {vast.LIST_CONCURRENCY} "
-          "requests at a time, which its per-endpoint rate limit for our key must allow (not published; "
+          "requests at a time (a page parsed while the others wait: the list's CPU overlaps its waits), which "
+          "its per-endpoint rate limit for our key must allow (not published; "
           "'vast, one chain' is the list before: one page after another); "
           f"{CHANGED:.0%} of the rentals changed each minute, moved "
           f"{reconciler.LOCAL_WORK} per worker 8 at a time and the rest in chunks of {reconciler.CHUNK} on "
@@ -346,18 +358,20 @@ def model(seeded: Seeded, steady: dict[str, list[PassFigures]], changed: dict[st
             bytes_per_item = best.query_bytes / max(1, best.query_items)
             index_pages = -(-int(r * bytes_per_item) // 1_000_000)
             index_s = index_pages * AWS_QUERY_PAGE_S
-            list_bytes_s = r * LIST_BYTES_PER_INSTANCE[c] / PROVIDER_BYTES_PER_S
+            list_bytes = r * LIST_BYTES_PER_INSTANCE[c]
             if c != "vast":
-                pages, list_s, rate = 1, PROVIDER_CALL_S[c] + list_bytes_s, ""
+                pages, list_s, rate = 1, PROVIDER_CALL_S[c] + list_bytes / PROVIDER_BYTES_PER_S, ""
             else:
                 ranges = len(vast_wire.id_ranges([str(i) for i in range(r)], vast.LIST_RANGE)) if ranged else 1
                 per_range = -(-r // ranges)
                 pages = ranges * -(-per_range // vast.LIST_PAGE)
+                list_bytes += pages * per_range * LABEL_COUNT_BYTES[c]  # each page's label_counts
+                # the pages of a range come one after another; the ranges' pages interleave, 32 at once
                 rounds = max(-(-pages // vast.LIST_CONCURRENCY), -(-per_range // vast.LIST_PAGE)) if ranged else pages
-                list_s = rounds * PROVIDER_CALL_S[c] + list_bytes_s
-                rate = f" at {pages / list_s:,.0f} list requests/s"
-            cpu_per_rental = best.cpu / here
-            cpu_s = cpu_per_rental * r / LAMBDA_CPU_SHARE
+                list_s = rounds * PROVIDER_CALL_S[c] + list_bytes / PROVIDER_BYTES_PER_S
+                rate = f" at {pages / list_s:,.0f} list requests/s, {list_bytes / 1e9:,.2f} GB"
+            cpu_s = best.cpu / here * r / LAMBDA_CPU_SHARE
+            loop_cpu_s = best.loop_cpu / here * r / LAMBDA_CPU_SHARE
             ch = changed[c]
             per_change_calls = sum(ch.http.values()) - sum(best.http.values())
             per_change_ddb = {k: v - best.ddb.get(k, 0) for k, v in ch.ddb.items()}
@@ -367,13 +381,17 @@ def model(seeded: Seeded, steady: dict[str, list[PassFigures]], changed: dict[st
                             + per_change_calls * PROVIDER_CALL_S[c]) / moved
             local = min(changes, reconciler.LOCAL_WORK)
             change_s = local * one_change_s / 8
-            minute = index_s + list_s + cpu_s + change_s
+            if c == "vast" and ranged:  # a page is parsed while the other requests in flight wait
+                minute = index_s + max(list_s, loop_cpu_s) + (cpu_s - loop_cpu_s) + change_s
+            else:
+                minute = index_s + list_s + cpu_s + change_s
             writes = sum(v for k, v in per_change_ddb.items() if k in WRITES) / moved * changes + 1
             reads = index_pages + 1 + sum(v for k, v in per_change_ddb.items() if k in READS) / moved * changes
             name = c if ranged else "vast, one chain"
             print(f"  {name:<7} {r:>8,} {index_s:6.1f}s {list_s:7.1f}s {cpu_s:6.1f}s {change_s:7.1f}s "
                   f"{minute:7.1f}s   {pages + round(per_change_calls / moved * changes)} calls "
-                  f"({pages} list page{'s' if pages > 1 else ''}{rate}), {round(reads)} reads, "
+                  f"({pages} list page{'s' if pages > 1 else ''}{rate}; of the cpu, {loop_cpu_s:.1f} s the "
+                  f"provider loop's), {round(reads)} reads, "
                   f"{round(writes)} writes"
                   + (f"; {changes - local:,} changes on {-(-(changes - local) // reconciler.CHUNK)} chunk workers"
                      if changes > local else ""))

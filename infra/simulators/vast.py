@@ -310,14 +310,20 @@ class VastSimulator(SimulatorBase):
                 after = int(json.loads(base64.b64decode(str(req.arg("after_token")), validate=True))["values"]["id"])
             except (ValueError, KeyError, TypeError):
                 return _fail(400, "invalid_args", "invalid after_token")
-        with self.lock:
-            rows = [self._row(i) for i in sorted(self.instances.values(), key=lambda i: int(i.id))]
+        by_id = {k: v for k, v in filters.items() if k == "id"}  # decided from the id alone: no row built
+        others = {k: v for k, v in filters.items() if k != "id"}
         try:
-            matching = [r for r in rows if _matches(r, filters)]
+            with self.lock:
+                rows: list[dict[str, Any]] = [
+                    self._row(i) if others else {"id": int(i.id), "label": i.label, "instance": i}
+                    for i in sorted(self.instances.values(), key=lambda i: int(i.id))
+                    if _matches({"id": int(i.id)}, by_id)]
+            matching = [r for r in rows if _matches(r, others)]
         except (ValueError, TypeError) as e:  # TypeError: a bound of another type than the column
             return _fail(400, "invalid_args", str(e))
         rest = [r for r in matching if after is None or r["id"] > after]
-        page = rest[:limit]
+        with self.lock:
+            page = [self._row(r["instance"]) if "instance" in r else r for r in rest[:limit]]
         labels: dict[str, int] = {}
         for r in matching:
             labels[r["label"] or ""] = labels.get(r["label"] or "", 0) + 1
