@@ -11,6 +11,7 @@ allocated through its provider's adapter, labelled with the rental id, booted lo
 from __future__ import annotations
 
 import copy
+import json
 import os
 import random
 import statistics
@@ -24,12 +25,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "gpurent")]
 
 from gpurent import catalog, catalog_refresh, clock, config, ids, reconciler, wallet  # noqa: E402
 from gpurent.listing import Listing  # noqa: E402
-from gpurent.providers import registry  # noqa: E402
+from gpurent.providers import registry, vast, vast_wire  # noqa: E402
 from gpurent.providers.base import AllocateRequest  # noqa: E402
 from gpurent.providers.registry import build_adapters  # noqa: E402
 from gpurent.records import Rental  # noqa: E402
@@ -51,6 +54,10 @@ AWS_REQUEST_S = {"GetItem": 0.004, "PutItem": 0.006, "UpdateItem": 0.006, "Trans
 LAMBDA_CPU_SHARE = 1.0  # the worker has 1,769 MB: one whole vCPU (template.yaml)
 PROVIDER_CALL_S = {"vast": 0.20, "runpod": 0.30, "lambda": 0.25}  # one request, answered (its own latency)
 LIST_BYTES_PER_INSTANCE = {"vast": 1900, "runpod": 1000, "lambda": 900}  # what one listed instance weighs
+# (vast's is measured from the simulator's rows, as its list asks for them: `vast.LIST_COLUMNS`)
+# Every vast.ai list page also carries `label_counts`, one entry per instance its filter matches
+# (counted over the page's id range, as the simulator does: vast.ai's reference does not say).
+LABEL_COUNT_BYTES = {"vast": 45}
 PROVIDER_BYTES_PER_S = 20e6  # a list answer streaming in (20 MB/s)
 
 calls: Counter[str] = Counter()
@@ -155,6 +162,7 @@ class PassFigures:
     provider: str
     wall: float
     cpu: float
+    loop_cpu: float  # of it, the provider loop's thread: provider requests sent, answers parsed
     counts: Counter[str]
     ddb: Counter[str]
     http: Counter[str]
@@ -188,7 +196,7 @@ def one_pass(sims: Simulators, code: str) -> PassFigures:
     cpu, t = time.thread_time(), time.perf_counter()
     counts = reconciler.reconcile_provider(code)
     wall, cpu = time.perf_counter() - t, time.thread_time() - cpu + sum(_loop_cpu)
-    return PassFigures(code, wall, cpu, Counter(counts), Counter(calls), provider_calls(sims) - before,
+    return PassFigures(code, wall, cpu, sum(_loop_cpu), Counter(counts), Counter(calls), provider_calls(sims) - before,
                        query_bytes["bytes"], query_bytes["items"])
 
 
@@ -262,8 +270,31 @@ def run(n: int) -> None:
         sims.shutdown()
 
 
+def vast_row_bytes(sims: Simulators) -> None:
+    """What a vast.ai list page weighs on the wire (from the simulator): a row, whole and as the
+    adapter asks for it (`vast.LIST_COLUMNS`), and an entry of the `label_counts` every page
+    carries (one per instance the page's filter matches: our labels are rental ids)."""
+    sim = sims["vast"]
+
+    def page(**extra: str) -> dict[str, Any]:
+        r = httpx.get(f"{sim.base_url}/api/v1/instances/", headers={"Authorization": f"Bearer {sim.api_key}"},
+                      params={"limit": str(vast.LIST_PAGE), **extra}, timeout=10)
+        return dict(r.json())
+
+    def per_row(answer: dict[str, Any]) -> int:
+        return len(json.dumps(answer["instances"], separators=(",", ":"))) // max(1, len(answer["instances"]))
+
+    whole, asked = page(), page(select_cols=json.dumps(vast.LIST_COLUMNS))
+    labels = asked["label_counts"]
+    LIST_BYTES_PER_INSTANCE["vast"] = per_row(asked)
+    LABEL_COUNT_BYTES["vast"] = len(json.dumps(labels, separators=(",", ":"))) // max(1, len(labels))
+    print(f"  a vast.ai list row on the simulator: {per_row(whole)} B whole, {per_row(asked)} B with select_cols "
+          f"({len(vast.LIST_COLUMNS)} columns); a label_counts entry {LABEL_COUNT_BYTES['vast']} B")
+
+
 def measure(seeded: Seeded, sims: Simulators, manual: clock.ManualClock, n: int) -> None:
     codes = list(seeded.by_provider)
+    vast_row_bytes(sims)
     _record_loop_cpu()
     steady: dict[str, list[PassFigures]] = {c: [] for c in codes}
     for i in range(3):
@@ -306,8 +337,13 @@ def model(seeded: Seeded, steady: dict[str, list[PassFigures]], changed: dict[st
           + f"; a 1,769 MB worker has {LAMBDA_CPU_SHARE:.2f} vCPU, CPU per rental as measured here "
           "(the worker's own threads); provider requests " + ", ".join(
               f"{k} {v:.2f} s" for k, v in PROVIDER_CALL_S.items())
-          + f", list answers streaming at {PROVIDER_BYTES_PER_S / 1e6:.0f} MB/s; vast.ai lists 25 instances a "
-          "page, one page after another (vast/500: VAST_PAGE_SIZE=500, if vast.ai honours it: not verified); "
+          + f", list answers streaming at {PROVIDER_BYTES_PER_S / 1e6:.0f} MB/s (a vast.ai row "
+          f"{LIST_BYTES_PER_INSTANCE['vast']} B as asked, and each page's label_counts "
+          f"{LABEL_COUNT_BYTES['vast']} B per instance of its range, measured on the simulator); vast.ai lists "
+          f"{vast.LIST_PAGE} instances a page, in id ranges of {vast.LIST_RANGE} listed {vast.LIST_CONCURRENCY} "
+          "requests at a time (a page parsed while the others wait: the list's CPU overlaps its waits), which "
+          "its per-endpoint rate limit for our key must allow (not published; "
+          "'vast, one chain' is the list before: one page after another); "
           f"{CHANGED:.0%} of the rentals changed each minute, moved "
           f"{reconciler.LOCAL_WORK} per worker 8 at a time and the rest in chunks of {reconciler.CHUNK} on "
           "other workers)")
@@ -315,17 +351,27 @@ def model(seeded: Seeded, steady: dict[str, list[PassFigures]], changed: dict[st
           "provider calls, DynamoDB requests")
     for share, label in ((1 / 3, "a third each"), (1.0, "all at one provider")):
         print(f"  -- {label}")
-        for c, page_size in [(c, 25) for c in seeded.by_provider] + [("vast", 500)]:
+        for c, ranged in [(c, True) for c in seeded.by_provider] + [("vast", False)]:
             here = len(seeded.by_provider[c])
             r = int(target * share)
             best = min(steady[c], key=lambda f: f.cpu)
             bytes_per_item = best.query_bytes / max(1, best.query_items)
             index_pages = -(-int(r * bytes_per_item) // 1_000_000)
             index_s = index_pages * AWS_QUERY_PAGE_S
-            pages = -(-r // page_size) if c == "vast" else 1
-            list_s = pages * PROVIDER_CALL_S[c] + r * LIST_BYTES_PER_INSTANCE[c] / PROVIDER_BYTES_PER_S
-            cpu_per_rental = best.cpu / here
-            cpu_s = cpu_per_rental * r / LAMBDA_CPU_SHARE
+            list_bytes = r * LIST_BYTES_PER_INSTANCE[c]
+            if c != "vast":
+                pages, list_s, rate = 1, PROVIDER_CALL_S[c] + list_bytes / PROVIDER_BYTES_PER_S, ""
+            else:
+                ranges = len(vast_wire.id_ranges([str(i) for i in range(r)], vast.LIST_RANGE)) if ranged else 1
+                per_range = -(-r // ranges)
+                pages = ranges * -(-per_range // vast.LIST_PAGE)
+                list_bytes += pages * per_range * LABEL_COUNT_BYTES[c]  # each page's label_counts
+                # the pages of a range come one after another; the ranges' pages interleave, 32 at once
+                rounds = max(-(-pages // vast.LIST_CONCURRENCY), -(-per_range // vast.LIST_PAGE)) if ranged else pages
+                list_s = rounds * PROVIDER_CALL_S[c] + list_bytes / PROVIDER_BYTES_PER_S
+                rate = f" at {pages / list_s:,.0f} list requests/s, {list_bytes / 1e9:,.2f} GB"
+            cpu_s = best.cpu / here * r / LAMBDA_CPU_SHARE
+            loop_cpu_s = best.loop_cpu / here * r / LAMBDA_CPU_SHARE
             ch = changed[c]
             per_change_calls = sum(ch.http.values()) - sum(best.http.values())
             per_change_ddb = {k: v - best.ddb.get(k, 0) for k, v in ch.ddb.items()}
@@ -335,13 +381,18 @@ def model(seeded: Seeded, steady: dict[str, list[PassFigures]], changed: dict[st
                             + per_change_calls * PROVIDER_CALL_S[c]) / moved
             local = min(changes, reconciler.LOCAL_WORK)
             change_s = local * one_change_s / 8
-            minute = index_s + list_s + cpu_s + change_s
+            if c == "vast" and ranged:  # a page is parsed while the other requests in flight wait
+                minute = index_s + max(list_s, loop_cpu_s) + (cpu_s - loop_cpu_s) + change_s
+            else:
+                minute = index_s + list_s + cpu_s + change_s
             writes = sum(v for k, v in per_change_ddb.items() if k in WRITES) / moved * changes + 1
             reads = index_pages + 1 + sum(v for k, v in per_change_ddb.items() if k in READS) / moved * changes
-            name = c if page_size == 25 else f"{c}/{page_size}"
+            name = c if ranged else "vast, one chain"
             print(f"  {name:<7} {r:>8,} {index_s:6.1f}s {list_s:7.1f}s {cpu_s:6.1f}s {change_s:7.1f}s "
                   f"{minute:7.1f}s   {pages + round(per_change_calls / moved * changes)} calls "
-                  f"({pages} list page{'s' if pages > 1 else ''}), {round(reads)} reads, {round(writes)} writes"
+                  f"({pages} list page{'s' if pages > 1 else ''}{rate}; of the cpu, {loop_cpu_s:.1f} s the "
+                  f"provider loop's), {round(reads)} reads, "
+                  f"{round(writes)} writes"
                   + (f"; {changes - local:,} changes on {-(-(changes - local) // reconciler.CHUNK)} chunk workers"
                      if changes > local else ""))
     old = target

@@ -16,6 +16,7 @@ market has more RTX 4090 offers than that, as the real one does.
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import re
@@ -46,6 +47,35 @@ GPU_NAMES_UNIQUE = sorted({g[0] for g in GPUS} | {"RTX A6000", "Tesla V100", "L4
 
 _ASK = re.compile(r"^/api/v0/asks/(\d+)/?$")
 _INSTANCE = re.compile(r"^/api/v0/instances/(\d+)/?$")
+
+
+LIST_PAGE = 25  # the v1 list's largest page (vast.ai's API reference: "Default 25, max 25")
+# Columns of the contract record the v1 list filters on; computed ones (dph_total, num_gpus...) are 400.
+FILTERABLE = {"id", "label", "actual_status", "intended_status", "cur_state", "next_state", "gpu_name",
+              "verification", "machine_id", "host_id", "image_uuid", "start_date"}
+_OPERATORS: dict[str, Any] = {
+    "eq": lambda v, x: v == x, "neq": lambda v, x: v != x,
+    "gt": lambda v, x: v is not None and v > x, "gte": lambda v, x: v is not None and v >= x,
+    "lt": lambda v, x: v is not None and v < x, "lte": lambda v, x: v is not None and v <= x,
+    "in": lambda v, x: v in x, "notin": lambda v, x: v not in x,
+}
+
+
+def _matches(row: dict[str, Any], filters: dict[str, Any]) -> bool:
+    """Whether a list row passes ``select_filters`` (ValueError: a filter vast.ai refuses)."""
+    for col, ops in filters.items():
+        if col not in FILTERABLE:
+            raise ValueError(f"column {col!r} is not filterable")
+        if not isinstance(ops, dict):
+            raise ValueError(f"filter on {col!r} is not an object of operators")
+        for op, value in ops.items():
+            if op not in _OPERATORS:
+                raise ValueError(f"unknown operator {op!r}")
+            if op in ("in", "notin") and not isinstance(value, list):
+                raise ValueError(f"{op} takes a list")
+            if not _OPERATORS[op](row.get(col), value):
+                return False
+    return True
 
 
 def _fail(status: int, error: str, msg: str) -> Reply:
@@ -261,21 +291,49 @@ class VastSimulator(SimulatorBase):
         return Reply(200, {"success": True, "new_contract": contract})
 
     def _list_v1(self, req: Request) -> Reply:
-        json.loads(req.arg("select_filters") or "{}")
-        limit = int(req.arg("limit") or 25)
-        after = int(req.arg("after_token") or 0)
+        """The v1 list as vast.ai documents it: at most 25 a page (a limit <= 0 means 5), a keyset
+        token (base64 JSON of the last row's sort values; a token that is not one is 400),
+        ``select_filters`` with the operators eq, neq, gt, gte, lt, lte, in, notin on stored
+        columns (a computed one is 400), ``select_cols`` (unknown columns null), ordered by id."""
+        try:
+            filters = json.loads(req.arg("select_filters") or "{}")
+            cols = json.loads(req.arg("select_cols") or '["*"]')
+            raw_limit = int(req.arg("limit") or LIST_PAGE)
+        except ValueError:
+            return _fail(400, "invalid_args", "select_filters, select_cols and limit must be JSON / a number")
+        if not isinstance(filters, dict) or not isinstance(cols, list):
+            return _fail(400, "invalid_args", "select_filters is an object, select_cols an array")
+        limit = 5 if raw_limit <= 0 else min(raw_limit, LIST_PAGE)
+        after: int | None = None
+        if req.arg("after_token"):
+            try:
+                after = int(json.loads(base64.b64decode(str(req.arg("after_token")), validate=True))["values"]["id"])
+            except (ValueError, KeyError, TypeError):
+                return _fail(400, "invalid_args", "invalid after_token")
+        by_id = {k: v for k, v in filters.items() if k == "id"}  # decided from the id alone: no row built
+        others = {k: v for k, v in filters.items() if k != "id"}
+        try:
+            with self.lock:
+                rows: list[dict[str, Any]] = [
+                    self._row(i) if others else {"id": int(i.id), "label": i.label, "instance": i}
+                    for i in sorted(self.instances.values(), key=lambda i: int(i.id))
+                    if _matches({"id": int(i.id)}, by_id)]
+            matching = [r for r in rows if _matches(r, others)]
+        except (ValueError, TypeError) as e:  # TypeError: a bound of another type than the column
+            return _fail(400, "invalid_args", str(e))
+        rest = [r for r in matching if after is None or r["id"] > after]
         with self.lock:
-            ordered = sorted(self.instances.values(), key=lambda i: int(i.id))
-            rest = [i for i in ordered if int(i.id) > after]
-            page = rest[:limit]
-            rows = [self._row(i) for i in page]
-            labels: dict[str, int] = {}
-            for i in ordered:
-                if i.label:
-                    labels[i.label] = labels.get(i.label, 0) + 1
-        token = page[-1].id if len(rest) > limit and page else None
-        return Reply(200, {"instances": rows, "next_token": token, "total_instances": len(ordered),
-                           "label_counts": labels})
+            page = [self._row(r["instance"]) if "instance" in r else r for r in rest[:limit]]
+        labels: dict[str, int] = {}
+        for r in matching:
+            labels[r["label"] or ""] = labels.get(r["label"] or "", 0) + 1
+        token = None
+        if len(rest) > limit and page:
+            token = base64.b64encode(json.dumps({"values": {"id": page[-1]["id"]}, "os_page": 0}).encode()).decode()
+        if cols != ["*"]:
+            page = [{str(c): r.get(str(c)) for c in cols} for r in page]
+        return Reply(200, {"success": True, "instances_found": len(page), "instances": page, "next_token": token,
+                           "total_instances": len(matching), "label_counts": labels})
 
     def _update(self, iid: str, body: dict[str, Any]) -> Reply:
         with self.lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from gpurent.providers.base import AllocateRequest, Instance, InstanceStatus, Offer, ProviderError
@@ -43,7 +44,7 @@ class FakeProvider:
         if instance_id in self.instances:
             self.set_status(instance_id, "terminated")
 
-    async def list_instances(self) -> list[Instance]:
+    async def list_instances(self, expected: Sequence[str] = ()) -> list[Instance]:
         self.calls.append(("list", ""))
         return [i for i in self.instances.values() if i.status != "terminated"]
 

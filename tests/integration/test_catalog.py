@@ -16,7 +16,7 @@ import base64
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -74,7 +74,7 @@ class FakeAdapter:
     async def terminate(self, instance_id: str) -> None:
         raise NotImplementedError
 
-    async def list_instances(self) -> list[Instance]:
+    async def list_instances(self, expected: Sequence[str] = ()) -> list[Instance]:
         raise NotImplementedError
 
 

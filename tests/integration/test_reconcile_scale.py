@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from gpurent import config, reconciler, rentals
+from gpurent.providers import vast
 from gpurent.providers.base import ProviderError
 from gpurent.rentals import lifecycle
 from gpurent.store import dynamo
@@ -95,6 +96,13 @@ def received(url: str) -> list[dict[str, Any]]:
 def lambda_world(aws: None, sim_world: World) -> World:
     """Lambda Cloud only (its capacity is not used up by renting), on fresh tables."""
     sim_world.install(providers="lambda")
+    return sim_world
+
+
+@pytest.fixture
+def vast_world(aws: None, sim_world: World) -> World:
+    """vast.ai only, on fresh tables."""
+    sim_world.install(providers="vast")
     return sim_world
 
 
@@ -217,6 +225,37 @@ def test_a_pass_over_healthy_pods_writes_only_its_record_and_opens_one_client(
     check_invariants(funded_user["id"])
 
 
+def test_a_vast_pass_lists_in_id_ranges_cut_among_its_live_rentals(
+    api: Api, funded_user: dict[str, Any], vast_world: World, clock: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker hands the list its live rentals' instance ids; vast.ai's adapter cuts its list
+    among them (here every 2) and lists the ranges at once: one page each, and a pod gone from
+    the middle range is found as surely as from one list."""
+    world = vast_world
+    monkeypatch.setattr(vast, "LIST_RANGE", 2)
+    ids = []
+    for _ in range(5):
+        ids.append(running(api, clock, {"familyId": "rtx-4090", "gpuCount": 1})["id"])
+        world.refresh()  # the rented ask leaves vast.ai's search
+    by_instance = {}
+    for rid in ids:
+        row = rental_store.get(funded_user["id"], rid)
+        assert row is not None and row.provider == "vast" and row.instance_id
+        by_instance[row.instance_id] = rid
+    ordered = sorted(by_instance, key=int)
+    gone = ordered[2]  # in [3rd, 5th)
+    assert world.sims.vast.vanish(gone)
+    clock.advance(120)
+    before = len(world.requests("vast"))
+    counts = rentals.reconcile()
+    lists = [p for _, m, p in world.requests("vast")[before:] if m == "GET" and p == "/api/v1/instances/"]
+    assert len(lists) == 3, lists  # [.., 3rd), [3rd, 5th), [5th, ..): one page each
+    assert counts["checked"] == 5 and counts["changed"] == 1, counts
+    assert get(api, by_instance[gone])["status"] != "running"
+    assert all(get(api, by_instance[i])["status"] == "running" for i in ordered if i != gone)
+    check_invariants(funded_user["id"])
+
+
 def test_last_healthy_is_the_last_pass_that_saw_the_pod_running_not_its_last_write(
     api: Api, funded_user: dict[str, Any], lambda_world: World, clock: Any,
 ) -> None:
@@ -281,7 +320,7 @@ def test_a_provider_list_that_fails_writes_nothing_and_degrades_no_pod(
     assert record is not None
     adapter = world.adapters["lambda"]
 
-    async def timed_out() -> Any:
+    async def timed_out(expected: Any = ()) -> Any:
         raise ProviderError("lambda", "transient", "GET /instances failed: ReadTimeout")
 
     real_list = adapter.list_instances

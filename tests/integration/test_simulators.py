@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
+from unittest.mock import patch
 
 import httpx
 import pytest
@@ -345,6 +347,44 @@ def test_vast_list_pages(sims):
     assert {i.instance_id for i in run(a.list_instances())} == ids
     pages = [p for m, p in sims.vast.requests if p == "/api/v1/instances/"]
     assert len(pages) == 3
+
+
+def test_vast_list_in_id_ranges_against_the_simulator(sims):
+    """The adapter's id ranges against the simulator's v1 list (25 a page at most, keyset
+    tokens, ``select_filters`` on ``id``): every instance once, whatever range it falls in."""
+    a = adapter(sims, "vast")  # page size 2
+    offers = [o for o in run(a.list_offers()) if o.family == "rtx-4090"][:7]
+    ids = sorted((run(a.allocate(AllocateRequest(f"rent_{n:026d}", o, "img", None, KEYS))) for n, o in
+                  enumerate(offers)), key=int)
+    sims.vast.requests.clear()
+    with patch("gpurent.providers.vast.LIST_RANGE", 2):
+        listed = run(a.list_instances(ids[1:6]))  # cut at ids[3] and ids[5]: three ranges
+    assert sorted((i.instance_id for i in listed), key=int) == ids
+    assert [i.status for i in listed if i.instance_id == ids[0]] == ["provisioning"]
+    pages = [p for m, p in sims.vast.requests if p == "/api/v1/instances/"]
+    assert len(pages) == 2 + 1 + 1  # [.., ids[3]): 3 ids, 2 pages; [ids[3], ids[5]): 2; [ids[5], ..): 2
+
+
+def test_the_vast_simulator_lists_as_vast_documents(sims):
+    a = adapter(sims, "vast")
+    offers = [o for o in run(a.list_offers()) if o.family == "rtx-4090"][:30]
+    ids = sorted((int(run(a.allocate(AllocateRequest(f"rent_{n:026d}", o, "img", None, KEYS)))) for n, o in
+                  enumerate(offers)))
+
+    def page(**params: Any) -> httpx.Response:
+        return httpx.get(sims.vast.base_url + "/api/v1/instances/", headers={"Authorization": "Bearer vk"},
+                         params={k: v if isinstance(v, str) else json.dumps(v) for k, v in params.items()})
+
+    first = page(limit="200").json()  # more than the maximum: 25
+    assert [r["id"] for r in first["instances"]] == ids[:25] and first["total_instances"] == 30
+    rest = page(limit="200", after_token=first["next_token"]).json()
+    assert [r["id"] for r in rest["instances"]] == ids[25:] and rest["next_token"] is None
+    assert len(page(limit="0").json()["instances"]) == 5  # <= 0 means 5
+    ranged = page(select_filters={"id": {"gte": ids[3], "lt": ids[6]}}, select_cols=["id", "nope"]).json()
+    assert ranged["instances"] == [{"id": i, "nope": None} for i in ids[3:6]] and ranged["total_instances"] == 3
+    assert page(select_filters={"dph_total": {"lt": 1}}).status_code == 400  # computed: not filterable
+    assert page(select_filters={"id": {"like": 1}}).status_code == 400
+    assert page(after_token="not-a-token").status_code == 400
 
 
 def test_vast_content_type_is_exact(sims):

@@ -143,7 +143,7 @@ def reconcile_provider(code: str, deadline: float | None = None) -> Counts:
         listed_at = clock.now()
         found: list[Instance] | None
         try:
-            found = instances.run(adapter.list_instances())
+            found = instances.run(adapter.list_instances([v.instance_id for v in live if v.instance_id]))
         except ProviderError as exc:
             found = None
             counts["errors"] += 1

@@ -128,6 +128,7 @@ def apply(
     marker: bool = True,
     check_auto_topup: bool = True,
     effects: Effects | None = None,
+    known: WalletItem | None = None,
 ) -> Result:
     """Plan against a fresh read and write it as one transaction, exactly once per `op_key`.
 
@@ -147,12 +148,17 @@ def apply(
     outbox items in the same transaction and done by the timer function
     (`gpurent.outbox`): they exist exactly when the money moved, and nothing after the
     commit can fail the operation.
+    `known`: the wallet item as the caller itself read it a moment ago (a top-up reads it for
+    the card and customer on it): the first attempt plans on it instead of reading it again.
+    A stale one costs nothing but a re-plan: the write is conditioned on the wallet's version,
+    and a cancelled transaction returns the wallet that won (billing settings written since do
+    not touch the version or the money fields).
     `before_write` is a test seam (fault injection between read and write).
     """
     fp = fingerprint(description)
     backoff = retry.policy()
     pause = 0.0
-    fresh: WalletItem | None = None  # the wallet as the writer that beat us left it
+    fresh: WalletItem | None = known  # the wallet as the caller read it, or as the writer that beat us left it
     for attempt in range(backoff.attempts):
         started = time.monotonic()
         wallet = Wallet.from_record(user_id, fresh if fresh is not None else store.get_wallet(user_id))

@@ -3,6 +3,8 @@ this module (its adapter, settings model and SPEC) plus one line in the registry
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import Field
 
 from gpurent.providers.base import AllocateRequest, Instance, Offer
@@ -32,7 +34,7 @@ class AcmeAdapter:
     async def terminate(self, instance_id: str) -> None:
         return None
 
-    async def list_instances(self) -> list[Instance]:
+    async def list_instances(self, expected: Sequence[str] = ()) -> list[Instance]:
         return []
 
 

@@ -370,8 +370,11 @@ def test_list_instances_pages_and_keeps_ours(vast, fx):
     instances = run(vast.list_instances())
     assert [(i.instance_id, i.status) for i in instances] == [("7835610", "running"), ("7835612", "provisioning")]
     first, second = (c.request.url.params for c in route.calls)
-    assert json.loads(first["select_filters"]) == {}
+    assert json.loads(first["select_filters"]) == {}  # nothing expected: one chain over every id
     assert json.loads(first["order_by"]) == [{"col": "id", "dir": "asc"}]
+    assert first["limit"] == "25"  # vast.ai's documented maximum
+    assert set(json.loads(first["select_cols"])) >= {"id", "label", "actual_status", "ssh_host", "ssh_port",
+                                                      "dph_total"}
     assert "after_token" not in first
     assert second["after_token"] == "7835611"
 
@@ -383,13 +386,97 @@ def test_the_list_page_size_is_a_setting(fx):
     route = respx.get(f"{BASE}/api/v1/instances/").mock(return_value=httpx.Response(200, json={
         "instances": [], "next_token": None}))
     default = build_adapters({"VAST_API_KEY": "k", "VAST_BASE_URL": BASE, "PROVIDERS": "vast"})["vast"]
-    bigger = build_adapters({"VAST_API_KEY": "k", "VAST_BASE_URL": BASE, "PROVIDERS": "vast",
-                             "VAST_PAGE_SIZE": "200"})["vast"]
+    smaller = build_adapters({"VAST_API_KEY": "k", "VAST_BASE_URL": BASE, "PROVIDERS": "vast",
+                              "VAST_PAGE_SIZE": "10"})["vast"]
     run(default.list_instances())
-    run(bigger.list_instances())
-    assert [c.request.url.params["limit"] for c in route.calls] == ["25", "200"]  # 25: what vast's client asks
-    with pytest.raises(ValueError):
-        build_adapters({"VAST_API_KEY": "k", "VAST_PAGE_SIZE": "0", "PROVIDERS": "vast"})
+    run(smaller.list_instances())
+    assert [c.request.url.params["limit"] for c in route.calls] == ["25", "10"]
+    for refused in ("0", "26"):  # 25 is vast.ai's documented maximum
+        with pytest.raises(ValueError):
+            build_adapters({"VAST_API_KEY": "k", "VAST_PAGE_SIZE": refused, "PROVIDERS": "vast"})
+
+
+class Account:
+    """vast.ai's v1 list over an account of `ids` (ours, labelled `rent_…`), as its reference
+    documents it: 25 a page, a keyset token, `select_filters` on `id`; the requests in flight
+    are counted."""
+
+    def __init__(self, ids: list[int], serves_at_once: int | None = None) -> None:
+        self.ids = sorted(ids)
+        self.serves_at_once = serves_at_once  # beyond this many requests in flight: 429
+        self.in_flight = self.most_in_flight = self.refused = 0
+        self.filters: list[dict] = []
+
+    async def answer(self, request: httpx.Request) -> httpx.Response:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.serves_at_once is not None and self.in_flight > self.serves_at_once:
+                self.refused += 1
+                await asyncio.sleep(0.001)
+                return httpx.Response(429, text="API requests too frequent")
+            await asyncio.sleep(0.001)  # the other ranges' requests go out meanwhile
+            params = request.url.params
+            bound = json.loads(params["select_filters"]).get("id", {})
+            self.filters.append(bound)
+            lo, hi = bound.get("gte", -1), bound.get("lt", 10**12)
+            after = int(params.get("after_token", -1))
+            rest = [i for i in self.ids if lo <= i < hi and i > after]
+            page = rest[:min(int(params["limit"]), 25)]
+            rows = [{"id": i, "label": f"rent_{i:026d}", "actual_status": "running", "ssh_host": "ssh4.vast.ai",
+                     "ssh_port": 40000 + i % 1000, "dph_total": 0.35} for i in page]
+            token = str(page[-1]) if len(rest) > len(page) else None
+            return httpx.Response(200, json={"instances": rows, "next_token": token, "total_instances": len(rest)})
+        finally:
+            self.in_flight -= 1
+
+
+@respx.mock
+def test_a_long_list_is_listed_in_id_ranges_at_once(sleeps):
+    """The ranges are cut among the expected ids (250 each); the first and last are open, so
+    instances nobody expected (an orphan below or above every expected id) are listed too."""
+    expected = list(range(1_000_000, 1_001_000))
+    account = Account([*expected, 7, 5_000_000])
+    route = respx.get(f"{BASE}/api/v1/instances/").mock(side_effect=account.answer)
+    vast = VastAdapter("vk-123", BASE, sleep=sleeps, list_concurrency=3)
+    listed = run(vast.list_instances([str(i) for i in expected]))
+    assert sorted(int(i.instance_id) for i in listed) == account.ids  # each once
+    assert {tuple(sorted(f.items())) for f in account.filters} == {
+        (("lt", 1_000_250),), (("gte", 1_000_250), ("lt", 1_000_500)), (("gte", 1_000_500), ("lt", 1_000_750)),
+        (("gte", 1_000_750),)}
+    assert route.call_count == 11 + 10 + 10 + 11  # 250 ids a range, 25 a page (the open ones hold an orphan)
+    assert 1 < account.most_in_flight <= 3
+
+
+@respx.mock
+def test_a_rate_limited_list_slows_down_and_still_lists_everything(sleeps):
+    """vast.ai answers 429 beyond the rate it serves a key: the list narrows its requests in
+    flight and asks the refused pages again, instead of failing."""
+    expected = list(range(2_000_000, 2_001_000))
+    account = Account(expected, serves_at_once=2)
+    respx.get(f"{BASE}/api/v1/instances/").mock(side_effect=account.answer)
+    vast = VastAdapter("vk-123", BASE, sleep=sleeps, list_concurrency=8)
+    listed = run(vast.list_instances([str(i) for i in expected]))
+    assert sorted(int(i.instance_id) for i in listed) == expected
+    assert account.refused > 0
+
+
+@respx.mock
+def test_a_list_refused_for_ever_fails_as_transient(sleeps):
+    respx.get(f"{BASE}/api/v1/instances/").mock(return_value=httpx.Response(429, text="API requests too frequent"))
+    with pytest.raises(ProviderError) as e:
+        run(VastAdapter("vk-123", BASE, sleep=sleeps).list_instances())
+    assert e.value.kind == "transient" and "429" in str(e.value)
+
+
+def test_id_ranges_cover_every_id():
+    from gpurent.providers.vast_wire import id_filter, id_ranges
+
+    assert id_ranges([], 250) == [(None, None)] and id_filter(None, None) == {}
+    assert id_ranges(["5", "3", "x", "9", "1"], 2) == [(None, 5), (5, None)]  # not a number: left out
+    assert id_ranges(["11", "5", "3", "9", "1"], 2) == [(None, 5), (5, 11), (11, None)]
+    assert id_ranges([str(i) for i in range(10)], 5) == [(None, 5), (5, None)]
+    assert id_filter(3, 9) == {"id": {"gte": 3, "lt": 9}} and id_filter(None, 9) == {"id": {"lt": 9}}
 
 
 @respx.mock

@@ -174,7 +174,7 @@ def fire(user_id: str) -> None:
         _failed(user_id, attempt, amount, "payment_failed", exc.message)
         return
     if payment.status == "succeeded":
-        topups.deposit(user_id, payment.payment_intent_id, amount, "auto_topup", payment.charge_id)
+        topups.deposit(user_id, payment.payment_intent_id, amount, "auto_topup", payment.charge_id, known=item)
     # `processing`: the payment_intent.succeeded webhook credits it under the same key.
     store.update_settings(user_id, {"autoTopupAttemptDone": attempt})
     timers.arm(user_id, clock.now())  # meter the wallet again now: a stop may have waited for this

@@ -18,7 +18,7 @@ from gpurent.billing import cards, gateway
 from gpurent.config import settings
 from gpurent.errors import ApiError
 from gpurent.money import dollars
-from gpurent.records import LedgerRefs
+from gpurent.records import LedgerRefs, WalletItem
 from gpurent.store import billing as store
 from gpurent.store.money import TransactItem
 from gpurent.telemetry import logger
@@ -49,12 +49,19 @@ def charge_once(*, customer_id: str, payment_method_id: str, amount_cents: int, 
                                      idempotency_key=idempotency_key)
 
 
+def credit_key(payment_intent_id: str) -> str:
+    """The operation key a Stripe payment is credited under, whichever path credits it."""
+    return f"deposit_{payment_intent_id}"
+
+
 def deposit(user_id: str, payment_intent_id: str, amount: int, entry_type: str, charge_id: str | None,
-            extras: list[TransactItem] | None = None) -> wallet.Result:
+            extras: list[TransactItem] | None = None, known: WalletItem | None = None) -> wallet.Result:
     """Credit one Stripe payment, exactly once. A replay (any path, any event) answers `replayed`.
 
     The fingerprint names only the payment, its amount and type, so the first
     path's references (its charge id) stand and later paths replay cleanly.
+    `known`: the wallet item the caller read (for the card or customer on it), so the
+    credit does not read it again (`wallet.apply`).
     """
     refs: LedgerRefs = {"stripeChargeId": charge_id, "paymentIntentId": payment_intent_id}
     desc = {"op": "deposit", "pi": payment_intent_id, "amount": amount, "type": entry_type}
@@ -65,9 +72,9 @@ def deposit(user_id: str, payment_intent_id: str, amount: int, entry_type: str, 
                            "body": f"{dollars(amount)} was added to your gpurent wallet.\n\n"
                                    f"Your balance is now {dollars(wallet.total_after(w, steps))}."})]
 
-    return wallet.apply(user_id, f"deposit_{payment_intent_id}", desc,
+    return wallet.apply(user_id, credit_key(payment_intent_id), desc,
                         lambda w: [wallet.plan_credit(w, amount, entry_type, refs)],
-                        (lambda w, steps: list(extras)) if extras else None, effects=email)
+                        (lambda w, steps: list(extras)) if extras else None, effects=email, known=known)
 
 
 def _success_url() -> str:
@@ -92,7 +99,7 @@ def checkout(user_id: str, body: Checkout, idempotency_key: str | None) -> dict[
     card = cards.card_of(item)
     key = idempotency_key or None
     if card is not None and not body.useCheckout:
-        return _charge_saved_card(user_id, customer, str(card["pmId"]), body.amountCents, key)
+        return _charge_saved_card(user_id, customer, str(card["pmId"]), body.amountCents, key, item)
     try:
         session = gateway.create_checkout_session(
             customer_id=customer, user_id=user_id, amount_cents=body.amountCents,
@@ -121,29 +128,32 @@ def _slot(idempotency_key: str | None) -> str:
     return "key:" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:40]
 
 
-def _charge_saved_card(user_id: str, customer: str, pm_id: str, amount: int, key: str | None) -> dict[str, Any]:
+def _charge_saved_card(user_id: str, customer: str, pm_id: str, amount: int, key: str | None,
+                       known: WalletItem | None) -> dict[str, Any]:
     """Charge the card on file through a durable intent (`store.billing` "top-up intents").
 
     The intent is written before Stripe is called and names the PaymentIntent's Stripe
     idempotency key, so whatever happens to this request, its retry — with the same
     Idempotency-Key, or without one while the intent is unfinished — resumes the same
     payment instead of making a second one. The intent's outcome is recorded in the credit's
-    own transaction.
+    own transaction. `known` is the wallet item the request read; the credit plans on it
+    unless another intent's credit ran first in this request.
     """
     slot = _slot(key)
     for _ in range(3):
         intent = store.get_intent(user_id, slot)
         if intent is not None and intent["status"] == "pending":
             if int(intent["amountCents"]) == amount:
-                return _run_intent(user_id, customer, slot, intent)
+                return _run_intent(user_id, customer, slot, intent, known)
             if key is not None:
                 raise wallet.IdempotencyMismatch()
             # An unfinished unkeyed top-up of another amount: finish it first, then this one.
             try:
-                _run_intent(user_id, customer, slot, intent)
+                _run_intent(user_id, customer, slot, intent, known)
             except ApiError as exc:
                 if exc.code == "service_unavailable":
                     raise
+            known = None  # that credit moved the wallet on
             continue
         if intent is not None and key is not None:  # a finished keyed intent: the same answer again
             if int(intent["amountCents"]) != amount:
@@ -153,7 +163,7 @@ def _charge_saved_card(user_id: str, customer: str, pm_id: str, amount: int, key
         record = {"intentId": f"tpi_{ids.ulid_at(now)}", "userId": user_id, "amountCents": amount, "pmId": pm_id,
                   "status": "pending", "createdAt": now}
         if store.put_intent(user_id, slot, record, intent["intentId"] if intent is not None else None):
-            return _run_intent(user_id, customer, slot, record)
+            return _run_intent(user_id, customer, slot, record, known)
     raise ApiError("service_unavailable", "Another top-up is being processed; retry in a moment",
                    headers={"Retry-After": "1"})
 
@@ -166,7 +176,8 @@ def _answer(intent: dict[str, Any]) -> dict[str, Any]:
             "status": intent["status"]}
 
 
-def _run_intent(user_id: str, customer: str, slot: str, intent: dict[str, Any]) -> dict[str, Any]:
+def _run_intent(user_id: str, customer: str, slot: str, intent: dict[str, Any],
+                known: WalletItem | None = None) -> dict[str, Any]:
     """Charge (or, on a retry, replay at Stripe) the intent's payment and record its outcome."""
     intent_id, amount = str(intent["intentId"]), int(intent["amountCents"])
     try:
@@ -197,7 +208,7 @@ def _run_intent(user_id: str, customer: str, slot: str, intent: dict[str, Any]) 
     outcome = {"status": payment.status, "paymentIntentId": payment.payment_intent_id}
     if payment.status == "succeeded":
         result = deposit(user_id, payment.payment_intent_id, amount, "stripe_topup", payment.charge_id,
-                         extras=[store.intent_outcome(user_id, slot, intent_id, outcome)])
+                         extras=[store.intent_outcome(user_id, slot, intent_id, outcome)], known=known)
         if not result.replayed:
             return _answer({**intent, **outcome})
     # `processing` (the payment_intent.succeeded webhook credits it under the same key), or the

@@ -3,7 +3,9 @@
 1. The signature is verified with the `stripe` library before anything else
    (400 `invalid_signature`, nothing written).
 2. An event already processed (its `STRIPE_EVENT#<id>` marker exists) answers
-   `{received: true, duplicate: true}`.
+   `{received: true, duplicate: true}`. The same read fetches, for an event of a
+   payment, the payment's credit marker: the second event of a credited payment
+   only records itself (no credit transaction its marker could only cancel).
 3. The effect is written in one transaction with the event's marker; every
    credit is also keyed by its payment (`deposit_<pi>`, `invoice_paid_<in>`),
    so a redelivery, an out-of-order event or the other event of the same
@@ -21,6 +23,7 @@ from typing import Any
 from gpurent import clock
 from gpurent.billing import cards, gateway, invoices, reversals, topups
 from gpurent.errors import ApiError
+from gpurent.records import WalletItem
 from gpurent.store import billing as store
 from gpurent.store import identity
 from gpurent.store import invoices as invoice_store
@@ -50,16 +53,31 @@ def handle(payload: bytes, signature: str | None) -> dict[str, Any]:
     event_id, event_type = str(event.get("id") or ""), str(event.get("type") or "")
     if not event_id:
         raise ApiError("invalid_signature", "Not a Stripe event")
-    if store.event_processed(event_id):
-        return {"received": True, "duplicate": True}
-    handler = HANDLERS.get(event_type)
-    if handler is None:
-        return {"received": True}
     obj = (event.get("data") or {}).get("object") or {}
-    duplicate = handler(event_id, event_type, obj)
+    payment = _payment_of(event_type, obj)
+    processed, credited_to = store.event_seen(event_id, topups.credit_key(payment) if payment else None)
+    if processed:
+        return {"received": True, "duplicate": True}
+    if event_type in PAYMENT_HANDLERS:
+        duplicate = PAYMENT_HANDLERS[event_type](event_id, event_type, obj, credited_to)
+    elif (handler := HANDLERS.get(event_type)) is not None:
+        duplicate = handler(event_id, event_type, obj)
+    else:
+        return {"received": True}
     count("WebhookEvents")
     logger.info("stripe event", extra={"eventType": event_type, "duplicate": duplicate})
     return {"received": True, "duplicate": True} if duplicate else {"received": True}
+
+
+def _payment_of(event_type: str, obj: dict[str, Any]) -> str | None:
+    """The PaymentIntent an event of a payment would credit (None for any other event)."""
+    if event_type == "payment_intent.succeeded":
+        found = obj.get("id")
+    elif event_type == "checkout.session.completed":
+        found = obj.get("payment_intent")
+    else:
+        return None
+    return found if isinstance(found, str) and found else None
 
 
 def _marker(event_id: str, event_type: str) -> Any:
@@ -131,7 +149,7 @@ def _save_card(user_id: str, customer: str | None, pm_id: str, created: int, eve
         raise
 
 
-def checkout_completed(event_id: str, event_type: str, session: dict[str, Any]) -> bool:
+def checkout_completed(event_id: str, event_type: str, session: dict[str, Any], credited_to: str | None) -> bool:
     user_id = str((session.get("metadata") or {}).get("user_id") or session.get("client_reference_id") or "")
     pi_id = session.get("payment_intent")
     if session.get("payment_status") != "paid" or not pi_id or not _user_exists(user_id):
@@ -146,25 +164,37 @@ def checkout_completed(event_id: str, event_type: str, session: dict[str, Any]) 
     # event unprocessed, and Stripe's redelivery does it all again. (The card lives on the wallet
     # item, which the credit's transaction already writes: one transaction cannot hold both.)
     customer = session.get("customer")
+    item: WalletItem | None = None  # the wallet item, when read for the card: the credit plans on it
     if pi.payment_method_id and customer:
         card = gateway.get_card(pi.payment_method_id)
         created = int(session.get("created") or 0)
-        if (pi.saves_card or card.customer_id == customer) and not store.newer_card_recorded(
-                store.wallet_item(user_id), created):  # the payer kept "save card" ticked
-            gateway.set_default_payment_method(str(customer), pi.payment_method_id)
-            store.update_settings(user_id, {"card": cards.card_fields(card), "cardSourceCreated": created},
-                                  condition="attribute_not_exists(cardSourceCreated) OR cardSourceCreated <= :c",
-                                  cond_values={":c": created})
+        if pi.saves_card or card.customer_id == customer:  # the payer kept "save card" ticked
+            item = store.wallet_item(user_id)
+            if not store.newer_card_recorded(item, created):
+                gateway.set_default_payment_method(str(customer), pi.payment_method_id)
+                store.update_settings(user_id, {"card": cards.card_fields(card), "cardSourceCreated": created},
+                                      condition="attribute_not_exists(cardSourceCreated) OR cardSourceCreated <= :c",
+                                      cond_values={":c": created})
+    if credited_to == user_id:
+        # The payment's other event credited it first (seen in the event's first read): the
+        # credit's transaction could only be cancelled by its marker, so it is not sent.
+        return not _mark(event_id, event_type)
     result = topups.deposit(user_id, pi.id, pi.amount, "stripe_topup", pi.charge_id,
-                            extras=[_marker(event_id, event_type)])
+                            extras=[_marker(event_id, event_type)], known=item)
     if result.replayed:
         return not _mark(event_id, event_type)  # the payment's other event credited it first
     return False
 
 
-def payment_succeeded(event_id: str, event_type: str, obj: dict[str, Any]) -> bool:
+def payment_succeeded(event_id: str, event_type: str, obj: dict[str, Any], credited_to: str | None) -> bool:
     meta = obj.get("metadata") or {}
     user_id = str(meta.get("user_id") or "")
+    if user_id and credited_to == user_id:
+        # Credited already (by the saved-card request, the auto-topup or the Checkout event), as
+        # the event's first read showed: remember this event, without the user read, the Stripe
+        # read and the credit's transaction that its marker could only cancel.
+        _mark(event_id, event_type)
+        return True
     if not _user_exists(user_id):
         return not _mark(event_id, event_type)  # an invoice's payment (invoice.paid settles it) or not ours
     pi = gateway.get_payment_intent(str(obj["id"]))
@@ -210,9 +240,14 @@ def _invoice_closed(to_status: invoices.Closed) -> Callable[[str, str, dict[str,
     return run
 
 
-HANDLERS: dict[str, Callable[[str, str, dict[str, Any]], bool]] = {
+# The events of a payment: each is also told whom the payment was credited to already, if anyone
+# (`handle` reads the payment's credit marker with the event's own).
+PAYMENT_HANDLERS: dict[str, Callable[[str, str, dict[str, Any], str | None], bool]] = {
     "checkout.session.completed": checkout_completed,
     "payment_intent.succeeded": payment_succeeded,
+}
+
+HANDLERS: dict[str, Callable[[str, str, dict[str, Any]], bool]] = {
     "setup_intent.succeeded": setup_succeeded,
     "invoice.paid": _invoice_closed("paid"),
     "invoice.payment_succeeded": _invoice_closed("paid"),

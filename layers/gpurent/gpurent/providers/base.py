@@ -59,6 +59,7 @@ provisioning deadline (`registry.Provider.provision_deadline_seconds`).
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -147,8 +148,10 @@ class ProviderAdapter(Protocol):
         """Idempotent: an unknown or already terminated instance is success."""
         ...
 
-    async def list_instances(self) -> list[Instance]:
-        """Only ours: instances whose label starts with ``rent_``."""
+    async def list_instances(self, expected: Sequence[str] = ()) -> list[Instance]:
+        """Only ours: instances whose label starts with ``rent_``. `expected`: the instance ids
+        the caller expects among them, a hint an adapter may use to split a long list (never a
+        filter: every instance of ours is listed)."""
         ...
 
 

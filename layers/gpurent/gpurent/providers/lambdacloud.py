@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -204,7 +205,7 @@ class LambdaAdapter:
         except Malformed as e:
             raise ProviderError(self.code, "transient", f"get instance: {e}") from e
 
-    async def list_instances(self) -> list[Instance]:
+    async def list_instances(self, expected: Sequence[str] = ()) -> list[Instance]:
         data = await self._call("list instances", "GET", "/instances", idempotent=True)
         try:
             instances = [self._instance(obj(row, "instance")) for row in arr(data, "data")]

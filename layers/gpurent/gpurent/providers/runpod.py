@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -187,7 +188,7 @@ class RunPodAdapter:
         except Malformed as e:
             raise ProviderError(self.code, "transient", f"get pod: {e}") from e
 
-    async def list_instances(self) -> list[Instance]:
+    async def list_instances(self, expected: Sequence[str] = ()) -> list[Instance]:
         data = await self._gql("list pods", f"query myPods {{ myself {{ pods {{ {wire.POD_FIELDS} }} }} }}",
                                idempotent=True)
         try:

@@ -6,7 +6,8 @@ refusals are read by `vast_wire`.
            per GPU name, paged by price band (below)
 - create   ``PUT /api/v0/asks/{ask id}/`` (label = our rental id)
 - get      ``GET /api/v0/instances/{id}/?owner=me`` → ``{"instances": {...} | null}``
-- list     ``GET /api/v1/instances/`` paged by ``next_token`` → ``after_token``
+- list     ``GET /api/v1/instances/`` paged by ``next_token`` → ``after_token``, 25 a page,
+           in id ranges listed concurrently (below)
 - destroy  ``DELETE /api/v0/instances/{id}/``
 
 A logical failure is ``{"success": false, "error": <code>, "msg": <text>}`` (with a 2xx
@@ -23,6 +24,16 @@ complete name costs two searches. An answer a later band proved cut off is logge
 with the size it was cut at); a name still bringing new offers after ``max_bands`` bands
 is logged as truncated (warning: its dearest offers are missing).
 
+The list holds at most 25 instances a page (vast.ai's documented maximum) and pages by a
+keyset token, so one token chain lists about 6,000 instances a minute however fast we are.
+So a long list is cut into ranges of instance ids (``select_filters`` ``{"id": {"gte": a,
+"lt": b}}``, operators vast.ai documents for this list), each range its own token chain, the
+chains running concurrently (``list_concurrency`` requests in flight). The caller names the
+instance ids it expects (the reconciler: its live rentals'), and the cuts are taken so that
+each range holds ``LIST_RANGE`` of them; the first range has no lower bound and the last no
+upper one, so every instance is listed whatever its id (an orphan's too). Each page asks
+only for the columns we read (``select_cols``): 9 of a row's ~80.
+
 "Gone" is believed only when vast says so: ``{"instances": null}``, or the error code
 ``no_such_instance``. A bare 404 (a wrong base URL, a proxy) is ``transient``: taking it
 for "gone" would let a reconciler forget a machine that is still billing.
@@ -33,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -65,6 +77,13 @@ MAX_PAGES = 200
 SEARCH_PAGE = 64  # offers asked for per search: the cap vast was seen to apply
 MAX_BANDS = 12  # price bands per GPU name before the answer is reported truncated
 SEARCH_CONCURRENCY = 3  # searches in flight at once (vast rate-limits searches)
+LIST_PAGE = 25  # instances a list page holds: vast.ai's documented maximum (and what its own client asks)
+LIST_RANGE = 250  # expected instances per id range of a long list (10 pages, one after another)
+LIST_CONCURRENCY = 32  # list requests in flight at once, at most (`VAST_LIST_CONCURRENCY`)
+LIST_RATE_RETRIES = 8  # 429s one list page may meet before the list fails
+# The columns `vast_wire.instance_from` reads: a page asks for these only.
+LIST_COLUMNS = ("id", "label", "actual_status", "status_msg", "public_ipaddr", "ports", "ssh_host", "ssh_port",
+                "dph_total")
 
 
 class VastAdapter:
@@ -81,12 +100,15 @@ class VastAdapter:
         client: httpx.AsyncClient | None = None,
         search_page: int = SEARCH_PAGE,
         max_bands: int = MAX_BANDS,
-        page_size: int = 25,
+        page_size: int = LIST_PAGE,
+        list_concurrency: int = LIST_CONCURRENCY,
     ) -> None:
         self.disk_gb = disk_gb  # the storage the offer prices include (allocated_storage)
         self.search_page = search_page
         self.max_bands = max_bands
         self.page_size = page_size
+        self.list_concurrency = list_concurrency
+        self._sleep = sleep
         self.http = JsonHttp(
             self.code, base_url, {"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
             policy=policy, sleep=sleep, client=client,
@@ -230,19 +252,37 @@ class VastAdapter:
         except Malformed as e:
             raise ProviderError(self.code, "transient", f"show instance: {e}") from e
 
-    async def list_instances(self) -> list[Instance]:
+    async def list_instances(self, expected: Sequence[str] = ()) -> list[Instance]:
+        """Every instance of ours, in id ranges cut among the `expected` ids, listed concurrently
+        (see the module doc)."""
+        gate = Throttle(self.list_concurrency)
+        try:
+            async with asyncio.TaskGroup() as group:  # one failure cancels the other ranges
+                tasks = [group.create_task(self._list_range(lo, hi, gate))
+                         for lo, hi in wire.id_ranges(expected, LIST_RANGE)]
+        except BaseExceptionGroup as eg:
+            raise eg.exceptions[0] from None
+        found: dict[str, Instance] = {}
+        for t in tasks:
+            for inst in t.result():
+                found[inst.instance_id] = inst
+        return list(found.values())
+
+    async def _list_range(self, lo: int | None, hi: int | None, gate: Throttle) -> list[Instance]:
+        """The instances of ours with `lo` <= id < `hi` (None: unbounded), one page after another."""
         out: list[Instance] = []
         token: str | None = None
         seen: set[str] = set()
         for _ in range(MAX_PAGES):
             params = {
-                "select_filters": "{}",
+                "select_filters": json.dumps(wire.id_filter(lo, hi), separators=(",", ":")),
                 "order_by": json.dumps([{"col": "id", "dir": "asc"}], separators=(",", ":")),
+                "select_cols": json.dumps(LIST_COLUMNS, separators=(",", ":")),
                 "limit": str(self.page_size),
             }
             if token:
                 params["after_token"] = token
-            response = await self.http.send("GET", "/api/v1/instances/", params=params, idempotent=True)
+            response = await self._list_page(params, gate)
             if not response.is_success:
                 raise wire.refusal("show instances", response)
             body = self.http.decode(response)
@@ -261,7 +301,23 @@ class VastAdapter:
             if token in seen:
                 raise ProviderError(self.code, "transient", "show instances: paging repeats a token")
             seen.add(token)
-        raise ProviderError(self.code, "transient", f"show instances: more than {MAX_PAGES} pages")
+        raise ProviderError(self.code, "transient", f"show instances: more than {MAX_PAGES} pages in one id range")
+
+    async def _list_page(self, params: dict[str, str], gate: Throttle) -> httpx.Response:
+        """One page of the list; a 429 (vast.ai's rate limit for the endpoint) narrows the gate
+        and the page is asked again after a pause, up to `LIST_RATE_RETRIES` times."""
+        for refusals in range(LIST_RATE_RETRIES + 1):
+            async with gate:
+                response = await self.http.send("GET", "/api/v1/instances/", params=params, idempotent=True,
+                                                retryable=lambda r: r.status_code != 429)
+            if response.status_code != 429:
+                gate.served()
+                return response
+            gate.refused()
+            if refusals < LIST_RATE_RETRIES:
+                await self._sleep(min(8.0, 0.25 * 2 ** refusals))
+        raise ProviderError(self.code, "transient",
+                            f"show instances: still rate limited (HTTP 429) after {LIST_RATE_RETRIES} pauses")
 
     async def terminate(self, instance_id: str) -> None:
         response = await self.http.send("DELETE", f"/api/v0/instances/{instance_id}/", json={}, idempotent=True)
@@ -277,17 +333,48 @@ class VastAdapter:
                 raise err
 
 
+class Throttle:
+    """At most `limit` requests in flight: halved by each refusal (429), grown back by one for
+    each `limit` answers, never above `most` (additive increase, multiplicative decrease), so
+    the list settles at the rate vast.ai serves whatever that rate is."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.limit = float(most)
+        self.in_flight = 0
+        self._changed = asyncio.Condition()
+
+    async def __aenter__(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_flight < int(self.limit))
+            self.in_flight += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._changed:
+            self.in_flight -= 1
+            self._changed.notify_all()
+
+    def served(self) -> None:
+        self.limit = min(float(self.most), self.limit + 1 / self.limit)
+
+    def refused(self) -> None:
+        self.limit = max(1.0, self.limit / 2)
+
+
 class VastConfig(ProviderConfig):
     """vast.ai's settings also say how many instances a page of its list asks for
-    (``VAST_PAGE_SIZE``): 25 is what vast.ai's own client asks; its list is paged by token, one
-    page after another, so the pages of a large account are what a reconcile pass waits on."""
+    (``VAST_PAGE_SIZE``, at most 25: vast.ai's documented maximum) and how many list requests
+    may be in flight at once (``VAST_LIST_CONCURRENCY``: vast.ai limits each endpoint's request
+    rate per key, and answers 429 beyond it, which the requests' backoff absorbs)."""
 
-    page_size: int = Field(default=25, ge=1, le=1000)
+    page_size: int = Field(default=LIST_PAGE, ge=1, le=LIST_PAGE)
+    list_concurrency: int = Field(default=LIST_CONCURRENCY, ge=1, le=256)
 
 
 def _build(config: VastConfig, ctx: BuildContext) -> VastAdapter:
     return VastAdapter(config.api_key.get_secret_value(), config.base_url or DEFAULT_BASE_URL, disk_gb=ctx.disk_gb,
-                       policy=ctx.policy, sleep=ctx.sleep, client=ctx.client, page_size=config.page_size)
+                       policy=ctx.policy, sleep=ctx.sleep, client=ctx.client, page_size=config.page_size,
+                       list_concurrency=config.list_concurrency)
 
 
 SPEC = ProviderSpec("vast", VastConfig, _build)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
@@ -224,3 +225,22 @@ def ssh_endpoint(row: dict[str, Any]) -> tuple[str | None, int | None]:
     if isinstance(host, str) and host and port:
         return host, port
     return None, None
+
+
+def id_ranges(expected: Iterable[str], per_range: int) -> list[tuple[int | None, int | None]]:
+    """Ranges of instance ids [lo, hi) that cover every id (None: unbounded), cut so that each
+    holds about `per_range` of the `expected` ids (ids that are not numbers are left out)."""
+    ids = sorted({int(i) for i in expected if i.isascii() and i.isdigit()})
+    cuts = [ids[k] for k in range(per_range, len(ids), per_range)]
+    bounds: list[int | None] = [None, *cuts, None]
+    return [(bounds[k], bounds[k + 1]) for k in range(len(bounds) - 1)]
+
+
+def id_filter(lo: int | None, hi: int | None) -> dict[str, Any]:
+    """The list's ``select_filters`` for ids in [lo, hi) (``{}``: every instance)."""
+    bound: dict[str, int] = {}
+    if lo is not None:
+        bound["gte"] = lo
+    if hi is not None:
+        bound["lt"] = hi
+    return {"id": bound} if bound else {}
