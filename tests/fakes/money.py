@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gpurent.records import LaunchAnswer, LedgerRow, OpMarker, WalletItem
@@ -31,6 +31,9 @@ class FakeMoneyStore:
 
     def get_wallet(self, user_id: str) -> WalletItem | None:
         return real.wallet_from_item(copy.deepcopy(self.items.get((f"USER#{user_id}", "WALLET"))))
+
+    def get_wallets(self, user_ids: Sequence[str]) -> dict[str, WalletItem]:
+        return {u: w for u in dict.fromkeys(user_ids) if (w := self.get_wallet(u)) is not None}
 
     wallet_from_item = staticmethod(real.wallet_from_item)
 

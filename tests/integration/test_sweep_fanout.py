@@ -205,11 +205,11 @@ def test_a_lost_hand_off_and_a_worker_dying_halfway_wait_one_minute_and_lose_not
     real = metering.meter_wallet
     calls = {"n": 0}
 
-    def dies_on_the_third(user_id: str, running: Any, now: float) -> Any:
+    def dies_on_the_third(user_id: str, running: Any, now: float, known: Any = None) -> Any:
         calls["n"] += 1
         if calls["n"] == 3:
             raise Died()
-        return real(user_id, running, now)
+        return real(user_id, running, now, known)
 
     monkeypatch.setattr(metering, "meter_wallet", dies_on_the_third)
     clock.advance(60)
@@ -264,7 +264,7 @@ def test_a_worker_reads_the_keys_only_index_then_only_its_wallets_rentals_whole(
         for table in params["RequestItems"].values():
             assert table["ConsistentRead"]
             asked.extend((k["pk"]["S"].removeprefix("USER#"), k["sk"]["S"].removeprefix("RENTAL#"))
-                         for k in table["Keys"])
+                         for k in table["Keys"] if k["sk"]["S"] != "WALLET")  # the wallets: below
 
     monkeypatch.setattr(sweep, "WALLETS_PER_WORKER", 1)
     clock.advance(300)
@@ -284,3 +284,67 @@ def test_a_worker_reads_the_keys_only_index_then_only_its_wallets_rentals_whole(
     # A rental that left `running` is not handed to the sweep, even where the index lags.
     rental_store.update(uid, rid, {"status": "stopping"}, ("running",))
     assert sweep.read([kept]) == [] and rental_store.live_for_user(uid, "running") == []
+
+
+def _crowded_part(clock) -> tuple[sweep.Part, list[tuple[str, str, list[tuple[str, str]]]]]:
+    clock.advance(300)
+    tick = clock.now()
+    part = max((sweep.Part(n, tick) for n in range(active_shards())), key=lambda p: len(sweep.covered(p)))
+    wallets = sweep.covered(part)
+    assert len(wallets) > 1, "a shard with several wallets"
+    return part, wallets
+
+
+def test_a_worker_reads_its_wallets_a_hundred_a_request_not_one_get_each(pods, clock) -> None:
+    """Each wallet is charged on its item as one strongly consistent `BatchGetItem` read it with
+    the others (100 a request): no `GetItem` of a wallet, one request per transaction instead
+    of two."""
+    from gpurent.store import dynamo
+
+    part, wallets = _crowded_part(clock)
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    def note(event_name: str, params: dict[str, Any], **_: Any) -> None:
+        sent.append((event_name.rsplit(".", 1)[-1], params))
+
+    events = dynamo.client().meta.events
+    events.register("provide-client-params.dynamodb.*", note)
+    try:
+        report = sweep.run_part(part)
+    finally:
+        events.unregister("provide-client-params.dynamodb.*", note)
+    assert (report.wallets, report.conflicts, report.failed) == (len(wallets), 0, 0)
+    wallet_reads = [(table["ConsistentRead"], k["pk"]["S"]) for op, params in sent if op == "BatchGetItem"
+                    for table in params["RequestItems"].values() for k in table["Keys"] if k["sk"]["S"] == "WALLET"]
+    assert sorted(wallet_reads) == sorted((True, f"USER#{user_id}") for _, user_id, _ in wallets)
+    assert [p["Key"] for op, p in sent if op == "GetItem" and p["Key"]["sk"]["S"] == "WALLET"] == []
+    assert sum(op == "TransactWriteItems" for op, _ in sent) == len(wallets)
+    charged = metered(pods)
+    assert all(charged[user_id] == part.tick for _, user_id, _ in wallets)
+    charges_are_the_formula(pods)
+
+
+def test_a_wallet_that_moved_after_the_batch_read_is_charged_right(pods, clock, monkeypatch) -> None:
+    """The item read with the others can be stale by the time its wallet is charged (here: an
+    admin credit lands in between). The charge's write is conditioned on the wallet's version:
+    it is cancelled, planned again on the wallet that won, and nothing is lost or doubled."""
+    part, wallets = _crowded_part(clock)
+    user_id = wallets[0][1]
+    real = sweep.money_store.get_wallets
+
+    def then_credit(user_ids: list[str]) -> dict[str, Any]:
+        items = real(user_ids)  # read first…
+        if user_id in user_ids:  # …then the wallet moves on before it is charged
+            wallet.credit(user_id, 700, "adjustment", f"credit-{uuid.uuid4().hex}")
+        return items
+
+    monkeypatch.setattr(sweep.money_store, "get_wallets", then_credit)
+    rid = next(rid for u, rid, _ in pods if u == user_id)
+    was = rental_store.get(user_id, rid)
+    before = wallet.get(user_id).total
+    report = sweep.run_part(part)
+    assert (report.wallets, report.failed) == (len(wallets), 0)
+    r = rental_store.get(user_id, rid)
+    assert was is not None and r is not None and r.metered_until == part.tick
+    assert wallet.get(user_id).total == before + 700 - (r.charged_cents - was.charged_cents)
+    charges_are_the_formula(pods)  # the ledger equals the wallet, every charge the formula

@@ -43,7 +43,7 @@ from typing import Any
 
 from gpurent import clock, outbox, rentals, timers, wallet
 from gpurent.money import charge_for_seconds, whole_seconds
-from gpurent.records import Rental
+from gpurent.records import Rental, WalletItem
 from gpurent.store import rentals as store
 from gpurent.store.money import TransactItem
 from gpurent.telemetry import count, logger
@@ -132,10 +132,13 @@ class Charged:
     wallet_after: wallet.Wallet | None = None  # the wallet after the last charge (its auto-topup state)
 
 
-def charge_wallet(user_id: str, batch: list[Rental], now: float) -> tuple[wallet.Result, list[Rental]]:
+def charge_wallet(user_id: str, batch: list[Rental], now: float,
+                  known: WalletItem | None = None) -> tuple[wallet.Result, list[Rental]]:
     """Charge these running rentals of one wallet up to `now` in one transaction.
 
-    Returns the money result and the rentals as they are after it.
+    `known`: the wallet item as the sweep read it with others (`wallet.apply`: planned on, not
+    read again; a stale one only re-plans). Returns the money result and the rentals as they
+    are after it.
     """
     after: list[Rental] = []
 
@@ -161,16 +164,19 @@ def charge_wallet(user_id: str, batch: list[Rental], now: float) -> tuple[wallet
         return items
 
     result = wallet.apply(user_id, f"meter:{user_id}:{uuid.uuid4().hex}", {"op": "meter"},
-                          lambda w: plan_charges(w, batch, now), extras, marker=False, check_auto_topup=False)
+                          lambda w: plan_charges(w, batch, now), extras, marker=False, check_auto_topup=False,
+                          known=known)
     return result, after
 
 
-def _charge_all(user_id: str, running: list[Rental], now: float) -> Charged:
+def _charge_all(user_id: str, running: list[Rental], now: float, known: WalletItem | None) -> Charged:
     out = Charged()
     for start in range(0, len(running), CHUNK):
         batch = running[start:start + CHUNK]
         try:
-            result, after = charge_wallet(user_id, batch, now)
+            # Only the first chunk plans on the wallet as read: the chunks after it follow a
+            # charge of this pass.
+            result, after = charge_wallet(user_id, batch, now, known if start == 0 else None)
         except wallet.BusinessConditionFailed:
             # A rental moved on (stopped, or another sweep charged it): re-read and retry once.
             out.conflicts += 1
@@ -193,12 +199,13 @@ def _charge_all(user_id: str, running: list[Rental], now: float) -> Charged:
     return out
 
 
-def meter_wallet(user_id: str, running: list[Rental], now: float) -> Charged:
-    """Charge a wallet's running rentals to `now`, stop what is due, arm the next deadline."""
+def meter_wallet(user_id: str, running: list[Rental], now: float, known: WalletItem | None = None) -> Charged:
+    """Charge a wallet's running rentals to `now`, stop what is due, arm the next deadline.
+    `known`: the wallet item, when the caller read it already (the sweep, 100 at a time)."""
     running = [r for r in running if r.running_at is not None]
     if not running:
         return Charged()
-    out = _charge_all(user_id, running, now)
+    out = _charge_all(user_id, running, now, known)
     held_until = None
     if out.wallet_after is not None:
         ask_auto_topup(out.wallet_after, now)

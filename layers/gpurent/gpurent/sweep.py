@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
@@ -38,7 +38,8 @@ from typing import Any
 
 from gpurent import clock, metering
 from gpurent.config import settings
-from gpurent.records import Rental, active_shards
+from gpurent.records import Rental, WalletItem, active_shards
+from gpurent.store import money as money_store
 from gpurent.store import rentals as store
 from gpurent.store import timers as queue
 from gpurent.telemetry import count, logger
@@ -151,6 +152,21 @@ def read(wallets: list[tuple[str, str, Keys]]) -> list[tuple[str, str, list[Rent
     return [(k, user_id, by_user[user_id]) for k, user_id, _ in wallets if user_id in by_user]
 
 
+WALLET_READS = 100  # wallet items a BatchGetItem reads (DynamoDB's limit)
+
+
+def with_items(
+        wallets: list[tuple[str, str, list[Rental]]]) -> Iterator[tuple[str, str, list[Rental], WalletItem | None]]:
+    """Those wallets with their wallet items, read 100 at a time (one `BatchGetItem`) as the
+    pass reaches them: a wallet is charged on the item read a moment before, not one `GetItem`
+    each (a stale item costs a re-plan, never money: `wallet.apply`)."""
+    for start in range(0, len(wallets), WALLET_READS):
+        chunk = wallets[start:start + WALLET_READS]
+        items = money_store.get_wallets([user_id for _, user_id, _ in chunk])
+        for k, user_id, rs in chunk:
+            yield k, user_id, rs, items.get(user_id)
+
+
 def wallets_of(part: Part) -> list[tuple[str, str, list[Rental]]]:
     """The part's wallets as (order key, user, running rentals), in this tick's order."""
     return read(covered(part))
@@ -168,8 +184,8 @@ def run_part(part: Part, time_left: Callable[[], float] | None = None) -> Report
     concurrency = settings().sweep_concurrency
     now = clock.now()
 
-    def one(user_id: str, rs: list[Rental]) -> metering.Charged:
-        return metering.meter_wallet(user_id, rs, now)
+    def one(user_id: str, rs: list[Rental], item: WalletItem | None) -> metering.Charged:
+        return metering.meter_wallet(user_id, rs, now, item)
 
     def record(user_id: str, outcome: Callable[[], metering.Charged]) -> None:
         report.wallets += 1
@@ -190,15 +206,15 @@ def run_part(part: Part, time_left: Callable[[], float] | None = None) -> Report
 
     stopped_at: str | None = None
     if concurrency == 1:
-        for k, user_id, rs in wallets:
+        for k, user_id, rs, item in with_items(wallets):
             if out_of_time():
                 stopped_at = k
                 break
-            record(user_id, partial(one, user_id, rs))
+            record(user_id, partial(one, user_id, rs, item))
     else:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="sweep") as pool:
             in_flight: dict[Future[metering.Charged], str] = {}
-            for k, user_id, rs in wallets:
+            for k, user_id, rs, item in with_items(wallets):
                 if out_of_time():
                     stopped_at = k
                     break
@@ -206,7 +222,7 @@ def run_part(part: Part, time_left: Callable[[], float] | None = None) -> Report
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for f in done:
                         record(in_flight.pop(f), f.result)
-                in_flight[pool.submit(one, user_id, rs)] = user_id
+                in_flight[pool.submit(one, user_id, rs, item)] = user_id
             for f in list(in_flight):
                 record(in_flight.pop(f), f.result)
     if stopped_at is not None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +96,32 @@ def from_item(item: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def key(pk: str, sk: str) -> AV:
     return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+BATCH_GET = 100  # keys per BatchGetItem (DynamoDB's limit)
+BATCH_GET_ATTEMPTS = 8  # rounds of asking again for keys DynamoDB left unprocessed (throttling)
+
+
+def batch_get(table: str, keys: Sequence[AV]) -> list[dict[str, Any]]:
+    """The items of `table` named by `keys`, strongly consistent and decoded, in no particular
+    order (an absent one is left out): `BatchGetItem`, 100 keys a request; keys DynamoDB leaves
+    unprocessed (throttling) are asked again after a short pause."""
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(keys), BATCH_GET):
+        pending = list(keys[start:start + BATCH_GET])
+        for attempt in range(BATCH_GET_ATTEMPTS):
+            if not pending:
+                break
+            if attempt:
+                time.sleep(min(1.0, 0.05 * 2 ** attempt))
+            answer = client().batch_get_item(RequestItems={table: {"Keys": pending, "ConsistentRead": True}})
+            found.extend(item for raw in answer.get("Responses", {}).get(table, [])
+                         if (item := from_item(raw)) is not None)
+            left = answer.get("UnprocessedKeys") or {}
+            pending = list(left[table]["Keys"]) if table in left else []
+        if pending:
+            raise RuntimeError(f"{len(pending)} keys of {table} unprocessed after {BATCH_GET_ATTEMPTS} batch reads")
+    return found
 
 
 def error_code(exc: ClientError) -> str:

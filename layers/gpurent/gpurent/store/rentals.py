@@ -19,7 +19,6 @@ none of which a metering tick writes, so the sweep's per-minute updates never re
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,14 +33,21 @@ from gpurent.records import (
     active_shard,
     active_shards,
 )
-from gpurent.store.dynamo import ClientError, client, from_item, is_conditional_failure, key, to_item, to_values
+from gpurent.store.dynamo import (
+    ClientError,
+    batch_get,
+    client,
+    from_item,
+    is_conditional_failure,
+    key,
+    to_item,
+    to_values,
+)
 from gpurent.store.money import TransactItem, money_put
 from gpurent.store.rental_items import Item, changes_item, live_rental_from_item, rental_from_item, rental_item
 
 ACTIVE_INDEX = "ActiveIndex"  # KEYS_ONLY (template.yaml; tests/unit/core checks it)
 PROVIDER_INDEX = "ProviderIndex"
-BATCH_GET = 100  # keys per BatchGetItem (DynamoDB's limit)
-BATCH_GET_ATTEMPTS = 8  # rounds of asking again for keys DynamoDB left unprocessed (throttling)
 # The ProviderIndex's projected attributes besides the keys (template.yaml must list the same:
 # tests/template checks it). None of them changes on a metering tick.
 LIVE_PROJECTION = (
@@ -206,27 +212,11 @@ def list_for_user(
 
 def get_many(keys: Sequence[tuple[str, str]]) -> list[Rental]:
     """The rentals named by (user, rental id), read whole and strongly consistent, in the order
-    given; one absent from the table is left out. `BatchGetItem`, 100 keys a request; keys
-    DynamoDB leaves unprocessed (throttling) are asked again after a short pause."""
+    given; one absent from the table is left out (`dynamo.batch_get`: 100 keys a request)."""
     found: dict[tuple[str, str], Rental] = {}
-    table = _table()
-    for start in range(0, len(keys), BATCH_GET):
-        pending: list[Item] = [rental_key(u, r) for u, r in dict.fromkeys(keys[start:start + BATCH_GET])]
-        for attempt in range(BATCH_GET_ATTEMPTS):
-            if not pending:
-                break
-            if attempt:
-                time.sleep(min(1.0, 0.05 * 2 ** attempt))
-            answer = client().batch_get_item(RequestItems={table: {"Keys": pending, "ConsistentRead": True}})
-            for raw in answer.get("Responses", {}).get(table, []):
-                item = from_item(raw)
-                if item is not None:
-                    r = rental_from_item(item)
-                    found[(r.user_id, r.id)] = r
-            left = answer.get("UnprocessedKeys") or {}
-            pending = list(left[table]["Keys"]) if table in left else []
-        if pending:
-            raise RuntimeError(f"{len(pending)} rentals still unprocessed after {BATCH_GET_ATTEMPTS} batch reads")
+    for item in batch_get(_table(), [rental_key(u, r) for u, r in dict.fromkeys(keys)]):
+        r = rental_from_item(item)
+        found[(r.user_id, r.id)] = r
     return [found[k] for k in dict.fromkeys(keys) if k in found]
 
 
