@@ -106,6 +106,18 @@ def clock() -> Iterator[clock_mod.ManualClock]:
 
 
 _pristine_tables: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
+_moto_session: Any = None
+
+
+def moto_session() -> Any:
+    """The boto3 session of the `aws` fixture's tests (see there)."""
+    global _moto_session
+    if _moto_session is None:
+        import boto3
+        import moto  # noqa: F401 - before the session: its stubber joins botocore's handlers at import
+
+        _moto_session = boto3.session.Session()
+    return _moto_session
 
 
 def create_tables(names: dict[str, str]) -> None:
@@ -133,8 +145,13 @@ def aws(monkeypatch: pytest.MonkeyPatch, clock: clock_mod.ManualClock) -> Iterat
     from moto import mock_aws
 
     moto_fast.install()
-    # boto3's default session is kept from test to test (moto would make a new one each time):
-    # every client names its region and endpoint, and the credentials are the fakes set above.
+    # One boto3 default session for every test of the process (moto would make a new one each
+    # time, ~30 ms): every client names its region and endpoint, and the credentials are the
+    # fakes set above. It is made after moto's import, so moto's stubber is among its handlers;
+    # a session from before (a DynamoDB Local tier's) is put back afterwards.
+    import boto3
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", moto_session())
     with mock_aws(config={"core": {"reset_boto3_session": False}}):
         names = template.default_table_names("test")
         for k, v in {**TEST_ENV, **table_env(names)}.items():
@@ -142,8 +159,6 @@ def aws(monkeypatch: pytest.MonkeyPatch, clock: clock_mod.ManualClock) -> Iterat
         monkeypatch.delenv("DYNAMODB_ENDPOINT", raising=False)
         reset_clients()
         create_tables(names)
-        import boto3
-
         boto3.client("ses", region_name="us-east-1").verify_email_identity(EmailAddress=MAIL_FROM)
         yield
         reset_clients()

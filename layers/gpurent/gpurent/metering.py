@@ -169,7 +169,7 @@ def charge_wallet(user_id: str, batch: list[Rental], now: float,
     return result, after
 
 
-def _charge_all(user_id: str, running: list[Rental], now: float, known: WalletItem | None) -> Charged:
+def _charge_all(user_id: str, running: list[Rental], now: float, known: WalletItem | None = None) -> Charged:
     out = Charged()
     for start in range(0, len(running), CHUNK):
         batch = running[start:start + CHUNK]
