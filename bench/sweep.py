@@ -63,6 +63,7 @@ os.environ.update({"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_
 from moto import mock_aws  # noqa: E402
 
 from gpurent import catalog_refresh, clock, config, ids, metering, rentals, sweep, timers, wallet  # noqa: E402
+from gpurent.bodies import Launch  # noqa: E402
 from gpurent.money import charge_for_seconds  # noqa: E402
 from gpurent.providers import registry  # noqa: E402
 from gpurent.providers.registry import build_adapters  # noqa: E402
@@ -415,7 +416,7 @@ def template_rental(manual: clock.ManualClock) -> Rental:
         registry.set_adapters(adapters)
         user = ids.new_id("usr")
         wallet.credit(user, 10**6, "adjustment", "bench-template")
-        answer, status = rentals.launch(user, rentals.Launch(familyId="rtx-4090", gpuCount=1), None)
+        answer, status = rentals.launch(user, Launch(familyId="rtx-4090", gpuCount=1), None)
         assert status == 200, answer
         manual.advance(6)
         found = rental_store.get(user, answer["id"])
