@@ -75,6 +75,11 @@ COVERED_ELSEWHERE = {
                                                               "empty wallet's stops (the courtesy email's outbox "
                                                               "item, each settlement's marker); a metering tick "
                                                               "itself puts nothing in the money table",
+    ("MeteringSweepFunction", "dynamodb:GetItem", "-money"): "tests/crashpoints 'stop (empty wallet, sweep)', "
+                                                              "'metering sweep (3 wallets)': an empty wallet's "
+                                                              "stops and auto-topup claim, a rental that moved on "
+                                                              "read again, a charge re-planned; a tick itself reads "
+                                                              "its wallets and rentals 100 a BatchGetItem",
     ("*", "ssm:GetParameter", "-api-key"): "tests/crashpoints 'stop (empty wallet, sweep)', 'stop "
                                            "(autoStopAfterHours timer)': terminating pods (adapters installed "
                                            "directly there)",
