@@ -9,12 +9,20 @@ settings updates cannot overwrite each other.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from gpurent.config import settings
 from gpurent.records import WalletItem
-from gpurent.store.dynamo import ClientError, client, from_item, is_conditional_failure, key, to_item, to_values
+from gpurent.store.dynamo import (
+    ClientError,
+    batch_get,
+    client,
+    from_item,
+    is_conditional_failure,
+    key,
+    to_item,
+    to_values,
+)
 from gpurent.store.money import TransactItem, money_put, money_update, wallet_from_item
 
 EVENT_TTL = 90 * 86400  # Stripe retries for 3 days; keep markers well beyond
@@ -102,9 +110,6 @@ def event_processed(event_id: str) -> bool:
     return "Item" in r
 
 
-BATCH_GET_ATTEMPTS = 4
-
-
 def event_seen(event_id: str, credit_key: str | None) -> tuple[bool, str | None]:
     """Whether the event was processed and, when `credit_key` names a payment's credit (an
     operation key), whom that payment was credited to (None: not yet), in one request.
@@ -113,23 +118,10 @@ def event_seen(event_id: str, credit_key: str | None) -> tuple[bool, str | None]
     a payment is credited once (this only spares a transaction that could not apply)."""
     if credit_key is None:
         return event_processed(event_id), None
-    table = _table()
-    pending = [key(f"STRIPE_EVENT#{event_id}", "EVENT"), key(f"OP#{credit_key}", "OP")]
-    found: dict[str, dict[str, Any]] = {}
-    for attempt in range(BATCH_GET_ATTEMPTS):
-        if attempt:
-            time.sleep(0.05 * 2 ** attempt)
-        r = client().batch_get_item(RequestItems={table: {
-            "Keys": pending, "ConsistentRead": True, "ProjectionExpression": "pk, userId"}})
-        for raw in r.get("Responses", {}).get(table, []):
-            item = from_item(raw) or {}
-            found[str(item["pk"])] = item
-        left = r.get("UnprocessedKeys") or {}
-        pending = list(left[table]["Keys"]) if table in left else []
-        if not pending:
-            credit = found.get(f"OP#{credit_key}")
-            return f"STRIPE_EVENT#{event_id}" in found, str(credit.get("userId") or "") if credit else None
-    raise RuntimeError(f"{len(pending)} Stripe event markers still unprocessed after {BATCH_GET_ATTEMPTS} reads")
+    keys = [key(f"STRIPE_EVENT#{event_id}", "EVENT"), key(f"OP#{credit_key}", "OP")]
+    found = {str(item["pk"]): item for item in batch_get(_table(), keys, projection="pk, userId")}
+    credit = found.get(f"OP#{credit_key}")
+    return f"STRIPE_EVENT#{event_id}" in found, str(credit.get("userId") or "") if credit else None
 
 
 # ---------------------------------------------------------------- saved-card top-up intents

@@ -102,10 +102,11 @@ BATCH_GET = 100  # keys per BatchGetItem (DynamoDB's limit)
 BATCH_GET_ATTEMPTS = 8  # rounds of asking again for keys DynamoDB left unprocessed (throttling)
 
 
-def batch_get(table: str, keys: Sequence[AV]) -> list[dict[str, Any]]:
-    """The items of `table` named by `keys`, strongly consistent and decoded, in no particular
-    order (an absent one is left out): `BatchGetItem`, 100 keys a request; keys DynamoDB leaves
-    unprocessed (throttling) are asked again after a short pause."""
+def batch_get(table: str, keys: Sequence[AV], projection: str | None = None) -> list[dict[str, Any]]:
+    """The items of `table` named by `keys` (only the `projection` attributes, if given),
+    strongly consistent and decoded, in no particular order (an absent one is left out):
+    `BatchGetItem`, 100 keys a request; keys DynamoDB leaves unprocessed (throttling) are asked
+    again after a short pause."""
     found: list[dict[str, Any]] = []
     for start in range(0, len(keys), BATCH_GET):
         pending = list(keys[start:start + BATCH_GET])
@@ -114,7 +115,10 @@ def batch_get(table: str, keys: Sequence[AV]) -> list[dict[str, Any]]:
                 break
             if attempt:
                 time.sleep(min(1.0, 0.05 * 2 ** attempt))
-            answer = client().batch_get_item(RequestItems={table: {"Keys": pending, "ConsistentRead": True}})
+            request: Any = {"Keys": pending, "ConsistentRead": True}
+            if projection is not None:
+                request["ProjectionExpression"] = projection
+            answer = client().batch_get_item(RequestItems={table: request})
             found.extend(item for raw in answer.get("Responses", {}).get(table, [])
                          if (item := from_item(raw)) is not None)
             left = answer.get("UnprocessedKeys") or {}
