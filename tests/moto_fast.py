@@ -100,6 +100,7 @@ def install() -> None:
     _share_loaders()
     _install_item_backups()
     _install_projection()
+    _install_expression_caches()
     _installed = True
 
 
@@ -111,6 +112,42 @@ def _share_loaders() -> None:
 
     botocore.session.create_loader = functools.cache(botocore.session.create_loader)  # type: ignore[attr-defined]
     moto.core.utils.create_loader = functools.cache(moto.core.utils.create_loader)
+
+
+def _install_expression_caches() -> None:
+    """Each expression string is parsed once a process. moto parses an update expression at
+    every call, twice (once to check its placeholders, once to apply it), and lexes every
+    condition expression again: ~a quarter of moto's time in a crash point. The strings are
+    the product's few constants. What is shared is never changed: the update expression's
+    tree is only read (moto's validator deep-copies it before it substitutes anything), and
+    the condition expression's tokens are immutable (named tuples of strings and empty
+    child lists that the parser reads and replaces, never fills); each parse gets its own
+    deque of them, which it consumes."""
+    from collections import deque
+
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    make = UpdateExpressionParser.make.__func__  # type: ignore[attr-defined]
+    trees: dict[str, Any] = {}
+
+    def cached_make(cls: Any, expression_str: str) -> Any:
+        tree = trees.get(expression_str)
+        if tree is None:
+            tree = trees[expression_str] = make(cls, expression_str)
+        return tree
+
+    lex = ConditionExpressionParser._lex_condition_expression
+    tokens: dict[str, tuple[Any, ...]] = {}
+
+    def cached_lex(self: Any) -> Any:
+        got = tokens.get(self.condition_expression)
+        if got is None:
+            got = tokens[self.condition_expression] = tuple(lex(self))
+        return deque(got)
+
+    UpdateExpressionParser.make = classmethod(cached_make)  # type: ignore[assignment]
+    ConditionExpressionParser._lex_condition_expression = cached_lex  # type: ignore[method-assign]
 
 
 def _install_projection() -> None:
