@@ -14,6 +14,7 @@ class PathResult:
     calls: list[str] = field(default_factory=list)  # the uncrashed run's calls, in order
     enumerated: int = 0
     recovered: int = 0
+    same_world: int = 0  # of those recovered: the act left a world already recovered and checked
     known_bugs: list[str] = field(default_factory=list)  # crash points that fail on a known product bug
     failed: list[str] = field(default_factory=list)  # crash points that fail, not known
     seconds: float = 0.0
@@ -31,15 +32,17 @@ RESULTS: dict[str, PathResult] = {}
 
 
 def table() -> str:
-    rows = [("path", "I/O calls", "crash points", "recovered", "known bug", "failed", "seconds", "calls by port")]
+    rows = [("path", "I/O calls", "crash points", "recovered", "same world", "known bug", "failed", "seconds",
+             "calls by port")]
     for r in RESULTS.values():
-        rows.append((r.path, str(len(r.calls)), str(r.enumerated), str(r.recovered), str(len(r.known_bugs)),
-                     str(len(r.failed)), f"{r.seconds:.1f}", r.ports()))
+        rows.append((r.path, str(len(r.calls)), str(r.enumerated), str(r.recovered), str(r.same_world),
+                     str(len(r.known_bugs)), str(len(r.failed)), f"{r.seconds:.1f}", r.ports()))
     total = (sum(len(r.calls) for r in RESULTS.values()), sum(r.enumerated for r in RESULTS.values()),
-             sum(r.recovered for r in RESULTS.values()), sum(len(r.known_bugs) for r in RESULTS.values()),
-             sum(len(r.failed) for r in RESULTS.values()), sum(r.seconds for r in RESULTS.values()))
+             sum(r.recovered for r in RESULTS.values()), sum(r.same_world for r in RESULTS.values()),
+             sum(len(r.known_bugs) for r in RESULTS.values()), sum(len(r.failed) for r in RESULTS.values()),
+             sum(r.seconds for r in RESULTS.values()))
     rows.append(("total", str(total[0]), str(total[1]), str(total[2]), str(total[3]), str(total[4]),
-                 f"{total[5]:.1f}", ""))
+                 str(total[5]), f"{total[6]:.1f}", ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     out = []
     for n, row in enumerate(rows):

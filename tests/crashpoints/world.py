@@ -21,17 +21,31 @@ built from:
 
 Restoring hands each crash point a copy (deep), so nothing a run does leaks into the
 snapshot or into the next run.
+
+Runs alike, worlds alike (`SeededRandomness`, `digest`): every random draw of a run (ids,
+tokens, idempotency keys, localstripe's ids) comes from one generator seeded alike at each
+restore, so two runs that make the same calls leave the same world. Many crash points do:
+a crash after call k (its answer lost) and one before call k+1 of the same invocation, or
+crashes before two successive reads. `digest` is a hash of everything a snapshot keeps
+(plus the reconciler's hand-offs still in memory, which a recovery reads): the enumeration
+recovers and checks a world once, and a later crash point whose act left a world with the
+same digest is that world, already recovered and checked. A world that differs in anything
+(an id, a timestamp, the order of a table's items) gets its own recovery.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import pickle
+import random
+import secrets
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from gpurent import catalog, notify, timers
+from gpurent import catalog, notify, reconciler, timers
 from gpurent import clock as clock_mod
 from gpurent.providers import registry
 from gpurent.providers.registry import build_adapters
@@ -164,3 +178,70 @@ class World:
         adapters = build_adapters(settings)
         registry.set_adapters(adapters)
         return copy.deepcopy(self.extra), adapters
+
+
+class SeededRandomness:
+    """The randomness of the product (`secrets`, `uuid.uuid4`) and of the global `random`
+    (localstripe's ids, the providers' retry jitter), drawn from generators that `reseed`
+    puts back to the same start before each run."""
+
+    SEED = 20261201
+
+    def __init__(self, monkeypatch: Any) -> None:
+        self.rng = random.Random(self.SEED)
+        rng = self.rng
+
+        def token_bytes(nbytes: int | None = None) -> bytes:
+            return rng.randbytes(32 if nbytes is None else nbytes)
+
+        def token_urlsafe(nbytes: int | None = None) -> str:
+            import base64
+
+            return base64.urlsafe_b64encode(token_bytes(nbytes)).rstrip(b"=").decode("ascii")
+
+        monkeypatch.setattr(secrets, "randbits", rng.getrandbits)
+        monkeypatch.setattr(secrets, "randbelow", rng.randrange)
+        monkeypatch.setattr(secrets, "choice", rng.choice)
+        monkeypatch.setattr(secrets, "token_bytes", token_bytes)
+        monkeypatch.setattr(secrets, "token_hex", lambda nbytes=None: token_bytes(nbytes).hex())
+        monkeypatch.setattr(secrets, "token_urlsafe", token_urlsafe)
+        monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=rng.getrandbits(128), version=4))
+        self._global_state = random.getstate()
+
+    def reseed(self) -> None:
+        self.rng.seed(self.SEED)
+        random.seed(self.SEED)
+
+    def close(self) -> None:
+        """The global generator as it was (the other tests of this worker draw from it)."""
+        random.setstate(self._global_state)
+
+
+def digest(clock: clock_mod.ManualClock, table_names: list[str], sims: Simulators, ls: LocalStripe,
+           extra: dict[str, Any]) -> str | None:
+    """A hash of the world as it is now (what `World.take` keeps, and the reconciler's
+    hand-offs in memory); None if some part cannot be pickled (that world is never taken
+    for another)."""
+    from localstripe.resources import store
+
+    settle_stripe(ls)
+    h = hashlib.sha256()
+    try:
+        with ls._lock:
+            h.update(pickle.dumps(dict(store), protocol=pickle.HIGHEST_PROTOCOL))
+            h.update(pickle.dumps({k: getattr(ls, k) for k in _STRIPE_PROXY_STATE}, protocol=pickle.HIGHEST_PROTOCOL))
+        h.update(pickle.dumps({n: t.items for n, t in _moto_tables(table_names).items()},
+                              protocol=pickle.HIGHEST_PROTOCOL))
+        for sim in sims.all():
+            with sim.lock:
+                h.update(pickle.dumps({k: v for k, v in vars(sim).items() if k not in _SIM_MACHINERY},
+                                      protocol=pickle.HIGHEST_PROTOCOL))
+        with timers._lock:
+            h.update(pickle.dumps((timers._pending, sorted(timers._armed)), protocol=pickle.HIGHEST_PROTOCOL))
+        with reconciler._pending_lock:
+            h.update(pickle.dumps(reconciler._pending, protocol=pickle.HIGHEST_PROTOCOL))
+        h.update(pickle.dumps((clock.now(), list(notify._mailbox), catalog._cache, extra),
+                              protocol=pickle.HIGHEST_PROTOCOL))
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return None
+    return h.hexdigest()
