@@ -134,6 +134,16 @@ def test_a_transaction_that_holds_writes_every_item(ddb: Any) -> None:
     assert [(i["sk"]["S"], i["n"]["N"]) for i in _all(ddb)] == [("ledger#1", "5"), ("other", "1"), ("wallet", "95")]
 
 
+def _sets_sorted(value: Any) -> Any:
+    """The wire JSON with each set's members in order: a set has none (moto's own projection
+    lists a string set's members in the order of a Python set, which varies between runs)."""
+    if isinstance(value, dict):
+        return {k: sorted(v) if k in ("SS", "NS", "BS") else _sets_sorted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_sets_sorted(v) for v in value]
+    return value
+
+
 def test_a_projection_is_what_moto_itself_projects(ddb: Any) -> None:
     from moto.dynamodb.models.dynamo_type import DynamoType, Item
 
@@ -141,7 +151,8 @@ def test_a_projection_is_what_moto_itself_projects(ddb: Any) -> None:
     paths = [["pk"], ["map", "card", "last4"], ["list[2]", "k"], ["map"], ["map", "n"], ["list[1]"], ["missing"],
              ["tags"], ["none"]]
     for chosen in (paths, paths[:1], paths[1:3], list(reversed(paths))):
-        assert item.project(chosen).to_json() == moto_fast.moto_project(item, chosen).to_json(), chosen
+        assert _sets_sorted(item.project(chosen).to_json()) == \
+            _sets_sorted(moto_fast.moto_project(item, chosen).to_json()), chosen
     assert item.to_json()["Attributes"] == ITEM  # projecting never changes the item
     got = ddb.put_item(TableName="t", Item=ITEM) and ddb.get_item(
         TableName="t", Key={"pk": ITEM["pk"], "sk": ITEM["sk"]}, ProjectionExpression="#m.card, available, ns",

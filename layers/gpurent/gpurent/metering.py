@@ -248,7 +248,7 @@ def hold_for_auto_topup(user_id: str, w: wallet.Wallet | None, now: float) -> fl
         from gpurent.billing import autotopup
         from gpurent.store import billing as billing_store
 
-        if not autotopup.claim(user_id, billing_store.wallet_item(user_id), now):
+        if autotopup.claim(user_id, billing_store.wallet_item(user_id), now) is None:
             return None
         timers.arm(user_id, now, kind=timers.AUTO_TOPUP)
         started = now

@@ -109,21 +109,22 @@ def run(user_id: str) -> str:
     now = clock.now()
     state = wallet.Wallet.from_record(user_id, item or None).auto_topup_state(now)
     if state == wallet.PENDING:
-        fire(user_id)
-    elif state == wallet.DUE and claim(user_id, item, now):
-        fire(user_id)
+        fire(user_id, item)
+    elif state == wallet.DUE and (claimed := claim(user_id, item, now)) is not None:
+        fire(user_id, claimed)
     return state
 
 
-def claim(user_id: str, item: WalletItem, now: float) -> bool:
+def claim(user_id: str, item: WalletItem, now: float) -> WalletItem | None:
     """Claim a new attempt if the wallet is in the DUE state, with one conditional write
-    whose condition is that very state (so racing claimers cannot both win)."""
+    whose condition is that very state (so racing claimers cannot both win). Returns the
+    wallet item as the claim wrote it (None: not claimed)."""
     auto = item.get("autoTopup") or {}
     card = cards.card_of(item)
     if not auto.get("enabled") or card is None or not item.get("stripeCustomerId") or not gateway.enabled():
-        return False
+        return None
     attempt = f"{int(now * 1000)}"
-    claimed = store.update_settings(
+    claimed = store.update_settings_returning(
         user_id, {"autoTopupAttemptAt": now, "autoTopupAttempt": attempt,
                   "autoTopupAttemptAmountCents": int(auto["topupAmountCents"]),
                   "autoTopupAttemptPmId": str(card["pmId"])},
@@ -132,7 +133,7 @@ def claim(user_id: str, item: WalletItem, now: float) -> bool:
                   " AND (attribute_not_exists(autoTopupAttemptAt) OR autoTopupAttemptAt <= :cool)"
                   " AND (attribute_not_exists(autoTopupAttempt) OR autoTopupAttemptDone = autoTopupAttempt)",
         cond_values={":cool": now - COOLDOWN})
-    if claimed:
+    if claimed is not None:
         # The claim is the durable intent: if this invocation dies from here on, the timer (or the
         # next sweep) resumes this very attempt under the same Stripe idempotency key.
         timers.arm(user_id, now + RESUME_AFTER, kind=timers.AUTO_TOPUP)
@@ -141,13 +142,16 @@ def claim(user_id: str, item: WalletItem, now: float) -> bool:
 
 def resume(user_id: str) -> None:
     """Finish the user's claimed attempt if it has no recorded outcome (idempotent)."""
-    if wallet.Wallet.from_record(user_id, store.wallet_item(user_id) or None).auto_topup_pending:
-        fire(user_id)
-
-
-def fire(user_id: str) -> None:
-    """Charge the claimed attempt (same Stripe key every time) and record its outcome."""
     item = store.wallet_item(user_id)
+    if wallet.Wallet.from_record(user_id, item or None).auto_topup_pending:
+        fire(user_id, item)
+
+
+def fire(user_id: str, item: WalletItem) -> None:
+    """Charge the claimed attempt (same Stripe key every time) and record its outcome.
+    `item` is the wallet item read (or written by the claim) a moment ago: the attempt's
+    fields change only when an attempt is claimed, which needs this one done first; the
+    credit plans on it and re-plans if the wallet has moved since (`wallet.apply`)."""
     attempt = str(item["autoTopupAttempt"])
     amount = int(item["autoTopupAttemptAmountCents"])
     count("AutoTopupsFired")

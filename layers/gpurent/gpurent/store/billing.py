@@ -57,6 +57,18 @@ def _parts(user_id: str, sets: dict[str, Any], remove: tuple[str, ...]) -> tuple
 def update_settings(user_id: str, sets: dict[str, Any], remove: tuple[str, ...] = (),
                     condition: str | None = None, cond_values: dict[str, Any] | None = None) -> bool:
     """Set/remove billing fields on the wallet item; False when `condition` failed."""
+    return _update_settings(user_id, sets, remove, condition, cond_values, returning=False) is not None
+
+
+def update_settings_returning(user_id: str, sets: dict[str, Any], condition: str,
+                              cond_values: dict[str, Any] | None = None) -> WalletItem | None:
+    """`update_settings` that answers the wallet item as written (None when `condition`
+    failed): the one request of a caller that would otherwise read the item right after."""
+    return _update_settings(user_id, sets, (), condition, cond_values, returning=True)
+
+
+def _update_settings(user_id: str, sets: dict[str, Any], remove: tuple[str, ...], condition: str | None,
+                     cond_values: dict[str, Any] | None, returning: bool) -> WalletItem | None:
     expr, names, values = _parts(user_id, sets, remove)
     values.update(cond_values or {})
     args: dict[str, Any] = {"TableName": _table(), "Key": key(f"USER#{user_id}", "WALLET"),
@@ -64,13 +76,15 @@ def update_settings(user_id: str, sets: dict[str, Any], remove: tuple[str, ...] 
                             "ExpressionAttributeValues": to_values(values)}
     if condition:
         args["ConditionExpression"] = condition
+    if returning:
+        args["ReturnValues"] = "ALL_NEW"
     try:
-        client().update_item(**args)
+        r = client().update_item(**args)
     except ClientError as exc:
         if is_conditional_failure(exc):
-            return False
+            return None
         raise
-    return True
+    return (wallet_from_item(from_item(r.get("Attributes"))) or {}) if returning else {}
 
 
 def settings_item(user_id: str, sets: dict[str, Any], remove: tuple[str, ...] = ()) -> TransactItem:
