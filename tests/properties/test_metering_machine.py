@@ -103,7 +103,7 @@ from tests.conftest import create_tables
 from tests.walletkit import check_invariants
 
 # Own profile names: the wallet machine registers "ci"/"thorough" with other sizes.
-settings.register_profile("metering-ci", max_examples=25, stateful_step_count=15, deadline=None,
+settings.register_profile("metering-ci", max_examples=15, stateful_step_count=15, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("metering-medium", max_examples=120, stateful_step_count=30, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

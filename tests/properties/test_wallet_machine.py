@@ -35,7 +35,7 @@ from infra.local import template
 from tests.conftest import create_tables
 from tests.walletkit import check_invariants, rental_put, rental_reserve_update
 
-settings.register_profile("ci", max_examples=100, stateful_step_count=15, deadline=None,
+settings.register_profile("ci", max_examples=60, stateful_step_count=15, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=2000, stateful_step_count=60, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
