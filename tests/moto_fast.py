@@ -117,7 +117,7 @@ def _share_loaders() -> None:
 def _install_expression_caches() -> None:
     """Each expression string is parsed once a process. moto parses an update expression at
     every call, twice (once to check its placeholders, once to apply it), and lexes every
-    condition expression again: ~a quarter of moto's time in a crash point. The strings are
+    condition expression again (its lexer compiles a dozen patterns a token). The strings are
     the product's few constants. What is shared is never changed: the update expression's
     tree is only read (moto's validator deep-copies it before it substitutes anything), and
     the condition expression's tokens are immutable (named tuples of strings and empty
