@@ -143,6 +143,19 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+class SimServer(ThreadingHTTPServer):
+    """A simulator's HTTP server. A client that goes away mid-request (a crash point killing a
+    provider call in flight, a pass that timed out) is not an error of the simulator: no
+    traceback for it. Anything else is printed as the standard library prints it."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 class SimulatorBase:
     """One provider simulator. Subclasses implement ``seed()`` and ``route()``."""
 
@@ -164,7 +177,7 @@ class SimulatorBase:
         self._counter = 0
         self.reset()
         handler = type(f"{type(self).__name__}Handler", (_Handler,), {"sim": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = SimServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._server.block_on_close = False
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"sim-{self.code}", daemon=True)

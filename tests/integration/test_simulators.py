@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import math
 from collections.abc import Iterator
@@ -431,3 +432,25 @@ def test_control_routes(sims):
     assert control(sim, "POST", "/_sim/reset").status_code == 200
     assert control(sim, "GET", "/_sim/instances").json()["instances"] == []
     assert control(sim, "GET", "/_sim/knobs").json()["latency_seconds"] == 0.0
+
+
+def test_a_client_gone_mid_request_is_no_traceback(capsys) -> None:
+    """A crashed or timed-out caller resets its connection: the simulator stays quiet about it,
+    and still prints any other error of its own."""
+    from infra.simulators.common import SimServer
+
+    server = SimServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    try:
+        for gone in (ConnectionResetError(104, "Connection reset by peer"), BrokenPipeError(32, "Broken pipe")):
+            try:
+                raise gone
+            except ConnectionError:
+                server.handle_error(None, ("127.0.0.1", 1))
+        assert capsys.readouterr().err == ""
+        try:
+            raise ValueError("a bug of the simulator")
+        except ValueError:
+            server.handle_error(None, ("127.0.0.1", 1))
+        assert "ValueError: a bug of the simulator" in capsys.readouterr().err
+    finally:
+        server.server_close()
