@@ -42,6 +42,7 @@ from gpurent.records import Rental, WalletItem, active_shards
 from gpurent.store import money as money_store
 from gpurent.store import rentals as store
 from gpurent.store import timers as queue
+from gpurent.store.dynamo import BATCH_GET
 from gpurent.telemetry import count, logger
 
 KIND = "sweep"
@@ -152,16 +153,13 @@ def read(wallets: list[tuple[str, str, Keys]]) -> list[tuple[str, str, list[Rent
     return [(k, user_id, by_user[user_id]) for k, user_id, _ in wallets if user_id in by_user]
 
 
-WALLET_READS = 100  # wallet items a BatchGetItem reads (DynamoDB's limit)
-
-
 def with_items(
         wallets: list[tuple[str, str, list[Rental]]]) -> Iterator[tuple[str, str, list[Rental], WalletItem | None]]:
     """Those wallets with their wallet items, read 100 at a time (one `BatchGetItem`) as the
     pass reaches them: a wallet is charged on the item read a moment before, not one `GetItem`
     each (a stale item costs a re-plan, never money: `wallet.apply`)."""
-    for start in range(0, len(wallets), WALLET_READS):
-        chunk = wallets[start:start + WALLET_READS]
+    for start in range(0, len(wallets), BATCH_GET):
+        chunk = wallets[start:start + BATCH_GET]
         items = money_store.get_wallets([user_id for _, user_id, _ in chunk])
         for k, user_id, rs in chunk:
             yield k, user_id, rs, items.get(user_id)
