@@ -83,7 +83,7 @@ def mailed_code(http: httpx.Client, email: str, timeout: float = 20) -> str:
 
 
 def post_retrying(http: httpx.Client, path: str, body: dict[str, Any]) -> httpx.Response:
-    """An unauthenticated POST that waits out 429s (other tests share the per-IP and per-email limits)."""
+    """An unauthenticated POST that waits out 429s (other tests share admin@localhost's one code per 30 s)."""
     for _ in range(4):
         r = http.post(path, json=body)
         if r.status_code != 429:

@@ -10,8 +10,9 @@ their 403 too. A token's bucket allows 100 requests a minute: when one runs
 low, a fresh token (its own bucket) is made from the admin's session (the
 stack's per-user window is raised for this volume: tests/e2e/conftest.py). The
 session-only routes (token and session management) answer the token 403. The fuzz
-traffic leaves from 127.0.0.2, so its unauthenticated requests spend that
-address's per-IP budget, not the one the other e2e tests sign in with.
+traffic leaves from 127.0.0.2, so its unauthenticated requests count in that
+address's per-IP window, not in the one the other e2e tests sign in from (the
+tier raises the per-IP limit too).
 
 Not fuzzed (`EXCLUDED`):
 - `GET /v1/auth/oauth/{provider}` and `…/callback`: browser redirects to Google

@@ -3,8 +3,8 @@ mailed code, add an SSH key, make a personal API token, sign out), the 404
 envelope and the dev-only test clock.
 
 The stack is shared by the whole session: every test uses its own email
-(request-code allows 1 per 30 s per email) and stays well under the per-IP
-limit of unauthenticated routes (30 a minute)."""
+(request-code allows 1 per 30 s per email); the per-IP limit of unauthenticated
+routes is raised for the tier (tests/e2e/conftest.py)."""
 
 from __future__ import annotations
 
