@@ -170,33 +170,24 @@ class PassFigures:
     query_items: int
 
 
-_loop_cpu: list[float] = []
-
-
-def _record_loop_cpu() -> None:
-    """Count the CPU of each provider loop's thread (its provider calls: requests, answers
-    parsed) just before it stops: with the calling thread's, that is the worker's own CPU,
-    without the simulators' (threads of this process too)."""
-    real_exit = instances.ProviderLoop.__exit__
-
-    def exit_(self: instances.ProviderLoop, *exc: object) -> None:
-        ident = self._thread.ident
-        if ident is not None:
-            _loop_cpu.append(time.clock_gettime(time.pthread_getcpuclockid(ident)))
-        real_exit(self, *exc)
-
-    instances.ProviderLoop.__exit__ = exit_  # type: ignore[method-assign]
+def _loop_thread_cpu() -> float:
+    """The CPU so far of the process's provider loop thread (its provider calls: requests
+    sent, answers parsed): with the calling thread's, that is the worker's own CPU, without
+    the simulators' (threads of this process too)."""
+    ident = instances.shared_loop()._thread.ident
+    return time.clock_gettime(time.pthread_getcpuclockid(ident)) if ident is not None else 0.0
 
 
 def one_pass(sims: Simulators, code: str) -> PassFigures:
     calls.clear()
     query_bytes.clear()
-    _loop_cpu.clear()
+    loop_before = _loop_thread_cpu()
     before = provider_calls(sims)
     cpu, t = time.thread_time(), time.perf_counter()
     counts = reconciler.reconcile_provider(code)
-    wall, cpu = time.perf_counter() - t, time.thread_time() - cpu + sum(_loop_cpu)
-    return PassFigures(code, wall, cpu, sum(_loop_cpu), Counter(counts), Counter(calls), provider_calls(sims) - before,
+    loop_cpu = _loop_thread_cpu() - loop_before
+    wall, cpu = time.perf_counter() - t, time.thread_time() - cpu + loop_cpu
+    return PassFigures(code, wall, cpu, loop_cpu, Counter(counts), Counter(calls), provider_calls(sims) - before,
                        query_bytes["bytes"], query_bytes["items"])
 
 
@@ -295,7 +286,6 @@ def vast_row_bytes(sims: Simulators) -> None:
 def measure(seeded: Seeded, sims: Simulators, manual: clock.ManualClock, n: int) -> None:
     codes = list(seeded.by_provider)
     vast_row_bytes(sims)
-    _record_loop_cpu()
     steady: dict[str, list[PassFigures]] = {c: [] for c in codes}
     for i in range(3):
         manual.advance(60)

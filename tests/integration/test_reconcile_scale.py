@@ -24,7 +24,7 @@ import pytest
 from gpurent import config, reconciler, rentals
 from gpurent.providers import vast
 from gpurent.providers.base import ProviderError
-from gpurent.rentals import lifecycle
+from gpurent.rentals import instances, lifecycle
 from gpurent.store import dynamo
 from gpurent.store import rentals as rental_store
 from infra.local import template
@@ -187,7 +187,7 @@ def test_a_worker_with_more_changed_rentals_than_it_moves_hands_the_rest_on_in_c
 # ---------------------------------------------------------------- what a pass costs
 
 
-def test_a_pass_over_healthy_pods_writes_only_its_record_and_opens_one_client(
+def test_a_pass_over_healthy_pods_writes_only_its_record_and_opens_one_client_kept_for_the_next(
     api: Api, funded_user: dict[str, Any], lambda_world: World, clock: Any, monkeypatch: pytest.MonkeyPatch,
     requests_by_operation: Counter[str],
 ) -> None:
@@ -207,6 +207,7 @@ def test_a_pass_over_healthy_pods_writes_only_its_record_and_opens_one_client(
 
     monkeypatch.setattr(httpx.AsyncClient, "__init__", counted)
     monkeypatch.setattr(asyncio, "run", lambda *a, **kw: pytest.fail("a provider call made its own loop"))
+    instances.close_shared_loop()  # as in a new process: the pass starts the loop and its client
     requests_by_operation.clear()
     before = len(world.requests())
     counts = rentals.reconcile()
@@ -223,6 +224,11 @@ def test_a_pass_over_healthy_pods_writes_only_its_record_and_opens_one_client(
         row = rental_store.get(funded_user["id"], rid)
         assert row is not None and row.last_healthy_at == row.running_at  # never written since it ran
     check_invariants(funded_user["id"])
+    clock.advance(60)
+    before = len(world.requests())
+    assert rentals.reconcile()["checked"] == 4  # the next minute, a warm function: no new loop or client
+    assert [m for _, m, _ in world.requests()[before:]] == ["GET"]
+    assert len(clients) == 1, clients
 
 
 def test_a_vast_pass_lists_in_id_ranges_cut_among_its_live_rentals(

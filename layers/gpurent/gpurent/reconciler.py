@@ -137,9 +137,8 @@ def reconcile_provider(code: str, deadline: float | None = None) -> Counts:
     if adapter is None:
         return counts  # off on this deployment
     with instances.provider_loop():
-        previous = store.get_pass(code)
         read_at = clock.now()
-        live = store.provider_live(code)
+        previous, live = _record_and_live(code)
         listed_at = clock.now()
         found: list[Instance] | None
         try:
@@ -182,6 +181,27 @@ def reconcile_provider(code: str, deadline: float | None = None) -> Counts:
             counts["orphansTerminated"] += terminated
             counts["errors"] += failed
     return counts
+
+
+_side: ThreadPoolExecutor | None = None
+_side_lock = threading.Lock()
+
+
+def _record_and_live(code: str) -> tuple[PassRecord | None, list[LiveRental]]:
+    """The previous pass's record and the provider's live rentals: two reads at once (one
+    round trip, not two) unless `RECONCILE_CONCURRENCY` is 1 (in order: the crash points count
+    the calls). The record may be read after the index: it is still true (a record is written
+    only after its pass pinned every rental it found bad), and each rental is read whole
+    after both."""
+    global _side
+    if settings().reconcile_concurrency == 1:
+        return store.get_pass(code), store.provider_live(code)
+    with _side_lock:
+        if _side is None:
+            _side = ThreadPoolExecutor(max_workers=4, thread_name_prefix="reconcile-read")
+    record = _side.submit(store.get_pass, code)
+    live = store.provider_live(code)
+    return record.result(), live
 
 
 def advance_chunk(code: str, pairs: Sequence[tuple[str, str]], deadline: float | None = None) -> Counts:

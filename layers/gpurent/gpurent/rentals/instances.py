@@ -6,7 +6,9 @@ list, a meter) does not pay for them, at cold start or after."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
 import threading
 from collections.abc import Coroutine, Iterator
 from contextvars import ContextVar
@@ -25,10 +27,9 @@ T = TypeVar("T")
 
 
 class ProviderLoop:
-    """One event loop, in a thread of its own, and one pooled HTTP client, for a whole
-    invocation: every provider call its threads make (`run`) goes through them, so a pass over
-    many rentals opens one connection per provider host instead of a loop, a client and a TLS
-    handshake per call."""
+    """One event loop, in a thread of its own, and one pooled HTTP client: every provider call
+    a pass's threads make (`run`) goes through them, so a pass over many rentals opens one
+    connection per provider host instead of a loop, a client and a TLS handshake per call."""
 
     def __init__(self) -> None:
         import asyncio
@@ -68,6 +69,9 @@ class ProviderLoop:
         self._thread.join(timeout=10)
         self.loop.close()
 
+    def alive(self) -> bool:
+        return self._thread.is_alive() and self.loop.is_running()
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         import asyncio
 
@@ -77,16 +81,46 @@ class ProviderLoop:
 _loop: ContextVar[ProviderLoop | None] = ContextVar("gpurent_provider_loop", default=None)
 
 
+_shared: ProviderLoop | None = None
+_shared_pid = 0
+_shared_lock = threading.Lock()
+
+
+def shared_loop() -> ProviderLoop:
+    """The process's `ProviderLoop`, started by the first pass and kept, as a boto3 client is,
+    for the next invocations of a warm function: the thread, the loop and the pooled client
+    are made once, not once a pass (they were a tenth of a reconcile worker's time). A forked
+    child, or a process whose loop died, starts a new one."""
+    global _shared, _shared_pid
+    with _shared_lock:
+        if _shared is None or _shared_pid != os.getpid() or not _shared.alive():
+            _shared = ProviderLoop().__enter__()
+            _shared_pid = os.getpid()
+        return _shared
+
+
+def close_shared_loop() -> None:
+    """Stop the process's loop and close its client (at exit; tests that want a fresh one)."""
+    global _shared
+    with _shared_lock:
+        found, _shared = _shared, None
+    if found is not None and _shared_pid == os.getpid():
+        found.__exit__(None, None, None)
+
+
+atexit.register(close_shared_loop)
+
+
 @contextlib.contextmanager
 def provider_loop() -> Iterator[ProviderLoop]:
     """Route the provider calls made in this context (and in threads started with a copy of
-    it) through one loop and one pooled client until the block ends."""
-    with ProviderLoop() as found:
-        token = _loop.set(found)
-        try:
-            yield found
-        finally:
-            _loop.reset(token)
+    it) through the process's one loop and one pooled client until the block ends."""
+    found = shared_loop()
+    token = _loop.set(found)
+    try:
+        yield found
+    finally:
+        _loop.reset(token)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
