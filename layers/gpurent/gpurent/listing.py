@@ -12,6 +12,7 @@ listing seen most recently, then by id. A launch tries the first few in that ord
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -64,8 +65,10 @@ class Listing:
                      interconnect=self.interconnect)
 
 
+@functools.lru_cache(maxsize=16_384)
 def listing_id(provider: str, offer_key: str) -> str:
-    """A stable `lst_` id for the same upstream offer (26 Crockford characters of a hash)."""
+    """A stable `lst_` id for the same upstream offer (26 Crockford characters of a hash).
+    Kept for the process's life: a warm refresh meets the same offers again each minute."""
     value = int.from_bytes(hashlib.sha256(f"{provider}\x00{offer_key}".encode()).digest()[:16], "big") >> 2
     chars = []
     for _ in range(26):
