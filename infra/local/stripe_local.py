@@ -62,9 +62,11 @@ import urllib.request
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+from infra.simulators.common import SimServer
 
 if TYPE_CHECKING:
     from infra.local.dev import Stack
@@ -305,7 +307,7 @@ def _json_reply(status: int, payload: Any, headers: dict[str, str] | None = None
     return _Reply(status, json.dumps(payload, indent=2).encode(), "application/json", headers or {})
 
 
-class _ProxyServer(ThreadingHTTPServer):
+class _ProxyServer(SimServer):  # quiet about a client gone mid-request, as the simulators are
     daemon_threads = True
     allow_reuse_address = True
 

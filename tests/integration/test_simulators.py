@@ -434,12 +434,16 @@ def test_control_routes(sims):
     assert control(sim, "GET", "/_sim/knobs").json()["latency_seconds"] == 0.0
 
 
-def test_a_client_gone_mid_request_is_no_traceback(capsys) -> None:
-    """A crashed or timed-out caller resets its connection: the simulator stays quiet about it,
-    and still prints any other error of its own."""
+@pytest.mark.parametrize("which", ["simulator", "local Stripe's proxy"])
+def test_a_client_gone_mid_request_is_no_traceback(capsys, which: str) -> None:
+    """A crashed or timed-out caller resets its connection: the simulator (and the local
+    Stripe's proxy, which the crash points kill calls to as well) stays quiet about it, and
+    still prints any other error of its own."""
+    from infra.local.stripe_local import _ProxyServer
     from infra.simulators.common import SimServer
 
-    server = SimServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    server = (SimServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler) if which == "simulator"
+              else _ProxyServer(None))  # type: ignore[arg-type]  # no owner needed to report an error
     try:
         for gone in (ConnectionResetError(104, "Connection reset by peer"), BrokenPipeError(32, "Broken pipe")):
             try:
