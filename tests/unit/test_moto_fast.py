@@ -158,3 +158,25 @@ def test_a_projection_is_what_moto_itself_projects(ddb: Any) -> None:
         TableName="t", Key={"pk": ITEM["pk"], "sk": ITEM["sk"]}, ProjectionExpression="#m.card, available, ns",
         ExpressionAttributeNames={"#m": "map"})["Item"]
     assert got == {"map": {"M": {"card": ITEM["map"]["M"]["card"]}}, "available": ITEM["available"], "ns": ITEM["ns"]}
+
+
+def test_an_update_that_passed_its_static_checks_once_is_still_refused_where_they_differ(ddb: Any) -> None:
+    """The checks that read only the expression, its names and the table's keys run once per
+    combination: the same expression with names that now point at a key, or at one path
+    twice, is still refused; the combination that passed still applies its values."""
+    _seed(ddb)
+
+    def update(names: dict[str, str], value: str = "1") -> None:
+        ddb.update_item(TableName="t", Key=_key("wallet"), UpdateExpression="SET #a = :v, #b = :v",
+                        ExpressionAttributeNames=names, ExpressionAttributeValues={":v": {"N": value}})
+
+    for value in ("3", "4"):  # passes, then passes again from memory with a new value
+        update({"#a": "n", "#b": "x"}, value)
+        got = ddb.get_item(TableName="t", Key=_key("wallet"), ConsistentRead=True)["Item"]
+        assert (got["n"]["N"], got["x"]["N"]) == (value, value)
+    with pytest.raises(ClientError, match="key"):
+        update({"#a": "n", "#b": "sk"})  # a key attribute
+    with pytest.raises(ClientError, match=r"[Tt]wo document paths"):
+        update({"#a": "n", "#b": "n"})  # one path twice
+    with pytest.raises(ClientError, match="key"):
+        update({"#a": "n", "#b": "sk"})  # refused again: a refusal is never remembered
