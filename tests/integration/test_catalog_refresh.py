@@ -219,6 +219,40 @@ def test_a_refresh_that_died_while_writing_is_not_trusted_by_the_next_one(
     assert ddb.puts == [] and ddb.ops["GetItem"] == 3  # the digest is trusted again
 
 
+def test_a_refresh_whose_listings_failed_beside_its_digest_is_not_trusted_by_the_next_one(
+        api: Api, user, fresh_sims: Simulators, ddb: Requests, clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The digest is written beside the listings: when the listings' write dies and the digest's
+    lands, the digest holds a price the table does not. The mark is left, so the next refresh
+    diffs against the listings themselves and writes the new price (trusting the new digest
+    would skip it)."""
+    adapters = build_adapters(fresh_sims.settings())
+    catalog_refresh.refresh(adapters)
+    target = next(i for i in by_offer("vast").values() if i["family"] == "h100-80gb")
+    offers = fresh_sims.vast.offers[int(target["offerKey"])]
+    with fresh_sims.vast.lock:
+        offers["dph_base"] += 0.5
+    clock.advance(60)
+    real = store.write_listings
+
+    def dies(provider: str, puts: Any, deletes: Any) -> int:
+        if provider == "vast":
+            raise RuntimeError("the Lambda timed out here")
+        return real(provider, puts, deletes)
+
+    monkeypatch.setattr(store, "write_listings", dies)
+    with pytest.raises(RuntimeError):
+        catalog_refresh.refresh(adapters)
+    monkeypatch.setattr(store, "write_listings", real)
+    assert stored("vast")[target["id"]]["pricePerHourCents"] == target["pricePerHourCents"]  # not written
+    assert store.get_digest("vast") is not None and store.get_statuses()["vast"].get("writing") is not None
+    clock.advance(60)
+    ddb.clear()
+    report = catalog_refresh.refresh(adapters)
+    assert outcome(report, "vast").written == 1 and ddb.puts == [target["id"]]
+    assert stored("vast")[target["id"]]["pricePerHourCents"] > target["pricePerHourCents"]
+    assert store.get_statuses()["vast"].get("writing") is None
+
+
 def test_a_vanished_offer_disappears(api: Api, user, fresh_sims: Simulators, ddb: Requests, clock) -> None:
     adapters = build_adapters(fresh_sims.settings())
     catalog_refresh.refresh(adapters)

@@ -7,9 +7,9 @@ item per provider.
 
 What a provider's listings are is read while its offers are fetched, from its digest (one
 item: each listing's offer hash and first-seen time) rather than the listings themselves.
-The digest is written after the listings and before the status; each refresh marks the
-status `writing` first, so a refresh that died between the two leaves the mark and the next
-one reads the listings themselves instead of trusting the digest.
+The digest is written beside the listings, and the status after both; each refresh marks the
+status `writing` first, so a refresh that died before both were written (either one) leaves
+the mark and the next one reads the listings themselves instead of trusting the digest.
 
 A provider that fails keeps its last good listings until they are
 `catalog.STALE_AFTER` old; readers stop showing them then, and the next
@@ -19,8 +19,10 @@ refresh deletes them.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -106,9 +108,15 @@ def _apply(provider: str, offers: list[Offer], now: float, stored: Stored) -> Pr
         if previous is None or previous[0] != h:
             puts.append(replace(li, first_seen_at=first))
     deletes = [lid for lid in stored.entries if lid not in fresh]
-    store.write_listings(provider, puts, deletes)
     if puts or deletes or not stored.from_digest:
-        store.put_digest(provider, digest)
+        # The digest beside the listings (one round trip after the fetch, not two): what says
+        # the two agree is the status, written after both.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-digest") as pool:
+            digest_written = pool.submit(contextvars.copy_context().run, store.put_digest, provider, digest)
+            try:
+                store.write_listings(provider, puts, deletes)
+            finally:
+                digest_written.result()
     store.put_status(provider, {"lastSuccessAt": now, "listingCount": len(fresh), "lastError": None,
                                 "consecutiveFailures": 0})
     return ProviderOutcome(provider, True, len(fresh), len(puts), len(deletes))
