@@ -145,6 +145,29 @@ def test_a_hand_off_older_than_a_minute_is_dropped_and_the_next_pass_does_its_wo
     check_invariants(funded_user["id"])
 
 
+def test_the_record_read_beside_the_index_runs_as_the_worker_function(
+    api: Api, funded_user: dict[str, Any], world: World, clock: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The previous pass's record is read in another thread, at once with the index query: it
+    still runs as the worker function (its AWS call is checked against that function's role)."""
+    from infra.local.functions import CURRENT_FUNCTION
+
+    launched(api)
+    clock.advance(BOOT_SECONDS + 1)
+    seen: list[tuple[str | None, str]] = []
+    real = rental_store.get_pass
+
+    def get_pass(code: str) -> Any:
+        seen.append((CURRENT_FUNCTION.get(), threading.current_thread().name))
+        return real(code)
+
+    monkeypatch.setattr(rental_store, "get_pass", get_pass)
+    coordinator()
+    deliver_pending()
+    assert len(seen) == 3 and all(f == "ReconcileWorkerFunction" for f, _ in seen), seen
+    assert all(t.startswith("reconcile-read") for _, t in seen), seen  # beside the query, not before it
+
+
 def test_a_lost_hand_off_is_done_by_the_next_minutes_pass(
     api: Api, funded_user: dict[str, Any], lambda_world: World, clock: Any,
 ) -> None:

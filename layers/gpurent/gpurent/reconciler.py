@@ -199,7 +199,8 @@ def _record_and_live(code: str) -> tuple[PassRecord | None, list[LiveRental]]:
     with _side_lock:
         if _side is None:
             _side = ThreadPoolExecutor(max_workers=4, thread_name_prefix="reconcile-read")
-    record = _side.submit(store.get_pass, code)
+    # In a copy of this context, as `_each` runs its items (which function is running).
+    record = _side.submit(contextvars.copy_context().run, store.get_pass, code)
     live = store.provider_live(code)
     return record.result(), live
 
