@@ -14,6 +14,10 @@ parsed bodies, which is how `tests/unit/test_moto_fast.py` proves the two agree;
 `GPURENT_MOTO_FAST=check` to run a whole tier that way, or `GPURENT_MOTO_FAST=off` to turn
 the fast path off.
 
+Requests: one at a time in moto's backend (a lock), as DynamoDB applies each request
+atomically; moto alone let two conditional writes both pass, and a query walking the table
+fail beside a write that added an item.
+
 moto is pinned (pyproject.toml); a moto without the patched method fails `install()` loudly
 rather than running slower or differently in silence.
 
@@ -39,6 +43,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import threading
 from datetime import datetime
 from typing import Any
 
@@ -98,6 +103,7 @@ def install() -> None:
 
     ActionResult.execute_result = execute_result  # type: ignore[method-assign]
     _share_loaders()
+    _install_request_lock()
     _install_item_backups()
     _install_projection()
     _install_expression_caches()
@@ -112,6 +118,24 @@ def _share_loaders() -> None:
 
     botocore.session.create_loader = functools.cache(botocore.session.create_loader)  # type: ignore[attr-defined]
     moto.core.utils.create_loader = functools.cache(moto.core.utils.create_loader)
+
+
+def _install_request_lock() -> None:
+    """One DynamoDB request at a time in moto's backend, as DynamoDB applies each request
+    atomically. moto's is a plain dict of dicts: a query (which walks every item of the table)
+    beside a write that adds an item failed with "dictionary changed size during iteration"
+    (the catalog refresh reads one provider's listings while it writes another's), and two
+    conditional writes at once could both pass their condition."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    lock = threading.RLock()
+    call_action = DynamoHandler.call_action
+
+    def one_at_a_time(self: Any) -> Any:
+        with lock:
+            return call_action(self)
+
+    DynamoHandler.call_action = one_at_a_time  # type: ignore[method-assign]
 
 
 def _install_expression_caches() -> None:

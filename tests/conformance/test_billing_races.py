@@ -1,5 +1,5 @@
-"""Billing races on DynamoDB Local (real conditional writes and transactions; moto does
-not serialise concurrent writers) with the local Stripe (localstripe + its proxy):
+"""Billing races on DynamoDB Local (DynamoDB's own conditional writes and transactions)
+with the local Stripe (localstripe + its proxy):
 
 - the same signed webhook event delivered 10 times at once credits exactly once;
 - a saved-card charge racing its own `payment_intent.succeeded` webhook credits once;

@@ -1,5 +1,5 @@
 """The fanned-out metering sweep on DynamoDB Local, where concurrent writers really race
-(moto does not serialise them): a worker charging many wallets at once on threads, and
+(DynamoDB's own conditional writes and transactions): a worker charging many wallets at once on threads, and
 two workers on the same wallets at the same time (a redelivered part racing its twin,
 a hand-off racing the next minute's worker). Every charge must be the formula of its
 billed seconds, once; every wallet must equal its ledger."""

@@ -1,5 +1,7 @@
 """Money operations against moto and DynamoDB Local: atomicity, idempotency
-and races (races are real only on DynamoDB Local; moto has no locking)."""
+and races. The races run on both: DynamoDB Local applies each request atomically, and so
+does the tests' moto (`tests/moto_fast.py` handles one request at a time; without that,
+two conditional writes at once both passed their condition)."""
 
 from __future__ import annotations
 
@@ -59,8 +61,7 @@ def test_replays_answer_the_same_and_apply_once(backend: str) -> None:
 
 
 def test_concurrent_replays_of_one_key_apply_once(backend: str) -> None:
-    workers = 1 if backend == "moto" else 10
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(10) as pool:
         results = list(pool.map(lambda _: wallet.credit(U, 250, "stripe_topup", "deposit_pi_x"), range(10)))
     assert {r.total for r in results} == {250}
     assert sum(not r.replayed for r in results) == 1
@@ -69,8 +70,6 @@ def test_concurrent_replays_of_one_key_apply_once(backend: str) -> None:
 
 
 def test_32_concurrent_reserves_succeed_exactly_as_far_as_the_money_goes(backend: str) -> None:
-    if backend == "moto":
-        pytest.skip("moto's in-process backend does not serialise concurrent writers")
     wallet.credit(U, 1_000, "adjustment", "fund")
     barrier = threading.Barrier(32)
 
