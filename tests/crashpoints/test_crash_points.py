@@ -1064,11 +1064,34 @@ def execute(ctx: Ctx, path: Path, world: World, crash_at: int | None = None, mod
     return Outcome(calls, problems, fired)
 
 
+class _FrozenTime:
+    """What the local Stripe reads of the `time` module, stopped at one moment."""
+
+    def __init__(self, at: float) -> None:
+        self._at = at
+
+    def time(self) -> float:
+        return self._at
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
 @pytest.fixture
 def ctx(aws: None, clock: clock_mod.ManualClock, simulators: Simulators, local_stripe: LocalStripe,
         ports: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ctx]:
+    import localstripe.resources
+
+    from infra.local import stripe_local
+
     c = Ctx(clock, simulators, local_stripe, monkeypatch)
     c.randomness = SeededRandomness(monkeypatch)
+    # The local Stripe stamps what it makes (`created`, periods, the signatures' `t`) with the
+    # wall clock's second: frozen at this path's start, so runs alike leave Stripe alike
+    # whichever second they ran in (a path runs well within the signatures' 300 s tolerance).
+    frozen = _FrozenTime(time.time())
+    monkeypatch.setattr(localstripe.resources, "time", frozen)
+    monkeypatch.setattr(stripe_local, "time", frozen)
     yield c
     c.randomness.close()
     registry.set_adapters(None)

@@ -23,8 +23,12 @@ Restoring hands each crash point a copy (deep), so nothing a run does leaks into
 snapshot or into the next run.
 
 Runs alike, worlds alike (`SeededRandomness`, `digest`): every random draw of a run (ids,
-tokens, idempotency keys, localstripe's ids) comes from one generator seeded alike at each
-restore, so two runs that make the same calls leave the same world. Many crash points do:
+tokens, idempotency keys, localstripe's ids) comes from generators seeded alike at each
+restore (one for the test's thread, one for the others: a draw of the local Stripe's
+threads landing between two of the test's would change every id after it), and the local
+Stripe's clock is stopped for the whole path (the crash points' `ctx`: it stamps what it
+makes with the wall clock's second), so two runs that make the same calls leave the same
+world. Many crash points do:
 a crash after call k (its answer lost) and one before call k+1 of the same invocation, or
 crashes before two successive reads. `digest` is a hash of everything a snapshot keeps
 (plus the reconciler's hand-offs still in memory, which a recovery reads): the enumeration
@@ -40,6 +44,7 @@ import copy
 import hashlib
 import pickle
 import random
+import threading
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -188,8 +193,18 @@ class SeededRandomness:
     SEED = 20261201
 
     def __init__(self, monkeypatch: Any) -> None:
+        # The test's own thread draws from `rng`; every other thread (the local Stripe's proxy
+        # answering, its events sent a second late) from `others`: a background draw landing
+        # between two of the test thread's draws would change every id after it.
         self.rng = random.Random(self.SEED)
-        rng = self.rng
+        self.others = random.Random(self.SEED + 1)
+        home = threading.current_thread()
+
+        class Either:
+            def __getattr__(_, name: str) -> Any:
+                return getattr(self.rng if threading.current_thread() is home else self.others, name)
+
+        rng: Any = Either()
 
         def token_bytes(nbytes: int | None = None) -> bytes:
             return rng.randbytes(32 if nbytes is None else nbytes)
@@ -210,6 +225,7 @@ class SeededRandomness:
 
     def reseed(self) -> None:
         self.rng.seed(self.SEED)
+        self.others.seed(self.SEED + 1)
         random.seed(self.SEED)
 
     def close(self) -> None:
