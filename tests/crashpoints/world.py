@@ -44,8 +44,8 @@ import copy
 import hashlib
 import pickle
 import random
-import threading
 import secrets
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
