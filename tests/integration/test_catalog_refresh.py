@@ -182,11 +182,9 @@ def test_a_price_change_rewrites_only_that_listing(api: Api, user, fresh_sims: S
     assert stored("vast")[target["id"]]["firstSeenAt"] == target["firstSeenAt"]
 
 
-def test_a_refresh_that_died_while_writing_is_not_trusted_by_the_next_one(
-        api: Api, user, fresh_sims: Simulators, ddb: Requests, clock, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A refresh wrote a new price and died before its digest: the next refresh finds the status
-    still marked `writing`, so it diffs against the listings themselves, and the price that went
-    back to what the old digest says is written back (trusting the digest would skip it)."""
+def _a_vast_price_raised(fresh_sims: Simulators, clock: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A refreshed catalog, then one vast.ai H100 offer 0.5 $/h dearer a minute later:
+    (the adapters, that listing as stored, the simulator's offer)."""
     adapters = build_adapters(fresh_sims.settings())
     catalog_refresh.refresh(adapters)
     target = next(i for i in by_offer("vast").values() if i["family"] == "h100-80gb")
@@ -194,6 +192,15 @@ def test_a_refresh_that_died_while_writing_is_not_trusted_by_the_next_one(
     with fresh_sims.vast.lock:
         offers["dph_base"] += 0.5
     clock.advance(60)
+    return adapters, target, offers
+
+
+def test_a_refresh_that_died_while_writing_is_not_trusted_by_the_next_one(
+        api: Api, user, fresh_sims: Simulators, ddb: Requests, clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refresh wrote a new price and died before its digest: the next refresh finds the status
+    still marked `writing`, so it diffs against the listings themselves, and the price that went
+    back to what the old digest says is written back (trusting the digest would skip it)."""
+    adapters, target, offers = _a_vast_price_raised(fresh_sims, clock)
 
     def dies(provider: str, digest: Any) -> None:
         raise RuntimeError("the Lambda timed out here")
@@ -225,13 +232,7 @@ def test_a_refresh_whose_listings_failed_beside_its_digest_is_not_trusted_by_the
     lands, the digest holds a price the table does not. The mark is left, so the next refresh
     diffs against the listings themselves and writes the new price (trusting the new digest
     would skip it)."""
-    adapters = build_adapters(fresh_sims.settings())
-    catalog_refresh.refresh(adapters)
-    target = next(i for i in by_offer("vast").values() if i["family"] == "h100-80gb")
-    offers = fresh_sims.vast.offers[int(target["offerKey"])]
-    with fresh_sims.vast.lock:
-        offers["dph_base"] += 0.5
-    clock.advance(60)
+    adapters, target, _ = _a_vast_price_raised(fresh_sims, clock)
     real = store.write_listings
 
     def dies(provider: str, puts: Any, deletes: Any) -> int:
