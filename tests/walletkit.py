@@ -37,7 +37,13 @@ def rental_reserves(user_id: str) -> dict[str, int]:
         ExpressionAttributeValues=dynamo.to_values({":pk": f"USER#{user_id}", ":r": "RENTAL#"}),
         ConsistentRead=True,
     )
-    return {i["sk"]: int(i["reserveCents"]) for i in (dynamo.from_item(x) for x in r["Items"]) if i}
+    items = [i for i in (dynamo.from_item(x) for x in r["Items"]) if i]
+    meters = wallet.get(user_id).meters  # a running rental's meter, once ticked, is on the wallet
+    ticked = {f"RENTAL#{rid}" for rid in meters}
+    running = {i["sk"] for i in items if i.get("status") == "running"}
+    assert ticked <= running, ("a meter on the wallet of a rental that is not running", ticked - running)
+    return {i["sk"]: (meters[i["sk"].removeprefix("RENTAL#")]["r"] if i["sk"] in ticked else int(i["reserveCents"]))
+            for i in items}
 
 
 def check_invariants(user_id: str) -> wallet.Wallet:
@@ -58,6 +64,6 @@ def check_invariants(user_id: str) -> wallet.Wallet:
     assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
     # 3. never below zero
     assert w.available >= 0 and w.reserved >= 0
-    # 4. reserved == Σ reserves held by the user's rentals
+    # 4. reserved == Σ reserves held by the user's rentals (a running rental's on the wallet's meter)
     assert w.reserved == sum(rental_reserves(user_id).values()), (w, rental_reserves(user_id))
     return w

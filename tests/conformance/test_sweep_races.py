@@ -18,6 +18,7 @@ import pytest
 from gpurent import config, ids, sweep, wallet
 from gpurent.money import charge_for_seconds
 from gpurent.records import Rental, active_shard, active_shards
+from gpurent.rentals import meters
 from gpurent.store import rentals as rental_store
 from infra.local import template
 from tests.conftest import TEST_ENV, reset_clients, table_env
@@ -66,7 +67,7 @@ def running(tables: None, clock: Any) -> list[Rental]:
 
 def exact(rs: list[Rental], now: float) -> None:
     for r in rs:
-        got = rental_store.get(r.user_id, r.id)
+        got = meters.current(r.user_id, r.id)
         assert got is not None and got.status == "running"
         assert got.metered_until == now, (got.metered_until, now)
         assert got.billed_seconds == int(now - r.running_at)  # type: ignore[operator]

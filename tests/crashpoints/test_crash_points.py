@@ -54,7 +54,7 @@ from gpurent.money import charge_for_seconds, whole_seconds
 from gpurent.providers import registry
 from gpurent.providers.registry import build_adapters
 from gpurent.records import Rental
-from gpurent.rentals import ADOPT_GRACE, ALLOCATION_LEASE, instances
+from gpurent.rentals import ADOPT_GRACE, ALLOCATION_LEASE, instances, meters
 from gpurent.store import dynamo
 from gpurent.store import invoices as invoice_store
 from gpurent.store import money as money_store
@@ -304,7 +304,8 @@ def scheduled(name: str) -> Any:
 
 def rentals_of(user_id: str) -> list[Rental]:
     rows, _ = rental_store.list_for_user(user_id, None, 200, None)
-    return rows
+    w = wallet.get(user_id)
+    return [meters.of(w, r) for r in rows]  # a running rental's meter, once ticked, is on the wallet
 
 
 def all_invoices(user_id: str) -> list[dict[str, Any]]:
@@ -604,7 +605,7 @@ def sweep3_setup(ctx: Ctx) -> dict[str, Any]:
 def sweep3_check(ctx: Ctx, st: dict[str, Any]) -> list[str]:
     out = []
     for uid, rid in st["users"]:
-        r = rental_store.get(uid, rid)
+        r = meters.current(uid, rid)
         assert r is not None
         if r.status != "running":
             out.append(f"rental {rid} of {uid} is {r.status}, want running")

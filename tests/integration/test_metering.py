@@ -13,6 +13,7 @@ from gpurent.money import charge_for_seconds
 from gpurent.providers import registry
 from gpurent.providers.registry import build_adapters
 from gpurent.records import Rental
+from gpurent.rentals import meters
 from gpurent.store import dynamo
 from infra.simulators import start_simulators
 from tests.conftest import Api, sent_mail
@@ -124,7 +125,6 @@ def _scheduler(clock):
 
 def test_a_wallet_running_dry_stops_within_five_seconds_though_the_sweep_is_once_a_minute(
         api: Api, user, world, clock) -> None:
-    from gpurent.store import rentals as rental_store
 
     preview = api.post("/v1/rentals/preview", {"familyId": "h100-80gb", "gpuCount": 1}).json()
     money = preview["pricePerHourCents"] + 137  # an hour's reserve and a little more: runs ~1 h 3 min
@@ -133,7 +133,7 @@ def test_a_wallet_running_dry_stops_within_five_seconds_though_the_sweep_is_once
     scheduler = _scheduler(clock)
     for _ in range(16):  # 2 hours in 7.5-minute jumps: many sweeps, and a timer in one of the jumps
         scheduler.advance(450)
-    r = rental_store.get(user["id"], launched["id"])
+    r = meters.current(user["id"], launched["id"])
     assert r is not None and r.status in ("stopping", "stopped") and r.stop_reason == "insufficient_balance"
     ran_out = _money_ran_out_at(r, money)
     assert 0 <= float(r.stopped_at) - ran_out <= 5, (r.stopped_at, ran_out)
@@ -154,7 +154,6 @@ def test_a_wallet_running_dry_stops_within_five_seconds_though_the_sweep_is_once
 
 def test_the_usage_beyond_the_money_becomes_one_overage_invoice(api: Api, user, world, clock) -> None:
     from gpurent.store import invoices as invoice_store
-    from gpurent.store import rentals as rental_store
 
     preview = api.post("/v1/rentals/preview", {"familyId": "h100-80gb", "gpuCount": 1}).json()
     money = preview["pricePerHourCents"] + 10
@@ -162,7 +161,7 @@ def test_the_usage_beyond_the_money_becomes_one_overage_invoice(api: Api, user, 
     launched = launch_running(api, clock)
     clock.advance(2 * 3600)  # no sweep, no timer for two hours (an outage of both): a real overage
     sweep.start()
-    r = rental_store.get(user["id"], launched["id"])
+    r = meters.current(user["id"], launched["id"])
     assert r is not None and r.stop_reason == "insufficient_balance"
     owed = charge_for_seconds(int(r.billed_seconds), int(r.price_per_hour_cents)) - money
     assert owed > 100
@@ -183,7 +182,6 @@ def test_the_usage_beyond_the_money_becomes_one_overage_invoice(api: Api, user, 
     ("maxTotalCents", 3, "max_total"),
 ])
 def test_limit_stops_happen_on_the_second(api: Api, user, world, clock, field, value, reason) -> None:
-    from gpurent.store import rentals as rental_store
 
     fund(user["id"], 100_000, clock)
     launched = api.post("/v1/rentals", {"familyId": "h100-80gb", "gpuCount": 1, field: value}).json()
@@ -191,7 +189,7 @@ def test_limit_stops_happen_on_the_second(api: Api, user, world, clock, field, v
     assert api.get(f"/v1/rentals/{launched['id']}").json()["status"] == "running"
     scheduler = _scheduler(clock)
     scheduler.advance(1800)
-    r = rental_store.get(user["id"], launched["id"])
+    r = meters.current(user["id"], launched["id"])
     assert r is not None and r.stop_reason == reason, r
     deadline = rentals.limit_deadline(r)
     assert deadline is not None
@@ -222,7 +220,6 @@ def test_advancing_the_clock_runs_every_due_piece_of_work_in_order(api: Api, use
 def test_a_stop_after_a_missed_limit_bills_only_up_to_the_limit(api: Api, user, world, clock) -> None:
     """Regression: a user stop that lands after `autoStopAfterHours` came (its timer lost) bills
     the seconds to the limit, not to the stop."""
-    from gpurent.store import rentals as rental_store
 
     fund(user["id"], 100_000, clock)
     launched = api.post("/v1/rentals", {"familyId": "h100-80gb", "gpuCount": 1, "autoStopAfterHours": 0.01}).json()
@@ -233,7 +230,7 @@ def test_a_stop_after_a_missed_limit_bills_only_up_to_the_limit(api: Api, user, 
     timers.clear()  # the timer is lost: no sweep, no timer before the user's stop
     clock.advance(600)
     stop = api.post(f"/v1/rentals/{launched['id']}/stop").json()
-    r = rental_store.get(user["id"], launched["id"])
+    r = meters.current(user["id"], launched["id"])
     assert r is not None and int(r.billed_seconds) == 36
     assert stop["finalChargedCents"] == charge_for_seconds(36, int(r.price_per_hour_cents))
     check_invariants(user["id"])
@@ -242,7 +239,6 @@ def test_a_stop_after_a_missed_limit_bills_only_up_to_the_limit(api: Api, user, 
 def test_a_crash_reported_after_a_tick_charged_past_it_gives_the_excess_back(api: Api, user, world, clock) -> None:
     """Regression: a provider crash is billed up to the last healthy moment; what a sweep had
     already charged beyond that moment is refunded."""
-    from gpurent.store import rentals as rental_store
 
     fund(user["id"], 100_000, clock)
     r = launch_running(api, clock)
@@ -250,12 +246,12 @@ def test_a_crash_reported_after_a_tick_charged_past_it_gives_the_excess_back(api
     rentals.reconcile()  # healthy at +120
     clock.advance(1800)
     sweep.start()  # charged to +1920
-    stored = rental_store.get(user["id"], r["id"])
+    stored = meters.current(user["id"], r["id"])
     assert stored is not None
     sim = {"vast": world.vast, "runpod": world.runpod, "lambda": world.lambdacloud}[stored.provider]
     assert sim.crash(str(stored.instance_id))
     reconcile_through_health_grace(clock)
-    got = rental_store.get(user["id"], r["id"])
+    got = meters.current(user["id"], r["id"])
     assert got is not None and got.status == "failed"
     rate = int(got.price_per_hour_cents)
     billed = int(got.billed_seconds)
@@ -346,7 +342,6 @@ def test_auto_topup_fires_again_after_available_hit_zero_inside_the_cooldown(
     asked again, and an hour later the pod was stopped for `insufficient_balance` with auto-topup
     still on. The sweep now asks every minute: below the threshold, not cooling down, nothing
     pending → fire."""
-    from gpurent.store import rentals as rental_store
 
     preview = api.post("/v1/rentals/preview", {"familyId": "h100-80gb", "gpuCount": 1}).json()
     fund(user["id"], preview["pricePerHourCents"] + 1500, clock)
@@ -367,7 +362,7 @@ def test_auto_topup_fires_again_after_available_hit_zero_inside_the_cooldown(
     assert len(_auto_topups(api)) == 1
     for _ in range(16):  # two hours
         scheduler.advance(450)
-    got = rental_store.get(user["id"], r["id"])
+    got = meters.current(user["id"], r["id"])
     assert got is not None and got.status == "running", (got.status, got.stop_reason)
     assert len(_auto_topups(api)) >= 2
     assert api.get("/v1/billing/auto-topup").json()["enabled"] is True
@@ -378,13 +373,12 @@ def _running_dry_with_stripe_down(api: Api, user, clock, ls, monkeypatch) -> tup
     """A pod whose wallet runs dry at `ran_out`; auto-topup is switched on a minute before,
     while Stripe cannot be reached (`outage["on"]`): the attempt is claimed and pending."""
     from gpurent.billing import gateway
-    from gpurent.store import rentals as rental_store
 
     preview = api.post("/v1/rentals/preview", {"familyId": "h100-80gb", "gpuCount": 1}).json()
     money = preview["pricePerHourCents"] + 30
     fund(user["id"], money, clock)
     r = launch_running(api, clock)
-    ran_out = _money_ran_out_at(rental_store.get(user["id"], r["id"]), money)
+    ran_out = _money_ran_out_at(meters.current(user["id"], r["id"]), money)
     scheduler = _scheduler(clock)
     scheduler.advance(ran_out - 60 - clock.now())
     outage = {"on": True}
@@ -412,15 +406,14 @@ def test_a_pending_auto_topup_holds_the_exhaustion_stop_until_its_outcome(
         api: Api, user, world, clock, local_stripe, monkeypatch) -> None:
     """The money runs out while an auto-topup attempt is pending (Stripe unreachable): the stop
     is held; Stripe answers again, the attempt goes through, the pod never stops."""
-    from gpurent.store import rentals as rental_store
 
     r, ran_out, outage, scheduler = _running_dry_with_stripe_down(api, user, clock, local_stripe, monkeypatch)
     scheduler.advance(ran_out + 10 - clock.now())  # past the moment the money ran out
-    got = rental_store.get(user["id"], r["id"])
+    got = meters.current(user["id"], r["id"])
     assert got is not None and got.status == "running", got.stop_reason
     outage["on"] = False
     scheduler.advance(110)  # the attempt's timer tries again: it goes through
-    got = rental_store.get(user["id"], r["id"])
+    got = meters.current(user["id"], r["id"])
     assert got is not None and got.status == "running", got.stop_reason
     assert len(_auto_topups(api)) == 1
     assert api.get("/v1/billing/balance").json()["availableCents"] > 1000
@@ -431,12 +424,11 @@ def test_an_attempt_stuck_past_its_window_no_longer_holds_the_stop(
         api: Api, user, world, clock, local_stripe, monkeypatch) -> None:
     """Stripe stays unreachable: the stop is held only for the attempt's bounded window."""
     from gpurent import wallet
-    from gpurent.store import rentals as rental_store
 
     r, ran_out, _, scheduler = _running_dry_with_stripe_down(api, user, clock, local_stripe, monkeypatch)
     claimed = ran_out - 59
     scheduler.advance(ran_out + wallet.AUTO_TOPUP_WINDOW - clock.now())
-    got = rental_store.get(user["id"], r["id"])
+    got = meters.current(user["id"], r["id"])
     assert got is not None and got.status in ("stopping", "stopped"), got.status
     assert got.stop_reason == "insufficient_balance"
     assert ran_out < (got.stopped_at or 0.0) <= claimed + wallet.AUTO_TOPUP_WINDOW + 2, (got.stopped_at, ran_out)
@@ -450,19 +442,18 @@ def test_a_sweep_that_loses_to_a_later_timer_never_moves_the_meter_backwards(api
     """Regression: the sweep took `now` once; when its write lost to a timer that had metered the
     wallet later, it re-read the rental and charged it again at its own, earlier `now`, writing
     `billedSeconds` / `meteredUntil` backwards (invariant 5 false until the next tick)."""
-    from gpurent.store import rentals as rental_store
 
     fund(user["id"], 100_000, clock)
     r = launch_running(api, clock)
     clock.advance(100)
     swept_at = clock.now()
-    stale = rental_store.get(user["id"], r["id"])  # what the sweep read at its start
+    stale = meters.current(user["id"], r["id"])  # what the sweep read at its start
     clock.advance(30)
     metering.on_timer(user["id"])  # a timer meters the wallet meanwhile, 30 s later
-    after_timer = rental_store.get(user["id"], r["id"])
+    after_timer = meters.current(user["id"], r["id"])
     assert after_timer is not None and after_timer.metered_until == clock.now()
     metering.meter_wallet(user["id"], [stale], swept_at)  # the sweep goes on with what it read
-    got = rental_store.get(user["id"], r["id"])
+    got = meters.current(user["id"], r["id"])
     assert got is not None
     assert (got.metered_until or 0.0) >= (after_timer.metered_until or 0.0)
     assert got.billed_seconds >= after_timer.billed_seconds
@@ -479,14 +470,13 @@ def test_billed_seconds_are_the_floor_and_the_refund_compares_the_raw_duration(
     """Regression: a pod that ran 59.5 s was billed 60 s (seconds were rounded half up) and not
     refunded. Billed seconds are the whole seconds run (floor), and the under-a-minute refund
     compares the raw running time."""
-    from gpurent.store import rentals as rental_store
 
     fund(user["id"], 100_000, clock)
     r = launch_running(api, clock)
     clock.advance(ran)
     stop = api.post(f"/v1/rentals/{r['id']}/stop")
     assert stop.status == 200, stop.body
-    got = rental_store.get(user["id"], r["id"])
+    got = meters.current(user["id"], r["id"])
     assert got is not None and got.billed_seconds == billed
     charged = charge_for_seconds(billed, got.price_per_hour_cents)
     assert stop.json()["finalChargedCents"] == charged

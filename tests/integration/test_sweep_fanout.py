@@ -20,6 +20,7 @@ from gpurent.money import charge_for_seconds
 from gpurent.providers import registry
 from gpurent.providers.registry import build_adapters
 from gpurent.records import Rental, active_shard, active_shards
+from gpurent.rentals import meters
 from gpurent.store import rentals as rental_store
 from gpurent.store import timers as queue_store
 from infra.local.events import schedule_event, sqs_event
@@ -104,7 +105,7 @@ def receive_all(url: str) -> list[dict[str, Any]]:
 def metered(pods: list[tuple[str, str, int]]) -> dict[str, float]:
     out = {}
     for uid, rid, _ in pods:
-        r = rental_store.get(uid, rid)
+        r = meters.current(uid, rid)
         assert r is not None
         out[uid] = float(r.metered_until or 0)
     return out
@@ -112,7 +113,7 @@ def metered(pods: list[tuple[str, str, int]]) -> dict[str, float]:
 
 def charges_are_the_formula(pods: list[tuple[str, str, int]]) -> None:
     for uid, rid, rate in pods:
-        r = rental_store.get(uid, rid)
+        r = meters.current(uid, rid)
         assert r is not None
         assert r.charged_cents + r.overage_cents == charge_for_seconds(r.billed_seconds, rate)
         check_invariants(uid)
@@ -340,11 +341,11 @@ def test_a_wallet_that_moved_after_the_batch_read_is_charged_right(pods, clock, 
 
     monkeypatch.setattr(sweep.money_store, "get_wallets", then_credit)
     rid = next(rid for u, rid, _ in pods if u == user_id)
-    was = rental_store.get(user_id, rid)
+    was = meters.current(user_id, rid)
     before = wallet.get(user_id).total
     report = sweep.run_part(part)
     assert (report.wallets, report.failed) == (len(wallets), 0)
-    r = rental_store.get(user_id, rid)
+    r = meters.current(user_id, rid)
     assert was is not None and r is not None and r.metered_until == part.tick
     assert wallet.get(user_id).total == before + 700 - (r.charged_cents - was.charged_cents)
     charges_are_the_formula(pods)  # the ledger equals the wallet, every charge the formula

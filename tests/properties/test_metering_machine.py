@@ -88,6 +88,7 @@ from gpurent.providers import registry
 from gpurent.providers.base import ProviderAdapter
 from gpurent.providers.registry import build_adapters
 from gpurent.records import active_shards
+from gpurent.rentals import meters
 from gpurent.store import billing as billing_store
 from gpurent.store import dynamo, rental_items
 from gpurent.store import money as money_store
@@ -130,6 +131,15 @@ TICKS = st.one_of(
 
 REACHED: Counter[str] = Counter()  # how the examples' rentals ended (printed with -s)
 
+
+
+def with_wallet_meter(item: dict[str, Any], w: wallet.Wallet) -> dict[str, Any]:
+    """A rental item with its meter where it is: on the wallet once metering ticked it."""
+    m = w.meters.get(str(item["id"]))
+    if m is None:
+        return item
+    return {**item, "reserveCents": m["r"], "chargedCents": m["c"], "overageCents": m["o"], "billedSeconds": m["b"],
+            "meteredUntil": m["u"]}
 
 class Crash(BaseException):
     """The invocation dies (a Lambda timeout, a kill): no handler of ours sees it."""
@@ -194,7 +204,7 @@ class MeteringMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         for rid, user in self.rids.items():  # what the example reached (--hypothesis-show-statistics)
-            r = rental_store.get(user, rid)
+            r = meters.current(user, rid)
             if r is not None:
                 overage = r.overage_cents > 0
                 REACHED[f"rental {r.status} {r.stop_reason or r.error or ''} {overage=}"] += 1
@@ -367,7 +377,7 @@ class MeteringMachine(RuleBasedStateMachine):
         self.rids[rid] = user
         if wait and status == 200:
             self.clock.advance(BOOT_SECONDS)
-            r = rental_store.get(user, rid)
+            r = meters.current(user, rid)
             assert r is not None
             rentals.refresh_if_provisioning(r)
 
@@ -406,7 +416,7 @@ class MeteringMachine(RuleBasedStateMachine):
     def stop(self, data: st.DataObject) -> None:
         rid = data.draw(st.sampled_from(sorted(self.rids)))
         user = self.rids[rid]
-        before = rental_store.get(user, rid)
+        before = meters.current(user, rid)
         assert before is not None
         try:
             answer = rentals.stop(user, rid)
@@ -415,7 +425,7 @@ class MeteringMachine(RuleBasedStateMachine):
             assert before.status in ("stopping", "stopped", "failed")
             return
         assert before.status in ("provisioning", "running")
-        after = rental_store.get(user, rid)
+        after = meters.current(user, rid)
         assert after is not None and after.status == "stopping"
         assert answer["finalChargedCents"] == rentals.metered_cents(after)
         assert answer["refundedCents"] == after.refunded_cents
@@ -613,7 +623,7 @@ class MeteringMachine(RuleBasedStateMachine):
             w = check_invariants(user)  # 1, 2, 3, 4 and the ledger side of 8
             rows = money_store.all_ledger(user)
             items = user_items(user)
-            mine = {i["id"]: i for i in items if str(i["sk"]).startswith("RENTAL#")}
+            mine = {i["id"]: with_wallet_meter(i, w) for i in items if str(i["sk"]).startswith("RENTAL#")}
             assert set(mine) == {rid for rid, owner in self.rids.items() if owner == user}
             charged = refunded = invoiced_usage = 0
             for r in mine.values():

@@ -7,10 +7,11 @@ wallet: its running rentals (read from the sparse
 under the 100-item limit): per rental, `round_half_up(billedSeconds × rate /
 3600)` minus what it was already charged, taken from its reserve, the reserve
 topped back up to one hour out of available (`spec/decisions.md` "Money").
-Each rental's `meteredUntil` / `chargedCents` move only inside that
-transaction, under a condition on the rental's version, so a sweep killed
-halfway, two sweeps overlapping or a retried invocation never charge twice
-nor skip.
+Each rental's meter (`meteredUntil`, `chargedCents`, its reserve) moves only inside
+that transaction: kept on the wallet's item from its first tick on
+(`gpurent.rentals.meters`), so the wallet's version makes the tick exactly-once (the
+first tick also writes the rental under a condition on its version). A sweep killed
+halfway, two sweeps overlapping or a retried invocation never charge twice nor skip.
 
 **Exhausted wallet.** A wallet that cannot pay (available 0 and a reserve
 that could not cover its charge) is exhausted: all of its running rentals are
@@ -44,11 +45,12 @@ from typing import Any
 from gpurent import clock, outbox, rentals, timers, wallet
 from gpurent.money import charge_for_seconds, whole_seconds
 from gpurent.records import Rental, WalletItem
+from gpurent.rentals import meters
 from gpurent.store import rentals as store
 from gpurent.store.money import TransactItem
 from gpurent.telemetry import count, logger
 
-CHUNK = 45  # rentals per transaction: 2 items each (row update + ledger row) + the wallet
+CHUNK = 45  # rentals per transaction: at most 2 items each (a first tick's row update + ledger row) + the wallet
 
 
 def billable_seconds(r: Rental, now: float) -> int:
@@ -69,15 +71,29 @@ def _delta(r: Rental, now: float) -> tuple[int, int]:
     return seconds, max(0, total - rentals.metered_cents(r))
 
 
+def charged(r: Rental, split: wallet.ChargeSplit, now: float) -> Rental:
+    """The rental's meter after a charge of it up to `now` paid as `split`.
+
+    Never backwards: a pass that is behind another (it planned on a meter a later pass had
+    already moved) keeps what is stored; its charge for those seconds is 0 (`_delta`)."""
+    seconds, _ = _delta(r, now)
+    return replace(r, charged_cents=r.charged_cents + split.charged, reserve_cents=split.reserve_after,
+                   billed_seconds=max(seconds, r.billed_seconds), metered_until=max(now, r.metered_until or now),
+                   overage_cents=r.overage_cents + split.overage)
+
+
 def plan_charges(w: wallet.Wallet, batch: Sequence[Rental], now: float) -> list[wallet.Step]:
-    """One charge step per rental, in order, each against the wallet the previous left."""
+    """One charge step per rental, in order, each against the wallet the previous left; each
+    step puts the rental's meter after it on the wallet (`rentals.meters`)."""
     steps = []
     cur = w
-    for r in batch:
+    for stored in batch:
+        r = meters.of(w, stored)
         _, delta = _delta(r, now)
         rate = r.price_per_hour_cents
         step = wallet.plan_charge(cur, r.reserve_cents, delta, rate, {"rentalId": r.id})
-        steps.append(wallet.with_step_info(step, rentalId=r.id))
+        after = charged(r, step.info["split"], now)
+        steps.append(replace(wallet.with_step_info(step, rentalId=r.id), meters={r.id: meters.item(after)}))
         cur = wallet.Wallet(w.user_id, cur.available + step.available_delta, cur.reserved + step.reserved_delta)
     return steps
 
@@ -145,22 +161,19 @@ def charge_wallet(user_id: str, batch: list[Rental], now: float,
     def extras(w: wallet.Wallet, steps: Sequence[wallet.Step]) -> list[TransactItem]:
         items = []
         after.clear()
-        for r, step in zip(batch, steps, strict=True):
-            split = step.info["split"]
-            seconds, _ = _delta(r, now)
-            charged, overage = r.charged_cents + split.charged, r.overage_cents + split.overage
-            # Never backwards: a pass that is behind another (it read before a later one wrote)
-            # keeps what is stored; its charge for those seconds is 0 (`_delta`). The write's
-            # condition says so too (belt and braces: the version condition already makes it
-            # apply only to the rental as read).
-            until = max(now, r.metered_until or now)
-            billed = max(seconds, r.billed_seconds)
-            items.append(store.update_item(r.user_id, r.id, {
-                "charged_cents": charged, "reserve_cents": split.reserve_after, "billed_seconds": billed,
-                "metered_until": until, "overage_cents": overage,
-            }, ("running",), r.version, not_metered_past=until))
-            after.append(replace(r, charged_cents=charged, reserve_cents=split.reserve_after, billed_seconds=billed,
-                                 metered_until=until, overage_cents=overage, version=r.version + 1))
+        for stored, step in zip(batch, steps, strict=True):
+            r = charged(meters.of(w, stored), step.info["split"], now)
+            if not meters.on_wallet(w, stored):
+                # Its first tick: its meter so far is its own item's, so this write's condition on
+                # the rental's version and status is what makes the tick exactly-once (and refuses
+                # a rental settled meanwhile); the ticks after it write the wallet only.
+                until = r.metered_until or now
+                items.append(store.update_item(r.user_id, r.id, {
+                    "charged_cents": r.charged_cents, "reserve_cents": r.reserve_cents,
+                    "billed_seconds": r.billed_seconds, "metered_until": until, "overage_cents": r.overage_cents,
+                }, ("running",), stored.version, not_metered_past=until))
+                r = replace(r, version=stored.version + 1)
+            after.append(r)
         return items
 
     result = wallet.apply(user_id, f"meter:{user_id}:{uuid.uuid4().hex}", {"op": "meter"},
@@ -184,7 +197,8 @@ def _charge_all(user_id: str, running: list[Rental], now: float, known: WalletIt
             if not fresh:
                 continue
             # Whoever moved it on may have metered it later than this pass's `now`: charge up to
-            # the later of the two, never back to ours.
+            # the later of the two, never back to ours (a meter on the wallet is never behind
+            # `now`: `charged` keeps the later one).
             now = max([now, *(x.metered_until or now for x in fresh)])
             try:
                 result, after = charge_wallet(user_id, fresh, now)

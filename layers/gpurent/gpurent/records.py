@@ -285,6 +285,19 @@ class AutoTopupRule(TypedDict, total=False):
     disabledAt: float
 
 
+class MeterItem(TypedDict):
+    """A running rental's meter as its wallet's item keeps it (`WalletItem.meters`), from the
+    rental's first metering tick until its settlement. The wallet item is rewritten by every
+    tick, so the names are short: `r` its reserve (cents), `c` charged (cents), `o` overage
+    (cents), `b` billed seconds, `u` metered until (docs/decisions.md "Metering writes")."""
+
+    r: int
+    c: int
+    o: int
+    b: int
+    u: float
+
+
 class WalletItem(TypedDict, total=False):
     """The wallet item (pk `USER#<user>`, sk `WALLET`) as `store.money.wallet_from_item` reads
     it: the money, the open-invoice counters and the auto-topup state, which `wallet` writes
@@ -301,6 +314,7 @@ class WalletItem(TypedDict, total=False):
     openInvoicesCents: int
     openInvoiceCount: int
     shortRunRefunds: list[float]  # when recent under-a-minute runs were refunded
+    meters: dict[str, MeterItem]  # rental id → its meter, while it runs (`gpurent.rentals.meters`)
     autoTopupThresholdCents: int  # set only while auto-topup is on
     autoTopupAttempt: str  # the last claimed attempt
     autoTopupAttemptAt: float

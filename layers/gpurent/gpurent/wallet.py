@@ -4,7 +4,7 @@ A money operation is planned as plain arithmetic on the wallet as read
 (`plan_*` functions of `gpurent.wallet_plan`, re-exported here) and written by
 `gpurent.store.money` as ONE transaction: the wallet update guarded by its
 version, the ledger rows, a marker named by the operation's idempotency key
-(none for a metering tick, which its rentals' versions make exactly-once: see
+(none for a metering tick, which the wallet's version makes exactly-once: see
 `apply`), and the business rows the caller passes in. So it happens whole or
 not at all, exactly once per key:
 
@@ -36,7 +36,7 @@ from typing import Any, cast
 from gpurent import clock, ids, retry, timers
 from gpurent.errors import ApiError, ConflictRetryExhausted
 from gpurent.ledger import LEDGER_TYPES
-from gpurent.records import LedgerRefs, LedgerRow, OpMarker, OpResult, StepRecord, WalletItem
+from gpurent.records import LedgerRefs, LedgerRow, MeterItem, OpMarker, OpResult, StepRecord, WalletItem
 from gpurent.store import money as store
 from gpurent.store import outbox as outbox_store
 from gpurent.telemetry import logger
@@ -134,8 +134,9 @@ def apply(
 
     `marker=False`: the operation writes no marker, for operations that are exactly-once
     without one and whose key is never replayed (a metering tick: its key is random, and
-    each rental it charges is written under a condition on the rental's version, so the
-    same charge can never commit twice; `docs/decisions.md` "Metering writes"). The
+    the meters it moves are on the wallet item, whose version the write is conditioned on
+    (a rental's first tick also on the rental's version), so the same charge can never
+    commit twice; `docs/decisions.md` "Metering writes"). The
     transaction then carries a client request token instead, so a request the SDK resends
     after a lost answer is not applied twice either (it could not be: the versions moved;
     the token only spares the re-plan). Such an operation is never answered as a replay.
@@ -174,8 +175,9 @@ def apply(
             if store.get_op_marker(op_key) is not None:
                 return _replay(op_key, fp)
             raise
+        meters = _meters_after(wallet, steps)
         after = replace(wallet, available=available, reserved=reserved, version=wallet.version + 1,
-                        last_ledger_ulid=last, updated_at=now)
+                        last_ledger_ulid=last, updated_at=now, meters=wallet.meters if meters is None else meters)
         result = Result(rows, available, reserved, [_step_record(s.info) for s in steps], wallet=after)
         state: WalletItem = {
             "availableCents": available,
@@ -189,6 +191,8 @@ def apply(
             state.update({"userId": user_id, "createdAt": now, "openInvoicesCents": 0, "openInvoiceCount": 0})
         for step in steps:
             state.update(step.wallet_sets)
+        if meters is not None:
+            state["meters"] = meters
         invoice_cents = sum(s.open_invoices[0] for s in steps)
         invoice_count = sum(s.open_invoices[1] for s in steps)
         if invoice_cents or invoice_count:
@@ -236,6 +240,15 @@ def apply(
             pause = backoff.next_pause(pause, time.monotonic() - started)
             time.sleep(pause)
     raise ConflictRetryExhausted(f"wallet {user_id}: {backoff.attempts} attempts lost to concurrent writers")
+
+
+def _meters_after(wallet: Wallet, steps: Sequence[Step]) -> dict[str, MeterItem] | None:
+    """The running rentals' meters after the steps (None: the steps change none)."""
+    changes = {rid: m for step in steps for rid, m in step.meters.items()}
+    if not changes:
+        return None
+    merged = {**wallet.meters, **changes}
+    return {rid: m for rid, m in merged.items() if m is not None}
 
 
 def _request_token(op_key: str, attempt: int) -> str:

@@ -6,13 +6,13 @@ transaction and re-exports these names, so callers keep saying `wallet.Wallet`,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypedDict, Unpack
 
 from gpurent.errors import ApiError
 from gpurent.ledger import CREDIT_TYPES
-from gpurent.records import LedgerRefs, WalletItem
+from gpurent.records import LedgerRefs, MeterItem, WalletItem
 
 # Auto-topup as a state of the wallet item (`spec/decisions.md` "Auto-topup"): every debit,
 # every metering sweep and every timer asks the same question, so no transition can be missed.
@@ -39,6 +39,8 @@ class Wallet:
     auto_topup_pending: bool = False  # claimed, outcome not yet recorded
     # When the user's recent under-a-minute runs were refunded (the allowance: `rentals`).
     short_run_refunds: tuple[float, ...] = ()
+    # The meters of its running rentals that metering has ticked (`gpurent.rentals.meters`).
+    meters: Mapping[str, MeterItem] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -64,6 +66,8 @@ class Wallet:
             auto_topup_pending=bool(record.get("autoTopupAttempt"))
             and record.get("autoTopupAttemptDone") != record.get("autoTopupAttempt"),
             short_run_refunds=tuple(float(t) for t in record.get("shortRunRefunds") or ()),
+            meters={str(k): {"r": int(m["r"]), "c": int(m["c"]), "o": int(m["o"]), "b": int(m["b"]),
+                             "u": float(m["u"])} for k, m in (record.get("meters") or {}).items()},
         )
 
     def auto_topup_state(self, now: float) -> str:
@@ -137,6 +141,9 @@ class Step:
     # Other wallet fields the step sets in the same transaction (not money: e.g. the log of
     # refunded short runs), planned on the wallet as read, so they race like the money does.
     wallet_sets: WalletItem = field(default_factory=WalletItem)
+    # Running rentals' meters the step sets on the wallet item (None: removes one), merged with
+    # the meters the wallet had (`gpurent.rentals.meters`).
+    meters: Mapping[str, MeterItem | None] = field(default_factory=dict)
 
 
 class InsufficientBalance(ApiError):

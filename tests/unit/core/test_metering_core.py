@@ -89,28 +89,78 @@ def test_a_tick_charges_the_formula_and_moves_the_rental_in_the_same_transaction
     assert again[0].charged_cents == cost
 
 
-def test_a_tick_writes_no_marker_its_rentals_versions_make_it_exactly_once(world: FakeWorld) -> None:
-    """The tick's transaction is the wallet, the rental rows and the ledger rows, no operation
-    marker: a pass that read a rental before another pass charged it (an overlapping sweep, a
-    retried invocation, a redelivered part) is refused whole by the rental's version and moves
-    nothing; re-read, it charges only what is not charged yet."""
+def test_a_tick_writes_no_marker_and_the_wallets_version_makes_it_exactly_once(world: FakeWorld) -> None:
+    """A rental's first tick writes the wallet (its meter now on it), the rental row (under a
+    condition on its version) and the ledger row; the ticks after it the wallet and the ledger
+    row only, no operation marker. A pass that planned on the wallet and the rental as they
+    were before another pass charged them (an overlapping sweep, a retried invocation, a
+    redelivered part) is refused by the wallet's version, plans again on the wallet that won
+    and charges only what is not charged yet."""
     r = seed(world, rental(), available=10_000)
     markers = {k for k in world.money.items if k[0].startswith("OP#")}
+    sizes: list[int] = []
+    transact = world.money.transact
+
+    def counting(items: list[dict[str, object]], token: str | None = None) -> None:
+        sizes.append(len(items))
+        transact(items, token)
+
+    world.money.transact = counting  # type: ignore[method-assign]
+    before = world.money.get_wallet(r.user_id)
     world.clock.advance(600)
     result, after = metering.charge_wallet(r.user_id, [r], T0 + 600)
     assert {k for k in world.money.items if k[0].startswith("OP#")} == markers  # none added by the tick
     assert not result.replayed and after[0].charged_cents == charge_for_seconds(600, RATE)
-    money, rows = world.money.wallet(r.user_id), world.money.all_ledger(r.user_id)
-    with pytest.raises(wallet.BusinessConditionFailed) as caught:
-        metering.charge_wallet(r.user_id, [r], T0 + 660)  # the rental as read before the first tick
-    assert caught.value.index == 0 and caught.value.old is not None
-    assert world.money.wallet(r.user_id) == money and world.money.all_ledger(r.user_id) == rows
-    out = metering._charge_all(r.user_id, [r], T0 + 660)  # the sweep's own recovery: re-read, charge the rest
-    assert out.conflicts == 1 and out.charged == charge_for_seconds(660, RATE) - charge_for_seconds(600, RATE)
+    assert sizes == [3]  # the wallet, the rental (its first tick), the ledger row
     stored = world.rentals.get(r.user_id, r.id)
-    assert stored is not None and stored.charged_cents == charge_for_seconds(660, RATE)
+    assert stored is not None and stored.version == r.version + 1 and stored.charged_cents == after[0].charged_cents
+    on_wallet = world.money.get_wallet(r.user_id)
+    assert on_wallet is not None and on_wallet["meters"][r.id]["c"] == charge_for_seconds(600, RATE)
+    # A pass that read the rental before that tick: it plans on the meter on the wallet.
+    world.clock.advance(60)
+    _, again = metering.charge_wallet(r.user_id, [r], T0 + 660)
+    assert sizes == [3, 2]  # the wallet and the ledger row only
+    assert again[0].charged_cents == charge_for_seconds(660, RATE)
+    assert world.rentals.get(r.user_id, r.id) == stored  # the rental row was not written again
+    # A pass that planned on the wallet as it was before both ticks (read with others, then
+    # overtaken): its plan is the rental's first tick, refused whole (the wallet's version
+    # and the rental's); the sweep's recovery re-reads and charges only what is not charged.
+    world.clock.advance(60)
+    out = metering._charge_all(r.user_id, [r], T0 + 720, known=before)
+    assert out.conflicts == 1 and out.charged == charge_for_seconds(720, RATE) - charge_for_seconds(660, RATE)
+    assert sizes == [3, 2, 3, 2]
     ledger = [-int(x["amountCents"]) for x in world.money.all_ledger(r.user_id) if x["type"] == "rental_charge"]
-    assert sum(ledger) == stored.charged_cents
+    meter = (world.money.get_wallet(r.user_id) or {})["meters"][r.id]
+    assert sum(ledger) == charge_for_seconds(720, RATE) == meter["c"] and meter["u"] == T0 + 720
+    # And once more at the same moment: nothing more to charge.
+    metering.charge_wallet(r.user_id, [r], T0 + 720)
+    assert sum(-int(x["amountCents"]) for x in world.money.all_ledger(r.user_id)
+               if x["type"] == "rental_charge") == charge_for_seconds(720, RATE)
+
+
+def test_a_tick_of_a_rental_settled_meanwhile_is_refused_whole(world: FakeWorld) -> None:
+    """Settlement takes the meter off the wallet and writes the rental, in one transaction: a
+    pass that read the rental running before the stop finds no meter on the wallet, so it
+    writes the rental row under its version, which the stop moved: refused, nothing charged."""
+    from gpurent import rentals
+
+    r = seed(world, rental(), available=10_000)
+    world.clock.advance(600)
+    _, after = metering.charge_wallet(r.user_id, [r], T0 + 600)
+    world.clock.advance(30)
+    rentals.stop(r.user_id, r.id)
+    w = world.money.get_wallet(r.user_id)
+    assert w is not None and r.id not in w.get("meters", {})
+    money, rows = world.money.wallet(r.user_id), world.money.all_ledger(r.user_id)
+    world.clock.advance(30)
+    with pytest.raises(wallet.BusinessConditionFailed):
+        metering.charge_wallet(r.user_id, after, T0 + 660)
+    assert world.money.wallet(r.user_id) == money and world.money.all_ledger(r.user_id) == rows
+    out = metering._charge_all(r.user_id, after, T0 + 660)  # the sweep's own recovery: re-read, skip it
+    assert out.conflicts == 1 and out.charged == 0 and world.money.all_ledger(r.user_id) == rows
+    settled = world.rentals.get(r.user_id, r.id)
+    assert settled is not None and settled.status == "stopping"
+    assert settled.charged_cents == charge_for_seconds(630, RATE) and settled.billed_seconds == 630
 
 
 def test_a_wallet_that_cannot_pay_is_exhausted_stopped_and_told(world: FakeWorld) -> None:

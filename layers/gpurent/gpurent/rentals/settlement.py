@@ -16,7 +16,7 @@ from gpurent.billing import invoices
 from gpurent.errors import ApiError
 from gpurent.money import charge_for_seconds, seconds_within_cap, whole_seconds
 from gpurent.records import Invoice, LiveRental, Rental, RentalChanges, ShortRunRefund, StopReason
-from gpurent.rentals import instances, views
+from gpurent.rentals import instances, meters, views
 from gpurent.store import rentals as store
 from gpurent.store.money import TransactItem
 from gpurent.telemetry import count
@@ -101,8 +101,6 @@ def settle(r: Rental, reason: StopReason, until: float | None = None,
     ran = max(0.0, end - r.running_at)  # raw: the refund rule compares this
     seconds = whole_seconds(ran)  # billed: whole seconds (floor)
     total = charge_for_seconds(seconds, r.price_per_hour_cents)
-    delta = max(0, total - views.metered_cents(r))
-    held = r.reserve_cents
     invoice: list[Invoice] = []  # the overage invoice this attempt plans (at most one)
     # A short run's refund draws on the user's allowance (kept on the wallet item, so two
     # settlements racing cannot both take the last one); a provider's crash is always refunded.
@@ -113,7 +111,11 @@ def settle(r: Rental, reason: StopReason, until: float | None = None,
         return short[0]["refunded"] if short else True
 
     def planner(w: wallet.Wallet) -> list[wallet.Step]:
-        charge = wallet.plan_charge(w, held, delta, 0, {"rentalId": rental_id})
+        m = meters.of(w, r)  # its meter as of this wallet (on the wallet once metering ticked it)
+        delta = max(0, total - views.metered_cents(m))
+        charge = wallet.plan_charge(w, m.reserve_cents, delta, 0, {"rentalId": rental_id})
+        if meters.on_wallet(w, r):
+            charge = replace(charge, meters={rental_id: None})  # settled: the meter goes back to the rental
         split = charge.info["split"]
         w2 = wallet.Wallet(user_id, w.available + charge.available_delta, w.reserved + charge.reserved_delta)
         steps = [charge, wallet.plan_release(w2, split.reserve_after)]
@@ -125,7 +127,7 @@ def settle(r: Rental, reason: StopReason, until: float | None = None,
             short.append({"refunded": refunded, "remaining": max(0, SHORT_RUN_ALLOWANCE - len(log)),
                           "limit": SHORT_RUN_ALLOWANCE, "windowHours": SHORT_RUN_PERIOD // 3600})
             steps[-1] = replace(steps[-1], wallet_sets={"shortRunRefunds": log})
-        final = plan_settlement(r, seconds, split, ran, refund_short())
+        final = plan_settlement(m, seconds, split, ran, refund_short())
         if final.refund > 0:
             steps.append(wallet.plan_credit(w2, final.refund, "refund", {"rentalId": rental_id}))
         invoice.clear()
@@ -135,7 +137,7 @@ def settle(r: Rental, reason: StopReason, until: float | None = None,
         return steps
 
     def extras(w: wallet.Wallet, steps: Sequence[wallet.Step]) -> list[TransactItem]:
-        final = plan_settlement(r, seconds, steps[0].info["split"], ran, refund_short())
+        final = plan_settlement(meters.of(w, r), seconds, steps[0].info["split"], ran, refund_short())
         changes: RentalChanges = {
             "status": to_status, "stopped_at": now, "stop_reason": reason, "billed_seconds": seconds,
             "charged_cents": final.charged, "refunded_cents": final.refund, "reserve_cents": 0,
