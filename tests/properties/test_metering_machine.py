@@ -316,8 +316,8 @@ class MeteringMachine(RuleBasedStateMachine):
         now = self.now()
         for u in USERS:
             user = self.uid(u)
-            running = rental_store.live_for_user(user, "running")
             w = wallet.get(user)
+            running = [meters.of(w, r) for r in rental_store.live_for_user(user, "running")]
             for r in running:
                 assert r.running_at is not None
                 assert r.metered_until == now, ("a running rental was skipped by the sweep", r)

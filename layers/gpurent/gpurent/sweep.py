@@ -19,7 +19,8 @@ that key, which stays right when wallets come and go.
 **A worker that runs out of time hands its remainder on** (a message naming
 the shard, the tick and the first order key it did not start) instead of
 dropping it. Nothing here is exactly-once, and nothing needs to be: metering a
-wallet charges up to now under a condition on each rental's version, so a
+wallet charges up to now under a condition on the wallet's version (its running
+rentals' meters are on it: `gpurent.rentals.meters`), so a
 redelivered part, a hand-off racing the next minute's worker, or a worker
 killed halfway charges nothing twice; a lost part or hand-off only means its
 wallets wait for the next minute, whose fresh order puts them anywhere.
