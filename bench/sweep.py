@@ -68,6 +68,7 @@ from gpurent.money import charge_for_seconds  # noqa: E402
 from gpurent.providers import registry  # noqa: E402
 from gpurent.providers.registry import build_adapters  # noqa: E402
 from gpurent.records import Rental  # noqa: E402
+from gpurent.rentals import meters  # noqa: E402
 from gpurent.store import dynamo, rental_items  # noqa: E402
 from gpurent.store import money as money_store  # noqa: E402
 from gpurent.store import rentals as rental_store  # noqa: E402
@@ -491,7 +492,7 @@ def check(users: list[str]) -> str:
     """The invariants on a sample of wallets; raises if one does not hold."""
     for user in users:
         w = wallet.get(user)
-        running = rental_store.live_for_user(user, "running")
+        running = [meters.of(w, r) for r in rental_store.live_for_user(user, "running")]  # meters: on the wallet
         reserves = sum(r.reserve_cents for r in running)
         assert w.reserved == reserves, (user, w, reserves)
         ledger = sum(int(r["amountCents"]) for r in money_store.all_ledger(user))
