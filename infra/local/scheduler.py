@@ -7,10 +7,7 @@ process when no queue is configured) are delivered to the function the
 template's SQS event source names, at their second. Both are driven by one
 clock, so `advance(seconds)` moves the test clock forward and runs, in order,
 every piece of work that falls due on the way: each sweep, each timed stop,
-each reconcile, at the moment it would have run. On `make dev`'s stack
-(`at_once`) the jobs due at the same moment (the minute's sweep and reconcile)
-and the hand-offs of a minute run at the same time, as EventBridge and SQS
-start them in the cloud: one waits on DynamoDB Local while another runs.
+each reconcile, at the moment it would have run.
 
 Two bounds keep a long jump (the clock endpoint allows 31 days) quick:
 the catalog refresh, which takes a snapshot of the providers *now* rather
