@@ -131,13 +131,12 @@ def add_dev_routes(stack: Stack) -> None:
 
     def stats(path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
         from gpurent import timers
-        from infra.local.process import cpu_seconds, rss_bytes
+        from infra.local.process import rss_bytes
 
         jobs = stack.scheduler.stats if stack.scheduler is not None else {}
         return 200, {
             "rssBytes": rss_bytes(os.getpid()),
             "childrenRssBytes": sum(rss_bytes(p) for p in stack.children),
-            "childrenCpuSeconds": round(sum(cpu_seconds(p) for p in stack.children), 3),
             "threads": threading.active_count(),
             "mailbox": len(notify.mailbox()),
             "timersPending": timers.pending_count(),

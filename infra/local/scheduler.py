@@ -102,11 +102,6 @@ class LocalScheduler:
     # -------------------------------------------------------------- running one thing
 
     def _database_cpu(self) -> float:
-        """DynamoDB Local's CPU so far, to charge each job what it used; 0 when jobs run at once
-        (`at_once`): overlapping jobs cannot be told apart, and reading /proc four times a job was
-        ~4 % of a jump's samples (`GET /dev/stats` gives the database's total: `childrenCpuSeconds`)."""
-        if self.at_once:
-            return 0.0
         from infra.local.process import cpu_seconds
 
         return sum(cpu_seconds(p) for p in self.database_pids)
