@@ -81,7 +81,6 @@ class LocalScheduler:
         self.at_once = at_once
         self._pool: ThreadPoolExecutor | None = None
         self._stats_lock = threading.Lock()
-        self._handoff_pool: ThreadPoolExecutor | None = None
         self.lock = threading.RLock()
         now = clock.now()
         self.jobs = [
@@ -142,22 +141,13 @@ class LocalScheduler:
             bodies = reconciler.pending()
             if not bodies:
                 return
-            def deliver(body: dict[str, Any]) -> None:
+            for body in bodies:
                 began, cpu_began = time.perf_counter(), self._database_cpu()
                 try:
                     self.reconcile_fn(sqs_event([body], RECONCILE_QUEUE_ARN), None)
                 except Exception as exc:  # the queue would drop it; the next pass does its work
                     print(f"[reconcile] a hand-off failed: {exc!r}", file=sys.stderr, flush=True)
                 self._count("ReconcileWorkerFunction", began, cpu_began)
-
-            if self.at_once and len(bodies) > 1:
-                if self._handoff_pool is None:
-                    self._handoff_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="local-handoff")
-                for done in [self._handoff_pool.submit(contextvars.copy_context().run, deliver, b) for b in bodies]:
-                    done.result()
-            else:
-                for body in bodies:
-                    deliver(body)
 
     def _run_timers(self, now: float) -> int:
         due = timers.due(now)
