@@ -170,11 +170,11 @@ def start_schedules(stack: Stack) -> Callable[[], None]:
     """The scheduled functions of template.yaml and the timer queue's consumer, on the test
     clock (`infra.local.scheduler`): each schedule runs once at start, then at its rate (or
     every LOCAL_SCHEDULE_SECONDS of real time); `POST /dev/clock/advance` runs every piece
-    of work that falls due on the way, in order (the jobs due at the same moment at once)."""
+    of work that falls due on the way, in order."""
     from infra.local.scheduler import LocalScheduler
 
     override = os.environ.get("LOCAL_SCHEDULE_SECONDS")
-    scheduler = LocalScheduler(stack.clock, float(override) if override else None, at_once=True)
+    scheduler = LocalScheduler(stack.clock, float(override) if override else None)
     scheduler.database_pids = list(stack.children)
     scheduler.run_due()
     stack.scheduler = scheduler

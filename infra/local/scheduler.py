@@ -19,13 +19,11 @@ are always delivered at their own second).
 
 from __future__ import annotations
 
-import contextvars
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -72,15 +70,8 @@ def _interval(expression: str) -> float:
 
 class LocalScheduler:
     def __init__(self, clock: MovableClock, every_override: float | None = None,
-                 only: tuple[str, ...] | None = None, at_once: bool = False) -> None:
-        """`at_once`: on the test clock, the scheduled jobs due at the same moment (the minute's
-        sweep and reconcile) run at the same time, as EventBridge starts them, instead of one
-        after the other (`make dev`: one waits on DynamoDB Local while the other runs; the
-        crash-point harness keeps them in order, which it needs the same on every run)."""
+                 only: tuple[str, ...] | None = None) -> None:
         self.clock = clock
-        self.at_once = at_once
-        self._pool: ThreadPoolExecutor | None = None
-        self._stats_lock = threading.Lock()
         self.lock = threading.RLock()
         now = clock.now()
         self.jobs = [
@@ -106,22 +97,10 @@ class LocalScheduler:
         return sum(cpu_seconds(p) for p in self.database_pids)
 
     def _count(self, what: str, began: float, cpu_began: float) -> None:
-        with self._stats_lock:  # jobs run at once (`at_once`) count from their own threads
-            entry = self.stats.setdefault(what, [0, 0.0, 0.0])
-            entry[0] += 1
-            entry[1] += time.perf_counter() - began
-            entry[2] += self._database_cpu() - cpu_began
-
-    def _run_jobs(self, jobs: list[Job]) -> None:
-        """Run jobs due at the same moment: at once (`at_once`) or in order."""
-        if not self.at_once or len(jobs) < 2:
-            for job in jobs:
-                self._run_job(job)
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="local-job")
-        for done in [self._pool.submit(contextvars.copy_context().run, self._run_job, job) for job in jobs]:
-            done.result()
+        entry = self.stats.setdefault(what, [0, 0.0, 0.0])
+        entry[0] += 1
+        entry[1] += time.perf_counter() - began
+        entry[2] += self._database_cpu() - cpu_began
 
     def _run_job(self, job: Job) -> None:
         self.log.append((self.clock.now(), job.name))
@@ -228,10 +207,8 @@ class LocalScheduler:
                         self._run_timers(self.clock.now())
                     else:
                         assert nxt is not None
-                        due = [j for j in periodic if j.next_due == moment]
-                        self._run_jobs(due)
-                        for job in due:
-                            job.next_due += job.every
+                        self._run_job(nxt)
+                        nxt.next_due += nxt.every
             finally:
                 for job in periodic:
                     job.every = job.base_every
@@ -248,6 +225,4 @@ class LocalScheduler:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
 
