@@ -87,13 +87,19 @@ def plan_charges(w: wallet.Wallet, batch: Sequence[Rental], now: float) -> list[
     step puts the rental's meter after it on the wallet (`rentals.meters`)."""
     steps = []
     cur = w
+    room = meters.MAX_ON_WALLET - len(w.meters)  # beyond it a meter stays on its rental
     for stored in batch:
         r = meters.of(w, stored)
         _, delta = _delta(r, now)
         rate = r.price_per_hour_cents
-        step = wallet.plan_charge(cur, r.reserve_cents, delta, rate, {"rentalId": r.id})
-        after = charged(r, step.info["split"], now)
-        steps.append(replace(wallet.with_step_info(step, rentalId=r.id), meters={r.id: meters.item(after)}))
+        step = wallet.with_step_info(wallet.plan_charge(cur, r.reserve_cents, delta, rate, {"rentalId": r.id}),
+                                     rentalId=r.id)
+        keep = meters.on_wallet(w, stored)
+        if not keep and room > 0:
+            keep, room = True, room - 1
+        if keep:
+            step = replace(step, meters={r.id: meters.item(charged(r, step.info["split"], now))})
+        steps.append(step)
         cur = wallet.Wallet(w.user_id, cur.available + step.available_delta, cur.reserved + step.reserved_delta)
     return steps
 
@@ -164,9 +170,10 @@ def charge_wallet(user_id: str, batch: list[Rental], now: float,
         for stored, step in zip(batch, steps, strict=True):
             r = charged(meters.of(w, stored), step.info["split"], now)
             if not meters.on_wallet(w, stored):
-                # Its first tick: its meter so far is its own item's, so this write's condition on
-                # the rental's version and status is what makes the tick exactly-once (and refuses
-                # a rental settled meanwhile); the ticks after it write the wallet only.
+                # Its first tick (or a wallet with no room for its meter): its meter so far is its
+                # own item's, so this write's condition on the rental's version and status is what
+                # makes the tick exactly-once (and refuses a rental settled meanwhile); once its
+                # meter is on the wallet, its ticks write the wallet only.
                 until = r.metered_until or now
                 items.append(store.update_item(r.user_id, r.id, {
                     "charged_cents": r.charged_cents, "reserve_cents": r.reserve_cents,

@@ -181,3 +181,45 @@ def test_a_wallet_that_cannot_pay_is_exhausted_stopped_and_told(world: FakeWorld
     assert outbox.drain(r.user_id) == {"effects": 2, "failed": 0}
     assert any(m["to"] == "dry@example.test" and r.id in m["body"] for m in notify.mailbox())
     assert world.outbox.for_user(r.user_id) == []
+
+
+def test_a_wallet_keeps_at_most_max_on_wallet_meters_the_rest_stay_on_their_rentals(
+        world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wallet item is rewritten by every money operation and DynamoDB refuses one over
+    400 KB: past `MAX_ON_WALLET` running rentals a meter stays on its rental, whose ticks write
+    it there under its version; once a stop makes room, the next tick moves it to the wallet."""
+    from gpurent import rentals
+    from gpurent.rentals import meters
+
+    monkeypatch.setattr(meters, "MAX_ON_WALLET", 1)
+    first = seed(world, rental(), available=10_000)
+    second = seed(world, rental(id="rent_01M8QVFHFZ7QVG2EB10YWZ4GKT"), available=0)
+    world.clock.advance(600)
+    _, after = metering.charge_wallet(first.user_id, [first, second], T0 + 600)
+    kept = (world.money.get_wallet(first.user_id) or {}).get("meters", {})
+    assert list(kept) == [first.id]
+    own = world.rentals.get(second.user_id, second.id)
+    assert own is not None and own.charged_cents == charge_for_seconds(600, RATE) and own.version == second.version + 1
+    # The next tick writes the wallet and both ledger rows, and the second rental again.
+    world.clock.advance(60)
+    _, after = metering.charge_wallet(first.user_id, after, T0 + 660)
+    own = world.rentals.get(second.user_id, second.id)
+    assert own is not None and own.charged_cents == charge_for_seconds(660, RATE) and own.version == second.version + 2
+    assert list((world.money.get_wallet(first.user_id) or {})["meters"]) == [first.id]
+    # The first stops: its meter goes back to its rental, and the second's moves to the wallet.
+    rentals.stop(first.user_id, first.id)
+    world.clock.advance(60)
+    _, after = metering.charge_wallet(second.user_id, [after[1]], T0 + 720)
+    kept = (world.money.get_wallet(first.user_id) or {})["meters"]
+    assert list(kept) == [second.id] and kept[second.id]["c"] == charge_for_seconds(720, RATE)
+    for r in (first, second):
+        ledger = sum(-int(x["amountCents"]) for x in world.money.all_ledger(r.user_id)
+                     if x["type"] == "rental_charge" and x.get("rentalId") == r.id)
+        refunds = sum(int(x["amountCents"]) for x in world.money.all_ledger(r.user_id)
+                      if x["type"] == "refund" and x.get("rentalId") == r.id)
+        stored = world.rentals.get(r.user_id, r.id)
+        assert stored is not None
+        on = (world.money.get_wallet(r.user_id) or {})["meters"].get(r.id)
+        assert ledger - refunds == (on["c"] if on else stored.charged_cents - stored.refunded_cents)
+    money = world.money.wallet(first.user_id)
+    assert money[1] == kept[second.id]["r"]  # reserved: the one running rental's reserve

@@ -17,6 +17,11 @@ version alone makes the tick exactly-once (docs/decisions.md "Metering writes").
 - Whoever plans money on a running rental takes its meter from the wallet it planned on
   (`of`); the API's views compute a running rental's charge from its running time and
   read the meter only once it is settled (on its item).
+- The wallet keeps at most `MAX_ON_WALLET` meters (~62 B each): a user's further running
+  rentals keep their meter on their own item, and their ticks write it there under its
+  version, as a first tick does. So the wallet item stays small (every money operation
+  rewrites it whole, and DynamoDB refuses an item over 400 KB) however many pods one user
+  runs; a meter moves to the wallet at a later tick once there is room.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from gpurent.records import MeterItem, Rental
 from gpurent.store import money as money_store
 from gpurent.store import rentals as store
 from gpurent.wallet_plan import Wallet
+
+MAX_ON_WALLET = 300  # meters a wallet item keeps: ~19 KB, 38 write units a rewrite
 
 
 def item(r: Rental) -> MeterItem:
