@@ -88,3 +88,19 @@ def test_shard_counts_are_eight_deployed_two_locally_and_checked() -> None:
             config.load_settings({**DEPLOYED, "ACTIVE_SHARDS": bad})
     template = (Path(__file__).resolve().parents[2] / "template.yaml").read_text()
     assert "ACTIVE_SHARDS" not in template and "OUTBOX_SHARDS" not in template
+
+
+def test_meters_on_the_wallet_are_on_unless_switched_off_and_a_deployment_starts_off() -> None:
+    """The local and test stages keep running rentals' meters on the wallet; a deployment gets
+    the template's `MetersOnWallet`, "0" unless set: code older than this release reads a meter
+    from the rental only, and a deployment runs old and new code side by side for a while (a
+    canary, an automatic rollback), so it is switched on once the release is fully live."""
+    assert config.load_settings({"STAGE": "local"}).meters_on_wallet
+    assert config.load_settings(DEPLOYED).meters_on_wallet
+    assert not config.load_settings({**DEPLOYED, "METERS_ON_WALLET": "0"}).meters_on_wallet
+    from infra.local import template
+
+    t = template.load()
+    assert t["Parameters"]["MetersOnWallet"]["Default"] == "0"
+    assert t["Parameters"]["MetersOnWallet"]["AllowedValues"] == ["0", "1"]
+    assert t["Globals"]["Function"]["Environment"]["Variables"]["METERS_ON_WALLET"] == {"Ref": "MetersOnWallet"}

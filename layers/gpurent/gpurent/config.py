@@ -178,6 +178,9 @@ class Settings:
     cursor_key: str | None = None  # none outside a deployment: a random key per process
     cursor_key_secret_arn: str | None = None  # a deployment may name a Secrets Manager secret instead
     catalog_margin_bps: int = 0
+    # Running rentals' meters kept on their wallet's item (`gpurent.rentals.meters`); off, every
+    # tick writes its rentals and moves any meter on a wallet back to its rental (docs/deploy.md).
+    meters_on_wallet: bool = True
 
     rate_limit_per_minute: int = 100
     rate_limit_per_hour: int = 1000
@@ -283,6 +286,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "cursor_key": e.get("CURSOR_KEY") or None,
         "cursor_key_secret_arn": e.get("CURSOR_KEY_SECRET_ARN") or None,
         "catalog_margin_bps": int(e.get("CATALOG_MARGIN_BPS", "0") or 0),
+        "meters_on_wallet": e.get("METERS_ON_WALLET", "1") == "1",
     }
     for key in (
         "google_client_id", "google_client_secret", "google_client_secret_param",

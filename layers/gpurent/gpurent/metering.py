@@ -43,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gpurent import clock, outbox, rentals, timers, wallet
+from gpurent.config import settings
 from gpurent.money import charge_for_seconds, whole_seconds
 from gpurent.records import Rental, WalletItem
 from gpurent.rentals import meters
@@ -84,21 +85,28 @@ def charged(r: Rental, split: wallet.ChargeSplit, now: float) -> Rental:
 
 def plan_charges(w: wallet.Wallet, batch: Sequence[Rental], now: float) -> list[wallet.Step]:
     """One charge step per rental, in order, each against the wallet the previous left; each
-    step puts the rental's meter after it on the wallet (`rentals.meters`)."""
+    step puts the rental's meter after it on the wallet (`rentals.meters`), while the wallet
+    has room and the setting `meters_on_wallet` is on; with it off, a meter on the wallet goes
+    back to its rental (`charge_wallet` writes the rental whenever its meter is not on the
+    wallet after the step)."""
     steps = []
     cur = w
-    room = meters.MAX_ON_WALLET - len(w.meters)  # beyond it a meter stays on its rental
+    on = settings().meters_on_wallet
+    room = meters.MAX_ON_WALLET - len(w.meters) if on else 0  # beyond it a meter stays on its rental
     for stored in batch:
         r = meters.of(w, stored)
         _, delta = _delta(r, now)
         rate = r.price_per_hour_cents
         step = wallet.with_step_info(wallet.plan_charge(cur, r.reserve_cents, delta, rate, {"rentalId": r.id}),
                                      rentalId=r.id)
-        keep = meters.on_wallet(w, stored)
-        if not keep and room > 0:
+        was = meters.on_wallet(w, stored)
+        keep = was and on
+        if not keep and not was and room > 0:
             keep, room = True, room - 1
         if keep:
             step = replace(step, meters={r.id: meters.item(charged(r, step.info["split"], now))})
+        elif was:
+            step = replace(step, meters={r.id: None})  # the setting is off: back to its rental
         steps.append(step)
         cur = wallet.Wallet(w.user_id, cur.available + step.available_delta, cur.reserved + step.reserved_delta)
     return steps
@@ -169,11 +177,13 @@ def charge_wallet(user_id: str, batch: list[Rental], now: float,
         after.clear()
         for stored, step in zip(batch, steps, strict=True):
             r = charged(meters.of(w, stored), step.info["split"], now)
-            if not meters.on_wallet(w, stored):
-                # Its first tick (or a wallet with no room for its meter): its meter so far is its
-                # own item's, so this write's condition on the rental's version and status is what
-                # makes the tick exactly-once (and refuses a rental settled meanwhile); once its
-                # meter is on the wallet, its ticks write the wallet only.
+            if not meters.on_wallet(w, stored) or step.meters.get(r.id) is None:
+                # Its meter was on the rental (its first tick, or a wallet without room) or goes
+                # back to it (the setting is off): the rental is written, under a condition on its
+                # version and status. With the meter on the rental that condition is what makes
+                # the tick exactly-once, and what refuses a rental settled meanwhile (whose
+                # settlement left no meter on the wallet to tell); once the meter is on the
+                # wallet, its ticks write the wallet only.
                 until = r.metered_until or now
                 items.append(store.update_item(r.user_id, r.id, {
                     "charged_cents": r.charged_cents, "reserve_cents": r.reserve_cents,

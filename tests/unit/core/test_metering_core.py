@@ -223,3 +223,43 @@ def test_a_wallet_keeps_at_most_max_on_wallet_meters_the_rest_stay_on_their_rent
         assert ledger - refunds == (on["c"] if on else stored.charged_cents - stored.refunded_cents)
     money = world.money.wallet(first.user_id)
     assert money[1] == kept[second.id]["r"]  # reserved: the one running rental's reserve
+
+
+def test_with_the_setting_off_ticks_write_the_rentals_and_bring_meters_back_from_the_wallet(
+        world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`meters_on_wallet` off (a deployment switches it off before rolling back past this
+    release: older code reads a running rental's meter from the rental only): a meter on the
+    wallet goes back to its rental at the next tick, and no tick puts one there."""
+    from gpurent import config
+
+    first = seed(world, rental(), available=10_000)
+    world.clock.advance(600)
+    _, after = metering.charge_wallet(first.user_id, [first], T0 + 600)
+    assert list((world.money.get_wallet(first.user_id) or {})["meters"]) == [first.id]
+    monkeypatch.setenv("METERS_ON_WALLET", "0")
+    config.reset()
+    second = seed(world, rental(id="rent_01M8QVFHFZ7QVG2EB10YWZ4GKT"), available=0)
+    world.clock.advance(60)
+    stale = after[0]  # the rental as a pass read it before the next tick
+    _, after = metering.charge_wallet(first.user_id, [after[0], second], T0 + 660)
+    assert (world.money.get_wallet(first.user_id) or {})["meters"] == {}
+    for r, seconds in ((first, 660), (second, 660)):
+        own = world.rentals.get(r.user_id, r.id)
+        assert own is not None and own.charged_cents == charge_for_seconds(seconds, RATE)
+        assert own.metered_until == T0 + 660
+        ledger = sum(-int(x["amountCents"]) for x in world.money.all_ledger(r.user_id)
+                     if x["type"] == "rental_charge" and x.get("rentalId") == r.id)
+        assert ledger == own.charged_cents
+    w = world.money.wallet(first.user_id)
+    stored = [world.rentals.get(r.user_id, r.id) for r in (first, second)]
+    assert w[1] == sum(r.reserve_cents for r in stored if r is not None)  # reserved == Σ the rentals' reserves
+    # A pass that read the rental before that tick is refused by its version, not charged twice.
+    with pytest.raises(wallet.BusinessConditionFailed):
+        metering.charge_wallet(first.user_id, [stale], T0 + 660)
+    # And back on: the next tick puts both meters on the wallet again.
+    monkeypatch.setenv("METERS_ON_WALLET", "1")
+    config.reset()
+    world.clock.advance(60)
+    metering.charge_wallet(first.user_id, after, T0 + 720)
+    kept = (world.money.get_wallet(first.user_id) or {})["meters"]
+    assert sorted(kept) == sorted([first.id, second.id]) and kept[first.id]["c"] == charge_for_seconds(720, RATE)

@@ -22,6 +22,9 @@ version alone makes the tick exactly-once (docs/decisions.md "Metering writes").
   version, as a first tick does. So the wallet item stays small (every money operation
   rewrites it whole, and DynamoDB refuses an item over 400 KB) however many pods one user
   runs; a meter moves to the wallet at a later tick once there is room.
+- The setting `meters_on_wallet` (a deployment's `MetersOnWallet`, off until the release is
+  fully live: docs/deploy.md) switched off, every tick moves a meter on the wallet back to its
+  rental, so older code, which reads meters from rentals only, can run again.
 """
 
 from __future__ import annotations
