@@ -184,7 +184,7 @@ class MeteringMachine(RuleBasedStateMachine):
         # Fresh, empty tables per example (a copy of moto's, `tests.conftest.create_tables`):
         # no example sees another's items.
         self.names = template.default_table_names("mmetering")
-        self.saved_env = {v: os.environ.get(v) for v in template.TABLE_ENV.values()}
+        self.saved_env = {v: os.environ.get(v) for v in (*template.TABLE_ENV.values(), "METERS_ON_WALLET")}
         os.environ.update({template.TABLE_ENV[k]: v for k, v in self.names.items()})
         config.reset()
         create_tables(self.names)
@@ -501,6 +501,14 @@ class MeteringMachine(RuleBasedStateMachine):
     def set_auto_topup(self, u: str, on: bool, threshold: int, amount: int) -> None:
         body = bodies.AutoTopup(enabled=on, thresholdCents=threshold, topupAmountCents=amount)
         autotopup.put(self.uid(u), body)  # switched on below the threshold: its timer fires it
+
+    @rule(on=st.booleans())
+    def meters_on_wallet(self, on: bool) -> None:
+        """The deployment switches the running rentals' meters onto their wallets, or back onto
+        the rentals (docs/deploy.md): the next ticks move them, and nothing else may change."""
+        os.environ["METERS_ON_WALLET"] = "1" if on else "0"
+        config.reset()
+        REACHED[f"meters on the wallet {on}"] += 1
 
     @rule(ok=st.booleans())
     def stripe_weather(self, ok: bool) -> None:
