@@ -127,7 +127,7 @@ def create_tables(names: dict[str, str]) -> None:
     most of what was left of a test's setup)."""
     import copy
 
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.dynamodb.models import dynamodb_backends
 
     backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][dynamo.client().meta.region_name]
@@ -167,14 +167,14 @@ def aws(monkeypatch: pytest.MonkeyPatch, clock: clock_mod.ManualClock) -> Iterat
 def verify_sender() -> None:
     """SES's `VerifyEmailIdentity` for the sender, in moto's backend: the same verified
     identity, without creating an SES client per test (that client was half a test's setup)."""
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.ses.models import ses_backends
 
     ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].verify_email_identity(MAIL_FROM)
 
 
 def sent_mail() -> list[Any]:
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.ses.models import ses_backends
 
     return list(ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages)

@@ -45,7 +45,7 @@ import json
 import os
 import threading
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 FAST_OPERATIONS = frozenset({
     "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan",
@@ -94,7 +94,8 @@ def install() -> None:
         members = context.operation_model.output_shape.members
         body = json.dumps({k: v for k, v in self.result.items() if k in members})
         if _check:
-            status, _headers, slow = serialized(self, context)
+            status, _headers, slow_body = serialized(self, context)
+            slow = cast(str, slow_body)  # DynamoDB's JSON protocol: moto serializes its answers to text
             if status != 200 or json.loads(slow) != json.loads(body):
                 raise AssertionError(
                     f"moto fast path differs from its serializer on {context.operation_model.name}:"
@@ -117,7 +118,8 @@ def _share_loaders() -> None:
     import moto.core.utils
 
     botocore.session.create_loader = functools.cache(botocore.session.create_loader)  # type: ignore[attr-defined]
-    moto.core.utils.create_loader = functools.cache(moto.core.utils.create_loader)
+    # moto.core.utils's own binding of the name (imported from .loaders, not re-exported): what its look-ups call
+    moto.core.utils.create_loader = functools.cache(moto.core.utils.create_loader)  # type: ignore[attr-defined]
 
 
 def _install_request_lock() -> None:
@@ -150,7 +152,9 @@ def _install_expression_caches() -> None:
     from collections import deque
 
     from moto.dynamodb.comparisons import ConditionExpressionParser
-    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    # moto's expressions.py opens with a file-wide `# type: ignore`: mypy sees none of its names
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
 
     make = UpdateExpressionParser.make.__func__  # type: ignore[attr-defined]
     trees: dict[str, Any] = {}
@@ -220,15 +224,16 @@ def _install_projection() -> None:
     from botocore.utils import merge_dicts
     from moto.dynamodb.models import dynamo_type
     from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.utilities import find_nested_key
 
     def project(self: Any, projection_expressions: list[list[str]]) -> Any:
         plain = self.to_regular_json()
         result: dict[str, Any] = {}
         for expr in projection_expressions:
             # A copy: merging must never write into `plain`, which the next path reads.
-            merge_dicts(result, copy.deepcopy(dynamo_type.find_nested_key(expr, plain)))
+            merge_dicts(result, copy.deepcopy(find_nested_key(expr, plain)))
         return Item(hash_key=self.hash_key, range_key=self.range_key,
-                    attrs=dynamo_type.serializer.serialize(result)["M"])
+                    attrs=cast(dict[str, Any], dynamo_type.serializer.serialize(result)["M"]))
 
     global moto_project
     moto_project = Item.project
@@ -291,5 +296,7 @@ def _install_item_backups() -> None:
     from moto.dynamodb.models.table import Table
 
     _NoTableCopy.table_class = Table
-    models.copy = _NoTableCopy  # type: ignore[assignment]
+    # moto.dynamodb.models's own `copy` (a module it imports, not re-exported), replaced for its look-ups by a
+    # class standing in for that module
+    models.copy = _NoTableCopy  # type: ignore[attr-defined, assignment]
     backend_class.transact_write_items = transact_write_items  # type: ignore[method-assign]

@@ -32,10 +32,11 @@ def ddb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     moto_fast.check_both(False)
 
 
-ITEM = {"pk": {"S": "u#1"}, "sk": {"S": "wallet"}, "available": {"N": "1500"}, "ratio": {"N": "0.25"},
-        "on": {"BOOL": True}, "none": {"NULL": True}, "tags": {"SS": ["a", "b"]}, "ns": {"NS": ["1", "2"]},
-        "list": {"L": [{"S": "x"}, {"N": "3"}, {"M": {"k": {"S": "v"}}}]},
-        "map": {"M": {"card": {"M": {"last4": {"S": "4242"}}}, "n": {"N": "-7"}}}}
+ITEM: dict[str, Any] = {
+    "pk": {"S": "u#1"}, "sk": {"S": "wallet"}, "available": {"N": "1500"}, "ratio": {"N": "0.25"},
+    "on": {"BOOL": True}, "none": {"NULL": True}, "tags": {"SS": ["a", "b"]}, "ns": {"NS": ["1", "2"]},
+    "list": {"L": [{"S": "x"}, {"N": "3"}, {"M": {"k": {"S": "v"}}}]},
+    "map": {"M": {"card": {"M": {"last4": {"S": "4242"}}}, "n": {"N": "-7"}}}}
 
 
 def test_every_data_plane_answer_matches_the_serializer(ddb: Any) -> None:
@@ -77,7 +78,7 @@ def test_refusals_and_binary_values_keep_the_serializer(ddb: Any) -> None:
 
 
 def _table(name: str = "t") -> Any:
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.dynamodb.models import dynamodb_backends
 
     return dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].tables[name]
