@@ -598,7 +598,7 @@ def test_preview(run: Callable[..., Result], api: respx.MockRouter, signed_in: C
 
 # ---------------------------------------------------------------- rentals
 
-LAUNCHED = {"id": RID, "status": "provisioning", "host": None, "port": None, "pricePerHourCents": 65,
+LAUNCHED: dict[str, Any] = {"id": RID, "status": "provisioning", "host": None, "port": None, "pricePerHourCents": 65,
             "startedAt": "2026-01-01T00:00:00Z", "warnings": []}
 
 

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,8 +118,8 @@ def test_runtime_and_architecture() -> None:
     assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": "arm64"}
 
 
-def _statements(fn: dict) -> list[dict]:
-    out: list[dict] = []
+def _statements(fn: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     for policy in fn["Properties"].get("Policies", []):
         if isinstance(policy, dict) and "Statement" in policy:
             out.extend(policy["Statement"])
@@ -186,7 +187,7 @@ UNIQUE_NAMES = [
 ]
 
 
-def _expanded() -> dict:
+def _expanded() -> dict[str, Any]:
     from tests.iam.policy import deployed
 
     return deployed().template
@@ -208,7 +209,7 @@ def _stages() -> list[tuple[str, str]]:
     return out
 
 
-def _get(props: dict, path: str) -> object:
+def _get(props: dict[str, Any], path: str) -> object:
     for part in path.split("."):
         if not isinstance(props, dict) or part not in props:
             return None
@@ -305,7 +306,7 @@ def test_every_function_logs_to_its_own_group_with_retention_and_the_api_logs_ac
     assert "$context.requestId" in access["Format"] and "$context.status" in access["Format"]
 
 
-def _alarm_metrics(alarm: dict) -> list[tuple[str, str, dict]]:
+def _alarm_metrics(alarm: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     p = alarm["Properties"]
     if "MetricName" in p:
         return [(p["Namespace"], p["MetricName"], {d["Name"]: d["Value"] for d in p["Dimensions"]})]

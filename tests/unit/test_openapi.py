@@ -9,7 +9,7 @@ from typing import Any
 
 from gpurent.errors import STATUS
 from infra import openapi
-from infra.local.template import routes
+from infra.local.template import ROOT, routes
 
 REGENERATE = "python -m infra.openapi > docs/openapi.json"
 
@@ -22,7 +22,7 @@ def test_committed_and_packaged_documents_are_current() -> None:
     fresh = openapi.render()
     for path in (openapi.COMMITTED, openapi.PACKAGED):
         current = path.read_text(encoding="utf-8") if path.exists() else ""
-        assert current == fresh, f"{path.relative_to(openapi.ROOT)} is stale: run `{REGENERATE}`"
+        assert current == fresh, f"{path.relative_to(ROOT)} is stale: run `{REGENERATE}`"
 
 
 def test_every_template_route_is_documented() -> None:

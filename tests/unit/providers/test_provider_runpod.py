@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -42,7 +44,7 @@ def offer(key: str = "NVIDIA H100 80GB HBM3|SECURE|US-OR-1|1") -> Offer:
                  "PCIe")
 
 
-def catalog(fx):
+def catalog(fx: Callable[[str], Any]) -> Callable[[httpx.Request], httpx.Response]:
     """Answer the data-centre query, then the gpu-type query by its gpuCount."""
     def answer(request: httpx.Request) -> httpx.Response:
         q = json.loads(request.content)["query"]

@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -40,7 +42,7 @@ def request(start: str | None = "python -m http.server 8080") -> AllocateRequest
 # --- offers ---------------------------------------------------------------------------
 
 
-def first_band_only(fx):
+def first_band_only(fx: Callable[[str], Any]) -> Callable[[httpx.Request], httpx.Response]:
     """The recorded search answer for a name's first band; later bands (``dph_total``) are empty."""
     def answer(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
@@ -88,7 +90,7 @@ def test_search_request_and_mapping(vast, fx, caplog):
 @respx.mock
 def test_search_pages_by_price_band_through_a_cap(vast, caplog):
     """An answer cut by the provider's cap is continued from its dearest price, ties included."""
-    def offer_row(ask: int, price: float) -> dict:
+    def offer_row(ask: int, price: float) -> dict[str, Any]:
         return {"id": ask, "gpu_name": "RTX 4090", "num_gpus": 1, "gpu_ram": 24564, "dph_total": price,
                 "geolocation": "Oregon, US", "rentable": True, "rented": False}
 
@@ -405,7 +407,7 @@ class Account:
         self.ids = sorted(ids)
         self.serves_at_once = serves_at_once  # beyond this many requests in flight: 429
         self.in_flight = self.most_in_flight = self.refused = 0
-        self.filters: list[dict] = []
+        self.filters: list[dict[str, Any]] = []
 
     async def answer(self, request: httpx.Request) -> httpx.Response:
         self.in_flight += 1
