@@ -24,6 +24,7 @@ import pytest
 from gpurent import clock as clock_mod
 from gpurent import notify, timers, wallet
 from gpurent.billing import autotopup, gateway
+from gpurent.records import LedgerRow
 from gpurent.store import billing as billing_store
 from gpurent.store import money as money_store
 from infra.local import template
@@ -85,7 +86,7 @@ def all_at_once(n: int, work: Callable[[int], Any]) -> list[Any]:
         return [f.result(TIMEOUT) for f in [pool.submit(one, i) for i in range(n)]]
 
 
-def rows_of(user_id: str, entry_type: str) -> list[dict[str, Any]]:
+def rows_of(user_id: str, entry_type: str) -> list[LedgerRow]:
     return [r for r in money_store.all_ledger(user_id) if r["type"] == entry_type]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +20,7 @@ from gpurent.money import charge_for_seconds
 from gpurent.records import Rental, active_shard, active_shards
 from gpurent.rentals import meters
 from gpurent.store import rentals as rental_store
+from gpurent.store.money import TransactItem
 from infra.local import template
 from tests.conftest import TEST_ENV, reset_clients, table_env
 from tests.unit.core.conftest import rental
@@ -58,9 +59,10 @@ def running(tables: None, clock: Any) -> list[Rental]:
                 for price in ((250, 99) if i % 3 == 0 else (180,))]
         wallet.credit(user_id, FUNDS, "adjustment", f"seed:{user_id}", {"description": "test"})
         for r in mine:
-            wallet.reserve(user_id, r.reserve_cents, f"reserve:{r.id}",
-                           extras=lambda w, steps, r=r: [rental_store.put_item(r),
-                                                         rental_store.owner_item(r.id, r.user_id)])
+            def extras(w: wallet.Wallet, steps: Sequence[wallet.Step], r: Rental = r) -> list[TransactItem]:
+                return [rental_store.put_item(r), rental_store.owner_item(r.id, r.user_id)]
+
+            wallet.reserve(user_id, r.reserve_cents, f"reserve:{r.id}", extras=extras)
         out.extend(mine)
     return out
 

@@ -76,7 +76,7 @@ class World:
 
     def requests(self, code: str | None = None) -> list[tuple[str, str, str]]:
         """(provider, method, path) of every provider call the simulators answered so far."""
-        out = []
+        out: list[tuple[str, str, str]] = []
         for s in self.sims.all():
             if code is None or s.code == code:
                 with s.lock:

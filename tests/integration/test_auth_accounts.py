@@ -335,7 +335,7 @@ def test_a_person_lists_their_sessions(aws: None, clock: clock_mod.ManualClock) 
     assert all(s["id"].startswith("ses_") for s in sessions)
     first = sessions[-1]
     assert first["lastUsedAt"] == first["createdAt"]
-    assert first["expiresAt"] == auth.clock.iso(clock.now() - 62 + 30 * 86400)
+    assert first["expiresAt"] == clock_mod.iso(clock.now() - 62 + 30 * 86400)
     # Only the summaries are stored: no raw user agent, no full address.
     stored = str([i for i in scan(config.settings().identity_table)
                   if "SESSION" in str(i["pk"]) + str(i["sk"])])
@@ -345,7 +345,7 @@ def test_a_person_lists_their_sessions(aws: None, clock: clock_mod.ManualClock) 
     clock.advance(2 * 3600)
     assert phone.get("/v1/auth/me").status == 200
     listed = {s["client"]: s for s in laptop.get("/v1/auth/sessions").json()["sessions"]}
-    assert listed["Safari on iOS"]["lastUsedAt"] == auth.clock.iso(clock.now())
+    assert listed["Safari on iOS"]["lastUsedAt"] == clock_mod.iso(clock.now())
     assert listed["gpurent-cli"]["lastUsedAt"] == listed["gpurent-cli"]["createdAt"]
 
 
@@ -463,7 +463,7 @@ def test_sessions_from_before_this_change_are_listed_once_used_and_end_with_the_
     assert len(listed) == 2 and [s["current"] for s in listed] == [False, True]  # adopted, then listed
     legacy = next(s for s in listed if s["current"])
     assert legacy["client"] is None and legacy["ipPrefix"] is None
-    assert legacy["createdAt"] == auth.clock.iso(int(clock.now() - 100))
+    assert legacy["createdAt"] == clock_mod.iso(int(clock.now() - 100))
     r = api.post("/v1/auth/sessions/revoke-others", {})
     assert r.json()["sessionsEnded"] == 1
     envelope(used.get("/v1/auth/me"), 401, "unauthorized")

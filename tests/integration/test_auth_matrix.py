@@ -270,7 +270,7 @@ def snapshot(tables: list[str]) -> dict[str, dict[tuple[str, str], Any]]:
     """Every item of every table, read straight from moto's backend (a boto3 scan through moto
     costs ~0.2 s a table), except rate-limit counters (`RATE#…`: they count the request
     itself), a session's sliding fields and a credential's last use."""
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.dynamodb.models import dynamodb_backends
 
     backend = dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]

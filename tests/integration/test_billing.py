@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -39,7 +39,7 @@ def deliver_all(ls: LocalStripe, types: tuple[str, ...] | None = None) -> list[A
 
 
 def ledger(api: Api) -> list[dict[str, Any]]:
-    return api.get("/v1/billing/ledger?pageSize=200").json()["entries"]
+    return cast(list[dict[str, Any]], api.get("/v1/billing/ledger?pageSize=200").json()["entries"])
 
 
 def add_card(api: Api, ls: LocalStripe, card: str = "4242424242424242") -> dict[str, Any]:
@@ -51,7 +51,7 @@ def add_card(api: Api, ls: LocalStripe, card: str = "4242424242424242") -> dict[
     ls.confirm_setup_intent(si_id, card)
     d = ls.wait_for("setup_intent.succeeded", lambda o: o["id"] == si_id)
     assert deliver(d).status == 200
-    return api.get("/v1/billing/card").json()
+    return cast(dict[str, Any], api.get("/v1/billing/card").json())
 
 
 def test_no_card_reads_as_nulls_and_a_setup_intent_saves_one(api: Api, user, local_stripe) -> None:
@@ -116,7 +116,8 @@ def test_the_saved_card_is_charged_at_once_and_its_webhook_adds_nothing(api: Api
 
 
 def _payment_intents(ls: LocalStripe, customer: str) -> list[dict[str, Any]]:
-    found, after = [], ""
+    found: list[dict[str, Any]] = []
+    after = ""
     while True:
         page = stripe_fixtures.stripe_get(ls, f"/v1/payment_intents?limit=100{after}")
         found.extend(p for p in page["data"] if p.get("customer") == customer)
@@ -221,7 +222,7 @@ def test_checkout_amount_out_of_range_is_invalid_amount(api: Api, user, local_st
 
 @pytest.mark.parametrize("body", [{}, {"amountCents": "100"}, {"amountCents": 100.5}, {"amountCents": 100, "x": 1},
                                   {"amountCents": 100, "useCheckout": "yes"}])
-def test_checkout_bad_body_is_validation_failed(api: Api, user, local_stripe, body: dict) -> None:
+def test_checkout_bad_body_is_validation_failed(api: Api, user, local_stripe, body: dict[str, Any]) -> None:
     r = api.post("/v1/billing/checkout", body)
     assert r.status == 400 and r.json()["error"] == "validation_failed"
     assert billing_store.wallet_item(user["id"]) == {}
@@ -314,7 +315,7 @@ def test_delete_card_detaches_and_switches_auto_topup_off(api: Api, user, local_
     ({"enabled": True, "thresholdCents": 500, "topupAmountCents": 500_001}, "topupAmountCents"),
     ({"enabled": True, "thresholdCents": 500, "topupAmountCents": 2000}, "card"),  # no card on file
 ])
-def test_auto_topup_refuses_bad_settings(api: Api, user, local_stripe, body: dict, field: str) -> None:
+def test_auto_topup_refuses_bad_settings(api: Api, user, local_stripe, body: dict[str, Any], field: str) -> None:
     r = api.put("/v1/billing/auto-topup", body)
     assert r.status == 400 and r.json()["error"] == "validation_failed" and field in r.json()["details"], r.body
     assert "autoTopup" not in billing_store.wallet_item(user["id"])

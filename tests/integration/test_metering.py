@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import itertools
 import random
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from gpurent import catalog_refresh, metering, rentals, sweep
+from gpurent import catalog_refresh, config, metering, rentals, sweep
 from gpurent.money import charge_for_seconds
 from gpurent.providers import registry
 from gpurent.providers.registry import build_adapters
@@ -19,6 +20,9 @@ from infra.simulators import start_simulators
 from tests.conftest import Api, sent_mail
 from tests.integration.helpers import reconcile_through_health_grace
 from tests.walletkit import check_invariants
+
+if TYPE_CHECKING:
+    from infra.local.scheduler import LocalScheduler
 
 
 @pytest.fixture
@@ -39,10 +43,10 @@ def fund(user_id: str, cents: int, clock) -> None:
     assert admin.post("/v1/admin/adjustments", {"userId": user_id, "amountCents": cents, "reason": "t"}).status == 200
 
 
-def launch_running(api: Api, clock, family: str = "h100-80gb") -> dict:
+def launch_running(api: Api, clock, family: str = "h100-80gb") -> dict[str, Any]:
     launched = api.post("/v1/rentals", {"familyId": family, "gpuCount": 1}).json()
     clock.advance(6)
-    running = api.get(f"/v1/rentals/{launched['id']}").json()
+    running: dict[str, Any] = api.get(f"/v1/rentals/{launched['id']}").json()
     assert running["status"] == "running", running
     return running
 
@@ -135,6 +139,7 @@ def test_a_wallet_running_dry_stops_within_five_seconds_though_the_sweep_is_once
         scheduler.advance(450)
     r = meters.current(user["id"], launched["id"])
     assert r is not None and r.status in ("stopping", "stopped") and r.stop_reason == "insufficient_balance"
+    assert r.stopped_at is not None
     ran_out = _money_ran_out_at(r, money)
     assert 0 <= float(r.stopped_at) - ran_out <= 5, (r.stopped_at, ran_out)
     # The sweeps alone would have stopped it up to a minute late; a timer did it.
@@ -165,6 +170,7 @@ def test_the_usage_beyond_the_money_becomes_one_overage_invoice(api: Api, user, 
     assert r is not None and r.stop_reason == "insufficient_balance"
     owed = charge_for_seconds(int(r.billed_seconds), int(r.price_per_hour_cents)) - money
     assert owed > 100
+    assert r.overage_invoice_id is not None
     invoice = invoice_store.get(user["id"], r.overage_invoice_id)
     assert invoice is not None
     assert (invoice.reason, invoice.status, invoice.amount_cents, invoice.rental_id) == ("overage", "open", owed, r.id)
@@ -191,6 +197,7 @@ def test_limit_stops_happen_on_the_second(api: Api, user, world, clock, field, v
     scheduler.advance(1800)
     r = meters.current(user["id"], launched["id"])
     assert r is not None and r.stop_reason == reason, r
+    assert r.stopped_at is not None and r.running_at is not None
     deadline = rentals.limit_deadline(r)
     assert deadline is not None
     assert 0 <= float(r.stopped_at) - deadline[0] <= 5
@@ -253,6 +260,7 @@ def test_a_crash_reported_after_a_tick_charged_past_it_gives_the_excess_back(api
     reconcile_through_health_grace(clock)
     got = meters.current(user["id"], r["id"])
     assert got is not None and got.status == "failed"
+    assert got.last_healthy_at is not None and got.running_at is not None
     rate = int(got.price_per_hour_cents)
     billed = int(got.billed_seconds)
     assert billed == round(float(got.last_healthy_at) - float(got.running_at))
@@ -274,7 +282,7 @@ def test_a_metering_tick_writes_no_marker_and_money_operations_keep_theirs(api: 
     for _ in range(3):
         clock.advance(600)
         sweep.start()
-    items = dynamo.client().scan(TableName=dynamo.settings().money_table)["Items"]
+    items = dynamo.client().scan(TableName=config.settings().money_table)["Items"]
     markers = [i["pk"]["S"] for i in items if i["pk"]["S"].startswith("OP#")]
     assert markers and not any(k.startswith("OP#meter:") for k in markers)  # adjustments, reserves: kept
     charges = [e for e in api.get("/v1/billing/ledger?type=rental_charge&pageSize=200").json()["entries"]]
@@ -282,10 +290,10 @@ def test_a_metering_tick_writes_no_marker_and_money_operations_keep_theirs(api: 
     check_invariants(user["id"])
 
 
-def item_bytes(item: dict) -> int:
+def item_bytes(item: dict[str, Any]) -> int:
     """An item's size by DynamoDB's rules (attribute names plus values), rounded up: a number
     is counted as one byte per character (DynamoDB stores about half that)."""
-    def value(v: dict) -> int:
+    def value(v: dict[str, Any]) -> int:
         ((t, x),) = v.items()
         if t == "M":
             return 3 + sum(len(k.encode()) + 1 + value(e) for k, e in x.items())
@@ -311,7 +319,7 @@ def test_a_running_rental_item_is_lean_and_a_replayed_launch_still_answers_its_f
     assert api.get(f"/v1/rentals/{first.json()['id']}").json()["status"] == "running"
     clock.advance(60)
     sweep.start()
-    raw = dynamo.client().get_item(TableName=dynamo.settings().money_table, ConsistentRead=True,
+    raw = dynamo.client().get_item(TableName=config.settings().money_table, ConsistentRead=True,
                                    Key=dynamo.key(f"USER#{user['id']}", f"RENTAL#{first.json()['id']}"))["Item"]
     assert "offer" not in raw and "launchAnswer" not in raw
     assert item_bytes(raw) < 1024, item_bytes(raw)
@@ -331,7 +339,7 @@ def _auto_topup_on(api: Api, ls, threshold: int, amount: int) -> None:
     assert r.status == 200, r.body
 
 
-def _auto_topups(api: Api) -> list[dict]:
+def _auto_topups(api: Api) -> list[dict[str, Any]]:
     return [e for e in api.get("/v1/billing/ledger?type=auto_topup&pageSize=200").json()["entries"]]
 
 
@@ -363,13 +371,15 @@ def test_auto_topup_fires_again_after_available_hit_zero_inside_the_cooldown(
     for _ in range(16):  # two hours
         scheduler.advance(450)
     got = meters.current(user["id"], r["id"])
-    assert got is not None and got.status == "running", (got.status, got.stop_reason)
+    assert got is not None
+    assert got.status == "running", (got.status, got.stop_reason)
     assert len(_auto_topups(api)) >= 2
     assert api.get("/v1/billing/auto-topup").json()["enabled"] is True
     check_invariants(user["id"])
 
 
-def _running_dry_with_stripe_down(api: Api, user, clock, ls, monkeypatch) -> tuple[dict, float, dict, object]:
+def _running_dry_with_stripe_down(api: Api, user, clock, ls, monkeypatch) -> tuple[
+        dict[str, Any], float, dict[str, bool], LocalScheduler]:
     """A pod whose wallet runs dry at `ran_out`; auto-topup is switched on a minute before,
     while Stripe cannot be reached (`outage["on"]`): the attempt is claimed and pending."""
     from gpurent.billing import gateway
@@ -378,7 +388,9 @@ def _running_dry_with_stripe_down(api: Api, user, clock, ls, monkeypatch) -> tup
     money = preview["pricePerHourCents"] + 30
     fund(user["id"], money, clock)
     r = launch_running(api, clock)
-    ran_out = _money_ran_out_at(meters.current(user["id"], r["id"]), money)
+    running = meters.current(user["id"], r["id"])
+    assert running is not None
+    ran_out = _money_ran_out_at(running, money)
     scheduler = _scheduler(clock)
     scheduler.advance(ran_out - 60 - clock.now())
     outage = {"on": True}
@@ -410,11 +422,13 @@ def test_a_pending_auto_topup_holds_the_exhaustion_stop_until_its_outcome(
     r, ran_out, outage, scheduler = _running_dry_with_stripe_down(api, user, clock, local_stripe, monkeypatch)
     scheduler.advance(ran_out + 10 - clock.now())  # past the moment the money ran out
     got = meters.current(user["id"], r["id"])
-    assert got is not None and got.status == "running", got.stop_reason
+    assert got is not None
+    assert got.status == "running", got.stop_reason
     outage["on"] = False
     scheduler.advance(110)  # the attempt's timer tries again: it goes through
     got = meters.current(user["id"], r["id"])
-    assert got is not None and got.status == "running", got.stop_reason
+    assert got is not None
+    assert got.status == "running", got.stop_reason
     assert len(_auto_topups(api)) == 1
     assert api.get("/v1/billing/balance").json()["availableCents"] > 1000
     check_invariants(user["id"])
@@ -429,7 +443,8 @@ def test_an_attempt_stuck_past_its_window_no_longer_holds_the_stop(
     claimed = ran_out - 59
     scheduler.advance(ran_out + wallet.AUTO_TOPUP_WINDOW - clock.now())
     got = meters.current(user["id"], r["id"])
-    assert got is not None and got.status in ("stopping", "stopped"), got.status
+    assert got is not None
+    assert got.status in ("stopping", "stopped"), got.status
     assert got.stop_reason == "insufficient_balance"
     assert ran_out < (got.stopped_at or 0.0) <= claimed + wallet.AUTO_TOPUP_WINDOW + 2, (got.stopped_at, ran_out)
     assert _auto_topups(api) == []
@@ -448,6 +463,7 @@ def test_a_sweep_that_loses_to_a_later_timer_never_moves_the_meter_backwards(api
     clock.advance(100)
     swept_at = clock.now()
     stale = meters.current(user["id"], r["id"])  # what the sweep read at its start
+    assert stale is not None
     clock.advance(30)
     metering.on_timer(user["id"])  # a timer meters the wallet meanwhile, 30 s later
     after_timer = meters.current(user["id"], r["id"])

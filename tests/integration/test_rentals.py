@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gpurent import catalog, rentals, templates
 from gpurent.listing import Listing
+from gpurent.records import LedgerRow
 from gpurent.store import money as money_store
 from gpurent.store import rentals as rental_store
 from tests.conftest import Api
@@ -93,7 +94,7 @@ def listings(api: Api, family: str, count: int, region: str | None = None) -> li
     return list(r.json()["listings"])
 
 
-def ledger(user_id: str) -> list[dict[str, Any]]:
+def ledger(user_id: str) -> list[LedgerRow]:
     return money_store.all_ledger(user_id)
 
 
@@ -253,8 +254,8 @@ def test_the_cheapest_matching_listing_is_used_and_its_price_locked(
 
 
 def test_every_documented_field_is_accepted_and_kept(api: Api, funded_user: dict[str, Any], world: World) -> None:
-    body = {"familyId": "rtx-4090", "gpuCount": 1, "templateId": "pytorch", "region": "us",
-            "name": "alice/exp-42" + "x" * 52, "autoStopAfterHours": 720, "maxTotalCents": 1}
+    body: dict[str, Any] = {"familyId": "rtx-4090", "gpuCount": 1, "templateId": "pytorch", "region": "us",
+                            "name": "alice/exp-42" + "x" * 52, "autoStopAfterHours": 720, "maxTotalCents": 1}
     assert len(body["name"]) == 64
     answer = launched(api, body)
     got = get(api, answer["id"])

@@ -19,8 +19,9 @@ from gpurent import clock as clock_mod
 from gpurent.money import charge_for_seconds
 from gpurent.providers import registry
 from gpurent.providers.registry import build_adapters
-from gpurent.records import Rental, active_shard, active_shards
+from gpurent.records import Rental, WalletItem, active_shard, active_shards
 from gpurent.rentals import meters
+from gpurent.store import money as money_store
 from gpurent.store import rentals as rental_store
 from gpurent.store import timers as queue_store
 from infra.local.events import schedule_event, sqs_event
@@ -92,7 +93,7 @@ def sweep_queue(aws, monkeypatch) -> Iterator[str]:
 
 def receive_all(url: str) -> list[dict[str, Any]]:
     sqs = boto3.client("sqs", region_name="us-east-1")
-    out = []
+    out: list[dict[str, Any]] = []
     while True:
         got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
         if not got:
@@ -331,15 +332,15 @@ def test_a_wallet_that_moved_after_the_batch_read_is_charged_right(pods, clock, 
     it is cancelled, planned again on the wallet that won, and nothing is lost or doubled."""
     part, wallets = _crowded_part(clock)
     user_id = wallets[0][1]
-    real = sweep.money_store.get_wallets
+    real = money_store.get_wallets  # the module the sweep reads its wallets through
 
-    def then_credit(user_ids: list[str]) -> dict[str, Any]:
+    def then_credit(user_ids: list[str]) -> dict[str, WalletItem]:
         items = real(user_ids)  # read first…
         if user_id in user_ids:  # …then the wallet moves on before it is charged
             wallet.credit(user_id, 700, "adjustment", f"credit-{uuid.uuid4().hex}")
         return items
 
-    monkeypatch.setattr(sweep.money_store, "get_wallets", then_credit)
+    monkeypatch.setattr(money_store, "get_wallets", then_credit)
     rid = next(rid for u, rid, _ in pods if u == user_id)
     was = meters.current(user_id, rid)
     before = wallet.get(user_id).total

@@ -4,6 +4,8 @@ the timer function reports failures per message."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -15,7 +17,7 @@ from infra.local.functions import load_handler
 
 
 @pytest.fixture
-def queue(aws, monkeypatch) -> str:
+def queue(aws, monkeypatch) -> Iterator[str]:
     url = boto3.client("sqs", region_name="us-east-1").create_queue(QueueName="timers")["QueueUrl"]
     monkeypatch.setenv("TIMER_QUEUE_URL", url)
     config.reset()
@@ -26,7 +28,7 @@ def queue(aws, monkeypatch) -> str:
     timer_store.reset_client()
 
 
-def _receive(url: str) -> list[dict]:
+def _receive(url: str) -> list[dict[str, Any]]:
     got = boto3.client("sqs", region_name="us-east-1").receive_message(QueueUrl=url, MaxNumberOfMessages=10)
     return [json.loads(m["Body"]) for m in got.get("Messages", [])]
 

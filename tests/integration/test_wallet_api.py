@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+from typing import Any
 
 import pytest
 
@@ -226,7 +227,7 @@ def _rows(user_id: str, types: list[str]) -> None:
         _batch(items)
 
 
-def _batch(items: list) -> None:
+def _batch(items: list[dict[str, Any]]) -> None:
     """BatchWriteItem (moto copies the whole table inside every transaction: thousands of rows
     written by transactions would take minutes)."""
     from gpurent.store import dynamo
@@ -235,7 +236,7 @@ def _batch(items: list) -> None:
     dynamo.client().batch_write_item(RequestItems={table: [{"PutRequest": {"Item": i["Put"]["Item"]}} for i in items]})
 
 
-def _queries(api: Api, url: str) -> tuple[int, dict]:
+def _queries(api: Api, url: str) -> tuple[int, dict[str, Any]]:
     from gpurent.store import dynamo
 
     calls: list[str] = []
@@ -270,7 +271,7 @@ def test_a_filtered_ledger_page_costs_a_bounded_number_of_reads(api: Api, user) 
 def test_a_sparse_common_type_is_paged_with_a_bounded_budget(api: Api, user) -> None:
     types = ["rental_charge"] + ["adjustment"] * 1500 + ["rental_charge"] * 2
     _rows(user["id"], types)
-    seen: list[dict] = []
+    seen: list[dict[str, Any]] = []
     cursor, pages = None, 0
     while True:
         url = "/v1/billing/ledger?type=rental_charge&pageSize=50" + (f"&cursor={cursor}" if cursor else "")

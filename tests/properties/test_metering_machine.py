@@ -64,7 +64,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -87,7 +87,7 @@ from gpurent.money import charge_for_seconds, whole_seconds
 from gpurent.providers import registry
 from gpurent.providers.base import ProviderAdapter
 from gpurent.providers.registry import build_adapters
-from gpurent.records import active_shards
+from gpurent.records import LedgerRow, WalletItem, active_shards
 from gpurent.rentals import meters
 from gpurent.store import billing as billing_store
 from gpurent.store import dynamo, rental_items
@@ -170,8 +170,9 @@ class MeteringMachine(RuleBasedStateMachine):
         # ids from it, so a second example would meet the first one's ids (409 Conflict).
         random.seed(uuid.uuid4().int)
         self.run_id = uuid.uuid4().hex[:10]
-        self.clock = clock_mod.get_clock()
-        assert isinstance(self.clock, clock_mod.ManualClock)
+        clock = clock_mod.get_clock()
+        assert isinstance(clock, clock_mod.ManualClock)
+        self.clock = clock
         self.n = 0
         self.rids: dict[str, str] = {}  # rental id → user id (every rental a launch created)
         self.funded: dict[str, int] = {}  # user id → cents the test put in (credits − debits)
@@ -611,14 +612,14 @@ class MeteringMachine(RuleBasedStateMachine):
 
     def check(self) -> None:
         real_all_ledger = money_store.all_ledger
-        memo: dict[str, list[dict[str, Any]]] = {}
+        memo: dict[str, list[LedgerRow]] = {}
 
-        def all_ledger(user_id: str) -> list[dict[str, Any]]:  # read once per check, not twice
+        def all_ledger(user_id: str) -> list[LedgerRow]:  # read once per check, not twice
             if user_id not in memo:
                 memo[user_id] = real_all_ledger(user_id)
             return memo[user_id]
 
-        money_store.all_ledger = all_ledger  # type: ignore[assignment]
+        money_store.all_ledger = all_ledger
         try:
             self._check()
         finally:
@@ -680,12 +681,12 @@ class MeteringMachine(RuleBasedStateMachine):
             else:
                 REACHED["short run billed (allowance spent)"] += 1
 
-    def check_stripe(self, user: str, rows: list[dict[str, Any]], items: list[dict[str, Any]]) -> int:
+    def check_stripe(self, user: str, rows: list[LedgerRow], items: list[dict[str, Any]]) -> int:
         """Every PaymentIntent at Stripe credited at most once; exactly once when it succeeded, unless
         it is the attempt (or top-up intent) still pending. Returns what Stripe's payments credited."""
         credited: Counter[str] = Counter(str(x["paymentIntentId"]) for x in rows if x.get("paymentIntentId")
                                          and x["type"] in ("stripe_topup", "auto_topup"))
-        wallet_item = next((i for i in items if i["sk"] == "WALLET"), {})
+        wallet_item = cast(WalletItem, next((i for i in items if i["sk"] == "WALLET"), {}))  # the item as stored
         pending_attempt = (wallet_item.get("autoTopupAttempt")
                            if wallet.Wallet.from_record(user, wallet_item).auto_topup_pending else None)
         pending_intents = {i.get("intentId") for i in items if str(i["sk"]).startswith("TOPUP#")
@@ -706,7 +707,7 @@ class MeteringMachine(RuleBasedStateMachine):
         return sum(int(x["amountCents"]) for x in rows if x.get("paymentIntentId")
                    and x["type"] in ("stripe_topup", "auto_topup"))
 
-    def check_reversals(self, user: str, rows: list[dict[str, Any]], items: list[dict[str, Any]]) -> int:
+    def check_reversals(self, user: str, rows: list[LedgerRow], items: list[dict[str, Any]]) -> int:
         """What Stripe took back (refunds, disputes not won) = what the ledger took + the invoices for
         the rest; never more. Returns what the ledger took back (net of disputes won)."""
         invoices = {i["id"]: i for i in items if str(i["sk"]).startswith("INVOICE#") and i["reason"] == "manual"}
@@ -735,7 +736,7 @@ class MeteringMachine(RuleBasedStateMachine):
             REACHED[f"dispute {d['status']}"] += 1
         return -sum(int(x["amountCents"]) for x in rows if x["type"] in ("topup_refund", "dispute", "dispute_won"))
 
-    def check_rental(self, r: dict[str, Any], rows: list[dict[str, Any]], now: float) -> None:
+    def check_rental(self, r: dict[str, Any], rows: list[LedgerRow], now: float) -> None:
         rid, status, rate = r["id"], r["status"], int(r["pricePerHourCents"])
         ledger_charged = -sum(int(x["amountCents"]) for x in rows
                               if x["type"] == "rental_charge" and x.get("rentalId") == rid)

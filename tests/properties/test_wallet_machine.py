@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -90,7 +91,7 @@ class WalletMachine(RuleBasedStateMachine):
     def uid(self, user: str) -> str:
         return f"usr_{self.run_id}{user}"
 
-    def run(self, user: str, key: str, call: Any) -> wallet.Result | None:
+    def run(self, user: str, key: str, call: Callable[[str], wallet.Result]) -> wallet.Result | None:
         """Run an operation; on an injected fault, retry it with the same key like a caller would."""
         try:
             result = call(key)
