@@ -42,6 +42,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytest
@@ -222,7 +223,10 @@ class Ctx:
         if wait_for_payments:
             for pi in self.payment_intents():
                 if pi["status"] == "succeeded" and pi["metadata"].get("user_id"):
-                    self.ls.wait_for("payment_intent.succeeded", lambda o, i=pi["id"]: o["id"] == i, timeout=5)
+                    def succeeded(o: dict[str, Any], i: str = pi["id"]) -> bool:
+                        return bool(o["id"] == i)
+
+                    self.ls.wait_for("payment_intent.succeeded", succeeded, timeout=5)
         for d in self.ls.deliveries():
             if self.mine(d.object):
                 for _ in range(3):  # a 500 is retried by Stripe
@@ -918,7 +922,7 @@ def reversal_act(ctx: Ctx, st: dict[str, Any]) -> Any:
 
 def reversal_recover(ctx: Ctx, st: dict[str, Any]) -> None:
     for d in st["events"]:
-        _retry(lambda d=d: deliver(d))  # Stripe retries each event until it gets a 2xx
+        _retry(partial(deliver, d))  # Stripe retries each event until it gets a 2xx
     ctx.schedule(120)  # the outbox (the email, the invoice's Stripe copy) drains
 
 

@@ -47,8 +47,9 @@ import random
 import secrets
 import threading
 import uuid
+from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from gpurent import catalog, notify, reconciler, timers
 from gpurent import clock as clock_mod
@@ -67,7 +68,7 @@ _STRIPE_PROXY_STATE = ("_deliveries", "_sessions", "_session_extra", "_invoices"
 
 
 def _moto_tables(names: list[str]) -> dict[str, Any]:
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.dynamodb.models import dynamodb_backends
 
     backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][dynamo.client().meta.region_name]
@@ -150,7 +151,7 @@ class World:
     sims: list[dict[str, Any]]
     stripe: tuple[bytes, dict[str, Any]]
     timers: tuple[list[Any], set[Any]]
-    mailbox: list[dict[str, Any]]
+    mailbox: deque[dict[str, Any]]  # a copy of `notify._mailbox`
     catalog: Any
     extra: dict[str, Any]  # the test's own (the path's state, its users), deep-copied back
 
@@ -204,7 +205,7 @@ class SeededRandomness:
             def __getattr__(_, name: str) -> Any:
                 return getattr(self.rng if threading.current_thread() is home else self.others, name)
 
-        rng: Any = Either()
+        rng = cast(random.Random, Either())  # it hands every attribute on to a Random
 
         def token_bytes(nbytes: int | None = None) -> bytes:
             return rng.randbytes(32 if nbytes is None else nbytes)

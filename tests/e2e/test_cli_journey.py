@@ -277,8 +277,8 @@ def test_cli_journey(stack: str, http: httpx.Client, tmp_path: Path) -> None:
     # Sessions: the CLI's own is listed as current; a token may not look (the API's 403, exit 1);
     # signing out everywhere else with --tokens ends the other session and the token, not this one.
     assert post_retrying(http, "/v1/auth/request-code", {"email": email}).status_code == 200
-    r = post_retrying(http, "/v1/auth/verify-code", {"email": email, "code": mailed_code(http, email)})
-    assert r.status_code == 200, r.text  # a second session, from a script
+    signed_in = post_retrying(http, "/v1/auth/verify-code", {"email": email, "code": mailed_code(http, email)})
+    assert signed_in.status_code == 200, signed_in.text  # a second session, from a script
     sessions = g.json("sessions")["sessions"]
     assert len(sessions) == 2 and [s["client"] for s in sessions if s["current"]] == ["gpurent-cli"]
     r = g2("sessions")

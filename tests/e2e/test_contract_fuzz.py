@@ -144,7 +144,7 @@ def test_served_document_is_the_committed_one(stack: str) -> None:
 
 # Loaded at import from the committed file (the test above proves the stack serves the same bytes):
 # `schemathesis.pytest.from_fixture` (lazy loading) fails under pytest 9 (`Function` has no `_nodeid`).
-schema = schemathesis.openapi.from_path(str(DOCUMENT))
+schema: schemathesis.BaseSchema = schemathesis.openapi.from_path(str(DOCUMENT))
 for _key in EXCLUDED:
     _method, _path = _key.split(" ", 1)
     schema = schema.exclude(method=_method, path=_path)

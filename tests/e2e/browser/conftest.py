@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, expect, sync_playwright
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -27,8 +27,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-WIDE = {"width": 1440, "height": 900}
-PHONE = {"width": 390, "height": 844}
+WIDE: ViewportSize = {"width": 1440, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 TIMEOUT_MS = 25_000  # the local stack on a shared 2-core machine: generous, never a pass/fail on speed
 # A test-clock move runs every sweep and pass on the way: wait as long as a client of the API does.
 ADVANCE_TIMEOUT_MS = 180_000
@@ -114,7 +114,7 @@ def open_tab(browser: Browser, stack: str, request: pytest.FixtureRequest,
     and CSP violations fail the test; a screenshot is kept when it fails."""
     contexts: list[tuple[BrowserContext, Tab]] = []
 
-    def make(viewport: dict[str, int] = WIDE, sid: str | None = None) -> Tab:
+    def make(viewport: ViewportSize = WIDE, sid: str | None = None) -> Tab:
         context = browser.new_context(viewport=viewport, base_url=stack, accept_downloads=True,
                                       locale="en-US", timezone_id="Europe/Berlin")
         context.set_default_timeout(TIMEOUT_MS)

@@ -11,10 +11,11 @@ import csv
 import io
 import re
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, ViewportSize, expect
 
 from tests.e2e.browser.conftest import (
     PHONE,
@@ -45,7 +46,7 @@ def pill(page: Page):
     return page.get_by_test_id("balance-pill")
 
 
-def balance(client: httpx.Client) -> dict:
+def balance(client: httpx.Client) -> dict[str, Any]:
     r = client.get("/v1/billing/balance")
     assert r.status_code == 200, r.text
     return dict(r.json())
@@ -70,7 +71,7 @@ def fund_from_admin_page(admin: Tab, email: str, dollars: str, reason: str) -> N
 @pytest.mark.parametrize("viewport", VIEWPORTS)
 def test_funded_by_the_admin_page_launch_watch_and_stop(open_tab: Callable[..., Tab], http: httpx.Client,
                                                          admin_api: httpx.Client, email: str,
-                                                         viewport: dict[str, int]) -> None:
+                                                         viewport: ViewportSize) -> None:
     user = open_tab(viewport)
     sign_in(user, http, email)
     page = user.page
@@ -138,7 +139,7 @@ def test_funded_by_the_admin_page_launch_watch_and_stop(open_tab: Callable[..., 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
 def test_top_up_save_a_card_auto_topup_pay_an_invoice_and_export_the_ledger(
         open_tab: Callable[..., Tab], http: httpx.Client, admin_api: httpx.Client, email: str,
-        viewport: dict[str, int]) -> None:
+        viewport: ViewportSize) -> None:
     user = open_tab(viewport)
     sign_in(user, http, email, next_path="/app/billing")
     page = user.page

@@ -12,13 +12,14 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, ViewportSize, expect
 
 from tests.e2e.browser.conftest import PHONE, WIDE, Tab, advance, api_sign_in
 
@@ -51,7 +52,7 @@ class Scene:
     admin_sid: str
 
 
-def _ok(r: httpx.Response) -> dict:
+def _ok(r: httpx.Response) -> dict[str, Any]:
     assert r.status_code == 200, (r.request.url.path, r.status_code, r.text)
     return dict(r.json())
 
@@ -107,7 +108,7 @@ def _wait_for_content(tab: Tab, heading: str) -> None:
 @pytest.mark.parametrize("viewport", VIEWPORTS)
 @pytest.mark.parametrize(("name", "path", "heading"), PAGES, ids=[p[0] for p in PAGES])
 def test_every_page_passes_axe_and_fits_the_screen(open_tab: Callable[..., Tab], scene: Scene, name: str,
-                                                   path: str, heading: str, viewport: dict[str, int],
+                                                   path: str, heading: str, viewport: ViewportSize,
                                                    tmp_path: Path) -> None:
     sid = None if name == "login" else scene.admin_sid if name == "admin" else scene.user_sid
     tab = open_tab(viewport, sid=sid)
@@ -152,7 +153,7 @@ def _axe_clean(page: Page) -> None:
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
 def test_the_confirmation_dialogs_pass_axe(open_tab: Callable[..., Tab], scene: Scene,
-                                           viewport: dict[str, int]) -> None:
+                                           viewport: ViewportSize) -> None:
     """Open on top of their page (focus trapped in the dialog): stopping a pod, signing out
     everywhere else."""
     tab = open_tab(viewport, sid=scene.user_sid)

@@ -61,7 +61,7 @@ def failover_case(me: httpx.Client, budget: int) -> tuple[str, str, int, int]:
 @pytest.fixture
 def knobs(http: httpx.Client) -> Iterator[Callable[[str, dict[str, Any]], None]]:
     """Set a simulator's fault switches by provider code; every switch is off again afterwards."""
-    bases = http.get("/dev/providers").json()
+    bases: dict[str, str] = http.get("/dev/providers").json()  # provider name → its base URL
     touched: list[str] = []
 
     def base_of(code: str) -> str:
