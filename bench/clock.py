@@ -60,7 +60,7 @@ def main() -> None:
         r = journey.fund(admin, email, 10_000_000)
         assert r.status_code == 200, r.text
         families = [f["id"] for f in user.get("/v1/catalog/families").json()["families"]]
-        rids = []
+        rids: list[str] = []
         usable = [f for f in FAMILIES if f in families] or families
         refused = 0
         while len(rids) < args.pods and refused < 5 * args.pods:

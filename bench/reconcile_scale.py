@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,6 +39,7 @@ from gpurent.records import Rental  # noqa: E402
 from gpurent.rentals import instances  # noqa: E402
 from gpurent.store import dynamo  # noqa: E402
 from gpurent.store import rentals as rental_store  # noqa: E402
+from gpurent.store.money import TransactItem  # noqa: E402
 from infra.local import dynamodb_local, template  # noqa: E402
 from infra.simulators import Simulators, start_simulators  # noqa: E402
 
@@ -144,9 +145,11 @@ def seed(n: int, sims: Simulators) -> Seeded:
         user = ids.new_id("usr")
         mine = [replace(r, user_id=user) for r in rentals[w:w + PER_WALLET]]
         wallet.credit(user, 10**8, "adjustment", f"bench-fund:{user}", {"description": "bench"})
-        wallet.reserve(user, sum(r.reserve_cents for r in mine), f"bench-reserve:{user}",
-                       extras=lambda w_, steps, mine=mine: [x for r in mine for x in (
-                           rental_store.put_item(r), rental_store.owner_item(r.id, r.user_id))])
+
+        def extras(w_: wallet.Wallet, steps: Sequence[wallet.Step], mine: list[Rental] = mine) -> list[TransactItem]:
+            return [x for r in mine for x in (rental_store.put_item(r), rental_store.owner_item(r.id, r.user_id))]
+
+        wallet.reserve(user, sum(r.reserve_cents for r in mine), f"bench-reserve:{user}", extras=extras)
         out += mine
         if (w // PER_WALLET) % 200 == 199:
             print(f"  seeded {len(out):,} rentals ({time.perf_counter() - began:.0f} s)", flush=True)

@@ -327,7 +327,7 @@ class WriteUnits:
         return sum(self.table.values()) + sum(self.index.values())
 
     def _backend(self) -> Any:
-        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.core.models import DEFAULT_ACCOUNT_ID
         from moto.dynamodb.models import dynamodb_backends
 
         return dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]

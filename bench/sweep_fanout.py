@@ -24,11 +24,14 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parent
 sys.path[:0] = [str(ROOT)]
-import sweep as base  # noqa: E402 - bench/sweep.py: its environment, template rental and seeding
+if TYPE_CHECKING:  # mypy reads bench/ as the package `bench`
+    from bench import sweep as base
+else:
+    import sweep as base  # bench/sweep.py: its environment, template rental and seeding
 
 from gpurent import clock, config, timers  # noqa: E402
 from gpurent import sweep as fanout  # noqa: E402
