@@ -469,7 +469,7 @@ def seed(tpl: Rental, n: int, u: int) -> dict[str, list[Rental]]:
                 steps = []
                 cur = w
                 if first:
-                    steps.append(wallet.plan_credit(cur, fund, "adjustment", {"reason": "bench funding"}))
+                    steps.append(wallet.plan_credit(cur, fund, "adjustment", {"description": "bench funding"}))
                     cur = wallet.Wallet(user, cur.available + fund, cur.reserved)
                 for r in chunk:
                     s = wallet.plan_reserve(cur, r.reserve_cents)
