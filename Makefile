@@ -145,9 +145,11 @@ dev: $(VENV)/.runtime node_modules/.installed web/dist/.built
 	$(call say,starting the local stack (python -m infra.local.dev))
 	@$(PY) -m infra.local.dev
 
+# ruff, then mypy (strict, pyproject.toml) over the product code, the tests and the benches (where
+# a def may go unannotated, as pytest fixtures often do: its body is checked all the same).
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy layers/gpurent/gpurent functions infra cli
+	$(VENV)/bin/mypy layers/gpurent/gpurent functions infra cli tests bench
 
 # pytest's exit 5 ("no tests collected") is not a failure of the suite.
 define run_pytest
