@@ -592,7 +592,7 @@ def run_tick(label: str, n: int, u: int, manual: clock.ManualClock, interval: fl
             spent[1] += 1
 
     captured.clear()
-    metering.arm_next = timed  # type: ignore[assignment]
+    metering.arm_next = timed
     m.reset()
     w.reset()
     t, c = time.perf_counter(), time.thread_time()
@@ -602,7 +602,7 @@ def run_tick(label: str, n: int, u: int, manual: clock.ManualClock, interval: fl
     finally:
         wall = time.perf_counter() - t
         cpu = time.thread_time() - c
-        metering.arm_next = original  # type: ignore[assignment]
+        metering.arm_next = original
     armed = len(timers._pending)
     timers.clear()
     counted = WriteUnits(table=Counter(w.table), index=Counter(w.index))

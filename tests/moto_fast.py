@@ -117,7 +117,7 @@ def _share_loaders() -> None:
     import botocore.session
     import moto.core.utils
 
-    botocore.session.create_loader = functools.cache(botocore.session.create_loader)  # type: ignore[attr-defined]
+    botocore.session.create_loader = functools.cache(botocore.session.create_loader)
     # moto.core.utils's own binding of the name (imported from .loaders, not re-exported): what its look-ups call
     moto.core.utils.create_loader = functools.cache(moto.core.utils.create_loader)  # type: ignore[attr-defined]
 
@@ -156,7 +156,7 @@ def _install_expression_caches() -> None:
     # moto's expressions.py opens with a file-wide `# type: ignore`: mypy sees none of its names
     from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
 
-    make = UpdateExpressionParser.make.__func__  # type: ignore[attr-defined]
+    make = UpdateExpressionParser.make.__func__
     trees: dict[str, Any] = {}
 
     def cached_make(cls: Any, expression_str: str) -> Any:
@@ -174,7 +174,7 @@ def _install_expression_caches() -> None:
             got = tokens[self.condition_expression] = tuple(lex(self))
         return deque(got)
 
-    UpdateExpressionParser.make = classmethod(cached_make)  # type: ignore[assignment]
+    UpdateExpressionParser.make = classmethod(cached_make)
     ConditionExpressionParser._lex_condition_expression = cached_lex  # type: ignore[method-assign]
     _install_static_checks_once(trees)
 

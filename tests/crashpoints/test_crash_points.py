@@ -632,12 +632,12 @@ def fanout_act(ctx: Ctx, st: dict[str, Any]) -> Any:
         return 60.0 if started["n"] == 1 else 0.0
 
     real = sweep.hand_off
-    sweep.hand_off = lambda part: None  # type: ignore[assignment]
+    sweep.hand_off = lambda part: None
     try:
         for n in range(active_shards()):
             sweep.run_part(sweep.Part(n, clock_mod.now()), time_left)
     finally:
-        sweep.hand_off = real  # type: ignore[assignment]
+        sweep.hand_off = real
 
 
 # -- a reconcile pass with work of every kind

@@ -668,11 +668,11 @@ def test_preview_ties_go_to_the_most_recent_refresh_then_the_id(api: Api, user, 
     assert len(same) == 2 and winner("b200")["id"] == same[0], "one provider, same price: the lower id"
 
     clock.advance(5)
-    catalog_refresh.refresh({high["providerCode"]: adapters[high["providerCode"]]})  # type: ignore[dict-item]
+    catalog_refresh.refresh({high["providerCode"]: adapters[high["providerCode"]]})
     assert winner() == {"id": high["id"], "providerCode": high["providerCode"], "region": high["region"],
                         "model": "H100_SXM_80GB"}, "refreshed most recently wins"
     clock.advance(5)
-    catalog_refresh.refresh({low["providerCode"]: adapters[low["providerCode"]]})  # type: ignore[dict-item]
+    catalog_refresh.refresh({low["providerCode"]: adapters[low["providerCode"]]})
     assert winner()["id"] == low["id"]
     assert preview(api, {"familyId": "h100-80gb", "gpuCount": 1}).json()["pricePerHourCents"] == 200
 

@@ -301,7 +301,7 @@ def test_setup_intent_through_stripe_api_confirm_also_attaches(local_stripe: Loc
     si = gateway.create_setup_intent(customer_id=cus, user_id="usr_si3")
     client = stripe.StripeClient("sk_test_local", base_addresses={"api": local_stripe.api_base})
     pm = client.v1.payment_methods.create({"type": "card", "card": {
-        "number": OK_CARD, "exp_month": 1, "exp_year": 2031, "cvc": "123"}})  # type: ignore[typeddict-item]
+        "number": OK_CARD, "exp_month": 1, "exp_year": 2031, "cvc": "123"}})
     confirmed = client.v1.setup_intents.confirm(si.id, {"payment_method": pm.id})
     assert confirmed.status == "succeeded"
     _verified(local_stripe, "setup_intent.succeeded", si.id)

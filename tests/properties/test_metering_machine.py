@@ -179,9 +179,9 @@ class MeteringMachine(RuleBasedStateMachine):
         self.injection: Injection | None = None
         self.next_sweep = self.clock.now() + SWEEP_EVERY
         self.real_transact = money_store.transact
-        money_store.transact = self._transact  # type: ignore[assignment]
+        money_store.transact = self._transact
         self.real_live_listings = catalog.live_listings
-        catalog.live_listings = self._live_listings  # type: ignore[assignment]
+        catalog.live_listings = self._live_listings
         # Fresh, empty tables per example (a copy of moto's, `tests.conftest.create_tables`):
         # no example sees another's items.
         self.names = template.default_table_names("mmetering")
@@ -196,7 +196,7 @@ class MeteringMachine(RuleBasedStateMachine):
         # Stripe: reachable or not (a network failure on every call), as the rules say.
         self.stripe_ok = True
         self.real_call = gateway.client.call
-        gateway.client.call = self._stripe_call  # type: ignore[assignment]
+        gateway.client.call = self._stripe_call
         self.users = {u: str(auth.upsert_user(f"{u.lower()}-{self.run_id}@example.com")[0]["id"]) for u in USERS}
         self.refunded: dict[str, int] = {}  # charge id → what Stripe says is refunded of it (cumulative)
         self.disputes: dict[str, dict[str, Any]] = {}  # dispute id → {charge, amount, status}
@@ -209,9 +209,9 @@ class MeteringMachine(RuleBasedStateMachine):
             if r is not None:
                 overage = r.overage_cents > 0
                 REACHED[f"rental {r.status} {r.stop_reason or r.error or ''} {overage=}"] += 1
-        money_store.transact = self.real_transact  # type: ignore[assignment]
-        gateway.client.call = self.real_call  # type: ignore[assignment]
-        catalog.live_listings = self.real_live_listings  # type: ignore[assignment]
+        money_store.transact = self.real_transact
+        gateway.client.call = self.real_call
+        catalog.live_listings = self.real_live_listings
         timers.clear()
         catalog.invalidate()
         for k, v in self.saved_env.items():
@@ -469,7 +469,7 @@ class MeteringMachine(RuleBasedStateMachine):
                 budget["left"] = wallets
                 sweep.run_part(sweep.Part(n, self.now()), time_left)
         finally:
-            sweep.hand_off = real  # type: ignore[assignment]
+            sweep.hand_off = real
         if hand_off != "lost":
             for part in handed * (2 if hand_off == "twice" else 1):
                 sweep.run_part(part)
@@ -623,7 +623,7 @@ class MeteringMachine(RuleBasedStateMachine):
         try:
             self._check()
         finally:
-            money_store.all_ledger = real_all_ledger  # type: ignore[assignment]
+            money_store.all_ledger = real_all_ledger
 
     def _check(self) -> None:
         now = self.now()

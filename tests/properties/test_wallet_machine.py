@@ -58,7 +58,7 @@ class WalletMachine(RuleBasedStateMachine):
         self.applied: list[tuple[str, str, dict[str, Any], Any, wallet.Result]] = []  # (user, key, desc, call, result)
         self.fault: str | None = None
         self.real_transact = store.transact
-        store.transact = self._transact  # type: ignore[assignment]
+        store.transact = self._transact
         # Fresh, empty tables per example (a copy of moto's, `tests.conftest.create_tables`):
         # no example sees another's items.
         self.names = template.default_table_names("pwallet")
@@ -68,7 +68,7 @@ class WalletMachine(RuleBasedStateMachine):
         create_tables(self.names)
 
     def teardown(self) -> None:
-        store.transact = self.real_transact  # type: ignore[assignment]
+        store.transact = self.real_transact
         for k, v in self.saved_env.items():
             if v is None:
                 os.environ.pop(k, None)

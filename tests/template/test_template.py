@@ -159,7 +159,7 @@ def test_every_template_route_is_served_by_its_function_and_vice_versa() -> None
     assert by_function
     for code_uri, keys in by_function.items():
         handler = load_handler(code_uri)
-        router = inspect.unwrap(handler).__self__  # type: ignore[attr-defined]
+        router = inspect.unwrap(handler).__self__
         assert set(router.routes) == keys, code_uri
 
 

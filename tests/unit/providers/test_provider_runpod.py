@@ -311,14 +311,14 @@ def test_a_pod_says_what_it_bills(runpod, fx):
     """costPerHr is the whole pod's: 0.69 + the 50 GB container disk = 70 cents, as its offer was quoted."""
     answer = fx("runpod/pod_running.json")
     respx.post(URL).mock(return_value=httpx.Response(200, json=answer))
-    assert run(runpod.get_instance("sim0pod0abc123")).cost_cents_per_hour == 70  # type: ignore[union-attr]
+    assert run(runpod.get_instance("sim0pod0abc123")).cost_cents_per_hour == 70
     answer["data"]["pod"].update(costPerHr="1.38", gpuCount=2, containerDiskInGb=100)
     respx.post(URL).mock(return_value=httpx.Response(200, json=answer))
     # 1.38 + 100 GB × 0.10 / 730 = 1.3937 → 140
-    assert run(runpod.get_instance("sim0pod0abc123")).cost_cents_per_hour == 140  # type: ignore[union-attr]
+    assert run(runpod.get_instance("sim0pod0abc123")).cost_cents_per_hour == 140
     answer["data"]["pod"]["costPerHr"] = None
     respx.post(URL).mock(return_value=httpx.Response(200, json=answer))
-    assert run(runpod.get_instance("sim0pod0abc123")).cost_cents_per_hour is None  # type: ignore[union-attr]
+    assert run(runpod.get_instance("sim0pod0abc123")).cost_cents_per_hour is None
 
 
 @respx.mock
