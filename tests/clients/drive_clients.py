@@ -26,10 +26,16 @@ def vast(settings: dict[str, str]) -> dict[str, object]:
         created = json.loads(created)
     contract = created["new_contract"]
     shown = sdk.show_instances()
+    # The list filtered on a label, as `vastai show instances-v1 --label …` filters it (its CLI
+    # builds this `select_filters`): how our adapter finds a launch's instance by its label.
+    from vastai.api import instances as instances_api
+
+    by_label = instances_api.show_instances(sdk.client, select_filters={"label": {"in": ["rent_CLIENTVAST"]}})
+    by_other = instances_api.show_instances(sdk.client, select_filters={"label": {"in": ["rent_NOBODY"]}})
     one = sdk.show_instance(id=contract)
     sdk.destroy_instance(id=contract)
     return {"offers": len(offers), "contract": contract, "listed": len(shown) if hasattr(shown, "__len__") else -1,
-            "one": bool(one)}
+            "one": bool(one), "by_label": [row["id"] for row in by_label], "by_other": len(by_other)}
 
 
 def runpod_sdk(settings: dict[str, str]) -> dict[str, object]:

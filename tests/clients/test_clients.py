@@ -53,6 +53,7 @@ def drive(python: Path, script: str, sims: Simulators, *args: str) -> dict[str, 
 def test_vastai_sdk_accepts_the_vast_simulator(sims: Simulators) -> None:
     out = drive(CLIENTS, "drive_clients.py", sims, "vast")
     assert out["offers"] > 0 and out["one"]
+    assert out["by_label"] == [out["contract"]] and out["by_other"] == 0  # the list filtered on a label
     assert sims.vast.snapshot() == [] or all(i["status"] == "terminated" for i in sims.vast.snapshot())
 
 

@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from gpurent.providers.base import AllocateRequest, Instance, InstanceStatus, Offer, ProviderError
+from gpurent.providers.base import AllocateRequest, Instance, InstanceStatus, Offer, ProviderError, labelled
 
 
 class FakeProvider:
@@ -47,6 +47,10 @@ class FakeProvider:
     async def list_instances(self, expected: Sequence[str] = ()) -> list[Instance]:
         self.calls.append(("list", ""))
         return [i for i in self.instances.values() if i.status != "terminated"]
+
+    async def find_by_label(self, label: str) -> Instance | None:
+        self.calls.append(("find", label))
+        return labelled(await self.list_instances(), label)
 
 
 if TYPE_CHECKING:

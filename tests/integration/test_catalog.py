@@ -77,6 +77,9 @@ class FakeAdapter:
     async def list_instances(self, expected: Sequence[str] = ()) -> list[Instance]:
         raise NotImplementedError
 
+    async def find_by_label(self, label: str) -> Instance | None:
+        raise NotImplementedError
+
 
 def offer(provider: str, key: str, family_id: str, count: int, cents: int, country: str,
           state: str | None = None) -> Offer:

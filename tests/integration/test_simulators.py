@@ -310,6 +310,10 @@ def test_timeout_on_allocate_leaves_an_instance_found_by_label(sims, code):
     assert len(sim.requests) == creates_before + 1  # the create was sent once, never repeated
     found = [i for i in run(a.list_instances()) if i.label == RID]
     assert len(found) == 1
+    # What a launch asks when its create's answer was lost: the same instance, by its label alone.
+    inst = run(a.find_by_label(RID))
+    assert inst is not None and inst.instance_id == found[0].instance_id
+    assert run(a.find_by_label("rent_01JDX4ZK7Q0V8W1S2T3Y4Z5A6C")) is None  # nothing under another label
 
 
 @pytest.mark.parametrize("code", PROVIDERS)

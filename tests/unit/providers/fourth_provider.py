@@ -37,5 +37,8 @@ class AcmeAdapter:
     async def list_instances(self, expected: Sequence[str] = ()) -> list[Instance]:
         return []
 
+    async def find_by_label(self, label: str) -> Instance | None:
+        return None
+
 
 SPEC = ProviderSpec("acme", AcmeConfig, AcmeAdapter)

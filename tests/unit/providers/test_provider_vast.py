@@ -409,6 +409,10 @@ class Account:
         self.in_flight = self.most_in_flight = self.refused = 0
         self.filters: list[dict[str, Any]] = []
 
+    @staticmethod
+    def label(instance_id: int) -> str:
+        return f"rent_{instance_id:026d}"
+
     async def answer(self, request: httpx.Request) -> httpx.Response:
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
@@ -419,13 +423,16 @@ class Account:
                 return httpx.Response(429, text="API requests too frequent")
             await asyncio.sleep(0.001)  # the other ranges' requests go out meanwhile
             params = request.url.params
-            bound = json.loads(params["select_filters"]).get("id", {})
-            self.filters.append(bound)
+            filters = json.loads(params["select_filters"])
+            bound = filters.get("id", {})
+            self.filters.append(filters if "label" in filters else bound)
             lo, hi = bound.get("gte", -1), bound.get("lt", 10**12)
+            labels = filters.get("label", {}).get("in")
             after = int(params.get("after_token", -1))
-            rest = [i for i in self.ids if lo <= i < hi and i > after]
+            rest = [i for i in self.ids if lo <= i < hi and i > after
+                    and (labels is None or self.label(i) in labels)]
             page = rest[:min(int(params["limit"]), 25)]
-            rows = [{"id": i, "label": f"rent_{i:026d}", "actual_status": "running", "ssh_host": "ssh4.vast.ai",
+            rows = [{"id": i, "label": self.label(i), "actual_status": "running", "ssh_host": "ssh4.vast.ai",
                      "ssh_port": 40000 + i % 1000, "dph_total": 0.35} for i in page]
             token = str(page[-1]) if len(rest) > len(page) else None
             return httpx.Response(200, json={"instances": rows, "next_token": token, "total_instances": len(rest)})
@@ -448,6 +455,22 @@ def test_a_long_list_is_listed_in_id_ranges_at_once(sleeps):
         (("gte", 1_000_750),)}
     assert route.call_count == 11 + 10 + 10 + 11  # 250 ids a range, 25 a page (the open ones hold an orphan)
     assert 1 < account.most_in_flight <= 3
+
+
+@respx.mock
+def test_an_instance_is_found_by_its_label_in_one_request_however_large_the_account(sleeps):
+    """A launch whose create's answer was lost looks for its instance under its label: the list
+    filtered on the label, as vast.ai's own client filters it, not the whole account (here 5,000
+    instances: 200 pages)."""
+    account = Account(list(range(3_000_000, 3_005_000)))
+    route = respx.get(f"{BASE}/api/v1/instances/").mock(side_effect=account.answer)
+    vast = VastAdapter("vk-123", BASE, sleep=sleeps)
+    found = run(vast.find_by_label(Account.label(3_004_321)))
+    assert found is not None and found.instance_id == "3004321" and found.label == Account.label(3_004_321)
+    assert route.call_count == 1
+    assert account.filters == [{"label": {"in": [Account.label(3_004_321)]}}]
+    assert run(vast.find_by_label(Account.label(42))) is None  # no instance under it
+    assert route.call_count == 2
 
 
 @respx.mock

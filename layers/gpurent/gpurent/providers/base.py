@@ -59,7 +59,7 @@ provisioning deadline (`registry.Provider.provision_deadline_seconds`).
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -153,6 +153,18 @@ class ProviderAdapter(Protocol):
         the caller expects among them, a hint an adapter may use to split a long list (never a
         filter: every instance of ours is listed)."""
         ...
+
+    async def find_by_label(self, label: str) -> Instance | None:
+        """The instance of ours under this label (a rental id), if any: how a launch whose create
+        may have taken effect (its answer lost) finds its machine. An adapter whose provider
+        filters its list by label asks for that label only; one whose list is a single call
+        looks through it (`labelled`)."""
+        ...
+
+
+def labelled(found: Iterable[Instance], label: str) -> Instance | None:
+    """The first of `found` under `label` (None: none is)."""
+    return next((inst for inst in found if inst.label == label), None)
 
 
 def is_ours(label: str | None) -> bool:

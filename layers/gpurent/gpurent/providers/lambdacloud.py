@@ -33,6 +33,7 @@ from gpurent.providers.base import (
     ProviderError,
     bootstrap_script,
     is_ours,
+    labelled,
     reachable_status,
 )
 from gpurent.providers.http import (
@@ -212,6 +213,10 @@ class LambdaAdapter:
         except Malformed as e:
             raise ProviderError(self.code, "transient", f"list instances: {e}") from e
         return [i for i in instances if is_ours(i.label)]
+
+    async def find_by_label(self, label: str) -> Instance | None:
+        """Its list is one call: looked through for the label."""
+        return labelled(await self.list_instances(), label)
 
     async def terminate(self, instance_id: str) -> None:
         try:

@@ -47,6 +47,7 @@ from gpurent.providers.base import (
     Offer,
     ProviderError,
     is_ours,
+    labelled,
 )
 from gpurent.providers.http import (
     HttpPolicy,
@@ -197,6 +198,10 @@ class RunPodAdapter:
         except Malformed as e:
             raise ProviderError(self.code, "transient", f"list pods: {e}") from e
         return [i for i in instances if is_ours(i.label)]
+
+    async def find_by_label(self, label: str) -> Instance | None:
+        """Its list is one call: looked through for the label."""
+        return labelled(await self.list_instances(), label)
 
     async def terminate(self, instance_id: str) -> None:
         mutation = f"mutation {{ podTerminate(input: {{ podId: {wire.gql_string(instance_id)} }}) }}"

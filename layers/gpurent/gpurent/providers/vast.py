@@ -7,7 +7,8 @@ refusals are read by `vast_wire`.
 - create   ``PUT /api/v0/asks/{ask id}/`` (label = our rental id)
 - get      ``GET /api/v0/instances/{id}/?owner=me`` → ``{"instances": {...} | null}``
 - list     ``GET /api/v1/instances/`` paged by ``next_token`` → ``after_token``, 25 a page,
-           in id ranges listed concurrently (below)
+           in id ranges listed concurrently (below); filtered on ``label`` to find one
+           rental's instance
 - destroy  ``DELETE /api/v0/instances/{id}/``
 
 A logical failure is ``{"success": false, "error": <code>, "msg": <text>}`` (with a 2xx
@@ -58,6 +59,7 @@ from gpurent.providers.base import (
     ProviderError,
     bootstrap_script,
     is_ours,
+    labelled,
 )
 from gpurent.providers.http import (
     HttpPolicy,
@@ -258,7 +260,7 @@ class VastAdapter:
         gate = Throttle(self.list_concurrency)
         try:
             async with asyncio.TaskGroup() as group:  # one failure cancels the other ranges
-                tasks = [group.create_task(self._list_range(lo, hi, gate))
+                tasks = [group.create_task(self._list_chain(wire.id_filter(lo, hi), gate))
                          for lo, hi in wire.id_ranges(expected, LIST_RANGE)]
         except BaseExceptionGroup as eg:
             raise eg.exceptions[0] from None
@@ -268,14 +270,20 @@ class VastAdapter:
                 found[inst.instance_id] = inst
         return list(found.values())
 
-    async def _list_range(self, lo: int | None, hi: int | None, gate: Throttle) -> list[Instance]:
-        """The instances of ours with `lo` <= id < `hi` (None: unbounded), one page after another."""
+    async def find_by_label(self, label: str) -> Instance | None:
+        """The list filtered on the label (``{"label": {"in": [label]}}``, as vast.ai's own
+        client filters it): one request whatever the size of the account, where looking
+        through the whole list took a page per 25 instances."""
+        return labelled(await self._list_chain(wire.label_filter(label), Throttle(1)), label)
+
+    async def _list_chain(self, filters: dict[str, Any], gate: Throttle) -> list[Instance]:
+        """The instances of ours that pass `filters` (``select_filters``), one page after another."""
         out: list[Instance] = []
         token: str | None = None
         seen: set[str] = set()
         for _ in range(MAX_PAGES):
             params = {
-                "select_filters": json.dumps(wire.id_filter(lo, hi), separators=(",", ":")),
+                "select_filters": json.dumps(filters, separators=(",", ":")),
                 "order_by": json.dumps([{"col": "id", "dir": "asc"}], separators=(",", ":")),
                 "select_cols": json.dumps(LIST_COLUMNS, separators=(",", ":")),
                 "limit": str(self.page_size),
@@ -301,7 +309,7 @@ class VastAdapter:
             if token in seen:
                 raise ProviderError(self.code, "transient", "show instances: paging repeats a token")
             seen.add(token)
-        raise ProviderError(self.code, "transient", f"show instances: more than {MAX_PAGES} pages in one id range")
+        raise ProviderError(self.code, "transient", f"show instances: more than {MAX_PAGES} pages in one chain")
 
     async def _list_page(self, params: dict[str, str], gate: Throttle) -> httpx.Response:
         """One page of the list; a 429 (vast.ai's rate limit for the endpoint) narrows the gate

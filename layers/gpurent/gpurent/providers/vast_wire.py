@@ -244,3 +244,9 @@ def id_filter(lo: int | None, hi: int | None) -> dict[str, Any]:
     if hi is not None:
         bound["lt"] = hi
     return {"id": bound} if bound else {}
+
+
+def label_filter(label: str) -> dict[str, Any]:
+    """The list's ``select_filters`` for the instances under one label (a rental id), in the
+    form vast.ai's own client sends for ``show instances-v1 --label``."""
+    return {"label": {"in": [label]}}

@@ -141,13 +141,11 @@ Listed = dict[str, Instance]
 
 def find_by_label(r: Rental, listed: Listed | None = None) -> Instance | None:
     """The instance its provider has under this rental's label (our rental id), if any:
-    from this pass's list when there is one (a list is complete: absent = not there)."""
+    from this pass's list when there is one (a list is complete: absent = not there), else
+    asked of the provider (vast.ai filters its list on the label: one request)."""
     if listed is not None:
         return listed.get(r.id)
-    for inst in run(registry.adapter(r.provider).list_instances()):
-        if inst.label == r.id:
-            return inst
-    return None
+    return run(registry.adapter(r.provider).find_by_label(r.id))
 
 
 def current(r: Rental, listed: Listed | None = None) -> Instance | None:
