@@ -3,6 +3,7 @@ how a role's statements (as SAM expands them) decide one."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -170,3 +171,47 @@ def test_every_function_has_a_role_the_tier_can_read() -> None:
     assert len(st.functions()) >= 11
     for fn in st.functions():
         assert st.role_statements(fn), fn
+
+
+
+def test_workers_expanding_one_template_at_once_run_one_transform(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a fresh clone every pytest worker asks for the same expansion at once. Once, a worker's
+    clean-up removed the input file another worker's transform had not read yet (a CI failure).
+    Now one transform runs, under a lock, on an input file of its own, and the others wait and
+    read its result. Here SAM's transform is a stand-in that reads its input only after a pause,
+    and four threads (each its own lock, as processes are) ask at once."""
+    import subprocess
+    import threading
+    import time
+    import uuid
+    from pathlib import Path
+
+    from tests.iam import policy
+
+    marker = f"race-{uuid.uuid4().hex}"  # a template no run has expanded: nothing cached
+    transforms: list[str] = []
+
+    def transform(argv: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        transforms.append(argv[-1])
+        time.sleep(0.3)  # the others ask meanwhile
+        text = Path(argv[-1]).read_text()  # gone if another worker's clean-up took it
+        return subprocess.CompletedProcess(argv, 0, stdout=json.dumps({"Description": text.split()[-1]}))
+
+    monkeypatch.setattr(policy, "_sam_python", lambda: "python")
+    monkeypatch.setattr(policy.subprocess, "run", transform)
+    results: list[dict[str, Any]] = []
+    threads = [threading.Thread(target=lambda: results.append(policy.expand(f"Description: {marker}\n")))
+               for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results == [{"Description": marker}] * 4
+        assert len(transforms) == 1  # one ran; the others read its result
+    finally:
+        cache = Path(policy.__file__).resolve().parents[2] / ".pytest_cache" / "iam"
+        for f in cache.glob("*.json"):
+            if marker in f.read_text():
+                f.unlink()
+                f.with_suffix(".lock").unlink(missing_ok=True)
