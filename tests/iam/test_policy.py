@@ -198,7 +198,7 @@ def test_workers_expanding_one_template_at_once_run_one_transform(monkeypatch: p
         return subprocess.CompletedProcess(argv, 0, stdout=json.dumps({"Description": text.split()[-1]}))
 
     monkeypatch.setattr(policy, "_sam_python", lambda: "python")
-    monkeypatch.setattr(policy.subprocess, "run", transform)
+    monkeypatch.setattr(subprocess, "run", transform)  # the one `policy.expand` calls
     results: list[dict[str, Any]] = []
     threads = [threading.Thread(target=lambda: results.append(policy.expand(f"Description: {marker}\n")))
                for _ in range(4)]
