@@ -704,6 +704,37 @@ def test_the_reconciler_terminates_labelled_instances_without_a_live_rental(
     assert get(api, keep["id"])["status"] == "running"
 
 
+def test_a_second_instance_under_a_live_rentals_label_is_terminated_and_its_machine_kept(
+    api: Api, funded_user: dict[str, Any], world: World, clock: Any,
+) -> None:
+    """An instance under a live rental's label that is not the machine the rental recorded (a
+    create that took effect though its provider refused it and the destroy failed, or one that
+    surfaced after the launch allocated elsewhere) is terminated at the next pass, at the
+    rental's own provider or at another, instead of billing us for the rental's whole life."""
+    import asyncio
+
+    from gpurent.providers.base import AllocateRequest
+
+    keep = running(api, clock)
+    stored = rental_store.get(funded_user["id"], keep["id"])
+    assert stored is not None and stored.instance_id is not None
+    other = next(code for code in world.adapters if code != stored.provider)
+
+    def allocate(code: str) -> str:
+        offer = next(iter(asyncio.run(world.adapters[code].list_offers())))
+        req = AllocateRequest(rental_id=keep["id"], offer=offer, image="img", start_command=None, ssh_public_keys=())
+        return asyncio.run(world.adapters[code].allocate(req))
+
+    seconds = {allocate(stored.provider), allocate(other)}
+    assert {i["id"] for i in world.alive(keep["id"])} == {stored.instance_id, *seconds}
+    counts = rentals.reconcile()
+    assert counts["orphansTerminated"] == 2
+    assert [i["id"] for i in world.alive(keep["id"])] == [stored.instance_id]  # its own machine is kept
+    assert get(api, keep["id"])["status"] == "running"
+    assert rentals.reconcile()["orphansTerminated"] == 0
+    world.no_orphans()
+
+
 # ---------------------------------------------------------------- stop
 
 def test_stop_settles_to_the_second_and_releases_the_reserve(

@@ -177,7 +177,7 @@ def reconcile_provider(code: str, deadline: float | None = None) -> Counts:
             send({"provider": code, "at": listed_at, "rentals": [[r.user_id, r.id] for r in part]})
             counts["handedOff"] += len(part)
         if found is not None:
-            terminated, failed = _terminate_orphans(adapter.code, found, {v.id for v in live})
+            terminated, failed = _terminate_orphans(adapter.code, found, live)
             counts["orphansTerminated"] += terminated
             counts["errors"] += failed
     return counts
@@ -294,16 +294,35 @@ def _split(rows: list[Rental]) -> tuple[list[Rental], list[Rental]]:
     return by_label + rest[:room], rest[room:]
 
 
-def _terminate_orphans(code: str, found: Iterable[Instance], live_ids: set[str]) -> tuple[int, int]:
-    """Terminate labelled instances with no live rental: (terminated, failed)."""
+def _terminate_orphans(code: str, found: Iterable[Instance], live: Sequence[LiveRental]) -> tuple[int, int]:
+    """Terminate the labelled instances that are no live rental's machine: (terminated, failed).
+
+    An instance is a live rental's machine when its label names the rental and the rental has
+    recorded no other one. A rental records its machine (provider and instance id) once and
+    never changes it, so a second instance under its label is a leftover: a create that took
+    effect though its answer was a refusal and the destroy that followed failed, or one that
+    surfaced only after the launch had allocated elsewhere. It is terminated now, not kept
+    (and paid for) until the rental ends. A rental that has recorded no machine yet keeps
+    every instance under its label: its launch may be about to record one of them."""
     terminated = failed = 0
     adapter = registry.adapter(code)
+    machines = {v.id: v.instance_id for v in live}
     for inst in found:
-        if not inst.label or inst.status == "terminated" or inst.label in live_ids:
+        if not inst.label or inst.status == "terminated":
             continue
-        owner = _owner_of(inst.label)
-        if owner is not None and owner.is_live:
-            continue  # became live after our read (the index lags), or moved to this provider
+        if inst.label in machines:
+            owned = True
+            keep = machines[inst.label] in (None, inst.instance_id)
+        else:
+            owner = _owner_of(inst.label)  # live after our read (the index lags), or moved to this provider
+            owned = owner is not None and owner.is_live
+            keep = owner is not None and owner.is_live and (
+                owner.instance_id is None or (owner.provider == code and owner.instance_id == inst.instance_id))
+        if keep:
+            continue
+        if owned:
+            logger.warning("a second instance under a live rental's label",
+                           extra={"provider": code, "instanceId": inst.instance_id, "rentalId": inst.label})
         try:
             instances.run(adapter.terminate(inst.instance_id))
             terminated += 1
