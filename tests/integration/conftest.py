@@ -88,10 +88,13 @@ class World:
             s.set_knobs(**changes)
 
     def no_orphans(self) -> None:
-        """Invariant 7: no instance with our label lives without a live rental."""
+        """Invariant 7: every instance with our label is a live rental's machine: none lives
+        without a live rental, and none under a live rental's label but the one it recorded."""
         for inst in self.alive():
             owner = rental_store.find_by_id(str(inst["label"]))
             assert owner is not None and owner.status in LIVE, (inst, owner and owner.status)
+            if owner.instance_id is not None:
+                assert (owner.provider, owner.instance_id) == (inst["provider"], str(inst["id"])), (inst, owner)
 
 
 @pytest.fixture(scope="session")

@@ -727,6 +727,8 @@ def test_a_second_instance_under_a_live_rentals_label_is_terminated_and_its_mach
 
     seconds = {allocate(stored.provider), allocate(other)}
     assert {i["id"] for i in world.alive(keep["id"])} == {stored.instance_id, *seconds}
+    with pytest.raises(AssertionError):
+        world.no_orphans()  # the invariant sees a second machine under a live rental's label
     counts = rentals.reconcile()
     assert counts["orphansTerminated"] == 2
     assert [i["id"] for i in world.alive(keep["id"])] == [stored.instance_id]  # its own machine is kept
